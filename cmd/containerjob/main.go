@@ -1,0 +1,64 @@
+// Command containerjob runs Docker images for the users of a batch
+// scheduler, as themselves, under the admins' policy.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/containerjob/containerjob/launcher"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "containerjob",
+		Short: "Run Docker images safely inside batch jobs",
+		Long: `containerjob runs Docker images for the users of a batch scheduler (Slurm,
+PBS) as themselves, with their job's directory and allocation, under a
+policy the cluster's admins control. Users never touch the docker command.`,
+		Version:       launcher.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newRunCmd(), newVersionCmd())
+	return root
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(cmd.OutOrStdout(), "containerjob %s\n", launcher.Version)
+			return nil
+		},
+	}
+}
+
+// withImplicitRun lets "containerjob IMAGE CMD" mean "containerjob run IMAGE
+// CMD": anything that is not a subcommand or a root flag starts a run.
+func withImplicitRun(root *cobra.Command, args []string) []string {
+	if len(args) == 0 {
+		return args
+	}
+	switch args[0] {
+	case "-h", "--help", "--version", "help", "completion", "__complete", "__completeNoDesc":
+		return args
+	}
+	for _, c := range root.Commands() {
+		if c.Name() == args[0] || c.HasAlias(args[0]) {
+			return args
+		}
+	}
+	return append([]string{"run"}, args...)
+}
+
+func main() {
+	root := newRootCmd()
+	root.SetArgs(withImplicitRun(root, os.Args[1:]))
+	os.Exit(exitCode(root.Execute()))
+}

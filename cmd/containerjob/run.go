@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/docker/go-units"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/internal/userfs"
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/launcher/guard"
+	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
+)
+
+type runFlags struct {
+	env         []string
+	volumes     []string
+	workdir     string
+	entrypoint  string
+	tty         bool
+	interactive bool
+	name        string
+	readOnly    bool
+	shmSize     string
+	network     string
+	pull        string
+	// root only
+	policyPath string
+	asUser     string
+}
+
+// userFlags are the flags a user may set, by long name; the policy's
+// flags_allow speaks of these names.
+var userFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull"}
+
+func newRunCmd() *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
+		Short: "Run a command in a new container, as yourself, under the site's policy",
+		Long: `Run a command in a new container as your own uid and gids, with your job
+directory mounted and as working directory, under the policy the admins
+wrote in /etc/containerjob/policy.toml. Output goes to your stdout and stderr,
+signals reach the container, the exit status is the command's, and the
+container is removed when it ends. "run" may be omitted.
+
+Flags go before the image; everything after it is the command.`,
+		Example: `  containerjob run alpine:3.20 sh -c 'id; pwd'
+  srun containerjob alpine:3.20 hostname
+  containerjob -v /scratch/$USER/data:/data:ro -e OMP_NUM_THREADS=4 alpine:3.20 ./analyse /data`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runMain(cmd, f, args)
+		},
+	}
+	fl := cmd.Flags()
+	fl.SetInterspersed(false)
+	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable (NAME=VALUE, or NAME to pass yours)")
+	fl.StringArrayVarP(&f.volumes, "volume", "v", nil, "bind mount a host directory: SRC:DST[:ro]")
+	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
+	fl.StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint (\"\" clears it)")
+	fl.BoolVarP(&f.tty, "tty", "t", false, "allocate a terminal")
+	fl.BoolVarP(&f.interactive, "interactive", "i", false, "keep stdin open and pass it to the container")
+	fl.StringVar(&f.name, "name", "", "name the container (namespaced by your uid and job)")
+	fl.BoolVar(&f.readOnly, "read-only", false, "mount the container's root filesystem read-only")
+	fl.StringVar(&f.shmSize, "shm-size", "", "size of /dev/shm, e.g. 1g")
+	fl.StringVar(&f.network, "network", "", "network: none, bridge, or a name the policy allows")
+	fl.StringVar(&f.pull, "pull", "", "pull the image: never, missing or always (as the policy allows)")
+	fl.StringVar(&f.policyPath, "policy", "", "policy file (root only)")
+	fl.StringVar(&f.asUser, "as-user", "", "run for this user (root only, for scheduler hooks)")
+	return cmd
+}
+
+// rebuildArgs serialises the parsed flags for the privileged re-execution.
+// "-e NAME" is resolved here, from the caller's own environment, because
+// sudo resets the environment.
+func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
+	out := []string{"run"}
+	for _, e := range f.env {
+		if !strings.Contains(e, "=") {
+			v, ok := os.LookupEnv(e)
+			if !ok {
+				continue
+			}
+			e = e + "=" + v
+		}
+		out = append(out, "--env="+e)
+	}
+	for _, v := range f.volumes {
+		out = append(out, "--volume="+v)
+	}
+	for _, name := range []string{"workdir", "entrypoint", "name", "shm-size", "network", "pull"} {
+		if fl.Changed(name) {
+			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
+		}
+	}
+	for _, name := range []string{"tty", "interactive", "read-only"} {
+		if fl.Changed(name) {
+			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
+		}
+	}
+	out = append(out, "--")
+	return append(out, args...)
+}
+
+func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
+	fl := cmd.Flags()
+	inv, sudoUID := currentInvocation()
+	if inv == asUser {
+		if fl.Changed("policy") || fl.Changed("as-user") {
+			return usagef("--policy and --as-user are for root only")
+		}
+		return escalate(rebuildArgs(fl, f, args))
+	}
+	if inv == viaSudo && (fl.Changed("policy") || os.Getenv("CONTAINERJOB_POLICY") != "") {
+		return usagef("--policy and CONTAINERJOB_POLICY are for root only")
+	}
+	caller, err := privilegedCaller(inv, sudoUID, f.asUser)
+	if err != nil {
+		return err
+	}
+
+	policyPath := policy.DefaultPath
+	if inv == asRoot {
+		if v := os.Getenv("CONTAINERJOB_POLICY"); v != "" {
+			policyPath = v
+		}
+		if f.policyPath != "" {
+			policyPath = f.policyPath
+		}
+	}
+	pol, err := policy.Load(policyPath)
+	if err != nil {
+		return err
+	}
+	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
+	if err != nil {
+		return fmt.Errorf("%v; refusing to run without an audit trail", err)
+	}
+	defer trail.Close()
+
+	req, job, err := buildRequest(fl, f, args, &caller)
+	record := map[string]any{
+		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": inv.String(),
+		"job": job.ID, "step": job.Step, "node": job.Node, "image": req.Image, "command": req.Cmd,
+	}
+	if err != nil {
+		record["decision"], record["reason"] = "refused", err.Error()
+		trail.Record("decision", record)
+		return err
+	}
+	dec, err := pol.Decide(req, caller, policy.Job{Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node})
+	if err != nil {
+		record["decision"], record["reason"] = "refused", err.Error()
+		trail.Record("decision", record)
+		return err
+	}
+	var mounts []string
+	for _, m := range dec.Spec.Mounts {
+		mounts = append(mounts, m.Source+":"+m.Destination+":"+strings.Join(m.Options, ","))
+	}
+	record["decision"], record["image"], record["mounts"] = "allowed", dec.Image.String(), mounts
+	trail.Record("decision", record)
+
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	if f.tty && isTerminal(os.Stdin) {
+		stdio.Terminal = os.Stdin
+	}
+	res, err := launcher.Run(context.Background(), eng, dec, stdio, launcher.Options{
+		StopGrace: time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
+		Guard: guard.Expect{
+			UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
+			AllowHostNetwork: dec.Network == "host",
+			CallerCanAccess: func(path string) error {
+				return userfs.As(id, func() error {
+					real, err := userfs.Resolve(path, "/")
+					if err == nil && real != path {
+						err = fmt.Errorf("it now resolves to %q", real)
+					}
+					return err
+				})
+			},
+		},
+	})
+	end := map[string]any{
+		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
+		"image": dec.Image.String(), "image_id": res.ImageID, "container": res.ContainerID,
+	}
+	if err != nil {
+		end["error"] = err.Error()
+		trail.Record("container-failed", end)
+		return err
+	}
+	end["exit_code"] = res.ExitCode
+	end["duration_s"] = res.Ended.Sub(res.Started).Seconds()
+	trail.Record("container-end", end)
+	return exitStatus(res.ExitCode)
+}
+
+// buildRequest parses the command line into a policy request and resolves,
+// as the caller, every host path in it: the working directory, the job
+// directory, home, and each mount source.
+func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller) (policy.Request, scheduler.Job, error) {
+	req := policy.Request{
+		Image:       args[0],
+		Cmd:         args[1:],
+		Env:         f.env,
+		Workdir:     f.workdir,
+		Tty:         f.tty,
+		Interactive: f.interactive,
+		Name:        f.name,
+		ReadOnly:    f.readOnly,
+		Network:     f.network,
+		Pull:        f.pull,
+	}
+	for _, name := range userFlags {
+		if fl.Changed(name) {
+			req.Flags = append(req.Flags, name)
+		}
+	}
+	if fl.Changed("entrypoint") {
+		req.Entrypoint = &f.entrypoint
+	}
+	req.Env = nil
+	for _, e := range f.env {
+		if !strings.Contains(e, "=") {
+			// Under sudo the unprivileged side already turned NAME into
+			// NAME=VALUE; a bare NAME here is root's own variable, or unset.
+			v, ok := os.LookupEnv(e)
+			if !ok || os.Getenv("SUDO_UID") != "" {
+				continue
+			}
+			e += "=" + v
+		}
+		req.Env = append(req.Env, e)
+	}
+	if f.shmSize != "" {
+		n, err := units.RAMInBytes(f.shmSize)
+		if err != nil {
+			return req, scheduler.Job{}, usagef("--shm-size %q is not a size such as 64m or 1g", f.shmSize)
+		}
+		req.ShmSize = n
+	}
+	cwd, err := unix.Getwd()
+	if err != nil {
+		return req, scheduler.Job{}, fmt.Errorf("working directory cannot be read: %v", err)
+	}
+	job := scheduler.Outside(cwd)
+
+	type pending struct {
+		given, target string
+		ro            bool
+	}
+	var vols []pending
+	for _, v := range f.volumes {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 || len(parts) > 3 {
+			return req, job, usagef("--volume %q is not SRC:DST[:ro]", v)
+		}
+		src := parts[0]
+		if !strings.HasPrefix(src, "/") && !strings.HasPrefix(src, ".") {
+			return req, job, usagef("--volume %q names a volume; only host directories can be mounted, by path", v)
+		}
+		p := pending{given: src, target: parts[1]}
+		if len(parts) == 3 {
+			switch parts[2] {
+			case "ro":
+				p.ro = true
+			case "rw":
+			default:
+				return req, job, usagef("--volume %q: option %q is not ro or rw", v, parts[2])
+			}
+		}
+		vols = append(vols, p)
+	}
+
+	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	err = userfs.As(id, func() error {
+		real, err := userfs.Resolve(cwd, "/")
+		if err != nil {
+			return fmt.Errorf("working directory: %v", err)
+		}
+		req.Cwd, job.Dir = real, real
+		if h, err := userfs.Resolve(caller.Home, "/"); err == nil {
+			caller.Home = h
+		}
+		for _, v := range vols {
+			src, err := userfs.Resolve(v.given, cwd)
+			if err != nil {
+				return err
+			}
+			req.Mounts = append(req.Mounts, policy.MountRequest{Given: v.given, Source: src, Target: v.target, ReadOnly: v.ro})
+		}
+		return nil
+	})
+	return req, job, err
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

@@ -1,0 +1,104 @@
+// Package launcher turns an approved policy.Decision into a container and
+// runs it through the Docker Engine API. It never re-decides policy: what it
+// builds is checked by the guard package, then sent as is.
+package launcher
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/policy"
+)
+
+// Version is recorded on every container; set by the linker.
+var Version = "dev"
+
+// Build translates a decision into the engine's create request. This is the
+// only place where runtime-spec terms become Docker API terms. imageID pins
+// the image that was checked, so a tag moved in between cannot change what
+// runs.
+func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, error) {
+	p := d.Spec.Process
+	if p == nil {
+		return client.ContainerCreateOptions{}, fmt.Errorf("decision has no process")
+	}
+	labels := make(map[string]string, len(d.Labels)+1)
+	for k, v := range d.Labels {
+		labels[k] = v
+	}
+	labels[policy.LabelVersion] = Version
+
+	cfg := &container.Config{
+		Image:        imageID,
+		User:         strconv.FormatUint(uint64(p.User.UID), 10) + ":" + strconv.FormatUint(uint64(p.User.GID), 10),
+		Env:          p.Env,
+		Cmd:          d.Cmd,
+		WorkingDir:   p.Cwd,
+		Labels:       labels,
+		Tty:          d.Tty,
+		AttachStdout: true,
+		AttachStderr: true,
+	}
+	if d.Entrypoint != nil {
+		// An empty, non-nil slice clears the image's entrypoint.
+		cfg.Entrypoint = d.Entrypoint
+		if len(d.Entrypoint) == 0 {
+			cfg.Entrypoint = []string{""}
+		}
+	}
+	if d.Interactive {
+		cfg.AttachStdin, cfg.OpenStdin, cfg.StdinOnce = true, true, true
+	}
+
+	hc := &container.HostConfig{
+		NetworkMode:    container.NetworkMode(d.Network),
+		ReadonlyRootfs: d.ReadOnlyRoot,
+		ShmSize:        d.ShmSize,
+		CapDrop:        []string{"ALL"},
+		LogConfig:      container.LogConfig{Type: "json-file"},
+	}
+	if p.NoNewPrivileges {
+		hc.SecurityOpt = append(hc.SecurityOpt, "no-new-privileges")
+	}
+	if p.Capabilities != nil {
+		hc.CapAdd = append(hc.CapAdd, p.Capabilities.Effective...)
+	}
+	for _, g := range p.User.AdditionalGids {
+		hc.GroupAdd = append(hc.GroupAdd, strconv.FormatUint(uint64(g), 10))
+	}
+	if l := d.Spec.Linux; l != nil && l.Resources != nil {
+		if pids := l.Resources.Pids; pids != nil && pids.Limit != nil {
+			v := *pids.Limit
+			hc.PidsLimit = &v
+		}
+	}
+	for _, m := range d.Spec.Mounts {
+		if m.Type != "bind" {
+			return client.ContainerCreateOptions{}, fmt.Errorf("mount type %q is not supported", m.Type)
+		}
+		ro := false
+		for _, o := range m.Options {
+			if o == "ro" {
+				ro = true
+			}
+		}
+		hc.Mounts = append(hc.Mounts, mount.Mount{
+			Type:        mount.TypeBind,
+			Source:      m.Source,
+			Target:      m.Destination,
+			ReadOnly:    ro,
+			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate},
+		})
+	}
+	return client.ContainerCreateOptions{
+		Name:             d.Name,
+		Config:           cfg,
+		HostConfig:       hc,
+		NetworkingConfig: &network.NetworkingConfig{},
+	}, nil
+}

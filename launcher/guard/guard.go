@@ -1,0 +1,225 @@
+// Package guard checks the final create request against what containerjob
+// never allows, whatever the policy file says. It does not read the policy:
+// a violation here means a bug upstream, and the launch is refused.
+package guard
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+)
+
+// Expect is what the guard knows independently of the policy: who the
+// container must run as, and the few things an admin may have opted into.
+type Expect struct {
+	UID, GID          uint32
+	Groups            []uint32
+	AllowedCaps       []string
+	AllowHostNetwork  bool
+	Runtime           string   // "" for the engine's default
+	AllowedDevices    []string // host device paths of the job's allocation
+	ForbiddenSource   func(path string) string
+	CallerCanAccess   func(path string) error
+}
+
+type check struct {
+	name string
+	fn   func(client.ContainerCreateOptions, Expect) error
+}
+
+var checks = []check{
+	{"privileged", checkPrivileged},
+	{"user", checkUser},
+	{"no-new-privileges", checkNoNewPrivileges},
+	{"capabilities", checkCaps},
+	{"namespaces", checkNamespaces},
+	{"mounts", checkMounts},
+	{"devices", checkDevices},
+	{"security-opt", checkSecurityOpt},
+	{"engine-knobs", checkEngineKnobs},
+}
+
+// Violation is a create request that breaks an invariant.
+type Violation struct {
+	Check  string
+	Detail string
+}
+
+func (v *Violation) Error() string {
+	return fmt.Sprintf("guard %q refused the container: %s (this is a containerjob bug; report it)", v.Check, v.Detail)
+}
+
+// Check runs every invariant; the first violation wins.
+func Check(req client.ContainerCreateOptions, want Expect) error {
+	if req.Config == nil || req.HostConfig == nil {
+		return &Violation{Check: "request", Detail: "config or host config missing"}
+	}
+	for _, c := range checks {
+		if err := c.fn(req, want); err != nil {
+			return &Violation{Check: c.name, Detail: err.Error()}
+		}
+	}
+	return nil
+}
+
+func checkPrivileged(r client.ContainerCreateOptions, _ Expect) error {
+	if r.HostConfig.Privileged {
+		return fmt.Errorf("privileged mode")
+	}
+	return nil
+}
+
+func checkUser(r client.ContainerCreateOptions, want Expect) error {
+	wantUser := strconv.FormatUint(uint64(want.UID), 10) + ":" + strconv.FormatUint(uint64(want.GID), 10)
+	if r.Config.User != wantUser {
+		return fmt.Errorf("user %q, want %q", r.Config.User, wantUser)
+	}
+	if want.UID == 0 || want.GID == 0 {
+		return fmt.Errorf("containers never run as uid or gid 0")
+	}
+	var wantGroups []string
+	for _, g := range want.Groups {
+		if g == 0 {
+			return fmt.Errorf("supplementary group 0 is never added")
+		}
+		wantGroups = append(wantGroups, strconv.FormatUint(uint64(g), 10))
+	}
+	got := slices.Clone(r.HostConfig.GroupAdd)
+	slices.Sort(got)
+	slices.Sort(wantGroups)
+	if !slices.Equal(got, wantGroups) {
+		return fmt.Errorf("supplementary groups %v, want the caller's %v", got, wantGroups)
+	}
+	return nil
+}
+
+func checkNoNewPrivileges(r client.ContainerCreateOptions, _ Expect) error {
+	if !slices.Contains(r.HostConfig.SecurityOpt, "no-new-privileges") && !slices.Contains(r.HostConfig.SecurityOpt, "no-new-privileges:true") {
+		return fmt.Errorf("no-new-privileges is not set")
+	}
+	return nil
+}
+
+func checkCaps(r client.ContainerCreateOptions, want Expect) error {
+	if !slices.ContainsFunc(r.HostConfig.CapDrop, func(c string) bool { return strings.EqualFold(c, "ALL") }) {
+		return fmt.Errorf("capabilities are not all dropped")
+	}
+	for _, c := range r.HostConfig.CapAdd {
+		norm := strings.ToUpper(strings.TrimPrefix(strings.ToUpper(c), "CAP_"))
+		if norm == "ALL" || !slices.Contains(want.AllowedCaps, norm) {
+			return fmt.Errorf("capability %q is not in the allow list", c)
+		}
+	}
+	return nil
+}
+
+func checkNamespaces(r client.ContainerCreateOptions, want Expect) error {
+	h := r.HostConfig
+	switch {
+	case h.PidMode != "" && h.PidMode != "private":
+		return fmt.Errorf("pid namespace %q", h.PidMode)
+	case h.IpcMode != "" && h.IpcMode != "private" && h.IpcMode != "none":
+		return fmt.Errorf("ipc namespace %q", h.IpcMode)
+	case h.UTSMode != "":
+		return fmt.Errorf("uts namespace %q", h.UTSMode)
+	case h.UsernsMode != "":
+		return fmt.Errorf("user namespace %q", h.UsernsMode)
+	case h.CgroupnsMode != "" && h.CgroupnsMode != "private":
+		return fmt.Errorf("cgroup namespace %q", h.CgroupnsMode)
+	case h.NetworkMode == "host" && !want.AllowHostNetwork:
+		return fmt.Errorf("host network without an explicit allow")
+	case strings.HasPrefix(string(h.NetworkMode), "container:"):
+		return fmt.Errorf("network namespace of another container")
+	}
+	return nil
+}
+
+func checkMounts(r client.ContainerCreateOptions, want Expect) error {
+	h := r.HostConfig
+	if len(h.Binds) > 0 || len(h.VolumesFrom) > 0 || h.VolumeDriver != "" || len(h.Tmpfs) > 0 {
+		return fmt.Errorf("binds, volumes-from, volume drivers and tmpfs strings are never used")
+	}
+	if len(r.Config.Volumes) > 0 {
+		return fmt.Errorf("anonymous volumes are never declared")
+	}
+	for _, m := range h.Mounts {
+		if m.Type != mount.TypeBind {
+			return fmt.Errorf("mount of type %q", m.Type)
+		}
+		src := m.Source
+		if !filepath.IsAbs(src) || filepath.Clean(src) != src {
+			return fmt.Errorf("mount source %q is not absolute and clean", src)
+		}
+		if m.BindOptions != nil && m.BindOptions.Propagation != "" && m.BindOptions.Propagation != mount.PropagationRPrivate && m.BindOptions.Propagation != mount.PropagationPrivate {
+			return fmt.Errorf("mount %q with %s propagation", src, m.BindOptions.Propagation)
+		}
+		if want.ForbiddenSource != nil {
+			if why := want.ForbiddenSource(src); why != "" {
+				return fmt.Errorf("mount source %q is %s", src, why)
+			}
+		}
+		if want.CallerCanAccess != nil {
+			if err := want.CallerCanAccess(src); err != nil {
+				return fmt.Errorf("mount source %q is not accessible to the caller: %v", src, err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkDevices(r client.ContainerCreateOptions, want Expect) error {
+	h := r.HostConfig
+	if len(h.DeviceCgroupRules) > 0 {
+		return fmt.Errorf("device cgroup rules")
+	}
+	for _, d := range h.Devices {
+		if !slices.Contains(want.AllowedDevices, d.PathOnHost) {
+			return fmt.Errorf("device %q is not in the job's allocation", d.PathOnHost)
+		}
+	}
+	for _, dr := range h.DeviceRequests {
+		if dr.Count != 0 {
+			return fmt.Errorf("device request by count (%d); only explicit ids from the allocation", dr.Count)
+		}
+	}
+	return nil
+}
+
+func checkSecurityOpt(r client.ContainerCreateOptions, _ Expect) error {
+	for _, o := range r.HostConfig.SecurityOpt {
+		switch {
+		case o == "no-new-privileges" || o == "no-new-privileges:true":
+		default:
+			return fmt.Errorf("security option %q", o)
+		}
+	}
+	return nil
+}
+
+func checkEngineKnobs(r client.ContainerCreateOptions, want Expect) error {
+	h := r.HostConfig
+	switch {
+	case len(h.Sysctls) > 0:
+		return fmt.Errorf("sysctls")
+	case h.Runtime != want.Runtime:
+		return fmt.Errorf("runtime %q, want %q", h.Runtime, want.Runtime)
+	case h.CgroupParent != "" && !strings.HasPrefix(h.CgroupParent, "/slurm") && !strings.Contains(h.CgroupParent, "job_"):
+		return fmt.Errorf("cgroup parent %q outside a job", h.CgroupParent)
+	case h.OomKillDisable != nil && *h.OomKillDisable:
+		return fmt.Errorf("OOM killer disabled")
+	case h.PidsLimit == nil || *h.PidsLimit <= 0:
+		return fmt.Errorf("no pids limit")
+	case h.PublishAllPorts || len(h.PortBindings) > 0:
+		return fmt.Errorf("published ports")
+	case len(h.Links) > 0 || len(h.ExtraHosts) > 0:
+		return fmt.Errorf("links or extra hosts")
+	case r.Config.Labels["org.containerjob.uid"] != strconv.FormatUint(uint64(want.UID), 10):
+		return fmt.Errorf("uid label %q does not match the caller", r.Config.Labels["org.containerjob.uid"])
+	}
+	return nil
+}

@@ -1,0 +1,346 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/launcher/guard"
+	"github.com/containerjob/containerjob/policy"
+)
+
+// Engine is the part of the Engine API the launcher uses; *client.Client
+// implements it.
+type Engine interface {
+	ImageInspect(ctx context.Context, image string, opts ...client.ImageInspectOption) (client.ImageInspectResult, error)
+	ImagePull(ctx context.Context, ref string, opts client.ImagePullOptions) (client.ImagePullResponse, error)
+	ContainerCreate(ctx context.Context, opts client.ContainerCreateOptions) (client.ContainerCreateResult, error)
+	ContainerAttach(ctx context.Context, id string, opts client.ContainerAttachOptions) (client.ContainerAttachResult, error)
+	ContainerStart(ctx context.Context, id string, opts client.ContainerStartOptions) (client.ContainerStartResult, error)
+	ContainerWait(ctx context.Context, id string, opts client.ContainerWaitOptions) client.ContainerWaitResult
+	ContainerKill(ctx context.Context, id string, opts client.ContainerKillOptions) (client.ContainerKillResult, error)
+	ContainerStop(ctx context.Context, id string, opts client.ContainerStopOptions) (client.ContainerStopResult, error)
+	ContainerRemove(ctx context.Context, id string, opts client.ContainerRemoveOptions) (client.ContainerRemoveResult, error)
+	ContainerResize(ctx context.Context, id string, opts client.ContainerResizeOptions) (client.ContainerResizeResult, error)
+	ContainerInspect(ctx context.Context, id string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
+}
+
+// Connect returns a client for the engine at host (a unix:// URL from the
+// policy, never from the environment). The API version is negotiated on the
+// first request, so old (1.41) and current engines both work.
+func Connect(host string) (*client.Client, error) {
+	return client.New(client.WithHost(host), client.WithUserAgent("containerjob/"+Version))
+}
+
+// Exit codes, as docker run has them.
+const (
+	ExitLaunchFailed   = 125
+	ExitCannotInvoke   = 126
+	ExitCommandMissing = 127
+)
+
+// Error is a failure before or around the container's own run; Code is the
+// exit status the CLI reports for it.
+type Error struct {
+	Code int
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+func failf(code int, format string, args ...any) error {
+	return &Error{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// IO is where the container's streams go.
+type IO struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Terminal is the file behind stdin when it is a terminal, for -t.
+	Terminal *os.File
+}
+
+// Options are the run-time knobs that are not policy.
+type Options struct {
+	StopGrace time.Duration
+	Guard     guard.Expect
+	// Signals, when set, replaces signal.Notify (tests inject signals).
+	Signals chan os.Signal
+	// Created is called with the container id right after create.
+	Created func(id string)
+}
+
+// ForwardedSignals reach the container; SIGTERM stops it within the grace
+// period instead, as a scheduler expects of a job step.
+var ForwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT}
+
+// apiTimeout bounds every engine call that is not the container's own run.
+const apiTimeout = 2 * time.Minute
+
+// Result is what the container's run produced.
+type Result struct {
+	ContainerID string
+	ImageID     string
+	ExitCode    int
+	Started     time.Time
+	Ended       time.Time
+}
+
+// Run pulls (as allowed), creates, attaches, starts, waits for and removes
+// the container of decision d. Any failure before the container's own
+// process ran is an *Error with the docker-run exit code.
+func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
+	var res Result
+	imageID, err := ensureImage(ctx, eng, d, stdio.Stderr)
+	if err != nil {
+		return res, err
+	}
+	res.ImageID = imageID
+	req, err := Build(d, imageID)
+	if err != nil {
+		return res, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	if err := guard.Check(req, opts.Guard); err != nil {
+		return res, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+
+	// Signals are caught before anything exists, so none is lost between
+	// create and the forwarding loop.
+	sigc := opts.Signals
+	if sigc == nil {
+		sigc = make(chan os.Signal, 16)
+		signal.Notify(sigc, ForwardedSignals...)
+		defer signal.Stop(sigc)
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	created, err := eng.ContainerCreate(cctx, req)
+	cancel()
+	if err != nil {
+		return res, failf(ExitLaunchFailed, "creating the container failed: %v", err)
+	}
+	id := created.ID
+	res.ContainerID = id
+	if opts.Created != nil {
+		opts.Created(id)
+	}
+	// One removal, on every path out of here, with its own context: the
+	// caller's may already be cancelled when we get here.
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		defer cancel()
+		if _, err := eng.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			fmt.Fprintf(stdio.Stderr, "containerjob: warning: container %.12s could not be removed: %v; the job's epilogue will remove it\n", id, err)
+		}
+	}()
+
+	// Attach before start so no byte of output is lost.
+	actx, acancel := context.WithCancel(context.Background())
+	defer acancel()
+	att, err := eng.ContainerAttach(actx, id, client.ContainerAttachOptions{
+		Stream: true, Stdin: d.Interactive, Stdout: true, Stderr: true,
+	})
+	if err != nil {
+		return res, failf(ExitLaunchFailed, "attaching to the container failed: %v", err)
+	}
+	defer att.Close()
+	// Wait is registered before start as well, so a fast exit is not missed.
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	waitRes := eng.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+
+	outDone := make(chan error, 1)
+	go func() {
+		var err error
+		if d.Tty {
+			_, err = io.Copy(stdio.Stdout, att.Reader)
+		} else {
+			_, err = stdcopy.StdCopy(stdio.Stdout, stdio.Stderr, att.Reader)
+		}
+		outDone <- err
+	}()
+	if d.Interactive && stdio.Stdin != nil {
+		go func() {
+			io.Copy(att.Conn, stdio.Stdin)
+			att.CloseWrite()
+		}()
+	}
+
+	var restoreTerm func()
+	if d.Tty && stdio.Terminal != nil {
+		restoreTerm = makeRaw(stdio.Terminal)
+	}
+	if restoreTerm != nil {
+		defer restoreTerm()
+	}
+
+	sctx, scancel := context.WithTimeout(ctx, apiTimeout)
+	_, err = eng.ContainerStart(sctx, id, client.ContainerStartOptions{})
+	scancel()
+	res.Started = time.Now()
+	if err != nil {
+		return res, startError(err)
+	}
+	if d.Tty && stdio.Terminal != nil {
+		resize(ctx, eng, id, stdio.Terminal)
+	}
+
+	var fwd sync.WaitGroup
+	stopForwarding := make(chan struct{})
+	fwd.Add(1)
+	go func() {
+		defer fwd.Done()
+		forwardSignals(eng, id, sigc, stopForwarding, opts.StopGrace, stdio)
+	}()
+	defer func() {
+		close(stopForwarding)
+		fwd.Wait()
+	}()
+
+	select {
+	case w := <-waitRes.Result:
+		// The output stream ends when the container's process does; drain
+		// it so the last bytes reach the job log before we return.
+		<-outDone
+		res.Ended = time.Now()
+		if w.Error != nil && w.Error.Message != "" {
+			return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
+		}
+		res.ExitCode = int(w.StatusCode)
+		return res, nil
+	case err := <-waitRes.Error:
+		return res, failf(ExitLaunchFailed, "waiting for the container failed: %v", err)
+	}
+}
+
+// forwardSignals relays what the caller receives to the container. SIGTERM
+// becomes a stop with a grace period, after which the engine kills.
+func forwardSignals(eng Engine, id string, sigc <-chan os.Signal, stop <-chan struct{}, grace time.Duration, stdio IO) {
+	for {
+		select {
+		case <-stop:
+			return
+		case s := <-sigc:
+			sig, ok := s.(syscall.Signal)
+			if !ok {
+				continue
+			}
+			if sig == syscall.SIGWINCH {
+				continue
+			}
+			if sig == syscall.SIGTERM {
+				secs := int(grace / time.Second)
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), grace+apiTimeout)
+					defer cancel()
+					eng.ContainerStop(ctx, id, client.ContainerStopOptions{Signal: "SIGTERM", Timeout: &secs})
+				}()
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+			if _, err := eng.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: unixSignalName(sig)}); err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+				fmt.Fprintf(stdio.Stderr, "containerjob: warning: forwarding %s failed: %v\n", unixSignalName(sig), err)
+			}
+			cancel()
+		}
+	}
+}
+
+func unixSignalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGUSR1:
+		return "SIGUSR1"
+	case syscall.SIGUSR2:
+		return "SIGUSR2"
+	case syscall.SIGQUIT:
+		return "SIGQUIT"
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	}
+	return fmt.Sprintf("%d", int(s))
+}
+
+// startError maps the runtime's complaint about the command to docker run's
+// exit codes: 127 not found, 126 cannot be invoked, else 125.
+func startError(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+		return &Error{Code: ExitCommandMissing, Err: fmt.Errorf("the command was not found in the image: %s", runtimeCause(msg))}
+	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "exec format error"), strings.Contains(msg, "is a directory"):
+		return &Error{Code: ExitCannotInvoke, Err: fmt.Errorf("the command cannot be run: %s", runtimeCause(msg))}
+	}
+	return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("starting the container failed: %s", msg)}
+}
+
+// runtimeCause trims the runtime's nested prefixes down to the part a user
+// can act on.
+func runtimeCause(msg string) string {
+	if i := strings.LastIndex(msg, "exec: "); i >= 0 {
+		return strings.TrimSuffix(msg[i+len("exec: "):], ": unknown")
+	}
+	return msg
+}
+
+// ensureImage makes the image available as the pull mode allows and returns
+// its ID.
+func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, progress io.Writer) (string, error) {
+	ref := d.Image.String()
+	inspect := func() (string, error) {
+		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+		defer cancel()
+		img, err := eng.ImageInspect(ictx, ref)
+		if err != nil {
+			return "", err
+		}
+		return img.ID, nil
+	}
+	if d.Pull != "always" {
+		id, err := inspect()
+		if err == nil {
+			return id, nil
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return "", failf(ExitLaunchFailed, "inspecting image %q failed: %v", ref, err)
+		}
+		if d.Pull == "never" {
+			return "", failf(ExitLaunchFailed, "image %q is not on this node and the pull mode is never; ask your admin to load it, or use --pull missing if the policy allows", ref)
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{})
+	if err != nil {
+		return "", failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
+	}
+	fmt.Fprintf(progress, "containerjob: pulling %s\n", ref)
+	if err := resp.Wait(pctx); err != nil {
+		resp.Close()
+		return "", failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
+	}
+	resp.Close()
+	id, err := inspect()
+	if err != nil {
+		return "", failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
+	}
+	return id, nil
+}

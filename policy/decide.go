@@ -1,0 +1,435 @@
+package policy
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Caller is who asks, as established by the trusted invocation path (sudo or
+// the scheduler), never as the user described themselves.
+type Caller struct {
+	User   string
+	UID    uint32
+	GID    uint32
+	Groups []uint32 // supplementary group ids, primary excluded
+	// GroupNames are the names of all the caller's groups, primary included;
+	// they select [group.NAME] tables.
+	GroupNames []string
+	Home       string // resolved home directory
+}
+
+// Job is the scheduler context of the launch; ID is empty outside any job.
+type Job struct {
+	Scheduler string // "slurm", "pbs", or "" outside a job
+	ID        string
+	Step      string
+	Dir       string // resolved job directory, mounted into every container
+	Node      string
+}
+
+// MountRequest is a bind mount the user asked for. Source is already
+// resolved (symlinks followed, as the caller) by the time policy sees it.
+type MountRequest struct {
+	Given    string // as the user wrote it, for messages
+	Source   string
+	Target   string
+	ReadOnly bool
+}
+
+// Request is what the user asked for, parsed but not yet judged.
+type Request struct {
+	Image       string
+	Cmd         []string
+	Entrypoint  *string
+	Env         []string // NAME=VALUE
+	Mounts      []MountRequest
+	Workdir     string
+	Cwd         string // the caller's resolved working directory
+	Tty         bool
+	Interactive bool
+	Name        string
+	ReadOnly    bool
+	ShmSize     int64
+	Network     string
+	Pull        string
+	Flags       []string // long names of the flags the user set
+}
+
+// Decision is the container the policy approved, in runtime-neutral terms
+// where the runtime spec has them.
+type Decision struct {
+	Image        ImageRef
+	Pull         string
+	Name         string // engine-wide container name, "" for none
+	Network      string
+	Tty          bool
+	Interactive  bool
+	ReadOnlyRoot bool
+	ShmSize      int64
+	Entrypoint   []string // nil: the image's; empty: none
+	Cmd          []string
+	Spec         specs.Spec
+	Labels       map[string]string
+	Trail        []Applied
+}
+
+// Applied records which rule allowed, forced or refused an item.
+type Applied struct {
+	Item   string
+	Action string // "allowed", "forced", "refused"
+	Rule   Origin
+}
+
+// Refusal is a request the policy does not allow. Its message is the single
+// line the user sees.
+type Refusal struct {
+	What string // `image "ubuntu:14.04"`
+	Verb string // "is denied by", "is not allowed by"
+	Rule Origin
+}
+
+func (r *Refusal) Error() string { return r.What + " " + r.Verb + " " + r.Rule.String() }
+
+// Labels containerjob sets, and the only labels it trusts when it looks for
+// its containers; users cannot set labels at all.
+const (
+	LabelManaged   = "org.containerjob.managed"
+	LabelUser      = "org.containerjob.user"
+	LabelUID       = "org.containerjob.uid"
+	LabelJob       = "org.containerjob.job"
+	LabelStep      = "org.containerjob.step"
+	LabelNode      = "org.containerjob.node"
+	LabelScheduler = "org.containerjob.scheduler"
+	LabelVersion   = "org.containerjob.version"
+	LabelImage     = "org.containerjob.image"
+)
+
+func builtin(rule string) Origin { return Origin{Table: "built-in", Key: rule} }
+
+var (
+	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+	nameRE      = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+	networkRE   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+	userLabelRE = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
+)
+
+// Variables the GPU runtime hooks read as instructions; only containerjob
+// sets them, from the job's allocation.
+var reservedEnv = map[string]bool{
+	"NVIDIA_VISIBLE_DEVICES":     true,
+	"NVIDIA_DRIVER_CAPABILITIES": true,
+	"NVIDIA_MIG_CONFIG_DEVICES":  true,
+	"NVIDIA_MIG_MONITOR_DEVICES": true,
+	"NVIDIA_IMEX_CHANNELS":       true,
+}
+
+func parsePull(v string) (string, error) {
+	switch v {
+	case "never", "missing", "always":
+		return v, nil
+	default:
+		return "", fmt.Errorf("pull mode %q is not one of never, missing, always", v)
+	}
+}
+
+func validNetworkName(n string) error {
+	switch {
+	case n == "none", n == "bridge", n == "host":
+		return nil
+	case strings.HasPrefix(n, "container:"):
+		return fmt.Errorf("network %q joins another container's network namespace and is never allowed", n)
+	case !networkRE.MatchString(n):
+		return fmt.Errorf("network %q is not a valid network name", n)
+	}
+	return nil
+}
+
+// Decide judges req for caller in job. It does no I/O: mount sources and the
+// job directory arrive resolved. A refusal is returned as *Refusal.
+func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) {
+	eff := p.Effective(caller)
+	d := &Decision{Labels: map[string]string{}}
+	trail := func(item, action string, o Origin) {
+		d.Trail = append(d.Trail, Applied{Item: item, Action: action, Rule: o})
+	}
+
+	if job.ID == "" && !eff.OutsideJobs.Value {
+		return nil, &Refusal{What: "a launch outside a scheduler job", Verb: "is not allowed by", Rule: eff.OutsideJobs.Origin}
+	}
+
+	for _, f := range req.Flags {
+		o, ok := eff.FlagsAllow.find(f)
+		if !ok {
+			return nil, &Refusal{What: fmt.Sprintf("flag --%s", f), Verb: "is not allowed by", Rule: eff.FlagsAllow.missing("flags_allow")}
+		}
+		trail("flag --"+f, "allowed", o)
+	}
+
+	// Image: deny beats allow, and nothing is allowed unless a rule says so.
+	ref, err := NormalizeImage(req.Image)
+	if err != nil {
+		return nil, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("image-reference")}
+	}
+	if o, ok := p.matchImage(eff.ImagesDeny, ref); ok {
+		return nil, &Refusal{What: fmt.Sprintf("image %q", req.Image), Verb: "is denied by", Rule: o}
+	}
+	o, ok := p.matchImage(eff.ImagesAllow, ref)
+	if !ok {
+		return nil, &Refusal{What: fmt.Sprintf("image %q", req.Image), Verb: "is not allowed by", Rule: eff.ImagesAllow.missing("images_allow")}
+	}
+	trail("image "+ref.String(), "allowed", o)
+	d.Image = ref
+
+	d.Pull = req.Pull
+	if d.Pull == "" {
+		d.Pull = "never"
+		if _, ok := eff.Pull.find("missing"); ok {
+			d.Pull = "missing"
+		}
+	} else {
+		if _, err := parsePull(d.Pull); err != nil {
+			return nil, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("pull-mode")}
+		}
+		o, ok := eff.Pull.find(d.Pull)
+		if !ok && d.Pull != "never" {
+			return nil, &Refusal{What: fmt.Sprintf("pull mode %q", d.Pull), Verb: "is not allowed by", Rule: eff.Pull.missing("pull")}
+		}
+		trail("pull "+d.Pull, "allowed", o)
+	}
+
+	if err := p.decideMounts(d, req, caller, job, eff); err != nil {
+		return nil, err
+	}
+
+	// Process: identity is forced, never requested.
+	proc := &specs.Process{
+		User:            specs.User{UID: caller.UID, GID: caller.GID, AdditionalGids: slices.Clone(caller.Groups)},
+		NoNewPrivileges: true,
+		Capabilities:    &specs.LinuxCapabilities{},
+		Terminal:        req.Tty,
+	}
+	trail(fmt.Sprintf("user %d:%d", caller.UID, caller.GID), "forced", builtin("caller-identity"))
+	for _, kv := range req.Env {
+		name, value, _ := strings.Cut(kv, "=")
+		if !envNameRE.MatchString(name) || !utf8.ValidString(value) || strings.ContainsRune(value, 0) {
+			return nil, &Refusal{What: fmt.Sprintf("environment variable %q", truncate(name, 64)), Verb: "is malformed and refused by", Rule: builtin("env-syntax")}
+		}
+		if reservedEnv[name] {
+			return nil, &Refusal{What: fmt.Sprintf("environment variable %s", name), Verb: "is set only from the job's GPU allocation, by", Rule: builtin("reserved-env")}
+		}
+		proc.Env = append(proc.Env, name+"="+value)
+	}
+	// An image may itself ask the NVIDIA hook for every GPU; "void" overrides
+	// that until the allocation path sets the job's own devices.
+	proc.Env = append(proc.Env, "NVIDIA_VISIBLE_DEVICES=void")
+	trail("NVIDIA_VISIBLE_DEVICES=void", "forced", builtin("reserved-env"))
+
+	switch {
+	case req.Workdir != "":
+		if !filepath.IsAbs(req.Workdir) || filepath.Clean(req.Workdir) != req.Workdir || strings.ContainsRune(req.Workdir, 0) {
+			return nil, &Refusal{What: fmt.Sprintf("working directory %q", truncate(req.Workdir, 256)), Verb: "must be an absolute, clean path, says", Rule: builtin("workdir-syntax")}
+		}
+		proc.Cwd = req.Workdir
+	case req.Cwd != "" && underAnyMount(req.Cwd, d.Spec.Mounts):
+		proc.Cwd = req.Cwd
+	case job.Dir != "" && eff.MountJobDir.Value:
+		proc.Cwd = job.Dir
+	}
+	d.Spec.Process = proc
+
+	if req.Entrypoint != nil {
+		if *req.Entrypoint == "" {
+			d.Entrypoint = []string{}
+		} else {
+			d.Entrypoint = []string{*req.Entrypoint}
+		}
+	}
+	d.Cmd = req.Cmd
+	for _, a := range append(slices.Clone(req.Cmd), d.Entrypoint...) {
+		if strings.ContainsRune(a, 0) {
+			return nil, &Refusal{What: "a command argument with a NUL byte", Verb: "is refused by", Rule: builtin("argv-syntax")}
+		}
+	}
+	d.Tty, d.Interactive, d.ReadOnlyRoot = req.Tty, req.Interactive, req.ReadOnly
+
+	if req.ShmSize < 0 {
+		return nil, &Refusal{What: "a negative --shm-size", Verb: "is refused by", Rule: builtin("shm-size")}
+	}
+	d.ShmSize = req.ShmSize
+
+	d.Network = req.Network
+	if d.Network == "" {
+		d.Network = "none"
+		if len(eff.NetworksAllow) > 0 {
+			d.Network = eff.NetworksAllow[0].Value
+		}
+	}
+	if err := validNetworkName(d.Network); err != nil {
+		return nil, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("network-name")}
+	}
+	if d.Network != "none" {
+		o, ok := eff.NetworksAllow.find(d.Network)
+		if !ok {
+			return nil, &Refusal{What: fmt.Sprintf("network %q", d.Network), Verb: "is not allowed by", Rule: eff.NetworksAllow.missing("networks_allow")}
+		}
+		trail("network "+d.Network, "allowed", o)
+	}
+
+	if req.Name != "" {
+		if !nameRE.MatchString(req.Name) {
+			return nil, &Refusal{What: fmt.Sprintf("container name %q", truncate(req.Name, 64)), Verb: "must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}, says", Rule: builtin("container-name")}
+		}
+		// Names are engine-wide: prefixing the caller's identity keeps one
+		// user from squatting a name another user (or job) relies on.
+		d.Name = ContainerName(caller, job, req.Name)
+	}
+
+	d.Spec.Linux = &specs.Linux{Resources: &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &eff.PidsLimit.Value}}}
+	trail("pids limit "+strconv.FormatInt(eff.PidsLimit.Value, 10), "forced", eff.PidsLimit.Origin)
+
+	d.Labels[LabelManaged] = "1"
+	d.Labels[LabelUser] = caller.User
+	d.Labels[LabelUID] = strconv.FormatUint(uint64(caller.UID), 10)
+	d.Labels[LabelJob] = job.ID
+	d.Labels[LabelStep] = job.Step
+	d.Labels[LabelNode] = job.Node
+	d.Labels[LabelScheduler] = job.Scheduler
+	d.Labels[LabelImage] = ref.String()
+	return d, nil
+}
+
+// ContainerName is the engine-wide name of a user-named container: the uid
+// and job make it impossible for one user to take another's name.
+func ContainerName(caller Caller, job Job, name string) string {
+	j := job.ID
+	if j == "" {
+		j = "nojob"
+	}
+	return fmt.Sprintf("cj-%d-%s-%s", caller.UID, userLabelRE.ReplaceAllString(j, "_"), name)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// Paths no policy can make mountable: they hand out the node.
+var neverMount = []string{"/proc", "/sys", "/dev"}
+
+// ForbiddenMountSource reports why a resolved host path can never be bind
+// mounted, or "" if it may be. dockerSocket is the resolved socket path.
+func ForbiddenMountSource(src, dockerSocket string) string {
+	switch src {
+	case "/":
+		return "the host's root directory"
+	case "/etc":
+		return "the host's /etc"
+	}
+	for _, p := range neverMount {
+		if within(src, p) {
+			return "under " + p
+		}
+	}
+	for _, sock := range []string{"/var/run/docker.sock", "/run/docker.sock", dockerSocket} {
+		if sock != "" && within(sock, src) {
+			return "the Docker socket or a directory holding it"
+		}
+	}
+	if within(src, "/run/containerd") || within(src, "/var/lib/docker") {
+		return "the container engine's state"
+	}
+	return ""
+}
+
+// within reports whether path is dir or below it; both must be clean.
+func within(path, dir string) bool {
+	if dir == "/" {
+		return true
+	}
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+func underAnyMount(path string, mounts []specs.Mount) bool {
+	for _, m := range mounts {
+		if within(path, m.Destination) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, eff *Effective) error {
+	vars := strings.NewReplacer("$HOME", caller.Home, "$USER", caller.User, "$JOB_DIR", job.Dir)
+	targets := map[string]bool{}
+	add := func(src, dst string, ro bool) {
+		opts := []string{"rbind", "rprivate"}
+		if ro {
+			opts = append(opts, "ro")
+		}
+		d.Spec.Mounts = append(d.Spec.Mounts, specs.Mount{Type: "bind", Source: src, Destination: dst, Options: opts})
+		targets[dst] = true
+	}
+	if eff.MountJobDir.Value && job.Dir != "" {
+		if why := ForbiddenMountSource(job.Dir, ""); why != "" {
+			return &Refusal{What: fmt.Sprintf("job directory %q (%s)", job.Dir, why), Verb: "cannot be mounted, says", Rule: builtin("never-mount")}
+		}
+		add(job.Dir, job.Dir, false)
+		d.Trail = append(d.Trail, Applied{Item: "mount " + job.Dir + " (job directory)", Action: "forced", Rule: eff.MountJobDir.Origin})
+	}
+	for _, e := range eff.MountsAlways {
+		raw, ro, _ := splitMountRule(e.Value)
+		path := filepath.Clean(vars.Replace(raw))
+		if strings.Contains(raw, "$JOB_DIR") && job.Dir == "" {
+			continue
+		}
+		if targets[path] {
+			continue
+		}
+		add(path, path, ro)
+		d.Trail = append(d.Trail, Applied{Item: "mount " + path, Action: "forced", Rule: e.Origin})
+	}
+	for _, m := range req.Mounts {
+		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) != m.Target || m.Target == "/" || strings.ContainsRune(m.Target, 0) {
+			return &Refusal{What: fmt.Sprintf("mount target %q", truncate(m.Target, 256)), Verb: "must be an absolute, clean path other than /, says", Rule: builtin("mount-target")}
+		}
+		if targets[m.Target] {
+			return &Refusal{What: fmt.Sprintf("mount target %q", m.Target), Verb: "is already taken by a mount the admin forces, says", Rule: builtin("mount-target")}
+		}
+		if why := ForbiddenMountSource(m.Source, ""); why != "" {
+			return &Refusal{What: fmt.Sprintf("mount source %q (%s)", m.Given, why), Verb: "can never be mounted, says", Rule: builtin("never-mount")}
+		}
+		// The longest allowed prefix decides, so an admin can allow /data
+		// read-only and /data/$USER read-write.
+		best, bestLen, bestRO := Origin{}, -1, false
+		for _, e := range eff.MountsAllow {
+			raw, ro, _ := splitMountRule(e.Value)
+			prefix := filepath.Clean(vars.Replace(raw))
+			if strings.Contains(raw, "$JOB_DIR") && job.Dir == "" {
+				continue
+			}
+			if within(m.Source, prefix) && len(prefix) > bestLen {
+				best, bestLen, bestRO = e.Origin, len(prefix), ro
+			}
+		}
+		if bestLen < 0 {
+			return &Refusal{What: fmt.Sprintf("mount source %q", m.Given), Verb: "is not under any path allowed by", Rule: eff.MountsAllow.missing("mounts_allow")}
+		}
+		ro := m.ReadOnly || bestRO
+		add(m.Source, m.Target, ro)
+		action := "allowed"
+		if bestRO && !m.ReadOnly {
+			action = "forced read-only"
+		}
+		d.Trail = append(d.Trail, Applied{Item: "mount " + m.Source + ":" + m.Target, Action: action, Rule: best})
+	}
+	return nil
+}

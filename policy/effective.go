@@ -1,0 +1,148 @@
+package policy
+
+import "slices"
+
+// Entry is one value of an accumulated list, with where it was written.
+type Entry struct {
+	Value  string
+	Origin Origin
+}
+
+// List accumulates a key over [defaults], the caller's groups and the
+// caller's user table. It remembers every table that set the key, so a
+// refusal can cite them when nothing in the list matched.
+type List []Entry
+
+func (l List) find(v string) (Origin, bool) {
+	for _, e := range l {
+		if e.Value == v {
+			return e.Origin, true
+		}
+	}
+	return Origin{}, false
+}
+
+// missing is the rule to cite when no entry of the list matched: the first
+// table that set the key, or the built-in default of an empty list.
+func (l List) missing(key string) Origin {
+	if len(l) == 0 {
+		return Origin{Table: "built-in", Key: key + " (empty: nothing is allowed unless the policy lists it)"}
+	}
+	return l[0].Origin
+}
+
+// Bool and Int are scalars with the rule that set them.
+type Bool struct {
+	Value  bool
+	Origin Origin
+}
+
+type Int struct {
+	Value  int64
+	Origin Origin
+}
+
+// Effective is the policy as it applies to one caller.
+type Effective struct {
+	Tables        []string
+	ImagesAllow   List
+	ImagesDeny    List
+	Pull          List
+	MountsAlways  List
+	MountsAllow   List
+	FlagsAllow    List
+	NetworksAllow List
+	OutsideJobs   Bool
+	MountJobDir   Bool
+	PidsLimit     Int
+}
+
+// Built-in values of scalars no table sets.
+const defaultPidsLimit = 4096
+
+// Effective merges the tables that apply to caller. Lists accumulate
+// defaults, then groups in name order, then the user table; deny lists always
+// beat allow lists when they are used. A scalar is taken from the user table
+// if it sets it, else from the caller's groups (when groups disagree the more
+// permissive value wins: true over false, the larger limit over the smaller,
+// so that adding a user to a group never takes a right away), else from
+// [defaults], else the built-in default.
+func (p *Policy) Effective(caller Caller) *Effective {
+	e := &Effective{
+		OutsideJobs: Bool{Value: false, Origin: builtin("outside_jobs (default false)")},
+		MountJobDir: Bool{Value: true, Origin: builtin("mount_job_dir (default true)")},
+		PidsLimit:   Int{Value: defaultPidsLimit, Origin: builtin("pids_limit (default 4096)")},
+	}
+	var groups []table
+	for _, g := range sortedKeys(p.groups) {
+		if slices.Contains(caller.GroupNames, g) {
+			groups = append(groups, p.groups[g])
+		}
+	}
+	layers := []table{p.defaults}
+	layers = append(layers, groups...)
+	user, hasUser := p.users[caller.User]
+	if hasUser {
+		layers = append(layers, user)
+	}
+	for _, t := range layers {
+		e.Tables = append(e.Tables, t.name)
+		r := t.rules
+		e.ImagesAllow = appendList(e.ImagesAllow, t, "images_allow", r.ImagesAllow)
+		e.ImagesDeny = appendList(e.ImagesDeny, t, "images_deny", r.ImagesDeny)
+		e.Pull = appendList(e.Pull, t, "pull", r.Pull)
+		e.MountsAlways = appendList(e.MountsAlways, t, "mounts_always", r.MountsAlways)
+		e.MountsAllow = appendList(e.MountsAllow, t, "mounts_allow", r.MountsAllow)
+		e.FlagsAllow = appendList(e.FlagsAllow, t, "flags_allow", r.FlagsAllow)
+		e.NetworksAllow = appendList(e.NetworksAllow, t, "networks_allow", r.NetworksAllow)
+	}
+
+	// Scalars: defaults, then the most permissive group value, then the user.
+	setBool := func(dst *Bool, t table, key string, v *bool, permissive bool) {
+		if v == nil {
+			return
+		}
+		if permissive && dst.Origin.Table != "defaults" && dst.Origin.Table != "built-in" && dst.Value && !*v {
+			return
+		}
+		*dst = Bool{Value: *v, Origin: t.origin(key, "")}
+	}
+	setInt := func(dst *Int, t table, key string, v *int64, permissive bool) {
+		if v == nil {
+			return
+		}
+		if permissive && dst.Origin.Table != "defaults" && dst.Origin.Table != "built-in" && dst.Value > *v {
+			return
+		}
+		*dst = Int{Value: *v, Origin: t.origin(key, "")}
+	}
+	apply := func(t table, permissive bool) {
+		setBool(&e.OutsideJobs, t, "outside_jobs", t.rules.OutsideJobs, permissive)
+		setBool(&e.MountJobDir, t, "mount_job_dir", t.rules.MountJobDir, permissive)
+		setInt(&e.PidsLimit, t, "pids_limit", t.rules.PidsLimit, permissive)
+	}
+	apply(p.defaults, false)
+	for _, g := range groups {
+		apply(g, true)
+	}
+	if hasUser {
+		apply(user, false)
+	}
+	return e
+}
+
+func appendList(l List, t table, key string, values []string) List {
+	for _, v := range values {
+		l = append(l, Entry{Value: v, Origin: t.origin(key, v)})
+	}
+	return l
+}
+
+func (p *Policy) matchImage(l List, ref ImageRef) (Origin, bool) {
+	for _, e := range l {
+		if pat, ok := p.compiled[e.Value]; ok && pat.matches(ref) {
+			return e.Origin, true
+		}
+	}
+	return Origin{}, false
+}

@@ -1,0 +1,430 @@
+package policy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where the admins' policy lives. Only root may point
+// containerjob at another file.
+const DefaultPath = "/etc/containerjob/policy.toml"
+
+// DefaultAuditLog is the audit trail when the policy names none.
+const DefaultAuditLog = "/var/log/containerjob/audit.log"
+
+// maxPolicySize bounds the policy file read into memory.
+const maxPolicySize = 4 << 20
+
+// Settings are site-wide and cannot differ per group or user.
+type Settings struct {
+	DockerHost       string `toml:"docker_host"`
+	AuditLog         string `toml:"audit_log"`
+	AuditSyslog      bool   `toml:"audit_syslog"`
+	StopGraceSeconds int    `toml:"stop_grace_seconds"`
+}
+
+// Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
+// Pointers tell "not set here" from a zero value, so that a later table only
+// overrides what it names.
+type Rules struct {
+	ImagesAllow   []string `toml:"images_allow"`
+	ImagesDeny    []string `toml:"images_deny"`
+	Pull          []string `toml:"pull"`
+	MountsAlways  []string `toml:"mounts_always"`
+	MountsAllow   []string `toml:"mounts_allow"`
+	FlagsAllow    []string `toml:"flags_allow"`
+	NetworksAllow []string `toml:"networks_allow"`
+	OutsideJobs   *bool    `toml:"outside_jobs"`
+	MountJobDir   *bool    `toml:"mount_job_dir"`
+	PidsLimit     *int64   `toml:"pids_limit"`
+}
+
+type document struct {
+	Settings Settings         `toml:"settings"`
+	Defaults Rules            `toml:"defaults"`
+	Group    map[string]Rules `toml:"group"`
+	User     map[string]Rules `toml:"user"`
+}
+
+// Origin says where a rule was written, for refusals and `policy explain`.
+type Origin struct {
+	File  string
+	Line  int
+	Table string // "defaults", "group.users", "user.alice", or "built-in"
+	Key   string
+}
+
+func (o Origin) String() string {
+	if o.Table == "built-in" {
+		return "built-in rule " + o.Key
+	}
+	if o.Line > 0 {
+		return fmt.Sprintf("%s in [%s] (%s:%d)", o.Key, o.Table, o.File, o.Line)
+	}
+	return fmt.Sprintf("%s in [%s] (%s)", o.Key, o.Table, o.File)
+}
+
+// table is one parsed table with the origin of every value in it.
+type table struct {
+	name  string
+	rules Rules
+	loc   *locator
+}
+
+func (t table) origin(key, value string) Origin {
+	return Origin{File: t.loc.file, Line: t.loc.line(t.name, key, value), Table: t.name, Key: key}
+}
+
+// Policy is a loaded, validated policy file.
+type Policy struct {
+	File     string
+	Settings Settings
+	defaults table
+	groups   map[string]table
+	users    map[string]table
+	compiled map[string]imagePattern // by pattern text
+}
+
+// Load reads the policy at path, refusing a file that a non-root user could
+// have written, then decodes it strictly.
+func Load(path string) (*Policy, error) {
+	data, err := readTrusted(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// readTrusted reads the file only if root owns it and neither group nor
+// others may write it or its directory: the policy is the root of trust.
+func readTrusted(path string) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s cannot be read: %w", path, errors.Unwrap(err))
+	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("policy file %s is a symbolic link; install the file itself", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s cannot be opened: %w", path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	fi, err = f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRootOwned(path, fi); err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	if di, err := os.Stat(dir); err != nil {
+		return nil, err
+	} else if err := checkRootOwned(dir, di); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPolicySize+1))
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s: %w", path, err)
+	}
+	if len(data) > maxPolicySize {
+		return nil, fmt.Errorf("policy file %s is larger than %d bytes", path, maxPolicySize)
+	}
+	return data, nil
+}
+
+func checkRootOwned(path string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid != 0 {
+		return fmt.Errorf("policy %s is not owned by root; run: chown root:root %s", path, path)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("policy %s is writable by group or others; run: chmod go-w %s", path, path)
+	}
+	return nil
+}
+
+var tableNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+
+// Parse decodes policy text. Unknown keys and wrong types are errors that
+// name the file, line and key.
+func Parse(path string, data []byte) (*Policy, error) {
+	var doc document
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&doc)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("%s:%d: %s", path, perr.Position.Line, firstLine(perr.Message))
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	loc := newLocator(path, data)
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		tbl, key := "", k.String()
+		if len(k) > 1 {
+			tbl, key = strings.Join(k[:len(k)-1], "."), k[len(k)-1]
+		}
+		return nil, fmt.Errorf("%s:%d: unknown key %q in [%s]; see docs/policy.md for the keys each table takes",
+			path, loc.line(tbl, key, ""), key, tbl)
+	}
+	p := &Policy{
+		File:     path,
+		Settings: doc.Settings,
+		defaults: table{name: "defaults", rules: doc.Defaults, loc: loc},
+		groups:   map[string]table{},
+		users:    map[string]table{},
+		compiled: map[string]imagePattern{},
+	}
+	if p.Settings.DockerHost == "" {
+		p.Settings.DockerHost = "unix:///var/run/docker.sock"
+	}
+	if p.Settings.AuditLog == "" {
+		p.Settings.AuditLog = DefaultAuditLog
+	}
+	if p.Settings.StopGraceSeconds <= 0 {
+		p.Settings.StopGraceSeconds = 10
+	}
+	if !strings.HasPrefix(p.Settings.DockerHost, "unix://") {
+		return nil, fmt.Errorf("%s:%d: docker_host %q must be a unix:// socket; a TCP engine would accept anyone on the network",
+			path, loc.line("settings", "docker_host", ""), p.Settings.DockerHost)
+	}
+	for name, r := range doc.Group {
+		if !tableNameRE.MatchString(name) {
+			return nil, fmt.Errorf("%s:%d: group name %q is not a valid group name", path, loc.line("group."+name, "", ""), name)
+		}
+		p.groups[name] = table{name: "group." + name, rules: r, loc: loc}
+	}
+	for name, r := range doc.User {
+		if !tableNameRE.MatchString(name) {
+			return nil, fmt.Errorf("%s:%d: user name %q is not a valid user name", path, loc.line("user."+name, "", ""), name)
+		}
+		p.users[name] = table{name: "user." + name, rules: r, loc: loc}
+	}
+	for _, t := range p.tables() {
+		if err := p.validate(t); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *Policy) tables() []table {
+	out := []table{p.defaults}
+	for _, name := range sortedKeys(p.groups) {
+		out = append(out, p.groups[name])
+	}
+	for _, name := range sortedKeys(p.users) {
+		out = append(out, p.users[name])
+	}
+	return out
+}
+
+func sortedKeys(m map[string]table) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Flags users may be allowed; the names are the long forms of `run` flags.
+var knownFlags = map[string]bool{
+	"env": true, "volume": true, "workdir": true, "entrypoint": true, "tty": true,
+	"interactive": true, "name": true, "read-only": true, "shm-size": true,
+	"network": true, "pull": true,
+}
+
+func (p *Policy) validate(t table) error {
+	fail := func(key, value, format string, args ...any) error {
+		o := t.origin(key, value)
+		return fmt.Errorf("%s:%d: %s in [%s]: %s", o.File, o.Line, key, t.name, fmt.Sprintf(format, args...))
+	}
+	r := t.rules
+	for _, key := range []struct {
+		name string
+		list []string
+	}{{"images_allow", r.ImagesAllow}, {"images_deny", r.ImagesDeny}} {
+		for _, pat := range key.list {
+			c, err := compileImagePattern(pat)
+			if err != nil {
+				return fail(key.name, pat, "%v", err)
+			}
+			p.compiled[pat] = c
+		}
+	}
+	for _, v := range r.Pull {
+		if _, err := parsePull(v); err != nil {
+			return fail("pull", v, "%v", err)
+		}
+	}
+	for _, key := range []struct {
+		name string
+		list []string
+	}{{"mounts_always", r.MountsAlways}, {"mounts_allow", r.MountsAllow}} {
+		for _, m := range key.list {
+			if _, _, err := splitMountRule(m); err != nil {
+				return fail(key.name, m, "%v", err)
+			}
+		}
+	}
+	for _, f := range r.FlagsAllow {
+		if !knownFlags[f] {
+			return fail("flags_allow", f, "unknown flag %q; known flags: %s", f, strings.Join(sortedFlagNames(), ", "))
+		}
+	}
+	for _, n := range r.NetworksAllow {
+		if err := validNetworkName(n); err != nil {
+			return fail("networks_allow", n, "%v", err)
+		}
+	}
+	if r.PidsLimit != nil && *r.PidsLimit < 1 {
+		return fail("pids_limit", "", "must be a positive number of processes")
+	}
+	return nil
+}
+
+func sortedFlagNames() []string {
+	var out []string
+	for f := range knownFlags {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// splitMountRule parses "PATH" or "PATH:ro" as written in mounts_always and
+// mounts_allow; PATH may use $HOME, $USER and $JOB_DIR.
+func splitMountRule(s string) (path string, readOnly bool, err error) {
+	path = s
+	if p, ok := strings.CutSuffix(s, ":ro"); ok {
+		path, readOnly = p, true
+	} else if p, ok := strings.CutSuffix(s, ":rw"); ok {
+		path = p
+	}
+	if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "$") {
+		return "", false, fmt.Errorf("mount %q must be an absolute path or start with $HOME or $JOB_DIR", s)
+	}
+	if strings.ContainsAny(path, "\x00:,") {
+		return "", false, fmt.Errorf("mount %q contains a character that is not allowed in a mount path", s)
+	}
+	rest := path
+	for {
+		i := strings.IndexByte(rest, '$')
+		if i < 0 {
+			break
+		}
+		rest = rest[i:]
+		ok := false
+		for _, v := range []string{"$HOME", "$USER", "$JOB_DIR"} {
+			if strings.HasPrefix(rest, v) {
+				rest, ok = rest[len(v):], true
+				break
+			}
+		}
+		if !ok {
+			return "", false, fmt.Errorf("mount %q uses an unknown variable; known: $HOME, $USER, $JOB_DIR", s)
+		}
+	}
+	return path, readOnly, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// locator finds the line of a key or of one value in a list, so that every
+// decision can cite the rule that made it. It is not a TOML parser: the
+// decoder has already accepted the file; this only attributes lines.
+type locator struct {
+	file  string
+	keys  map[string]int            // "table\x00key" -> line
+	items map[string]map[string]int // "table\x00key" -> value -> line
+}
+
+var (
+	headerRE = regexp.MustCompile(`^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$`)
+	keyRE    = regexp.MustCompile(`^\s*([A-Za-z0-9_-]+)\s*=`)
+	quotedRE = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"|'([^']*)'`)
+)
+
+func newLocator(file string, data []byte) *locator {
+	l := &locator{file: file, keys: map[string]int{}, items: map[string]map[string]int{}}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), maxPolicySize)
+	tbl, cur := "", ""
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if m := headerRE.FindStringSubmatch(line); m != nil {
+			tbl = normalizeHeader(m[1])
+			cur = ""
+			l.keys[tbl+"\x00"] = n
+			continue
+		}
+		rest := line
+		if m := keyRE.FindStringSubmatch(line); m != nil {
+			cur = tbl + "\x00" + m[1]
+			if _, seen := l.keys[cur]; !seen {
+				l.keys[cur] = n
+			}
+			rest = line[len(m[0]):]
+		}
+		if cur == "" {
+			continue
+		}
+		for _, q := range quotedRE.FindAllStringSubmatch(rest, -1) {
+			v := q[2]
+			if q[1] != "" || strings.HasPrefix(q[0], `"`) {
+				if u, err := strconv.Unquote(q[0]); err == nil {
+					v = u
+				}
+			}
+			if l.items[cur] == nil {
+				l.items[cur] = map[string]int{}
+			}
+			if _, seen := l.items[cur][v]; !seen {
+				l.items[cur][v] = n
+			}
+		}
+	}
+	return l
+}
+
+func normalizeHeader(h string) string {
+	parts := strings.Split(h, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
+}
+
+// line returns the line of value within key of table, else of the key, else
+// of the table header, else 0.
+func (l *locator) line(tbl, key, value string) int {
+	k := tbl + "\x00" + key
+	if value != "" {
+		if n, ok := l.items[k][value]; ok {
+			return n
+		}
+	}
+	if n, ok := l.keys[k]; ok {
+		return n
+	}
+	return l.keys[tbl+"\x00"]
+}

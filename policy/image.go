@@ -1,0 +1,175 @@
+package policy
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/distribution/reference"
+)
+
+// maxImageRefLen bounds an image reference; the registry spec allows 255 for
+// the name plus tag and digest, so anything longer is hostile or broken.
+const maxImageRefLen = 512
+
+// ImageRef is an image reference in the one form every rule is matched on:
+// docker.io/library/alpine:latest, never alpine or alpine:latest.
+type ImageRef struct {
+	Name   string // repository with domain: docker.io/library/alpine
+	Tag    string // "latest" when neither tag nor digest was given
+	Digest string // sha256:..., empty when not pinned
+}
+
+// String is the normalized reference, as the engine is asked for it.
+func (r ImageRef) String() string {
+	if r.Digest != "" {
+		return r.Name + "@" + r.Digest
+	}
+	return r.Name + ":" + r.Tag
+}
+
+// NormalizeImage parses a user-supplied image reference. Image IDs, empty
+// strings, NUL bytes and invalid UTF-8 are refused: a rule can only be matched
+// against a name.
+func NormalizeImage(s string) (ImageRef, error) {
+	switch {
+	case s == "":
+		return ImageRef{}, fmt.Errorf("image reference is empty")
+	case len(s) > maxImageRefLen:
+		return ImageRef{}, fmt.Errorf("image reference is longer than %d bytes", maxImageRefLen)
+	case !utf8.ValidString(s) || strings.ContainsAny(s, "\x00\n\r\t "):
+		return ImageRef{}, fmt.Errorf("image reference %q contains invalid characters", s)
+	case strings.HasPrefix(s, "sha256:"):
+		return ImageRef{}, fmt.Errorf("image reference %q is an image ID; name the image by repository and tag", s)
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return ImageRef{}, fmt.Errorf("image reference %q is invalid: %v", s, err)
+	}
+	ref := ImageRef{Name: named.Name()}
+	if d, ok := named.(reference.Digested); ok {
+		// A digest pins the content; a tag next to it is ignored by the
+		// engine, so it must not take part in matching either.
+		ref.Digest = d.Digest().String()
+		return ref, nil
+	}
+	ref.Tag = "latest"
+	if t, ok := named.(reference.Tagged); ok {
+		ref.Tag = t.Tag()
+	}
+	return ref, nil
+}
+
+// imagePattern is one compiled entry of images_allow or images_deny.
+type imagePattern struct {
+	full *regexp.Regexp // matches ImageRef.String()
+	repo *regexp.Regexp // matches ImageRef.Name, used for digest-pinned references
+}
+
+// compileImagePattern accepts "re:REGEXP" (anchored, over the normalized
+// reference), a glob ("*" within a path segment, "**" across segments, "?"),
+// or a plain reference, each written in short or normalized form.
+func compileImagePattern(p string) (imagePattern, error) {
+	if p == "" || strings.ContainsRune(p, 0) {
+		return imagePattern{}, fmt.Errorf("image pattern is empty or contains NUL")
+	}
+	if expr, ok := strings.CutPrefix(p, "re:"); ok {
+		re, err := regexp.Compile("^(?:" + expr + ")$")
+		if err != nil {
+			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %v", p, err)
+		}
+		// A regular expression over the full reference also decides for
+		// digest-pinned references of the repositories it names.
+		return imagePattern{full: re, repo: re}, nil
+	}
+	if !strings.ContainsAny(p, "*?") {
+		ref, err := NormalizeImage(p)
+		if err != nil {
+			return imagePattern{}, err
+		}
+		pat := imagePattern{full: regexp.MustCompile("^" + regexp.QuoteMeta(ref.String()) + "$")}
+		if ref.Digest == "" {
+			pat.repo = regexp.MustCompile("^" + regexp.QuoteMeta(ref.Name) + "$")
+		}
+		return pat, nil
+	}
+	if strings.ContainsAny(p, "{},") {
+		return imagePattern{}, fmt.Errorf("image pattern %q contains characters no image reference has", p)
+	}
+	full := expandFamiliar(p)
+	repoPart, _, hasTag := cutTag(full)
+	fullSrc := globSource(full)
+	if !hasTag {
+		// "alpine*" names repositories, and so every tag and digest of them.
+		fullSrc += "(?::[^/]*|@.*)"
+	}
+	return imagePattern{
+		full: regexp.MustCompile("^" + fullSrc + "$"),
+		repo: regexp.MustCompile("^" + globSource(repoPart) + "$"),
+	}, nil
+}
+
+// matches reports whether the pattern decides for ref. A digest-pinned
+// reference is matched by the rules for its repository, since the engine
+// ignores tags once a digest is given.
+func (p imagePattern) matches(ref ImageRef) bool {
+	if p.full.MatchString(ref.String()) {
+		return true
+	}
+	return ref.Digest != "" && p.repo != nil && p.repo.MatchString(ref.Name)
+}
+
+// expandFamiliar turns a short pattern into the normalized form, the way
+// reference.ParseNormalizedNamed does for names: "alpine:*" becomes
+// "docker.io/library/alpine:*", "nvidia/cuda:*" becomes "docker.io/nvidia/cuda:*".
+func expandFamiliar(p string) string {
+	first, rest, hasSlash := strings.Cut(p, "/")
+	if !hasSlash {
+		return "docker.io/library/" + p
+	}
+	if strings.ContainsAny(first, ".:") || first == "localhost" {
+		return p
+	}
+	if first == "**" {
+		return p
+	}
+	return "docker.io/" + first + "/" + rest
+}
+
+// cutTag splits "repo:tag" at the tag separator, which is the last ":" after
+// the last "/" (a ":" before it belongs to a registry port).
+func cutTag(p string) (repo, tag string, ok bool) {
+	if i := strings.IndexByte(p, '@'); i >= 0 {
+		return p[:i], p[i:], true
+	}
+	slash := strings.LastIndexByte(p, '/')
+	colon := strings.LastIndexByte(p, ':')
+	if colon > slash {
+		return p[:colon], p[colon+1:], true
+	}
+	return p, "", false
+}
+
+// globSource translates a glob with "*" (within a path segment), "**"
+// (across segments) and "?" into regular expression source; every other
+// character stands for itself.
+func globSource(g string) string {
+	var b strings.Builder
+	for i := 0; i < len(g); i++ {
+		switch c := g[i]; c {
+		case '*':
+			if i+1 < len(g) && g[i+1] == '*' {
+				b.WriteString(".*")
+				i++
+			} else {
+				b.WriteString("[^/]*")
+			}
+		case '?':
+			b.WriteString("[^/]")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,34 @@
+// Package scheduler answers "who is calling, for which job, with which
+// allocation on this node". Environment variables are hints at most: every
+// fact it reports comes from a source the caller cannot forge.
+package scheduler
+
+import (
+	"os"
+	"strings"
+)
+
+// Job is the scheduler context of one launch.
+type Job struct {
+	Scheduler string // "slurm", "pbs", or "" outside any job
+	ID        string
+	Step      string
+	Dir       string // the job's working directory, unresolved
+	Node      string
+}
+
+// Node is this host's short name, as schedulers name nodes.
+func Node() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	short, _, _ := strings.Cut(h, ".")
+	return short
+}
+
+// Outside is the context of a launch outside any scheduler job: the job
+// directory is the caller's working directory.
+func Outside(cwd string) Job {
+	return Job{Dir: cwd, Node: Node()}
+}
