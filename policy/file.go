@@ -156,6 +156,8 @@ func checkRootOwned(path string, fi os.FileInfo) error {
 	return nil
 }
 
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
 var tableNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
 // Parse decodes policy text. Unknown keys and wrong types are errors that
@@ -168,15 +170,25 @@ func Parse(path string, data []byte) (*Policy, error) {
 		if errors.As(err, &perr) {
 			return nil, fmt.Errorf("%s:%d: %s", path, perr.Position.Line, firstLine(perr.Message))
 		}
+		var pperr *toml.ParseError
+		if errors.As(err, &pperr) {
+			return nil, fmt.Errorf("%s:%d: %s", path, pperr.Position.Line, firstLine(pperr.Message))
+		}
+		// Type mismatches come as plain errors: "toml: line N (last key
+		// "a.b"): message".
+		if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+			return nil, fmt.Errorf("%s:%s: %s: %s", path, m[1], m[2], m[3])
+		}
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	loc := newLocator(path, data)
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0]
-		tbl, key := "", k.String()
-		if len(k) > 1 {
-			tbl, key = strings.Join(k[:len(k)-1], "."), k[len(k)-1]
+		if len(k) == 1 || (len(k) == 2 && (k[0] == "group" || k[0] == "user")) {
+			return nil, fmt.Errorf("%s:%d: unknown table [%s]; the tables are [settings], [defaults], [group.NAME] and [user.NAME]",
+				path, loc.line(k.String(), "", ""), k.String())
 		}
+		tbl, key := strings.Join(k[:len(k)-1], "."), k[len(k)-1]
 		return nil, fmt.Errorf("%s:%d: unknown key %q in [%s]; see docs/policy.md for the keys each table takes",
 			path, loc.line(tbl, key, ""), key, tbl)
 	}
@@ -330,8 +342,9 @@ func splitMountRule(s string) (path string, readOnly bool, err error) {
 		rest = rest[i:]
 		ok := false
 		for _, v := range []string{"$HOME", "$USER", "$JOB_DIR"} {
-			if strings.HasPrefix(rest, v) {
-				rest, ok = rest[len(v):], true
+			after, found := strings.CutPrefix(rest, v)
+			if found && (after == "" || after[0] == '/') {
+				rest, ok = after, true
 				break
 			}
 		}

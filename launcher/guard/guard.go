@@ -23,8 +23,9 @@ type Expect struct {
 	AllowHostNetwork  bool
 	Runtime           string   // "" for the engine's default
 	AllowedDevices    []string // host device paths of the job's allocation
-	ForbiddenSource   func(path string) string
-	CallerCanAccess   func(path string) error
+	// CallerCanAccess re-checks, just before create, that the caller can
+	// still reach a mount source as themselves.
+	CallerCanAccess func(path string) error
 }
 
 type check struct {
@@ -158,10 +159,8 @@ func checkMounts(r client.ContainerCreateOptions, want Expect) error {
 		if m.BindOptions != nil && m.BindOptions.Propagation != "" && m.BindOptions.Propagation != mount.PropagationRPrivate && m.BindOptions.Propagation != mount.PropagationPrivate {
 			return fmt.Errorf("mount %q with %s propagation", src, m.BindOptions.Propagation)
 		}
-		if want.ForbiddenSource != nil {
-			if why := want.ForbiddenSource(src); why != "" {
-				return fmt.Errorf("mount source %q is %s", src, why)
-			}
+		if why := forbiddenSource(src); why != "" {
+			return fmt.Errorf("mount source %q is %s", src, why)
 		}
 		if want.CallerCanAccess != nil {
 			if err := want.CallerCanAccess(src); err != nil {
@@ -222,4 +221,25 @@ func checkEngineKnobs(r client.ContainerCreateOptions, want Expect) error {
 		return fmt.Errorf("uid label %q does not match the caller", r.Config.Labels["org.containerjob.uid"])
 	}
 	return nil
+}
+
+// forbiddenSource is the guard's own list of host paths no container gets,
+// kept apart from the policy package's on purpose: a bug there must not
+// open a hole here.
+func forbiddenSource(src string) string {
+	switch src {
+	case "/", "/etc", "/boot", "/root":
+		return "a host system directory"
+	}
+	for _, dir := range []string{"/proc", "/sys", "/dev", "/var/lib/docker", "/run/containerd", "/var/lib/containerd"} {
+		if src == dir || strings.HasPrefix(src, dir+"/") {
+			return "under " + dir
+		}
+	}
+	for _, sock := range []string{"/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock"} {
+		if src == sock || strings.HasPrefix(sock, src+"/") {
+			return "the engine's socket (" + sock + ") or a directory holding it"
+		}
+	}
+	return ""
 }

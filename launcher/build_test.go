@@ -1,0 +1,181 @@
+package launcher
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/launcher/guard"
+	"github.com/containerjob/containerjob/policy"
+)
+
+const buildPolicy = `
+[defaults]
+images_allow = ["alpine:*"]
+mounts_allow = ["$HOME"]
+flags_allow = ["volume", "entrypoint"]
+networks_allow = ["none", "host"]
+`
+
+func decision(t *testing.T, req policy.Request) *policy.Decision {
+	t.Helper()
+	pol, err := policy.Parse("/p.toml", []byte(buildPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := policy.Caller{User: "bob", UID: 1002, GID: 1002, Groups: []uint32{3000, 3001}, GroupNames: []string{"bob"}, Home: "/home/bob"}
+	d, err := pol.Decide(req, caller, policy.Job{Scheduler: "slurm", ID: "7", Dir: "/home/bob/job", Node: "n1"})
+	if err != nil {
+		t.Fatalf("Decide: %v", err)
+	}
+	return d
+}
+
+func expect() guard.Expect {
+	return guard.Expect{UID: 1002, GID: 1002, Groups: []uint32{3000, 3001}}
+}
+
+func TestBuildIsGuarded(t *testing.T) {
+	d := decision(t, policy.Request{Image: "alpine:3.20", Cmd: []string{"id"},
+		Mounts: []policy.MountRequest{{Given: "/home/bob/in", Source: "/home/bob/in", Target: "/in", ReadOnly: true}}})
+	req, err := Build(d, "sha256:abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, h := req.Config, req.HostConfig
+	if c.User != "1002:1002" || c.Image != "sha256:abc" || c.WorkingDir != "/home/bob/job" {
+		t.Errorf("config user %q image %q workdir %q", c.User, c.Image, c.WorkingDir)
+	}
+	if strings.Join(h.GroupAdd, ",") != "3000,3001" || strings.Join(h.CapDrop, ",") != "ALL" {
+		t.Errorf("groups %v capdrop %v", h.GroupAdd, h.CapDrop)
+	}
+	if h.PidsLimit == nil || *h.PidsLimit != 4096 {
+		t.Errorf("pids limit %v", h.PidsLimit)
+	}
+	if len(h.Mounts) != 2 || !h.Mounts[1].ReadOnly || h.Mounts[1].Type != mount.TypeBind {
+		t.Errorf("mounts %+v", h.Mounts)
+	}
+	if c.Labels["org.containerjob.job"] != "7" || c.Labels["org.containerjob.version"] == "" {
+		t.Errorf("labels %v", c.Labels)
+	}
+	if err := guard.Check(req, expect()); err != nil {
+		t.Fatalf("guard refused a policy-built request: %v", err)
+	}
+}
+
+func TestBuildClearsEntrypoint(t *testing.T) {
+	empty := ""
+	req, err := Build(decision(t, policy.Request{Image: "alpine", Entrypoint: &empty, Flags: []string{"entrypoint"}}), "sha256:abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(req.Config.Entrypoint) != 1 || req.Config.Entrypoint[0] != "" {
+		t.Fatalf("entrypoint %q, want [\"\"] to clear the image's", req.Config.Entrypoint)
+	}
+}
+
+func TestGuardRefuses(t *testing.T) {
+	yes := true
+	zero := int64(0)
+	tests := []struct {
+		name   string
+		mutate func(*client.ContainerCreateOptions, *guard.Expect)
+		want   string
+	}{
+		{"privileged", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.Privileged = true }, "privileged"},
+		{"root user", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.Config.User = "0:0" }, `user "0:0"`},
+		{"username instead of uid", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.Config.User = "root" }, "user"},
+		{"expected root", func(r *client.ContainerCreateOptions, e *guard.Expect) { r.Config.User = "0:0"; e.UID, e.GID = 0, 0 }, "never run as uid or gid 0"},
+		{"group 0 added", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.GroupAdd = append(r.HostConfig.GroupAdd, "0") }, "supplementary groups"},
+		{"docker group added", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.GroupAdd = []string{"999"} }, "supplementary groups"},
+		{"no-new-privileges missing", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.SecurityOpt = nil }, "no-new-privileges"},
+		{"caps not dropped", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.CapDrop = nil }, "not all dropped"},
+		{"cap add", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.CapAdd = []string{"SYS_ADMIN"} }, "SYS_ADMIN"},
+		{"cap add all", func(r *client.ContainerCreateOptions, e *guard.Expect) {
+			r.HostConfig.CapAdd = []string{"ALL"}
+			e.AllowedCaps = []string{"ALL"}
+		}, "ALL"},
+		{"host pid", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PidMode = "host" }, "pid namespace"},
+		{"host ipc", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.IpcMode = "host" }, "ipc namespace"},
+		{"host uts", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.UTSMode = "host" }, "uts namespace"},
+		{"host userns", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.UsernsMode = "host" }, "user namespace"},
+		{"host cgroupns", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.CgroupnsMode = "host" }, "cgroup namespace"},
+		{"host network unallowed", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.NetworkMode = "host" }, "host network"},
+		{"other container's netns", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.NetworkMode = "container:x" }, "network namespace"},
+		{"binds string", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.Binds = []string{"/:/host"} }, "binds"},
+		{"volume driver", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.VolumeDriver = "local" }, "volume drivers"},
+		{"volume mount", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.Mounts = append(r.HostConfig.Mounts, mount.Mount{Type: mount.TypeVolume, Source: "v", Target: "/v"})
+		}, `type "volume"`},
+		{"forbidden source", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.Mounts = append(r.HostConfig.Mounts, mount.Mount{Type: mount.TypeBind, Source: "/", Target: "/host"})
+		}, `mount source "/"`},
+		{"docker socket", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.Mounts = append(r.HostConfig.Mounts, mount.Mount{Type: mount.TypeBind, Source: "/var/run/docker.sock", Target: "/s"})
+		}, "docker.sock"},
+		{"relative source", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.Mounts = append(r.HostConfig.Mounts, mount.Mount{Type: mount.TypeBind, Source: "home/../etc", Target: "/s"})
+		}, "absolute and clean"},
+		{"shared propagation", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.Mounts[0].BindOptions = &mount.BindOptions{Propagation: mount.PropagationRShared}
+		}, "propagation"},
+		{"device outside allocation", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.Devices = []container.DeviceMapping{{PathOnHost: "/dev/nvidia3"}}
+		}, "/dev/nvidia3"},
+		{"device cgroup rule", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.DeviceCgroupRules = []string{"c *:* rwm"} }, "device cgroup"},
+		{"gpus all", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.DeviceRequests = []container.DeviceRequest{{Driver: "nvidia", Count: -1}}
+		}, "by count"},
+		{"seccomp unconfined", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.SecurityOpt = append(r.HostConfig.SecurityOpt, "seccomp=unconfined")
+		}, "seccomp=unconfined"},
+		{"systempaths unconfined", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.SecurityOpt = append(r.HostConfig.SecurityOpt, "systempaths=unconfined")
+		}, "systempaths"},
+		{"sysctls", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.Sysctls = map[string]string{"kernel.x": "1"} }, "sysctls"},
+		{"runtime", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.Runtime = "runc-debug" }, "runtime"},
+		{"oom killer off", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.OomKillDisable = &yes }, "OOM"},
+		{"no pids limit", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PidsLimit = &zero }, "pids"},
+		{"published ports", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PublishAllPorts = true }, "ports"},
+		{"spoofed uid label", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.Config.Labels["org.containerjob.uid"] = "1001" }, "uid label"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := Build(decision(t, policy.Request{Image: "alpine:3.20"}), "sha256:abc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := expect()
+			tt.mutate(&req, &want)
+			err = guard.Check(req, want)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("guard.Check after %q = %v, want a violation containing %q", tt.name, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestStartErrorExitCodes(t *testing.T) {
+	tests := []struct {
+		msg  string
+		code int
+	}{
+		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "nope": executable file not found in $PATH: unknown`, ExitCommandMissing},
+		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/x": stat /x: no such file or directory: unknown`, ExitCommandMissing},
+		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown`, ExitCannotInvoke},
+		{`Cannot connect to the Docker daemon`, ExitLaunchFailed},
+	}
+	for _, tt := range tests {
+		err := startError(errString(tt.msg))
+		if e, ok := err.(*Error); !ok || e.Code != tt.code {
+			t.Errorf("startError(%q) = %v, want code %d", tt.msg, err, tt.code)
+		}
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }

@@ -1,0 +1,286 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const testPolicy = `# test policy
+[settings]
+audit_log = "/tmp/audit.log"
+
+[defaults]
+images_allow = ["alpine:*", "debian:12"]
+images_deny = [
+  "alpine:bad",
+]
+pull = ["never", "missing"]
+mounts_allow = ["$HOME", "/data:ro", "/data/$USER", "$JOB_DIR"]
+mounts_always = ["/etc/passwd:ro"]
+flags_allow = ["env", "volume", "workdir", "name", "network"]
+networks_allow = ["none"]
+outside_jobs = false
+
+[group.gpu]
+images_allow = ["nvidia/cuda:*"]
+flags_allow = ["tty"]
+pids_limit = 100
+outside_jobs = true
+
+[group.big]
+pids_limit = 9000
+outside_jobs = false
+
+[user.alice]
+networks_allow = ["bridge"]
+images_deny = ["debian:*"]
+`
+
+func mustParse(t *testing.T, text string) *Policy {
+	t.Helper()
+	p, err := Parse("/etc/containerjob/policy.toml", []byte(text))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return p
+}
+
+var (
+	alice = Caller{User: "alice", UID: 1001, GID: 1001, Groups: []uint32{2000}, GroupNames: []string{"alice", "gpu"}, Home: "/home/alice"}
+	bob   = Caller{User: "bob", UID: 1002, GID: 1002, GroupNames: []string{"bob"}, Home: "/home/bob"}
+	carol = Caller{User: "carol", UID: 1003, GID: 1003, GroupNames: []string{"carol", "gpu", "big"}, Home: "/home/carol"}
+	inJob = Job{Scheduler: "slurm", ID: "42", Step: "0", Dir: "/home/alice/run", Node: "n1"}
+)
+
+func TestDecide(t *testing.T) {
+	pol := mustParse(t, testPolicy)
+	tests := []struct {
+		name    string
+		caller  Caller
+		job     Job
+		req     Request
+		wantErr string // substring of the refusal; "" means allowed
+		check   func(t *testing.T, d *Decision)
+	}{
+		{name: "plain allowed image", caller: bob, job: inJob, req: Request{Image: "alpine:3.20"},
+			check: func(t *testing.T, d *Decision) {
+				if d.Image.String() != "docker.io/library/alpine:3.20" {
+					t.Errorf("image = %s", d.Image)
+				}
+				p := d.Spec.Process
+				if p.User.UID != 1002 || p.User.GID != 1002 || !p.NoNewPrivileges {
+					t.Errorf("process user/nnp = %+v nnp=%v", p.User, p.NoNewPrivileges)
+				}
+				if p.Cwd != inJob.Dir {
+					t.Errorf("cwd = %q, want the job dir", p.Cwd)
+				}
+				if d.Network != "none" || d.Pull != "missing" {
+					t.Errorf("network %q pull %q", d.Network, d.Pull)
+				}
+				if got := *d.Spec.Linux.Resources.Pids.Limit; got != defaultPidsLimit {
+					t.Errorf("pids limit %d", got)
+				}
+				if d.Labels[LabelUID] != "1002" || d.Labels[LabelJob] != "42" {
+					t.Errorf("labels %v", d.Labels)
+				}
+				if len(d.Spec.Mounts) != 2 || d.Spec.Mounts[0].Source != inJob.Dir || d.Spec.Mounts[1].Source != "/etc/passwd" {
+					t.Errorf("mounts %+v", d.Spec.Mounts)
+				}
+			}},
+		{name: "image not allowed cites images_allow", caller: bob, job: inJob, req: Request{Image: "ubuntu:22.04"},
+			wantErr: `image "ubuntu:22.04" is not allowed by images_allow in [defaults] (/etc/containerjob/policy.toml:6)`},
+		{name: "image denied cites the deny entry line", caller: bob, job: inJob, req: Request{Image: "alpine:bad"},
+			wantErr: `image "alpine:bad" is denied by images_deny in [defaults] (/etc/containerjob/policy.toml:8)`},
+		{name: "deny in user table beats allow in defaults", caller: alice, job: inJob, req: Request{Image: "debian:12"},
+			wantErr: `is denied by images_deny in [user.alice] (/etc/containerjob/policy.toml:29)`},
+		{name: "group allow adds images", caller: alice, job: inJob, req: Request{Image: "nvidia/cuda:12.4"}},
+		{name: "group allow does not reach others", caller: bob, job: inJob, req: Request{Image: "nvidia/cuda:12.4"},
+			wantErr: "is not allowed by images_allow"},
+		{name: "image alias by full name is the same image", caller: bob, job: inJob, req: Request{Image: "docker.io/library/alpine:bad"},
+			wantErr: "is denied by images_deny"},
+		{name: "image id refused", caller: bob, job: inJob, req: Request{Image: "sha256:" + strings.Repeat("a", 64)},
+			wantErr: "image ID"},
+		{name: "flag not allowed", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Flags: []string{"tty"}},
+			wantErr: "flag --tty is not allowed by flags_allow in [defaults]"},
+		{name: "flag allowed through group", caller: alice, job: inJob, req: Request{Image: "alpine:3.20", Flags: []string{"tty"}, Tty: true}},
+		{name: "outside jobs refused by default table", caller: bob, job: Job{Dir: "/home/bob"}, req: Request{Image: "alpine:3.20"},
+			wantErr: "a launch outside a scheduler job is not allowed by outside_jobs in [defaults] (/etc/containerjob/policy.toml:15)"},
+		{name: "outside jobs allowed by group", caller: alice, job: Job{Dir: "/home/alice"}, req: Request{Image: "alpine:3.20"}},
+		{name: "most permissive group scalar wins", caller: carol, job: Job{Dir: "/home/carol"}, req: Request{Image: "alpine:3.20"},
+			check: func(t *testing.T, d *Decision) {
+				if got := *d.Spec.Linux.Resources.Pids.Limit; got != 9000 {
+					t.Errorf("pids limit %d, want 9000 from [group.big]", got)
+				}
+			}},
+		{name: "mount under home allowed rw", caller: bob, job: inJob,
+			req: Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/bob/x", Source: "/home/bob/x", Target: "/x"}}},
+			check: func(t *testing.T, d *Decision) {
+				m := d.Spec.Mounts[len(d.Spec.Mounts)-1]
+				if m.Source != "/home/bob/x" || m.Destination != "/x" || hasOpt(m.Options, "ro") {
+					t.Errorf("mount %+v", m)
+				}
+			}},
+		{name: "ro prefix forces read-only", caller: bob, job: inJob,
+			req: Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/data/set", Source: "/data/set", Target: "/d"}}},
+			check: func(t *testing.T, d *Decision) {
+				if m := d.Spec.Mounts[len(d.Spec.Mounts)-1]; !hasOpt(m.Options, "ro") {
+					t.Errorf("mount %+v not read-only", m)
+				}
+			}},
+		{name: "longest prefix gives rw under own data dir", caller: bob, job: inJob,
+			req: Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/data/bob/out", Source: "/data/bob/out", Target: "/o"}}},
+			check: func(t *testing.T, d *Decision) {
+				if m := d.Spec.Mounts[len(d.Spec.Mounts)-1]; hasOpt(m.Options, "ro") {
+					t.Errorf("mount %+v is read-only", m)
+				}
+			}},
+		{name: "prefix is path-aware, not textual", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/bobby", Source: "/home/bobby", Target: "/x"}}},
+			wantErr: `mount source "/home/bobby" is not under any path allowed by mounts_allow`},
+		{name: "other user's home refused", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/alice", Source: "/home/alice", Target: "/x"}}},
+			wantErr: "is not under any path allowed"},
+		{name: "root filesystem never", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/", Source: "/", Target: "/host"}}},
+			wantErr: `mount source "/" (the host's root directory) can never be mounted`},
+		{name: "symlink resolved to /etc never", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/bob/etc-link", Source: "/etc", Target: "/x"}}},
+			wantErr: "(the host's /etc) can never be mounted"},
+		{name: "docker socket never", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/run/docker.sock", Source: "/run/docker.sock", Target: "/s"}}},
+			wantErr: "Docker socket"},
+		{name: "directory holding the docker socket never", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/run", Source: "/run", Target: "/r"}}},
+			wantErr: "Docker socket"},
+		{name: "proc never", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/proc/1", Source: "/proc/1", Target: "/p"}}},
+			wantErr: "under /proc"},
+		{name: "relative mount target refused", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/bob", Source: "/home/bob", Target: "x"}}},
+			wantErr: "must be an absolute, clean path"},
+		{name: "mount over forced target refused", caller: bob, job: inJob,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/bob/p", Source: "/home/bob/p", Target: "/etc/passwd"}}},
+			wantErr: "already taken by a mount the admin forces"},
+		{name: "job dir / refused", caller: bob, job: Job{ID: "1", Dir: "/"}, req: Request{Image: "alpine:3.20"},
+			wantErr: "job directory"},
+		{name: "reserved GPU variable refused", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Env: []string{"NVIDIA_VISIBLE_DEVICES=all"}},
+			wantErr: "NVIDIA_VISIBLE_DEVICES is set only from the job's GPU allocation"},
+		{name: "malformed env refused", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Env: []string{"A B=1"}},
+			wantErr: "is malformed"},
+		{name: "env with NUL refused", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Env: []string{"A=1\x002"}},
+			wantErr: "is malformed"},
+		{name: "host network refused unless listed", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Network: "host"},
+			wantErr: `network "host" is not allowed by networks_allow`},
+		{name: "user table allows bridge", caller: alice, job: inJob, req: Request{Image: "alpine:3.20", Network: "bridge"}},
+		{name: "container network namespace never", caller: alice, job: inJob, req: Request{Image: "alpine:3.20", Network: "container:abc"},
+			wantErr: "joins another container's network namespace"},
+		{name: "pull always not allowed", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Pull: "always"},
+			wantErr: `pull mode "always" is not allowed by pull`},
+		{name: "unknown pull mode", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Pull: "sometimes"},
+			wantErr: "is not one of never, missing, always"},
+		{name: "container name namespaced by uid and job", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Name: "web"},
+			check: func(t *testing.T, d *Decision) {
+				if d.Name != "cj-1002-42-web" {
+					t.Errorf("name %q", d.Name)
+				}
+			}},
+		{name: "container name with slash refused", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Name: "../x"},
+			wantErr: "container name"},
+		{name: "workdir must be absolute", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Workdir: "rel"},
+			wantErr: "working directory"},
+		{name: "cwd under a mount becomes workdir", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Cwd: "/home/alice/run/sub"},
+			check: func(t *testing.T, d *Decision) {
+				if d.Spec.Process.Cwd != "/home/alice/run/sub" {
+					t.Errorf("cwd %q", d.Spec.Process.Cwd)
+				}
+			}},
+		{name: "cwd outside mounts falls back to job dir", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Cwd: "/tmp"},
+			check: func(t *testing.T, d *Decision) {
+				if d.Spec.Process.Cwd != inJob.Dir {
+					t.Errorf("cwd %q", d.Spec.Process.Cwd)
+				}
+			}},
+		{name: "image forces NVIDIA_VISIBLE_DEVICES void", caller: bob, job: inJob, req: Request{Image: "alpine:3.20"},
+			check: func(t *testing.T, d *Decision) {
+				if !hasOpt(d.Spec.Process.Env, "NVIDIA_VISIBLE_DEVICES=void") {
+					t.Errorf("env %v", d.Spec.Process.Env)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := pol.Decide(tt.req, tt.caller, tt.job)
+			if tt.wantErr != "" {
+				var ref *Refusal
+				if !errors.As(err, &ref) {
+					t.Fatalf("Decide(%+v) = %v, want a refusal containing %q", tt.req, err, tt.wantErr)
+				}
+				if !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Decide(%+v) refusal = %q, want containing %q", tt.req, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Decide(%+v) = %v, want allowed", tt.req, err)
+			}
+			if tt.check != nil {
+				tt.check(t, d)
+			}
+		})
+	}
+}
+
+func hasOpt(opts []string, want string) bool {
+	for _, o := range opts {
+		if o == want {
+			return true
+		}
+	}
+	return false
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, text, wantErr string
+	}{
+		{"unknown key names file, line and key", "[defaults]\nimages_allow = []\nprivileged = true\n",
+			`/p.toml:3: unknown key "privileged" in [defaults]`},
+		{"unknown table", "[defualts]\nimages_allow = []\n", `/p.toml:1: unknown table [defualts]`},
+		{"wrong type", "[defaults]\noutside_jobs = \"yes\"\n", "/p.toml:2:"},
+		{"syntax error", "x = = 1\n", "/p.toml:1:"},
+		{"bad pattern", "[defaults]\nimages_allow = [\n \"ok:1\",\n \"re:(\",\n]\n", `/p.toml:4: images_allow in [defaults]`},
+		{"bad flag", "[group.x]\nflags_allow = [\"privileged\"]\n", `/p.toml:2: flags_allow in [group.x]: unknown flag "privileged"`},
+		{"bad mount variable", "[defaults]\nmounts_allow = [\"$HOMEDIR/x\"]\n", "unknown variable"},
+		{"relative mount", "[defaults]\nmounts_allow = [\"data\"]\n", "must be an absolute path"},
+		{"container network", "[defaults]\nnetworks_allow = [\"container:x\"]\n", "another container's network"},
+		{"tcp engine", "[settings]\ndocker_host = \"tcp://0.0.0.0:2375\"\n", "must be a unix:// socket"},
+		{"bad pull", "[defaults]\npull = [\"often\"]\n", "is not one of never"},
+		{"zero pids", "[defaults]\npids_limit = 0\n", "positive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("/p.toml", []byte(tt.text))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Parse(%q) error = %v, want containing %q", tt.text, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseExamplePolicy(t *testing.T) {
+	p, err := Load("../contrib/policy.toml")
+	if err != nil && !strings.Contains(err.Error(), "not owned by root") {
+		t.Fatalf("Load(contrib/policy.toml): %v", err)
+	}
+	if p == nil {
+		// Not root-owned in this checkout: parse it directly.
+		data, rerr := readFile("../contrib/policy.toml")
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if _, err := Parse("contrib/policy.toml", data); err != nil {
+			t.Fatalf("Parse(contrib/policy.toml): %v", err)
+		}
+	}
+}
