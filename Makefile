@@ -13,7 +13,7 @@ LDFLAGS := -s -w \
 	-X main.selfPath=$(BINDIR)/containerjob \
 	-X github.com/containerjob/containerjob/launcher.Version=$(VERSION)
 
-.PHONY: all build test unit integration testimage install clean
+.PHONY: all build test unit integration testimage install clean deps services check demo
 
 all: build
 
@@ -44,6 +44,25 @@ install: build
 	sed 's#@BINDIR@#$(BINDIR)#g' contrib/sudoers.d/containerjob > $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp
 	chmod 0440 $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp
 	mv $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob
+
+# Fresh machine: Debian packages, then the engine.
+deps:
+	./contrib/dev/deps
+
+services: deps
+	./contrib/dev/start-docker
+
+# Everything CI runs: dependencies, services, image, install, all tests.
+check: services
+	$(MAKE) testimage
+	$(MAKE) install
+	$(MAKE) test
+
+# The main job on a fresh machine: a containerized command as a non-root user.
+demo: services
+	$(MAKE) testimage
+	$(MAKE) install
+	./contrib/dev/demo
 
 clean:
 	rm -rf bin

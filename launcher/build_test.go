@@ -89,7 +89,9 @@ func TestGuardRefuses(t *testing.T) {
 		{"root user", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.Config.User = "0:0" }, `user "0:0"`},
 		{"username instead of uid", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.Config.User = "root" }, "user"},
 		{"expected root", func(r *client.ContainerCreateOptions, e *guard.Expect) { r.Config.User = "0:0"; e.UID, e.GID = 0, 0 }, "never run as uid or gid 0"},
-		{"group 0 added", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.GroupAdd = append(r.HostConfig.GroupAdd, "0") }, "supplementary groups"},
+		{"group 0 added", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.GroupAdd = append(r.HostConfig.GroupAdd, "0")
+		}, "supplementary groups"},
 		{"docker group added", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.GroupAdd = []string{"999"} }, "supplementary groups"},
 		{"no-new-privileges missing", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.SecurityOpt = nil }, "no-new-privileges"},
 		{"caps not dropped", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.CapDrop = nil }, "not all dropped"},
@@ -125,7 +127,9 @@ func TestGuardRefuses(t *testing.T) {
 		{"device outside allocation", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
 			r.HostConfig.Devices = []container.DeviceMapping{{PathOnHost: "/dev/nvidia3"}}
 		}, "/dev/nvidia3"},
-		{"device cgroup rule", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.DeviceCgroupRules = []string{"c *:* rwm"} }, "device cgroup"},
+		{"device cgroup rule", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.DeviceCgroupRules = []string{"c *:* rwm"}
+		}, "device cgroup"},
 		{"gpus all", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
 			r.HostConfig.DeviceRequests = []container.DeviceRequest{{Driver: "nvidia", Count: -1}}
 		}, "by count"},
@@ -135,12 +139,16 @@ func TestGuardRefuses(t *testing.T) {
 		{"systempaths unconfined", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
 			r.HostConfig.SecurityOpt = append(r.HostConfig.SecurityOpt, "systempaths=unconfined")
 		}, "systempaths"},
-		{"sysctls", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.Sysctls = map[string]string{"kernel.x": "1"} }, "sysctls"},
+		{"sysctls", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.Sysctls = map[string]string{"kernel.x": "1"}
+		}, "sysctls"},
 		{"runtime", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.Runtime = "runc-debug" }, "runtime"},
 		{"oom killer off", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.OomKillDisable = &yes }, "OOM"},
 		{"no pids limit", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PidsLimit = &zero }, "pids"},
 		{"published ports", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PublishAllPorts = true }, "ports"},
-		{"spoofed uid label", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.Config.Labels["org.containerjob.uid"] = "1001" }, "uid label"},
+		{"spoofed uid label", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.Config.Labels["org.containerjob.uid"] = "1001"
+		}, "uid label"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,9 +24,9 @@ var (
 type invocation int
 
 const (
-	asUser    invocation = iota // unprivileged: must escalate through sudo
-	viaSudo                     // root, started by sudo for a user
-	asRoot                      // root, started directly (scheduler hooks, admins)
+	asUser  invocation = iota // unprivileged: must escalate through sudo
+	viaSudo                   // root, started by sudo for a user
+	asRoot                    // root, started directly (scheduler hooks, admins)
 )
 
 func (i invocation) String() string {

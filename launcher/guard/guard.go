@@ -17,12 +17,12 @@ import (
 // Expect is what the guard knows independently of the policy: who the
 // container must run as, and the few things an admin may have opted into.
 type Expect struct {
-	UID, GID          uint32
-	Groups            []uint32
-	AllowedCaps       []string
-	AllowHostNetwork  bool
-	Runtime           string   // "" for the engine's default
-	AllowedDevices    []string // host device paths of the job's allocation
+	UID, GID         uint32
+	Groups           []uint32
+	AllowedCaps      []string
+	AllowHostNetwork bool
+	Runtime          string   // "" for the engine's default
+	AllowedDevices   []string // host device paths of the job's allocation
 	// CallerCanAccess re-checks, just before create, that the caller can
 	// still reach a mount source as themselves.
 	CallerCanAccess func(path string) error

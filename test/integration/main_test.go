@@ -116,9 +116,13 @@ type setupT struct {
 	failed bool
 }
 
-func (s *setupT) Helper()                   {}
-func (s *setupT) Fatalf(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...); s.failed = true; panic(fmt.Sprintf(f, a...)) }
-func (s *setupT) Skipf(f string, a ...any)  { fmt.Fprintf(os.Stderr, "skip: "+f+"\n", a...); os.Exit(0) }
+func (s *setupT) Helper() {}
+func (s *setupT) Fatalf(f string, a ...any) {
+	fmt.Fprintf(os.Stderr, f+"\n", a...)
+	s.failed = true
+	panic(fmt.Sprintf(f, a...))
+}
+func (s *setupT) Skipf(f string, a ...any) { fmt.Fprintf(os.Stderr, "skip: "+f+"\n", a...); os.Exit(0) }
 
 func listContainers(label string) []string {
 	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+label).Output()
