@@ -48,7 +48,8 @@ type Request struct {
 	Image       string
 	Cmd         []string
 	Entrypoint  *string
-	Env         []string // NAME=VALUE
+	Env         []string // NAME=VALUE, from -e: the user asked for these
+	JobEnv      []string // NAME=VALUE, the job step's environment (inside a job only)
 	Mounts      []MountRequest
 	Workdir     string
 	Cwd         string // the caller's resolved working directory
@@ -216,6 +217,16 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		Terminal:        req.Tty,
 	}
 	trail(fmt.Sprintf("user %d:%d", caller.UID, caller.GID), "forced", builtin("caller-identity"))
+	env := newEnvList()
+	for _, kv := range req.JobEnv {
+		// The job's environment arrives whole; what would break the image
+		// or is containerjob's to set is dropped, not refused.
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !envNameRE.MatchString(name) || !utf8.ValidString(value) || strings.ContainsRune(value, 0) || reservedEnv[name] || hostOnlyEnv(name, caller, d.Spec.Mounts) {
+			continue
+		}
+		env.set(name, value)
+	}
 	for _, kv := range req.Env {
 		name, value, _ := strings.Cut(kv, "=")
 		if !envNameRE.MatchString(name) || !utf8.ValidString(value) || strings.ContainsRune(value, 0) {
@@ -224,11 +235,12 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		if reservedEnv[name] {
 			return nil, &Refusal{What: fmt.Sprintf("environment variable %s", name), Verb: "is set only from the job's GPU allocation, by", Rule: builtin("reserved-env")}
 		}
-		proc.Env = append(proc.Env, name+"="+value)
+		env.set(name, value)
 	}
 	// An image may itself ask the NVIDIA hook for every GPU; "void" overrides
 	// that until the allocation path sets the job's own devices.
-	proc.Env = append(proc.Env, "NVIDIA_VISIBLE_DEVICES=void")
+	env.set("NVIDIA_VISIBLE_DEVICES", "void")
+	proc.Env = env.list()
 	trail("NVIDIA_VISIBLE_DEVICES=void", "forced", builtin("reserved-env"))
 
 	switch {
@@ -303,6 +315,52 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	d.Labels[LabelScheduler] = job.Scheduler
 	d.Labels[LabelImage] = ref.String()
 	return d, nil
+}
+
+// envList keeps the last value of each name, in first-seen order.
+type envList struct {
+	order []string
+	vals  map[string]string
+}
+
+func newEnvList() *envList { return &envList{vals: map[string]string{}} }
+
+func (e *envList) set(name, value string) {
+	if _, ok := e.vals[name]; !ok {
+		e.order = append(e.order, name)
+	}
+	e.vals[name] = value
+}
+
+func (e *envList) list() []string {
+	out := make([]string, 0, len(e.order))
+	for _, n := range e.order {
+		out = append(out, n+"="+e.vals[n])
+	}
+	return out
+}
+
+// hostOnlyEnv names variables of the job's environment that describe the
+// host, not the job: passing them would override the image's own (PATH,
+// library paths) or point at things the container does not have. HOME is
+// kept only when the home directory is mounted at the same path.
+func hostOnlyEnv(name string, caller Caller, mounts []specs.Mount) bool {
+	switch name {
+	case "PATH", "HOSTNAME", "SHELL", "PWD", "OLDPWD", "SHLVL", "_", "MAIL", "TMPDIR",
+		"MODULEPATH", "MODULESHOME", "LOADEDMODULES", "_LMFILES_", "MANPATH", "INFOPATH",
+		"CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
+		"SLURM_CONF", "DISPLAY", "XAUTHORITY", "KRB5CCNAME", "SSH_AUTH_SOCK",
+		"PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE":
+		return true
+	case "HOME":
+		return caller.Home == "" || !underAnyMount(caller.Home, mounts)
+	}
+	for _, p := range []string{"LD_", "BASH_FUNC_", "XDG_", "DBUS_", "SSH_", "SUDO_", "CONTAINERJOB_", "LMOD", "__LMOD", "CONDA_", "VIRTUAL_ENV"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // ContainerName is the engine-wide name of a user-named container: the uid

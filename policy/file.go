@@ -33,6 +33,10 @@ type Settings struct {
 	AuditLog         string `toml:"audit_log"`
 	AuditSyslog      bool   `toml:"audit_syslog"`
 	StopGraceSeconds int    `toml:"stop_grace_seconds"`
+	// Scheduler tools, called by the privileged process with a clean
+	// environment: their paths and configuration come from here only.
+	Scontrol  string `toml:"scontrol"`
+	SlurmConf string `toml:"slurm_conf"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -205,6 +209,9 @@ func Parse(path string, data []byte) (*Policy, error) {
 	}
 	if p.Settings.AuditLog == "" {
 		p.Settings.AuditLog = DefaultAuditLog
+	}
+	if p.Settings.Scontrol == "" {
+		p.Settings.Scontrol = "/usr/bin/scontrol"
 	}
 	if p.Settings.StopGraceSeconds <= 0 {
 		p.Settings.StopGraceSeconds = 10

@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/policy"
 )
@@ -167,10 +170,36 @@ func privilegedCaller(inv invocation, sudoUID uint32, asUserFlag string) (policy
 	return policy.Caller{}, fmt.Errorf("not privileged")
 }
 
+// jobEnvFD is the descriptor the job's environment travels on from the
+// unprivileged side to the privileged one. Not argv: /proc/PID/cmdline is
+// readable by every user on the node, and a job's environment can hold
+// secrets. sudo keeps descriptors below 4 open with -C 4, which the
+// sudoers rule permits (closefrom_override).
+const jobEnvFD = 3
+
+// inJobHint reports whether the environment claims a scheduler job; only
+// then is the job's environment forwarded (and later verified).
+func inJobHint() bool {
+	for _, k := range []string{"SLURM_JOB_ID", "PBS_JOBID"} {
+		if os.Getenv(k) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // escalate replaces this process with sudo running containerjob as root,
 // with argv rebuilt from what was parsed (so nothing unparsed rides along).
 func escalate(args []string) error {
-	argv := append([]string{sudoPath, "-n", "--", selfPath}, args...)
+	sudoArgs := []string{sudoPath, "-n"}
+	if inJobHint() {
+		if err := passJobEnv(); err != nil {
+			return err
+		}
+		sudoArgs = append(sudoArgs, "-C", strconv.Itoa(jobEnvFD+1))
+		args = append([]string{args[0], "--job-env-fd=" + strconv.Itoa(jobEnvFD)}, args[1:]...)
+	}
+	argv := append(append(sudoArgs, "--", selfPath), args...)
 	env := []string{}
 	for _, k := range []string{"TERM", "LANG", "LC_ALL"} {
 		if v, ok := os.LookupEnv(k); ok {
@@ -179,4 +208,77 @@ func escalate(args []string) error {
 	}
 	err := syscall.Exec(sudoPath, argv, env)
 	return fmt.Errorf("running %s failed: %v; containerjob needs the sudoers rule in contrib/sudoers.d/containerjob", sudoPath, err)
+}
+
+// passJobEnv writes our environment, NUL-separated, into a sealed memfd
+// on jobEnvFD.
+func passJobEnv() error {
+	fd, err := unix.MemfdCreate("containerjob-env", unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return fmt.Errorf("passing the job environment: %v", err)
+	}
+	var buf []byte
+	for _, kv := range os.Environ() {
+		buf = append(append(buf, kv...), 0)
+	}
+	for len(buf) > 0 {
+		n, err := unix.Write(fd, buf)
+		if err != nil {
+			return fmt.Errorf("passing the job environment: %v", err)
+		}
+		buf = buf[n:]
+	}
+	unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL)
+	if _, err := unix.Seek(fd, 0, 0); err != nil {
+		return err
+	}
+	if fd != jobEnvFD {
+		if err := unix.Dup3(fd, jobEnvFD, 0); err != nil {
+			return fmt.Errorf("passing the job environment: %v", err)
+		}
+		unix.Close(fd)
+	}
+	return nil
+}
+
+// maxJobEnv bounds what the privileged side reads as the job environment.
+const maxJobEnv = 4 << 20
+
+// readJobEnv reads the environment passed on fd. Its content is the
+// user's and is treated as data: it only ever becomes the container's
+// environment or a hint to be verified.
+func readJobEnv(fd int) ([]string, error) {
+	if fd != jobEnvFD {
+		return nil, fmt.Errorf("--job-env-fd must be %d", jobEnvFD)
+	}
+	f := os.NewFile(uintptr(fd), "job-env")
+	if f == nil {
+		return nil, fmt.Errorf("job environment descriptor %d is not open", fd)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxJobEnv+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the job environment: %v", err)
+	}
+	if len(data) > maxJobEnv {
+		return nil, fmt.Errorf("the job environment is larger than %d bytes", maxJobEnv)
+	}
+	var env []string
+	for _, kv := range strings.Split(string(data), "\x00") {
+		if strings.Contains(kv, "=") {
+			env = append(env, kv)
+		}
+	}
+	return env, nil
+}
+
+// envValue returns the last value of name in env.
+func envValue(env []string, name string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+			v = val
+		}
+	}
+	return v
 }

@@ -32,6 +32,7 @@ type runFlags struct {
 	shmSize     string
 	network     string
 	pull        string
+	jobEnvFD int
 	// root only
 	policyPath string
 	asUser     string
@@ -74,6 +75,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.StringVar(&f.shmSize, "shm-size", "", "size of /dev/shm, e.g. 1g")
 	fl.StringVar(&f.network, "network", "", "network: none, bridge, or a name the policy allows")
 	fl.StringVar(&f.pull, "pull", "", "pull the image: never, missing or always (as the policy allows)")
+	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
+	fl.MarkHidden("job-env-fd")
 	fl.StringVar(&f.policyPath, "policy", "", "policy file (root only)")
 	fl.StringVar(&f.asUser, "as-user", "", "run for this user (root only, for scheduler hooks)")
 	return cmd
@@ -147,7 +150,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	defer trail.Close()
 
-	req, job, err := buildRequest(fl, f, args, &caller)
+	req, job, err := buildRequest(fl, f, args, &caller, pol.Settings)
 	record := map[string]any{
 		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": inv.String(),
 		"job": job.ID, "step": job.Step, "node": job.Node, "image": req.Image, "command": req.Cmd,
@@ -214,7 +217,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 // buildRequest parses the command line into a policy request and resolves,
 // as the caller, every host path in it: the working directory, the job
 // directory, home, and each mount source.
-func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller) (policy.Request, scheduler.Job, error) {
+func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller, settings policy.Settings) (policy.Request, scheduler.Job, error) {
 	req := policy.Request{
 		Image:       args[0],
 		Cmd:         args[1:],
@@ -259,7 +262,19 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 	if err != nil {
 		return req, scheduler.Job{}, fmt.Errorf("working directory cannot be read: %v", err)
 	}
-	job := scheduler.Outside(cwd)
+	var jobEnv []string
+	if f.jobEnvFD >= 0 {
+		if jobEnv, err = readJobEnv(f.jobEnvFD); err != nil {
+			return req, scheduler.Job{}, err
+		}
+	}
+	job, err := detectJob(*caller, jobEnv, cwd, settings)
+	if err != nil {
+		return req, job, err
+	}
+	if job.ID != "" {
+		req.JobEnv = jobEnv
+	}
 
 	type pending struct {
 		given, target string
@@ -294,7 +309,12 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 		if err != nil {
 			return fmt.Errorf("working directory: %v", err)
 		}
-		req.Cwd, job.Dir = real, real
+		req.Cwd = real
+		if job.Dir == "" {
+			job.Dir = real
+		} else if job.Dir, err = userfs.Resolve(job.Dir, "/"); err != nil {
+			return fmt.Errorf("job directory: %v", err)
+		}
 		if h, err := userfs.Resolve(caller.Home, "/"); err == nil {
 			caller.Home = h
 		}
@@ -314,3 +334,33 @@ func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
+
+// detectJob finds the scheduler job the caller runs in, from the kernel's
+// cgroup of this process (inherited from the job step through sudo) and
+// the scheduler's own records. The environment's job id is only a hint.
+func detectJob(caller policy.Caller, jobEnv []string, cwd string, settings policy.Settings) (scheduler.Job, error) {
+	cgroups, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return scheduler.Job{}, fmt.Errorf("reading /proc/self/cgroup: %v", err)
+	}
+	hint := envValue(jobEnv, "SLURM_JOB_ID")
+	cg, inSlurm := scheduler.ParseCgroup(cgroups)
+	if !inSlurm {
+		if hint != "" {
+			return scheduler.Job{}, &jobError{fmt.Sprintf("SLURM_JOB_ID=%q is set, but this process is not in a Slurm job step on this node; run it with srun inside the job", hint)}
+		}
+		return scheduler.Outside(cwd), nil
+	}
+	s := scheduler.Slurm{Scontrol: settings.Scontrol, SlurmConf: settings.SlurmConf, Node: scheduler.Node()}
+	job, _, err := s.VerifyStep(context.Background(), caller.UID, cg, hint)
+	if err != nil {
+		return scheduler.Job{}, &jobError{err.Error()}
+	}
+	return job, nil
+}
+
+// jobError is a job context that could not be verified: refused like a
+// policy refusal, since the request cannot be attributed.
+type jobError struct{ msg string }
+
+func (e *jobError) Error() string { return "job context refused: " + e.msg }
