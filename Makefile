@@ -1,47 +1,75 @@
 # containerjob build, test and install.
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+LIBEXECDIR ?= $(PREFIX)/libexec
+DATADIR    ?= $(PREFIX)/share
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 SUDO_PATH  ?= /usr/bin/sudo
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO         ?= go
+CC         ?= cc
 TESTIMAGE  ?= alpine:3.20
+SPANK_CFLAGS ?= -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC
 
 LDFLAGS := -s -w \
 	-X main.sudoPath=$(SUDO_PATH) \
 	-X main.selfPath=$(BINDIR)/containerjob \
 	-X github.com/containerjob/containerjob/launcher.Version=$(VERSION)
 
-.PHONY: all build test unit integration testimage install clean deps services check demo
+# Paths substituted into the contrib files at install time.
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-all: build
+.PHONY: all build spank test unit integration e2e testimage install clean deps services check demo
+
+all: build spank
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/containerjob ./cmd/containerjob
+
+# The SPANK plugin, against the installed Slurm's spank.h; only the SPANK
+# entry points and plugin metadata are exported (spank/exports.map).
+spank: bin/spank_containerjob.so
+
+bin/spank_containerjob.so: spank/containerjob.c spank/exports.map
+	@mkdir -p bin
+	$(CC) $(SPANK_CFLAGS) -shared -Wl,--version-script=spank/exports.map -o $@ spank/containerjob.c
 
 # Unit tests: pure, no engine, no scheduler.
 unit:
 	$(GO) test -count=1 ./...
 
-# Integration tests need a running engine, the test image, the binary
-# installed with its sudoers rule, and test users (see .ci/run).
-integration: build
+# Integration tests: the installed binary as real users, real sudo, the
+# real engine (see .ci/run for what must be running).
+integration:
 	CONTAINERJOB_BIN=$(BINDIR)/containerjob $(GO) test -count=1 -tags integration -v ./test/integration/...
 
-test: unit integration
+# End-to-end tests: real Slurm jobs on the local test cluster.
+e2e:
+	CONTAINERJOB_BIN=$(BINDIR)/containerjob $(GO) test -count=1 -tags e2e -v -timeout 20m ./test/e2e/...
+
+test: unit integration e2e
 
 # A local image built from Debian's busybox-static: no registry needed.
 testimage:
 	./contrib/testimage/build $(TESTIMAGE)
 
-install: build
+install: build spank
 	install -D -m 0755 bin/containerjob $(DESTDIR)$(BINDIR)/containerjob
+	install -D -m 0755 bin/spank_containerjob.so $(DESTDIR)$(LIBDIR)/containerjob/spank_containerjob.so
+	install -d -m 0755 $(DESTDIR)$(LIBEXECDIR)/containerjob $(DESTDIR)$(DATADIR)/containerjob/slurm
+	for f in slurm-prolog slurm-epilog; do \
+		$(SUBST) contrib/slurm/$$f > $(DESTDIR)$(LIBEXECDIR)/containerjob/$$f && \
+		chmod 0755 $(DESTDIR)$(LIBEXECDIR)/containerjob/$$f; done
+	for f in plugstack.conf slurm.conf.snippet; do \
+		$(SUBST) contrib/slurm/$$f > $(DESTDIR)$(DATADIR)/containerjob/slurm/$$f; done
+	install -m 0644 contrib/policy.toml $(DESTDIR)$(DATADIR)/containerjob/policy.toml.example
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/containerjob
 	[ -e $(DESTDIR)$(SYSCONFDIR)/containerjob/policy.toml ] || \
 		install -m 0644 contrib/policy.toml $(DESTDIR)$(SYSCONFDIR)/containerjob/policy.toml
 	install -d -m 0750 $(DESTDIR)$(SYSCONFDIR)/sudoers.d
-	sed 's#@BINDIR@#$(BINDIR)#g' contrib/sudoers.d/containerjob > $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp
+	$(SUBST) contrib/sudoers.d/containerjob > $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp
 	chmod 0440 $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp
 	mv $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob
 
@@ -52,16 +80,18 @@ deps:
 services: deps
 	./contrib/dev/start-docker
 
-# Everything CI runs: dependencies, services, image, install, all tests.
+# Everything CI runs: dependencies, services, image, install, cluster, tests.
 check: services
 	$(MAKE) testimage
 	$(MAKE) install
+	./contrib/slurm/testcluster up
 	$(MAKE) test
 
-# The main job on a fresh machine: a containerized command as a non-root user.
+# The main job on a fresh machine: a containerized Slurm job as a non-root user.
 demo: services
 	$(MAKE) testimage
 	$(MAKE) install
+	./contrib/slurm/testcluster up
 	./contrib/dev/demo
 
 clean:

@@ -32,6 +32,9 @@ type Job struct {
 	Step      string
 	Dir       string // resolved job directory, mounted into every container
 	Node      string
+	// Files the scheduler gives the step, mounted read-only at their own
+	// path (the batch script). containerjob computes them; users cannot.
+	Files []string
 }
 
 // MountRequest is a bind mount the user asked for. Source is already
@@ -442,6 +445,12 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 		}
 		add(job.Dir, job.Dir, false)
 		d.Trail = append(d.Trail, Applied{Item: "mount " + job.Dir + " (job directory)", Action: "forced", Rule: eff.MountJobDir.Origin})
+	}
+	for _, f := range job.Files {
+		if !targets[f] {
+			add(f, f, true)
+			d.Trail = append(d.Trail, Applied{Item: "mount " + f + " (job file)", Action: "forced", Rule: builtin("job-files")})
+		}
 	}
 	for _, e := range eff.MountsAlways {
 		raw, ro, _ := splitMountRule(e.Value)

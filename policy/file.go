@@ -35,8 +35,9 @@ type Settings struct {
 	StopGraceSeconds int    `toml:"stop_grace_seconds"`
 	// Scheduler tools, called by the privileged process with a clean
 	// environment: their paths and configuration come from here only.
-	Scontrol  string `toml:"scontrol"`
-	SlurmConf string `toml:"slurm_conf"`
+	Scontrol       string `toml:"scontrol"`
+	SlurmConf      string `toml:"slurm_conf"`
+	SlurmdSpoolDir string `toml:"slurmd_spool_dir"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -209,6 +210,9 @@ func Parse(path string, data []byte) (*Policy, error) {
 	}
 	if p.Settings.AuditLog == "" {
 		p.Settings.AuditLog = DefaultAuditLog
+	}
+	if p.Settings.SlurmdSpoolDir == "" {
+		p.Settings.SlurmdSpoolDir = "/var/spool/slurmd"
 	}
 	if p.Settings.Scontrol == "" {
 		p.Settings.Scontrol = "/usr/bin/scontrol"

@@ -15,6 +15,7 @@ type Job struct {
 	Step      string
 	Dir       string // the job's working directory, unresolved
 	Node      string
+	Files     []string // scheduler files the step needs inside (batch script)
 }
 
 // Node is this host's short name, as schedulers name nodes.

@@ -23,7 +23,10 @@ policy the cluster's admins control. Users never touch the docker command.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newVersionCmd(),
+		newCleanupCmd("prolog", "Prepare this node for a job: remove containers a previous run of the same job left", true),
+		newCleanupCmd("epilog", "Remove every container of a finished job on this node", false),
+		newGCCmd())
 	return root
 }
 
@@ -59,6 +62,14 @@ func withImplicitRun(root *cobra.Command, args []string) []string {
 
 func main() {
 	root := newRootCmd()
-	root.SetArgs(withImplicitRun(root, os.Args[1:]))
+	args, fromSpank, err := spankArgs(os.Args)
+	if err != nil {
+		errorf("container options from srun/sbatch: %v", err)
+		os.Exit(launcher.ExitLaunchFailed)
+	}
+	if !fromSpank {
+		args = withImplicitRun(root, os.Args[1:])
+	}
+	root.SetArgs(args)
 	os.Exit(exitCode(root.Execute()))
 }

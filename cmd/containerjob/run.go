@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,7 +34,7 @@ type runFlags struct {
 	shmSize     string
 	network     string
 	pull        string
-	jobEnvFD int
+	jobEnvFD    int
 	// root only
 	policyPath string
 	asUser     string
@@ -160,7 +162,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		trail.Record("decision", record)
 		return err
 	}
-	dec, err := pol.Decide(req, caller, policy.Job{Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node})
+	dec, err := pol.Decide(req, caller, policy.Job{Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files})
 	if err != nil {
 		record["decision"], record["reason"] = "refused", err.Error()
 		trail.Record("decision", record)
@@ -275,6 +277,9 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 	if job.ID != "" {
 		req.JobEnv = jobEnv
 	}
+	if script := batchScript(job, settings); script != "" && len(req.Cmd) > 0 && req.Cmd[0] == script {
+		job.Files = append(job.Files, script)
+	}
 
 	type pending struct {
 		given, target string
@@ -364,3 +369,16 @@ func detectJob(caller policy.Caller, jobEnv []string, cwd string, settings polic
 type jobError struct{ msg string }
 
 func (e *jobError) Error() string { return "job context refused: " + e.msg }
+
+// batchScript is where slurmd keeps the batch script of a verified job's
+// batch step; it is mounted read-only so the script can run in the image.
+func batchScript(job scheduler.Job, settings policy.Settings) string {
+	if job.Scheduler != "slurm" || job.Step != "batch" {
+		return ""
+	}
+	n, err := strconv.ParseUint(job.ID, 10, 32)
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(settings.SlurmdSpoolDir, fmt.Sprintf("job%05d", n), "slurm_script")
+}

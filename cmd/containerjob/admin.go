@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
+)
+
+// requireRoot: the scheduler hooks act on every user's containers.
+func requireRoot(name string) error {
+	if inv, _ := currentInvocation(); inv != asRoot {
+		return fmt.Errorf("%s is run by the scheduler as root, not by users", name)
+	}
+	return nil
+}
+
+// adminPolicy loads the policy for a root-only command.
+func adminPolicy(path string) (*policy.Policy, error) {
+	if path == "" {
+		path = os.Getenv("CONTAINERJOB_POLICY")
+	}
+	if path == "" {
+		path = policy.DefaultPath
+	}
+	return policy.Load(path)
+}
+
+// jobFromHookEnv is the job id a scheduler hook was started for. The hook
+// runs as root, started by slurmd or pbs_mom, so its environment is theirs.
+func jobFromHookEnv(sched string) string {
+	switch sched {
+	case "slurm":
+		return os.Getenv("SLURM_JOB_ID")
+	case "pbs":
+		return os.Getenv("PBS_JOBID")
+	}
+	return ""
+}
+
+func newCleanupCmd(use, short string, prolog bool) *cobra.Command {
+	var sched, job, policyPath string
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long: short + `
+
+Run by the scheduler as root (slurm.conf Prolog=/Epilog=, or the PBS hook):
+it removes every container labelled with the job on this node, whatever its
+state. Safe to run twice. When the engine cannot be reached it reports that
+and exits 0 (nothing is known to be left); it exits 1 only when a container
+could not be removed.`,
+		Example: `  # slurm.conf
+  Epilog=/usr/local/libexec/containerjob/slurm-epilog
+  # by hand, for job 1234
+  containerjob epilog --scheduler slurm --job 1234`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireRoot(cmd.Name()); err != nil {
+				return err
+			}
+			if sched != "slurm" && sched != "pbs" {
+				return usagef("--scheduler %q is not slurm or pbs", sched)
+			}
+			if job == "" {
+				job = jobFromHookEnv(sched)
+			}
+			if job == "" {
+				return usagef("no job id: pass --job, or run from the scheduler's hook environment")
+			}
+			pol, err := adminPolicy(policyPath)
+			if err != nil {
+				return err
+			}
+			trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
+			if err != nil {
+				return err
+			}
+			defer trail.Close()
+			return cleanupJob(cmd, pol, trail, sched, job, cmd.Name())
+		},
+	}
+	cmd.Flags().StringVar(&sched, "scheduler", "slurm", "slurm or pbs")
+	cmd.Flags().StringVar(&job, "job", "", "job id (default: from the hook's environment)")
+	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
+	return cmd
+}
+
+func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched, job, hook string) error {
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	ctx := context.Background()
+	cs, err := launcher.ListManaged(ctx, eng, sched, job)
+	if err != nil {
+		warningf("%s for job %s: the engine cannot be reached (%v); nothing was checked", hook, job, err)
+		trail.Record(hook, map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
+		return nil
+	}
+	errs := launcher.RemoveAll(ctx, eng, cs)
+	failed := 0
+	for _, c := range cs {
+		rec := map[string]any{"job": job, "scheduler": sched, "container": c.ID, "user": c.User, "uid": c.UID, "state": c.State}
+		if err := errs[c.ID]; err != nil {
+			failed++
+			errorf("%s for job %s: %v", hook, job, err)
+			rec["error"] = err.Error()
+		} else {
+			fmt.Fprintf(cmd.ErrOrStderr(), "containerjob: %s: removed container %.12s (%s, user %s, was %s)\n", hook, c.ID, c.Name, c.User, c.State)
+		}
+		trail.Record(hook+"-removed", rec)
+	}
+	if failed > 0 {
+		return exitStatus(1)
+	}
+	return nil
+}
+
+func newGCCmd() *cobra.Command {
+	var dryRun bool
+	var grace time.Duration
+	var policyPath string
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Remove containers whose job is no longer running on this node",
+		Long: `Remove containers whose job is no longer running on this node: the
+safety net behind the epilogue, for a cron job or systemd timer. A container
+younger than --grace is left alone, so a launch in progress is never hit.
+Containers started outside any job are removed once they have exited.`,
+		Example: `  containerjob gc --dry-run
+  # /etc/cron.d/containerjob
+  */10 * * * * root /usr/local/bin/containerjob gc`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireRoot("gc"); err != nil {
+				return err
+			}
+			pol, err := adminPolicy(policyPath)
+			if err != nil {
+				return err
+			}
+			eng, err := launcher.Connect(pol.Settings.DockerHost)
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
+			ctx := context.Background()
+			cs, err := launcher.ListManaged(ctx, eng, "", "")
+			if err != nil {
+				return fmt.Errorf("listing containers: %v", err)
+			}
+			s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: scheduler.Node()}
+			alive := map[string]bool{}
+			var doomed []launcher.Managed
+			for _, c := range cs {
+				if time.Since(c.Created) < grace {
+					continue
+				}
+				switch {
+				case c.Job == "":
+					if c.State != "exited" && c.State != "dead" && c.State != "created" {
+						continue
+					}
+				case c.Scheduler == "slurm":
+					running, seen := alive[c.Job]
+					if !seen {
+						sj, err := s.ShowJob(ctx, c.Job)
+						// A job scontrol no longer knows is over.
+						running = err == nil && sj.State == "RUNNING"
+						if running {
+							if _, ok := sj.Nodes[s.Node]; !ok && len(sj.Nodes) > 0 {
+								running = false
+							}
+						}
+						alive[c.Job] = running
+					}
+					if running {
+						continue
+					}
+				default:
+					continue
+				}
+				doomed = append(doomed, c)
+			}
+			sort.Slice(doomed, func(i, j int) bool { return doomed[i].Created.Before(doomed[j].Created) })
+			for _, c := range doomed {
+				verb := "removing"
+				if dryRun {
+					verb = "would remove"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %.12s job=%q user=%s state=%s created=%s\n", verb, c.ID, c.Job, c.User, c.State, c.Created.Format(time.RFC3339))
+			}
+			if dryRun || len(doomed) == 0 {
+				return nil
+			}
+			failed := 0
+			for id, err := range launcher.RemoveAll(ctx, eng, doomed) {
+				if err != nil {
+					failed++
+					errorf("gc: %.12s: %v", id, err)
+				}
+			}
+			if failed > 0 {
+				return exitStatus(1)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
+	cmd.Flags().DurationVar(&grace, "grace", 5*time.Minute, "leave containers younger than this alone")
+	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
+	return cmd
+}

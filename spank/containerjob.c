@@ -1,0 +1,222 @@
+/*
+ * containerjob SPANK plugin: pyxis-style --container-* options for srun,
+ * salloc and sbatch, running the step's tasks through containerjob.
+ *
+ * The plugin decides nothing about security: it only turns the options into
+ * a containerjob command line for each task. The task then runs containerjob
+ * as the job's user; containerjob escalates through sudo, establishes the
+ * caller and job from the kernel and scontrol, and applies the site policy.
+ * So a refusal is an ordinary task failure (exit 125, one line in the job's
+ * output), never a plugin error that could drain the node.
+ *
+ * Mechanism (see docs/design.md):
+ *   Slurm >= 23.11: spank_prepend_task_argv() in task_init prepends the
+ *     containerjob path; slurmstepd then runs TaskProlog, sets rlimits and
+ *     execs as usual.
+ *   Slurm < 23.11 (Debian 12 has 22.05): task_init replaces argv[0] of the
+ *     task with the containerjob path and passes the original argv[0] in the
+ *     task environment; slurmstepd still runs TaskProlog and sets rlimits
+ *     before its execve. Lost: --multi-prog (argv is per task there).
+ *
+ * plugstack.conf:
+ *   required /usr/local/lib/containerjob/spank_containerjob.so containerjob=/usr/local/bin/containerjob
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <slurm/spank.h>
+#include <slurm/slurm_version.h>
+
+SPANK_PLUGIN(containerjob, 1);
+
+#define DEFAULT_CONTAINERJOB "/usr/local/bin/containerjob"
+#define MAX_OPT_LEN 8192
+
+static char containerjob_path[1024] = DEFAULT_CONTAINERJOB;
+
+/* Option values, as the user gave them. */
+static char *opt_image;
+static char *opt_mounts;
+static char *opt_workdir;
+static char *opt_env;
+static char *opt_name;
+static int opt_mount_home = -1;  /* -1 unset, 0 no, 1 yes */
+static int opt_readonly = -1;
+static int opt_entrypoint = -1;
+
+enum {
+	OPT_IMAGE = 1, OPT_MOUNTS, OPT_WORKDIR, OPT_ENV, OPT_NAME,
+	OPT_MOUNT_HOME, OPT_NO_MOUNT_HOME, OPT_READONLY, OPT_WRITABLE,
+	OPT_ENTRYPOINT, OPT_NO_ENTRYPOINT,
+};
+
+/* Values are checked only for shape here; containerjob validates them. */
+static int set_string(char **dst, const char *name, const char *val)
+{
+	size_t i, n;
+
+	if (val == NULL || val[0] == '\0') {
+		slurm_error("containerjob: --%s needs a value", name);
+		return -1;
+	}
+	n = strlen(val);
+	if (n > MAX_OPT_LEN) {
+		slurm_error("containerjob: --%s is longer than %d bytes", name, MAX_OPT_LEN);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (val[i] == '\n' || val[i] == '\r') {
+			slurm_error("containerjob: --%s contains a line break", name);
+			return -1;
+		}
+	}
+	free(*dst);
+	*dst = strdup(val);
+	return *dst ? 0 : -1;
+}
+
+static int option_cb(int val, const char *optarg, int remote)
+{
+	(void) remote;
+	switch (val) {
+	case OPT_IMAGE:         return set_string(&opt_image, "container-image", optarg);
+	case OPT_MOUNTS:        return set_string(&opt_mounts, "container-mounts", optarg);
+	case OPT_WORKDIR:       return set_string(&opt_workdir, "container-workdir", optarg);
+	case OPT_ENV:           return set_string(&opt_env, "container-env", optarg);
+	case OPT_NAME:          return set_string(&opt_name, "container-name", optarg);
+	case OPT_MOUNT_HOME:    opt_mount_home = 1; return 0;
+	case OPT_NO_MOUNT_HOME: opt_mount_home = 0; return 0;
+	case OPT_READONLY:      opt_readonly = 1; return 0;
+	case OPT_WRITABLE:      opt_readonly = 0; return 0;
+	case OPT_ENTRYPOINT:    opt_entrypoint = 1; return 0;
+	case OPT_NO_ENTRYPOINT: opt_entrypoint = 0; return 0;
+	}
+	return -1;
+}
+
+static struct spank_option options[] = {
+	{ "container-image", "[USER@][REGISTRY#]IMAGE[:TAG]|PATH",
+	  "[containerjob] the image to run the step's tasks in (checked against the site policy)",
+	  1, OPT_IMAGE, option_cb },
+	{ "container-mounts", "SRC[:DST[:ro]][,...]",
+	  "[containerjob] bind mount host paths into the container (as the policy allows)",
+	  1, OPT_MOUNTS, option_cb },
+	{ "container-workdir", "PATH",
+	  "[containerjob] working directory inside the container",
+	  1, OPT_WORKDIR, option_cb },
+	{ "container-env", "NAME[,NAME...]",
+	  "[containerjob] environment variables whose host value overrides the image's",
+	  1, OPT_ENV, option_cb },
+	{ "container-name", "NAME",
+	  "[containerjob] name the container; later steps of the job with the same name reuse it",
+	  1, OPT_NAME, option_cb },
+	{ "container-mount-home", NULL,
+	  "[containerjob] bind mount the user's home directory", 0, OPT_MOUNT_HOME, option_cb },
+	{ "no-container-mount-home", NULL,
+	  "[containerjob] do not bind mount the user's home directory", 0, OPT_NO_MOUNT_HOME, option_cb },
+	{ "container-readonly", NULL,
+	  "[containerjob] make the container's root filesystem read-only", 0, OPT_READONLY, option_cb },
+	{ "container-writable", NULL,
+	  "[containerjob] make the container's root filesystem writable (default)", 0, OPT_WRITABLE, option_cb },
+	{ "container-entrypoint", NULL,
+	  "[containerjob] run the image's entrypoint (default)", 0, OPT_ENTRYPOINT, option_cb },
+	{ "no-container-entrypoint", NULL,
+	  "[containerjob] do not run the image's entrypoint", 0, OPT_NO_ENTRYPOINT, option_cb },
+	SPANK_OPTIONS_TABLE_END
+};
+
+int slurm_spank_init(spank_t sp, int ac, char **av)
+{
+	int i;
+
+	for (i = 0; i < ac; i++) {
+		if (strncmp(av[i], "containerjob=", 13) == 0) {
+			const char *p = av[i] + 13;
+			if (p[0] != '/' || strlen(p) >= sizeof(containerjob_path)) {
+				slurm_error("containerjob: plugstack argument %s must be an absolute path", av[i]);
+				return -1;
+			}
+			snprintf(containerjob_path, sizeof(containerjob_path), "%s", p);
+		} else {
+			slurm_error("containerjob: unknown plugstack argument %s", av[i]);
+			return -1;
+		}
+	}
+	/* Register in every context, the allocator (sbatch/salloc) included,
+	 * so #SBATCH --container-* lines parse and reach the job's steps. */
+	for (i = 0; options[i].name != NULL; i++) {
+		if (spank_option_register(sp, &options[i]) != ESPANK_SUCCESS) {
+			slurm_error("containerjob: cannot register --%s", options[i].name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int setenv_task(spank_t sp, const char *name, const char *val)
+{
+	if (val == NULL)
+		return 0;
+	if (spank_setenv(sp, name, val, 1) != ESPANK_SUCCESS) {
+		slurm_error("containerjob: cannot set %s for the task", name);
+		return -1;
+	}
+	return 0;
+}
+
+static const char *tristate(int v)
+{
+	return v < 0 ? NULL : (v ? "1" : "0");
+}
+
+/*
+ * Runs in the task, as the job's user, just before slurmstepd's own
+ * TaskProlog, rlimits and execve.
+ */
+int slurm_spank_task_init(spank_t sp, int ac, char **av)
+{
+	int argc = 0;
+	char **argv = NULL;
+	(void) ac; (void) av;
+
+	if (!spank_remote(sp) || opt_image == NULL)
+		return 0;
+
+	if (setenv_task(sp, "CONTAINERJOB_SPANK", "1") ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_IMAGE", opt_image) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_MOUNTS", opt_mounts) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_WORKDIR", opt_workdir) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_ENV", opt_env) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_NAME", opt_name) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_MOUNT_HOME", tristate(opt_mount_home)) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_READONLY", tristate(opt_readonly)) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT", tristate(opt_entrypoint)))
+		return -1;
+
+#if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 11, 0)
+	{
+		const char *prefix[] = { containerjob_path };
+		if (setenv_task(sp, "CONTAINERJOB_SPANK_MODE", "prepend"))
+			return -1;
+		if (spank_prepend_task_argv(sp, 1, prefix) != ESPANK_SUCCESS) {
+			slurm_error("containerjob: spank_prepend_task_argv failed");
+			return -1;
+		}
+	}
+#else
+	if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS ||
+	    argc < 1 || argv == NULL || argv[0] == NULL) {
+		slurm_error("containerjob: the task has no command");
+		return -1;
+	}
+	if (setenv_task(sp, "CONTAINERJOB_SPANK_MODE", "argv0") ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_ARGV0", argv[0]))
+		return -1;
+	/* slurmstepd execs task->argv, which is this array: the task now
+	 * starts containerjob, which finds the real command in the env. */
+	argv[0] = strdup(containerjob_path);
+	if (argv[0] == NULL)
+		return -1;
+#endif
+	return 0;
+}
