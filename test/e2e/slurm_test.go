@@ -1,0 +1,193 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWrapperInsideStep(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	r := as(t, alice, dir, `MYVAR=from-host srun -n2 containerjob alpine:3.20 sh -c 'echo rank=$SLURM_PROCID job=$SLURM_JOB_ID my=$MYVAR; pwd; id -u'`)
+	if r.Code != 0 {
+		t.Fatalf("srun containerjob: code %d stderr %q", r.Code, r.Stderr)
+	}
+	for _, want := range []string{"rank=0", "rank=1", "my=from-host", dir, strconv.Itoa(int(alice.UID))} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("output %q lacks %q", r.Stdout, want)
+		}
+	}
+}
+
+func TestSrunContainerImage(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	r := as(t, alice, dir, `srun --container-image=alpine:3.20 --container-workdir=/tmp sh -c 'head -1 /etc/os-release; pwd; echo job=$SLURM_JOB_ID; exit 4'`)
+	if r.Code != 4 {
+		t.Errorf("exit code %d, want the task's 4 (stderr %q)", r.Code, r.Stderr)
+	}
+	if !strings.Contains(r.Stdout, "containerjob test image") || !strings.Contains(r.Stdout, "/tmp\n") || !strings.Contains(r.Stdout, "job=") {
+		t.Errorf("output %q", r.Stdout)
+	}
+}
+
+func TestSbatchContainerImage(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, `#!/bin/sh
+#SBATCH --container-image=alpine:3.20
+#SBATCH --container-mounts=/srv/cje2e:/data
+#SBATCH -o slurm-%j.out
+head -1 /etc/os-release
+echo "job $SLURM_JOB_ID in $(pwd) as $(id -u)"
+cat /data/input
+exit 7
+`)
+	state, exit := waitJob(t, id, 2*time.Minute)
+	if state != "FAILED" || exit != "7:0" {
+		t.Errorf("job %s: state %s exit %s, want FAILED 7:0", id, state, exit)
+	}
+	out := readOutput(t, filepath.Join(dir, "slurm-"+id+".out"))
+	for _, want := range []string{"containerjob test image", fmt.Sprintf("job %s in %s as %d", id, dir, alice.UID), "e2e input"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("slurm-%s.out %q lacks %q", id, out, want)
+		}
+	}
+}
+
+func TestPolicyRefusalInJobOutput(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, `#!/bin/sh
+#SBATCH -o slurm-%j.out
+srun --container-image=alpine:denied true
+echo "step exit $?"
+srun --container-image=alpine:3.20 --container-mounts=/etc:/x true
+echo "step exit $?"
+`)
+	waitJob(t, id, 2*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "slurm-"+id+".out"))
+	for _, want := range []string{
+		`containerjob: error: image "alpine:denied" is denied by images_deny in [defaults] (/etc/containerjob/policy.toml:9)`,
+		`mount source "/etc" (the host's /etc) can never be mounted`,
+		"step exit 125",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("job output %q lacks %q", out, want)
+		}
+	}
+	if ids := jobContainers(t, id); len(ids) > 0 {
+		t.Errorf("refused steps left containers %v", ids)
+	}
+}
+
+func TestExitCodesReachSlurm(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, bob)
+	id := sbatch(t, bob, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 no-such-command\nexit $?\n")
+	state, exit := waitJob(t, id, 2*time.Minute)
+	if state != "FAILED" || exit != "127:0" {
+		t.Errorf("job %s: %s %s, want FAILED 127:0", id, state, exit)
+	}
+}
+
+func TestSpoofedJobIDRefused(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	// Inside job A's step, claiming job 999999.
+	r := as(t, alice, dir, `srun sh -c 'SLURM_JOB_ID=999999 containerjob alpine:3.20 true'`)
+	if r.Code != 125 || !strings.Contains(r.Stderr, `SLURM_JOB_ID="999999" does not match job`) {
+		t.Errorf("spoofed id inside a step: code %d stderr %q", r.Code, r.Stderr)
+	}
+	// Outside any job, claiming one: the kernel says otherwise.
+	r = as(t, alice, dir, `SLURM_JOB_ID=1 containerjob alpine:3.20 true`)
+	if r.Code != 125 || !strings.Contains(r.Stderr, "this process is not in a Slurm job step on this node") {
+		t.Errorf("spoofed id outside a job: code %d stderr %q", r.Code, r.Stderr)
+	}
+	// Outside any job with no claim: the policy's outside_jobs decides.
+	r = as(t, alice, dir, `containerjob alpine:3.20 true`)
+	if r.Code != 125 || !strings.Contains(r.Stderr, "a launch outside a scheduler job is not allowed by outside_jobs in [defaults] (/etc/containerjob/policy.toml:14)") {
+		t.Errorf("outside a job: code %d stderr %q", r.Code, r.Stderr)
+	}
+}
+
+func TestScancelLeavesNoContainer(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 sh -c 'echo started; sleep 600'\n")
+	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
+	if out, err := exec.Command("scancel", id).CombinedOutput(); err != nil {
+		t.Fatalf("scancel: %v %s", err, out)
+	}
+	state, _ := waitJob(t, id, 2*time.Minute)
+	if state != "CANCELLED" {
+		t.Errorf("state %s, want CANCELLED", state)
+	}
+	// Slurm's KillWait is 10s in the test cluster; the epilogue runs after.
+	waitFor(t, 30*time.Second, "no container of the cancelled job", func() bool { return len(jobContainers(t, id)) == 0 })
+}
+
+func TestTimeLimitLeavesNoContainer(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, bob)
+	id := sbatch(t, bob, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 sleep 600\n", "--time=1")
+	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
+	state, _ := waitJob(t, id, 4*time.Minute)
+	if state != "TIMEOUT" {
+		t.Errorf("state %s, want TIMEOUT", state)
+	}
+	waitFor(t, 30*time.Second, "no container of the timed-out job", func() bool { return len(jobContainers(t, id)) == 0 })
+}
+
+// TestEpilogueRemovesOrphan: kill -9 of the privileged containerjob leaves
+// the container running; the epilogue must remove it.
+func TestEpilogueRemovesOrphan(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	marker := "orphan-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 sh -c 'echo "+marker+"; sleep 600'\necho step-ended\n")
+	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
+	out, err := exec.Command("pkill", "-9", "-u", "0", "-f", "^"+bin+" run .*"+marker).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pkill: %v %s", err, out)
+	}
+	waitJob(t, id, 2*time.Minute)
+	waitFor(t, 30*time.Second, "the epilogue to remove the orphan", func() bool { return len(jobContainers(t, id)) == 0 })
+	if !strings.Contains(readOutput(t, filepath.Join(dir, "out-"+id+".txt")), "step-ended") {
+		t.Errorf("the batch script did not continue after the killed step")
+	}
+}
+
+// TestEpilogueTwiceAndEngineDown: the epilogue is idempotent and reports,
+// without failing, when the engine cannot be reached.
+func TestEpilogueTwiceAndEngineDown(t *testing.T) {
+	for i := 0; i < 2; i++ {
+		out, err := exec.Command(bin, "epilog", "--scheduler", "slurm", "--job", "424242").CombinedOutput()
+		if err != nil {
+			t.Errorf("epilog run %d: %v %s", i, err, out)
+		}
+	}
+	bad := strings.Replace(testPolicy, "[settings]\n", "[settings]\ndocker_host = \"unix:///nonexistent/docker.sock\"\n", 1)
+	path := filepath.Join(t.TempDir(), "p.toml")
+	if err := writeRootFile(path, bad); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "epilog", "--scheduler", "slurm", "--job", "424242", "--policy", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "the engine cannot be reached") {
+		t.Errorf("epilog with the engine down: %v %q", err, out)
+	}
+}
+
+func TestEpilogIsForRoot(t *testing.T) {
+	r := as(t, alice, alice.Home, bin+" epilog --job 1")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "is run by the scheduler as root") {
+		t.Errorf("user running epilog: code %d stderr %q", r.Code, r.Stderr)
+	}
+}
