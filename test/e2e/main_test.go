@@ -46,9 +46,9 @@ outside_jobs = false
 `
 
 var (
-	docker       *client.Client
-	alice, bob   testutil.User
-	bin          = "/usr/local/bin/containerjob"
+	docker     *client.Client
+	alice, bob testutil.User
+	bin        = "/usr/local/bin/containerjob"
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
