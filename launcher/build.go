@@ -41,6 +41,7 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 		WorkingDir:   p.Cwd,
 		Labels:       labels,
 		Tty:          d.Tty,
+		Hostname:     d.Hostname,
 		AttachStdout: true,
 		AttachStderr: true,
 	}

@@ -35,7 +35,13 @@ type Engine interface {
 	ContainerResize(ctx context.Context, id string, opts client.ContainerResizeOptions) (client.ContainerResizeResult, error)
 	ContainerInspect(ctx context.Context, id string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
 	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
+	ExecCreate(ctx context.Context, id string, opts client.ExecCreateOptions) (client.ExecCreateResult, error)
+	ExecAttach(ctx context.Context, execID string, opts client.ExecAttachOptions) (client.ExecAttachResult, error)
+	ExecInspect(ctx context.Context, execID string, opts client.ExecInspectOptions) (client.ExecInspectResult, error)
 }
+
+func notify(c chan os.Signal)     { signal.Notify(c, ForwardedSignals...) }
+func stopNotify(c chan os.Signal) { signal.Stop(c) }
 
 // Connect returns a client for the engine at host (a unix:// URL from the
 // policy, never from the environment). The API version is negotiated on the
@@ -104,12 +110,15 @@ type Result struct {
 // process ran is an *Error with the docker-run exit code.
 func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
-	imageID, err := ensureImage(ctx, eng, d, stdio.Stderr)
+	if d.Persist {
+		return RunNamed(ctx, eng, d, stdio, opts)
+	}
+	img, err := ensureImage(ctx, eng, d, stdio.Stderr)
 	if err != nil {
 		return res, err
 	}
-	res.ImageID = imageID
-	req, err := Build(d, imageID)
+	res.ImageID = img.ID
+	req, err := Build(d, img.ID)
 	if err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
@@ -122,8 +131,8 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	sigc := opts.Signals
 	if sigc == nil {
 		sigc = make(chan os.Signal, 16)
-		signal.Notify(sigc, ForwardedSignals...)
-		defer signal.Stop(sigc)
+		notify(sigc)
+		defer stopNotify(sigc)
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
@@ -302,45 +311,42 @@ func runtimeCause(msg string) string {
 }
 
 // ensureImage makes the image available as the pull mode allows and returns
-// its ID.
-func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, progress io.Writer) (string, error) {
+// what the engine knows of it.
+func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, progress io.Writer) (client.ImageInspectResult, error) {
 	ref := d.Image.String()
-	inspect := func() (string, error) {
+	var none client.ImageInspectResult
+	inspect := func() (client.ImageInspectResult, error) {
 		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
 		defer cancel()
-		img, err := eng.ImageInspect(ictx, ref)
-		if err != nil {
-			return "", err
-		}
-		return img.ID, nil
+		return eng.ImageInspect(ictx, ref)
 	}
 	if d.Pull != "always" {
-		id, err := inspect()
+		img, err := inspect()
 		if err == nil {
-			return id, nil
+			return img, nil
 		}
 		if !cerrdefs.IsNotFound(err) {
-			return "", failf(ExitLaunchFailed, "inspecting image %q failed: %v", ref, err)
+			return none, failf(ExitLaunchFailed, "inspecting image %q failed: %v", ref, err)
 		}
 		if d.Pull == "never" {
-			return "", failf(ExitLaunchFailed, "image %q is not on this node and the pull mode is never; ask your admin to load it, or use --pull missing if the policy allows", ref)
+			return none, failf(ExitLaunchFailed, "image %q is not on this node and the pull mode is never; ask your admin to load it, or use --pull missing if the policy allows", ref)
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{})
 	if err != nil {
-		return "", failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
+		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
 	}
 	fmt.Fprintf(progress, "containerjob: pulling %s\n", ref)
 	if err := resp.Wait(pctx); err != nil {
 		resp.Close()
-		return "", failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
+		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
 	}
 	resp.Close()
-	id, err := inspect()
+	img, err := inspect()
 	if err != nil {
-		return "", failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
+		return none, failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
 	}
-	return id, nil
+	return img, nil
 }

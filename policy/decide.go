@@ -79,6 +79,10 @@ type Decision struct {
 	ShmSize      int64
 	Entrypoint   []string // nil: the image's; empty: none
 	Cmd          []string
+	// Persist: a named container inside a job lives until the job's
+	// epilogue; later steps with the same name run in it.
+	Persist  bool
+	Hostname string
 	Spec         specs.Spec
 	Labels       map[string]string
 	Trail        []Applied
@@ -113,6 +117,8 @@ const (
 	LabelScheduler = "org.containerjob.scheduler"
 	LabelVersion   = "org.containerjob.version"
 	LabelImage     = "org.containerjob.image"
+	LabelName      = "org.containerjob.name"
+	LabelMounts    = "org.containerjob.mounts"
 )
 
 func builtin(rule string) Origin { return Origin{Table: "built-in", Key: rule} }
@@ -304,6 +310,13 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		// Names are engine-wide: prefixing the caller's identity keeps one
 		// user from squatting a name another user (or job) relies on.
 		d.Name = ContainerName(caller, job, req.Name)
+		d.Persist = job.ID != ""
+		d.Labels[LabelName] = req.Name
+	}
+	// Inside a job the container answers to the node's name, as the step's
+	// processes would without a container (MPI and logs rely on it).
+	if job.ID != "" {
+		d.Hostname = job.Node
 	}
 
 	d.Spec.Linux = &specs.Linux{Resources: &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &eff.PidsLimit.Value}}}

@@ -191,3 +191,39 @@ func TestEpilogIsForRoot(t *testing.T) {
 		t.Errorf("user running epilog: code %d stderr %q", r.Code, r.Stderr)
 	}
 }
+
+// TestContainerNameAcrossSteps: a named container lives for the job; what
+// one step writes into its filesystem the next step sees; another name or
+// no name does not; other mounts are refused; the epilogue removes it.
+func TestContainerNameAcrossSteps(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, `#!/bin/sh
+#SBATCH -o out-%j.txt
+srun --container-image=alpine:3.20 --container-name=work sh -c 'echo from-step-1 > /tmp/state; hostname'
+echo "step1 $?"
+srun --container-image=alpine:3.20 --container-name=work sh -c 'cat /tmp/state; exit 5'
+echo "step2 $?"
+srun --container-image=alpine:3.20 --container-name=other sh -c 'cat /tmp/state'
+echo "step3 $?"
+srun --container-image=alpine:3.20 --container-name=work --container-mounts=`+dir+`:/mnt true
+echo "step4 $?"
+`)
+	waitJob(t, id, 2*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	host, _ := exec.Command("hostname", "-s").Output()
+	for _, want := range []string{
+		strings.TrimSpace(string(host)) + "\nstep1 0",
+		"from-step-1\n",
+		"step2 5",
+		"can't open '/tmp/state'",
+		"step3 1",
+		`container "work" was created with other mounts`,
+		"step4 125",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("job output %q lacks %q", out, want)
+		}
+	}
+	waitFor(t, 30*time.Second, "the epilogue to remove the named containers", func() bool { return len(jobContainers(t, id)) == 0 })
+}

@@ -1,0 +1,231 @@
+package launcher
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/launcher/guard"
+	"github.com/containerjob/containerjob/policy"
+)
+
+// keeper holds a named container open between the job's steps. It needs
+// /bin/sh and sleep in the image (documented); each step's command is an
+// exec in the container, so what one step writes the next one sees.
+const keeper = `trap 'exit 0' TERM INT HUP; while :; do sleep 3600 & wait $!; done`
+
+// mountsDigest identifies a named container's mounts: Docker cannot change
+// them after creation, so a later step asking for others is refused rather
+// than silently given the first step's.
+func mountsDigest(req client.ContainerCreateOptions) string {
+	var specs []string
+	for _, m := range req.HostConfig.Mounts {
+		specs = append(specs, fmt.Sprintf("%s:%s:%v", m.Source, m.Target, m.ReadOnly))
+	}
+	sort.Strings(specs)
+	sum := sha256.Sum256([]byte(strings.Join(specs, "\n")))
+	return hex.EncodeToString(sum[:8])
+}
+
+// RunNamed runs the decision's command in the job's named container,
+// creating and starting that container first if this is its first step.
+// The container is left for later steps; the job's epilogue removes it.
+func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
+	var res Result
+	img, err := ensureImage(ctx, eng, d, stdio.Stderr)
+	if err != nil {
+		return res, err
+	}
+	res.ImageID = img.ID
+	req, err := Build(d, img.ID)
+	if err != nil {
+		return res, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	if err := guard.Check(req, opts.Guard); err != nil {
+		return res, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	digest := mountsDigest(req)
+	req.Config.Labels[policy.LabelMounts] = digest
+
+	id, err := namedContainer(ctx, eng, d, req, img.ID, digest, opts)
+	if err != nil {
+		return res, err
+	}
+	res.ContainerID = id
+
+	cmd := append([]string{}, d.Entrypoint...)
+	if len(d.Entrypoint) == 0 && d.Entrypoint == nil && img.Config != nil {
+		cmd = append(cmd, img.Config.Entrypoint...)
+	}
+	if len(d.Cmd) > 0 {
+		cmd = append(cmd, d.Cmd...)
+	} else if img.Config != nil {
+		cmd = append(cmd, img.Config.Cmd...)
+	}
+	if len(cmd) == 0 {
+		return res, failf(ExitLaunchFailed, "no command to run in container %q", d.Labels[policy.LabelName])
+	}
+	p := d.Spec.Process
+	ectx, cancel := context.WithTimeout(ctx, apiTimeout)
+	ex, err := eng.ExecCreate(ectx, id, client.ExecCreateOptions{
+		User: req.Config.User, Env: p.Env, WorkingDir: p.Cwd, Cmd: cmd, TTY: d.Tty,
+		AttachStdin: d.Interactive, AttachStdout: true, AttachStderr: true,
+	})
+	cancel()
+	if err != nil {
+		return res, failf(ExitLaunchFailed, "starting the step in container %q failed: %v", d.Labels[policy.LabelName], err)
+	}
+	sigc := opts.Signals
+	if sigc == nil {
+		sigc = make(chan os.Signal, 16)
+		notify(sigc)
+		defer stopNotify(sigc)
+	}
+	att, err := eng.ExecAttach(context.Background(), ex.ID, client.ExecAttachOptions{TTY: d.Tty})
+	if err != nil {
+		return res, startError(err)
+	}
+	defer att.Close()
+	res.Started = time.Now()
+	if d.Interactive && stdio.Stdin != nil {
+		go func() {
+			io.Copy(att.Conn, stdio.Stdin)
+			att.CloseWrite()
+		}()
+	}
+	done := make(chan struct{})
+	go forwardToExec(eng, ex.ID, sigc, done, opts.StopGrace)
+	if d.Tty {
+		_, err = io.Copy(stdio.Stdout, att.Reader)
+	} else {
+		_, err = stdcopy.StdCopy(stdio.Stdout, stdio.Stderr, att.Reader)
+	}
+	close(done)
+	res.Ended = time.Now()
+	ictx, icancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer icancel()
+	st, ierr := eng.ExecInspect(ictx, ex.ID, client.ExecInspectOptions{})
+	if ierr != nil {
+		return res, failf(ExitLaunchFailed, "the step's exit status is unknown: %v", ierr)
+	}
+	res.ExitCode = st.ExitCode
+	return res, nil
+}
+
+// namedContainer finds the job's container of that name or creates it.
+func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options) (string, error) {
+	name := d.Labels[policy.LabelName]
+	for attempt := 0; attempt < 3; attempt++ {
+		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+		found, err := eng.ContainerInspect(ictx, d.Name, client.ContainerInspectOptions{})
+		cancel()
+		if err == nil {
+			c := found.Container
+			l := c.Config.Labels
+			switch {
+			case l[policy.LabelManaged] != "1" || l[policy.LabelUID] != d.Labels[policy.LabelUID] || l[policy.LabelJob] != d.Labels[policy.LabelJob]:
+				return "", failf(ExitLaunchFailed, "container name %q belongs to another user or job", name)
+			case c.Image != imageID:
+				return "", failf(ExitLaunchFailed, "container %q runs another image (%s); use a new --container-name for %s", name, l[policy.LabelImage], d.Image)
+			case l[policy.LabelMounts] != digest:
+				return "", failf(ExitLaunchFailed, "container %q was created with other mounts; use a new --container-name", name)
+			}
+			if c.State == nil || !c.State.Running {
+				sctx, cancel := context.WithTimeout(ctx, apiTimeout)
+				_, err := eng.ContainerStart(sctx, c.ID, client.ContainerStartOptions{})
+				cancel()
+				if err != nil {
+					return "", failf(ExitLaunchFailed, "restarting container %q failed: %v", name, err)
+				}
+			}
+			return c.ID, nil
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return "", failf(ExitLaunchFailed, "looking up container %q failed: %v", name, err)
+		}
+		keep := req
+		cfg := *req.Config
+		cfg.Entrypoint = []string{"/bin/sh", "-c", keeper}
+		cfg.Cmd = nil
+		cfg.Tty, cfg.OpenStdin, cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false, false, false
+		keep.Config = &cfg
+		if err := guard.Check(keep, opts.Guard); err != nil {
+			return "", &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		created, err := eng.ContainerCreate(cctx, keep)
+		cancel()
+		if cerrdefs.IsConflict(err) {
+			continue // another task of the step created it first
+		}
+		if err != nil {
+			return "", failf(ExitLaunchFailed, "creating container %q failed: %v", name, err)
+		}
+		if opts.Created != nil {
+			opts.Created(created.ID)
+		}
+		sctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		_, err = eng.ContainerStart(sctx, created.ID, client.ContainerStartOptions{})
+		cancel()
+		if err != nil && !cerrdefs.IsConflict(err) {
+			return "", startError(err)
+		}
+		return created.ID, nil
+	}
+	return "", failf(ExitLaunchFailed, "container %q could not be created or found", name)
+}
+
+// forwardToExec relays signals to the step's process in the named
+// container. The engine has no signal call for execs, so the process is
+// signalled by the host pid the engine reports, as root.
+func forwardToExec(eng Engine, execID string, sigc <-chan os.Signal, done <-chan struct{}, grace time.Duration) {
+	pid := 0
+	lookup := func() int {
+		if pid == 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+			st, err := eng.ExecInspect(ctx, execID, client.ExecInspectOptions{})
+			cancel()
+			if err == nil && st.Running {
+				pid = st.PID
+			}
+		}
+		return pid
+	}
+	for {
+		select {
+		case <-done:
+			return
+		case s := <-sigc:
+			sig, ok := s.(syscall.Signal)
+			if !ok || sig == syscall.SIGWINCH {
+				continue
+			}
+			p := lookup()
+			if p <= 1 {
+				continue
+			}
+			unix.Kill(p, sig)
+			if sig == syscall.SIGTERM {
+				go func() {
+					select {
+					case <-done:
+					case <-time.After(grace):
+						unix.Kill(p, syscall.SIGKILL)
+					}
+				}()
+			}
+		}
+	}
+}
