@@ -83,9 +83,9 @@ type Decision struct {
 	// epilogue; later steps with the same name run in it.
 	Persist  bool
 	Hostname string
-	Spec         specs.Spec
-	Labels       map[string]string
-	Trail        []Applied
+	Spec     specs.Spec
+	Labels   map[string]string
+	Trail    []Applied
 }
 
 // Applied records which rule allowed, forced or refused an item.
