@@ -21,7 +21,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: all build spank test unit integration e2e testimage install clean deps services check demo
+.PHONY: all build spank test unit fuzz integration e2e testimage install clean deps services check demo
 
 all: build spank
 
@@ -49,7 +49,14 @@ integration:
 e2e:
 	CONTAINERJOB_BIN=$(BINDIR)/containerjob $(GO) test -count=1 -tags e2e -v -timeout 20m ./test/e2e/...
 
-test: unit integration e2e
+# Fuzz targets, each for a bounded time; new crashers land in testdata/fuzz.
+FUZZTIME ?= 15s
+fuzz:
+	for t in FuzzParse FuzzNormalizeImage FuzzImagePattern; do \
+		$(GO) test -run=NONE -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./policy/ || exit 1; done
+	$(GO) test -run=NONE -fuzz='^FuzzRunArgs$$' -fuzztime=$(FUZZTIME) ./cmd/containerjob/
+
+test: unit fuzz integration e2e
 
 # A local image built from Debian's busybox-static: no registry needed.
 testimage:

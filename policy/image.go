@@ -124,14 +124,15 @@ func (p imagePattern) matches(ref ImageRef) bool {
 // reference.ParseNormalizedNamed does for names: "alpine:*" becomes
 // "docker.io/library/alpine:*", "nvidia/cuda:*" becomes "docker.io/nvidia/cuda:*".
 func expandFamiliar(p string) string {
+	if strings.HasPrefix(p, "**") {
+		// "**" and "**/x:*" span every registry, as written.
+		return p
+	}
 	first, rest, hasSlash := strings.Cut(p, "/")
 	if !hasSlash {
 		return "docker.io/library/" + p
 	}
 	if strings.ContainsAny(first, ".:") || first == "localhost" {
-		return p
-	}
-	if first == "**" {
 		return p
 	}
 	return "docker.io/" + first + "/" + rest

@@ -75,6 +75,7 @@ func TestImagePatternMatches(t *testing.T) {
 		{"alpine*", "alpine-extra:1", true},
 		{"*", "alpine:3.20", true},
 		{"*", "someone/alpine:3.20", false},
+		{"**", "quay.io/someone/alpine:3.20", true},
 		{"registry.local/**", "registry.local/a/b:c", true},
 		{"registry.local/**", "registry.local.evil.io/a:c", false},
 		{"re:docker\\.io/library/(alpine|debian):.*", "debian:12", true},

@@ -26,7 +26,7 @@ policy the cluster's admins control. Users never touch the docker command.`,
 	root.AddCommand(newRunCmd(), newVersionCmd(),
 		newCleanupCmd("prolog", "Prepare this node for a job: remove containers a previous run of the same job left", true),
 		newCleanupCmd("epilog", "Remove every container of a finished job on this node", false),
-		newGCCmd())
+		newGCCmd(), newPolicyCmd())
 	return root
 }
 

@@ -44,8 +44,9 @@ type runFlags struct {
 // flags_allow speaks of these names.
 var userFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull"}
 
-func newRunCmd() *cobra.Command {
-	f := &runFlags{}
+func newRunCmd() *cobra.Command { return newRunCmdWith(&runFlags{}) }
+
+func newRunCmdWith(f *runFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
 		Short: "Run a command in a new container, as yourself, under the site's policy",
@@ -216,14 +217,18 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	return exitStatus(res.ExitCode)
 }
 
-// buildRequest parses the command line into a policy request and resolves,
-// as the caller, every host path in it: the working directory, the job
-// directory, home, and each mount source.
-func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller, settings policy.Settings) (policy.Request, scheduler.Job, error) {
+// volumeSpec is one -v as written.
+type volumeSpec struct {
+	given, target string
+	ro            bool
+}
+
+// requestFromFlags turns the parsed command line into a policy request,
+// host paths as written (not yet resolved).
+func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Request, []volumeSpec, error) {
 	req := policy.Request{
 		Image:       args[0],
 		Cmd:         args[1:],
-		Env:         f.env,
 		Workdir:     f.workdir,
 		Tty:         f.tty,
 		Interactive: f.interactive,
@@ -240,7 +245,6 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 	if fl.Changed("entrypoint") {
 		req.Entrypoint = &f.entrypoint
 	}
-	req.Env = nil
 	for _, e := range f.env {
 		if !strings.Contains(e, "=") {
 			// Under sudo the unprivileged side already turned NAME into
@@ -256,10 +260,45 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 	if f.shmSize != "" {
 		n, err := units.RAMInBytes(f.shmSize)
 		if err != nil {
-			return req, scheduler.Job{}, usagef("--shm-size %q is not a size such as 64m or 1g", f.shmSize)
+			return req, nil, usagef("--shm-size %q is not a size such as 64m or 1g", f.shmSize)
 		}
 		req.ShmSize = n
 	}
+	var vols []volumeSpec
+	for _, v := range f.volumes {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 || len(parts) > 3 {
+			return req, nil, usagef("--volume %q is not SRC:DST[:ro]", v)
+		}
+		src := parts[0]
+		if !strings.HasPrefix(src, "/") && !strings.HasPrefix(src, ".") {
+			return req, nil, usagef("--volume %q names a volume; only host directories can be mounted, by path", v)
+		}
+		p := volumeSpec{given: src, target: parts[1]}
+		if len(parts) == 3 {
+			switch parts[2] {
+			case "ro":
+				p.ro = true
+			case "rw":
+			default:
+				return req, nil, usagef("--volume %q: option %q is not ro or rw", v, parts[2])
+			}
+		}
+		vols = append(vols, p)
+		req.Mounts = append(req.Mounts, policy.MountRequest{Given: src, Source: filepath.Clean(src), Target: p.target, ReadOnly: p.ro})
+	}
+	return req, vols, nil
+}
+
+// buildRequest parses the command line into a policy request and resolves,
+// as the caller, every host path in it: the working directory, the job
+// directory, home, and each mount source.
+func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller, settings policy.Settings) (policy.Request, scheduler.Job, error) {
+	req, vols, err := requestFromFlags(fl, f, args)
+	if err != nil {
+		return req, scheduler.Job{}, err
+	}
+	req.Mounts = nil
 	cwd, err := unix.Getwd()
 	if err != nil {
 		return req, scheduler.Job{}, fmt.Errorf("working directory cannot be read: %v", err)
@@ -279,33 +318,6 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 	}
 	if script := batchScript(job, settings); script != "" && len(req.Cmd) > 0 && req.Cmd[0] == script {
 		job.Files = append(job.Files, script)
-	}
-
-	type pending struct {
-		given, target string
-		ro            bool
-	}
-	var vols []pending
-	for _, v := range f.volumes {
-		parts := strings.Split(v, ":")
-		if len(parts) < 2 || len(parts) > 3 {
-			return req, job, usagef("--volume %q is not SRC:DST[:ro]", v)
-		}
-		src := parts[0]
-		if !strings.HasPrefix(src, "/") && !strings.HasPrefix(src, ".") {
-			return req, job, usagef("--volume %q names a volume; only host directories can be mounted, by path", v)
-		}
-		p := pending{given: src, target: parts[1]}
-		if len(parts) == 3 {
-			switch parts[2] {
-			case "ro":
-				p.ro = true
-			case "rw":
-			default:
-				return req, job, usagef("--volume %q: option %q is not ro or rw", v, parts[2])
-			}
-		}
-		vols = append(vols, p)
 	}
 
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
