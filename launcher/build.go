@@ -72,12 +72,36 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 	for _, g := range p.User.AdditionalGids {
 		hc.GroupAdd = append(hc.GroupAdd, strconv.FormatUint(uint64(g), 10))
 	}
-	if l := d.Spec.Linux; l != nil && l.Resources != nil {
-		if pids := l.Resources.Pids; pids != nil && pids.Limit != nil {
-			v := *pids.Limit
-			hc.PidsLimit = &v
+	if l := d.Spec.Linux; l != nil {
+		if r := l.Resources; r != nil {
+			if r.Pids != nil && r.Pids.Limit != nil {
+				v := *r.Pids.Limit
+				hc.PidsLimit = &v
+			}
+			if r.CPU != nil {
+				hc.CpusetCpus = r.CPU.Cpus
+			}
+			if r.Memory != nil && r.Memory.Limit != nil {
+				hc.Memory = *r.Memory.Limit
+				// Memory and swap together: the job's memory is the cap.
+				hc.MemorySwap = *r.Memory.Limit
+				if r.Memory.Swap != nil {
+					hc.MemorySwap = *r.Memory.Swap
+				}
+			}
+		}
+		for _, dev := range l.Devices {
+			hc.Devices = append(hc.Devices, container.DeviceMapping{PathOnHost: dev.Path, PathInContainer: dev.Path, CgroupPermissions: "rwm"})
 		}
 	}
+	if d.GPUDriver != "" {
+		req := container.DeviceRequest{Driver: d.GPUDriver, DeviceIDs: d.GPUDeviceIDs}
+		if d.GPUDriver == "nvidia" {
+			req.Capabilities = [][]string{{"gpu"}}
+		}
+		hc.DeviceRequests = []container.DeviceRequest{req}
+	}
+	hc.CgroupParent = d.CgroupParent
 	for _, m := range d.Spec.Mounts {
 		if m.Type != "bind" {
 			return client.ContainerCreateOptions{}, fmt.Errorf("mount type %q is not supported", m.Type)

@@ -187,3 +187,103 @@ func TestStartErrorExitCodes(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestBuildAllocation(t *testing.T) {
+	job := policy.Job{Scheduler: "slurm", ID: "7", Dir: "/home/bob/job", Node: "n1", CPUs: "2-3", MemoryBytes: 512 << 20,
+		StepCgroup:   "/slurm/uid_1002/job_7/step_0",
+		GPUs:         []policy.GPU{{ID: "GPU-aaaa", Device: "/dev/nvidia1", Minor: 1}, {ID: "GPU-bbbb", Device: "/dev/nvidia3", Minor: 3}},
+		ControlFiles: []string{"/dev/nvidiactl"}}
+	caller := policy.Caller{User: "bob", UID: 1002, GID: 1002, GroupNames: []string{"bob"}, Home: "/home/bob"}
+	tests := []struct {
+		settings string
+		check    func(t *testing.T, r client.ContainerCreateOptions, e guard.Expect)
+	}{
+		{`gpus_mode = "devices"`, func(t *testing.T, r client.ContainerCreateOptions, e guard.Expect) {
+			h := r.HostConfig
+			if h.CpusetCpus != "2-3" || h.Memory != 512<<20 || h.MemorySwap != 512<<20 || h.CgroupParent != "" {
+				t.Errorf("cpuset %q memory %d swap %d parent %q", h.CpusetCpus, h.Memory, h.MemorySwap, h.CgroupParent)
+			}
+			if len(h.Devices) != 3 || h.Devices[0].PathOnHost != "/dev/nvidia1" || h.Devices[1].PathOnHost != "/dev/nvidia3" || len(h.DeviceRequests) != 0 {
+				t.Errorf("devices %+v requests %+v", h.Devices, h.DeviceRequests)
+			}
+			if !contains(r.Config.Env, "CUDA_VISIBLE_DEVICES=0,1") || !contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=void") {
+				t.Errorf("env %v", r.Config.Env)
+			}
+			e.AllowedDevices = []string{"/dev/nvidia1", "/dev/nvidia3", "/dev/nvidiactl"}
+			if err := guard.Check(r, e); err != nil {
+				t.Errorf("guard: %v", err)
+			}
+			e.AllowedDevices = []string{"/dev/nvidia1"}
+			if err := guard.Check(r, e); err == nil {
+				t.Errorf("guard let /dev/nvidia3 through without it in the allocation")
+			}
+		}},
+		{`gpus_mode = "nvidia"`, func(t *testing.T, r client.ContainerCreateOptions, e guard.Expect) {
+			h := r.HostConfig
+			if len(h.DeviceRequests) != 1 || h.DeviceRequests[0].Driver != "nvidia" || strings.Join(h.DeviceRequests[0].DeviceIDs, ",") != "GPU-aaaa,GPU-bbbb" || len(h.Devices) != 0 {
+				t.Errorf("requests %+v devices %+v", h.DeviceRequests, h.Devices)
+			}
+			if !contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=GPU-aaaa,GPU-bbbb") {
+				t.Errorf("env %v", r.Config.Env)
+			}
+			e.AllowedGPUIDs = []string{"GPU-aaaa", "GPU-bbbb"}
+			if err := guard.Check(r, e); err != nil {
+				t.Errorf("guard: %v", err)
+			}
+			e.AllowedGPUIDs = []string{"GPU-aaaa"}
+			if err := guard.Check(r, e); err == nil {
+				t.Errorf("guard let GPU-bbbb through without it in the allocation")
+			}
+		}},
+		{`gpus_mode = "cdi"`, func(t *testing.T, r client.ContainerCreateOptions, _ guard.Expect) {
+			h := r.HostConfig
+			if len(h.DeviceRequests) != 1 || h.DeviceRequests[0].Driver != "cdi" || strings.Join(h.DeviceRequests[0].DeviceIDs, ",") != "nvidia.com/gpu=1,nvidia.com/gpu=3" {
+				t.Errorf("requests %+v", h.DeviceRequests)
+			}
+		}},
+		{`gpus_mode = "none"`, func(t *testing.T, r client.ContainerCreateOptions, _ guard.Expect) {
+			if len(r.HostConfig.DeviceRequests)+len(r.HostConfig.Devices) != 0 || !contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=void") {
+				t.Errorf("GPUs given with gpus_mode none: %+v %v", r.HostConfig.Devices, r.Config.Env)
+			}
+		}},
+		{"confine = \"cgroup-parent\"\ngpus_mode = \"none\"", func(t *testing.T, r client.ContainerCreateOptions, e guard.Expect) {
+			if r.HostConfig.CgroupParent != "/slurm/uid_1002/job_7/step_0" {
+				t.Errorf("cgroup parent %q", r.HostConfig.CgroupParent)
+			}
+			if err := guard.Check(r, e); err == nil {
+				t.Errorf("guard accepted a cgroup parent it was not told of")
+			}
+		}},
+		{"confine = \"none\"\ngpus_mode = \"none\"", func(t *testing.T, r client.ContainerCreateOptions, _ guard.Expect) {
+			if r.HostConfig.CpusetCpus != "" || r.HostConfig.Memory != 0 {
+				t.Errorf("confine none set limits: %q %d", r.HostConfig.CpusetCpus, r.HostConfig.Memory)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.settings, func(t *testing.T) {
+			pol, err := policy.Parse("/p.toml", []byte("[settings]\n"+tt.settings+"\n"+buildPolicy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := pol.Decide(policy.Request{Image: "alpine:3.20"}, caller, job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := Build(d, "sha256:abc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, r, guard.Expect{UID: 1002, GID: 1002})
+		})
+	}
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -229,6 +229,9 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 			return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
 		}
 		res.ExitCode = int(w.StatusCode)
+		if res.ExitCode == 137 {
+			reportOOM(eng, id, d, stdio.Stderr)
+		}
 		return res, nil
 	case err := <-waitRes.Error:
 		return res, failf(ExitLaunchFailed, "waiting for the container failed: %v", err)
@@ -349,4 +352,20 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, progress i
 		return none, failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
 	}
 	return img, nil
+}
+
+// reportOOM says, in one line of the job's log, that the kernel killed the
+// container for exceeding its memory, which a bare 137 does not tell.
+func reportOOM(eng Engine, id string, d *policy.Decision, w io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	c, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil || c.Container.State == nil || !c.Container.State.OOMKilled {
+		return
+	}
+	limit := "its memory limit"
+	if r := d.Spec.Linux.Resources; r != nil && r.Memory != nil && r.Memory.Limit != nil {
+		limit = fmt.Sprintf("the job's memory on this node (%d MiB)", *r.Memory.Limit>>20)
+	}
+	fmt.Fprintf(w, "containerjob: error: the container was killed for using more than %s; ask for more memory (e.g. sbatch --mem)\n", limit)
 }

@@ -35,6 +35,20 @@ type Job struct {
 	// Files the scheduler gives the step, mounted read-only at their own
 	// path (the batch script). containerjob computes them; users cannot.
 	Files []string
+	// The allocation on this node, from trusted sources (kernel, scontrol).
+	CPUs         string
+	MemoryBytes  int64
+	GPUs         []GPU
+	StepCgroup   string
+	ControlFiles []string // /dev/nvidiactl, /dev/nvidia-uvm...: present on the node
+}
+
+// GPU is one allocated GPU: ID is what the engine is asked for (a UUID
+// where known, else the NVIDIA index), Device its node.
+type GPU struct {
+	ID     string
+	Device string
+	Minor  int64
 }
 
 // MountRequest is a bind mount the user asked for. Source is already
@@ -83,9 +97,13 @@ type Decision struct {
 	// epilogue; later steps with the same name run in it.
 	Persist  bool
 	Hostname string
-	Spec     specs.Spec
-	Labels   map[string]string
-	Trail    []Applied
+	// GPUs for the engine's device requests (modes nvidia and cdi).
+	GPUDriver    string
+	GPUDeviceIDs []string
+	CgroupParent string
+	Spec         specs.Spec
+	Labels       map[string]string
+	Trail        []Applied
 }
 
 // Applied records which rule allowed, forced or refused an item.
@@ -218,6 +236,8 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		return nil, err
 	}
 
+	d.Spec.Linux = &specs.Linux{Resources: &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &eff.PidsLimit.Value}}}
+
 	// Process: identity is forced, never requested.
 	proc := &specs.Process{
 		User:            specs.User{UID: caller.UID, GID: caller.GID, AdditionalGids: slices.Clone(caller.Groups)},
@@ -246,9 +266,36 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		}
 		env.set(name, value)
 	}
-	// An image may itself ask the NVIDIA hook for every GPU; "void" overrides
-	// that until the allocation path sets the job's own devices.
-	env.set("NVIDIA_VISIBLE_DEVICES", "void")
+	// GPUs: exactly the job's, whatever the image's environment asks the
+	// NVIDIA hook for ("void" means none).
+	visible := "void"
+	switch mode := p.Settings.GPUsMode; {
+	case len(job.GPUs) == 0 || mode == "none":
+	case mode == "devices":
+		var ordinals []string
+		for i, g := range job.GPUs {
+			d.Spec.Linux.Devices = append(d.Spec.Linux.Devices, specs.LinuxDevice{Path: g.Device, Type: "c", Major: 195, Minor: g.Minor})
+			ordinals = append(ordinals, strconv.Itoa(i))
+		}
+		for _, f := range job.ControlFiles {
+			d.Spec.Linux.Devices = append(d.Spec.Linux.Devices, specs.LinuxDevice{Path: f, Type: "c"})
+		}
+		// Only the allocated nodes exist inside, so CUDA numbers them 0..n-1.
+		env.set("CUDA_VISIBLE_DEVICES", strings.Join(ordinals, ","))
+	case mode == "nvidia":
+		d.GPUDriver = "nvidia"
+		for _, g := range job.GPUs {
+			d.GPUDeviceIDs = append(d.GPUDeviceIDs, g.ID)
+		}
+		visible = strings.Join(d.GPUDeviceIDs, ",")
+	case mode == "cdi":
+		d.GPUDriver = "cdi"
+		for _, g := range job.GPUs {
+			d.GPUDeviceIDs = append(d.GPUDeviceIDs, "nvidia.com/gpu="+strconv.FormatInt(g.Minor, 10))
+		}
+	}
+	env.set("NVIDIA_VISIBLE_DEVICES", visible)
+	trail("NVIDIA_VISIBLE_DEVICES="+visible, "forced", builtin("gpu-allocation"))
 	proc.Env = env.list()
 	trail("NVIDIA_VISIBLE_DEVICES=void", "forced", builtin("reserved-env"))
 
@@ -319,8 +366,24 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		d.Hostname = job.Node
 	}
 
-	d.Spec.Linux = &specs.Linux{Resources: &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &eff.PidsLimit.Value}}}
 	trail("pids limit "+strconv.FormatInt(eff.PidsLimit.Value, 10), "forced", eff.PidsLimit.Origin)
+	res := d.Spec.Linux.Resources
+	switch p.Settings.Confine {
+	case "limits", "cgroup-parent":
+		if job.CPUs != "" {
+			res.CPU = &specs.LinuxCPU{Cpus: job.CPUs}
+			trail("cpus "+job.CPUs, "forced", builtin("job-allocation"))
+		}
+		if job.MemoryBytes > 0 {
+			m := job.MemoryBytes
+			res.Memory = &specs.LinuxMemory{Limit: &m, Swap: &m}
+			trail("memory "+strconv.FormatInt(m, 10), "forced", builtin("job-allocation"))
+		}
+		if p.Settings.Confine == "cgroup-parent" && job.StepCgroup != "" {
+			d.CgroupParent = job.StepCgroup
+			trail("cgroup parent "+job.StepCgroup, "forced", builtin("job-allocation"))
+		}
+	}
 
 	d.Labels[LabelManaged] = "1"
 	d.Labels[LabelUser] = caller.User

@@ -38,6 +38,14 @@ type Settings struct {
 	Scontrol       string `toml:"scontrol"`
 	SlurmConf      string `toml:"slurm_conf"`
 	SlurmdSpoolDir string `toml:"slurmd_spool_dir"`
+	// How a container is held to the job's allocation: "limits" copies the
+	// job's CPUs and memory onto it, "cgroup-parent" also places it under
+	// the step's cgroup, "none" (testing only) does neither.
+	Confine string `toml:"confine"`
+	// How allocated GPUs reach the container: "nvidia" (Docker device
+	// requests for nvidia-container-toolkit), "cdi" (CDI names), "devices"
+	// (plain device nodes), "none" (never any GPU).
+	GPUsMode string `toml:"gpus_mode"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -213,6 +221,22 @@ func Parse(path string, data []byte) (*Policy, error) {
 	}
 	if p.Settings.SlurmdSpoolDir == "" {
 		p.Settings.SlurmdSpoolDir = "/var/spool/slurmd"
+	}
+	if p.Settings.Confine == "" {
+		p.Settings.Confine = "limits"
+	}
+	switch p.Settings.Confine {
+	case "limits", "cgroup-parent", "none":
+	default:
+		return nil, fmt.Errorf("%s:%d: confine %q is not limits, cgroup-parent or none", path, loc.line("settings", "confine", ""), p.Settings.Confine)
+	}
+	if p.Settings.GPUsMode == "" {
+		p.Settings.GPUsMode = "nvidia"
+	}
+	switch p.Settings.GPUsMode {
+	case "nvidia", "cdi", "devices", "none":
+	default:
+		return nil, fmt.Errorf("%s:%d: gpus_mode %q is not nvidia, cdi, devices or none", path, loc.line("settings", "gpus_mode", ""), p.Settings.GPUsMode)
 	}
 	if p.Settings.Scontrol == "" {
 		p.Settings.Scontrol = "/usr/bin/scontrol"

@@ -16,6 +16,8 @@ type Job struct {
 	Dir       string // the job's working directory, unresolved
 	Node      string
 	Files     []string // scheduler files the step needs inside (batch script)
+	Alloc     Allocation
+	Cgroup    string // the step's cgroup path (v1 or v2), for cgroup-parent
 }
 
 // Node is this host's short name, as schedulers name nodes.

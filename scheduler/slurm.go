@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -298,5 +300,37 @@ func (s Slurm) VerifyStep(ctx context.Context, uid uint32, cg CgroupJob, hint st
 	if !onNode {
 		return Job{}, sj, fmt.Errorf("node %q is not in job %s's node list %s", s.Node, sj.ID, sj.NodeList)
 	}
-	return Job{Scheduler: "slurm", ID: sj.ID, Step: cg.Step, Dir: sj.WorkDir, Node: s.Node}, sj, nil
+	return Job{Scheduler: "slurm", ID: sj.ID, Step: cg.Step, Dir: sj.WorkDir, Node: s.Node, Cgroup: stepCgroup(cg)}, sj, nil
+}
+
+// stepCgroup trims a task-level cgroup path to the step's.
+func stepCgroup(cg CgroupJob) string {
+	i := strings.Index(cg.Path, "/step_"+cg.Step)
+	if i < 0 {
+		return ""
+	}
+	return cg.Path[:i+len("/step_"+cg.Step)]
+}
+
+// Allocation reads the job's allocation on this node: CPUs from this
+// process's affinity, memory from its cgroup path, GPUs from scontrol's
+// indices mapped through gres.conf (next to slurm.conf).
+func (s Slurm) Allocation(sj SlurmJob, procCgroup []byte) (Allocation, error) {
+	var a Allocation
+	var err error
+	if a.CPUs, err = CPUsFromAffinity(); err != nil {
+		return a, err
+	}
+	a.MemoryBytes = MemoryLimit(procCgroup, "/sys/fs/cgroup")
+	node := sj.Nodes[s.Node]
+	if len(node.GPUs) == 0 {
+		return a, nil
+	}
+	conf := s.SlurmConf
+	if conf == "" {
+		conf = "/etc/slurm/slurm.conf"
+	}
+	gres, _ := os.ReadFile(filepath.Join(filepath.Dir(conf), "gres.conf"))
+	a.GPUs, err = GPUDevices(node.GPUs, gres, s.Node)
+	return a, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -163,7 +164,8 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		trail.Record("decision", record)
 		return err
 	}
-	dec, err := pol.Decide(req, caller, policy.Job{Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files})
+	pjob, gpuIDs, devices := policyJob(job)
+	dec, err := pol.Decide(req, caller, pjob)
 	if err != nil {
 		record["decision"], record["reason"] = "refused", err.Error()
 		trail.Record("decision", record)
@@ -191,6 +193,9 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		Guard: guard.Expect{
 			UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
 			AllowHostNetwork: dec.Network == "host",
+			AllowedDevices:   devices,
+			AllowedGPUIDs:    gpuIDs,
+			CgroupParent:     dec.CgroupParent,
 			CallerCanAccess: func(path string) error {
 				return userfs.As(id, func() error {
 					real, err := userfs.Resolve(path, "/")
@@ -369,9 +374,12 @@ func detectJob(caller policy.Caller, jobEnv []string, cwd string, settings polic
 		return scheduler.Outside(cwd), nil
 	}
 	s := scheduler.Slurm{Scontrol: settings.Scontrol, SlurmConf: settings.SlurmConf, Node: scheduler.Node()}
-	job, _, err := s.VerifyStep(context.Background(), caller.UID, cg, hint)
+	job, sj, err := s.VerifyStep(context.Background(), caller.UID, cg, hint)
 	if err != nil {
 		return scheduler.Job{}, &jobError{err.Error()}
+	}
+	if job.Alloc, err = s.Allocation(sj, cgroups); err != nil {
+		return scheduler.Job{}, &jobError{"the job's allocation on this node cannot be read: " + err.Error()}
 	}
 	return job, nil
 }
@@ -393,4 +401,62 @@ func batchScript(job scheduler.Job, settings policy.Settings) string {
 		return ""
 	}
 	return filepath.Join(settings.SlurmdSpoolDir, fmt.Sprintf("job%05d", n), "slurm_script")
+}
+
+// gpuControlFiles are the NVIDIA devices every GPU process needs besides
+// its GPUs'; passed in "devices" mode when present on the node.
+var gpuControlFiles = []string{"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"}
+
+// policyJob turns the verified job into the policy's terms, and returns
+// what the guard independently allows: GPU ids in every form a device
+// request may use, and device files.
+func policyJob(job scheduler.Job) (policy.Job, []string, []string) {
+	pj := policy.Job{
+		Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files,
+		CPUs: job.Alloc.CPUs, MemoryBytes: job.Alloc.MemoryBytes, StepCgroup: job.Cgroup,
+	}
+	var ids, devices []string
+	uuids := gpuUUIDs()
+	for _, g := range job.Alloc.GPUs {
+		id := strconv.Itoa(g.Minor)
+		if u, ok := uuids[g.Minor]; ok {
+			id = u
+		}
+		pj.GPUs = append(pj.GPUs, policy.GPU{ID: id, Device: g.Device, Minor: int64(g.Minor)})
+		ids = append(ids, id, "nvidia.com/gpu="+strconv.Itoa(g.Minor))
+		devices = append(devices, g.Device)
+	}
+	if len(pj.GPUs) > 0 {
+		for _, f := range gpuControlFiles {
+			if _, err := os.Stat(f); err == nil {
+				pj.ControlFiles = append(pj.ControlFiles, f)
+				devices = append(devices, f)
+			}
+		}
+	}
+	return pj, ids, devices
+}
+
+// gpuUUIDs maps NVIDIA device minors to GPU UUIDs with nvidia-smi, where
+// the driver is installed, so the engine is asked for exactly those GPUs
+// whatever its own numbering. Not available: indices are used.
+func gpuUUIDs() map[int]string {
+	const smi = "/usr/bin/nvidia-smi"
+	if _, err := os.Stat(smi); err != nil {
+		return nil
+	}
+	cmd := exec.Command(smi, "--query-gpu=minor_number,uuid", "--format=csv,noheader")
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	out, err := cmd.Output()
+	if err != nil {
+		return nil
+	}
+	m := map[int]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		minor, uuid, ok := strings.Cut(line, ",")
+		if n, err := strconv.Atoi(strings.TrimSpace(minor)); ok && err == nil {
+			m[n] = strings.TrimSpace(uuid)
+		}
+	}
+	return m
 }

@@ -23,6 +23,8 @@ type Expect struct {
 	AllowHostNetwork bool
 	Runtime          string   // "" for the engine's default
 	AllowedDevices   []string // host device paths of the job's allocation
+	AllowedGPUIDs    []string // device request ids of the job's allocation
+	CgroupParent     string   // the step's cgroup, when confine is cgroup-parent
 	// CallerCanAccess re-checks, just before create, that the caller can
 	// still reach a mount source as themselves.
 	CallerCanAccess func(path string) error
@@ -185,6 +187,25 @@ func checkDevices(r client.ContainerCreateOptions, want Expect) error {
 		if dr.Count != 0 {
 			return fmt.Errorf("device request by count (%d); only explicit ids from the allocation", dr.Count)
 		}
+		if len(dr.DeviceIDs) == 0 {
+			return fmt.Errorf("device request without ids")
+		}
+		for _, id := range dr.DeviceIDs {
+			if !slices.Contains(want.AllowedGPUIDs, id) {
+				return fmt.Errorf("GPU %q is not in the job's allocation", id)
+			}
+		}
+	}
+	for _, kv := range r.Config.Env {
+		v, ok := strings.CutPrefix(kv, "NVIDIA_VISIBLE_DEVICES=")
+		if !ok || v == "void" {
+			continue
+		}
+		for _, id := range strings.Split(v, ",") {
+			if !slices.Contains(want.AllowedGPUIDs, id) {
+				return fmt.Errorf("NVIDIA_VISIBLE_DEVICES=%q is not the job's allocation", v)
+			}
+		}
 	}
 	return nil
 }
@@ -207,8 +228,8 @@ func checkEngineKnobs(r client.ContainerCreateOptions, want Expect) error {
 		return fmt.Errorf("sysctls")
 	case h.Runtime != want.Runtime:
 		return fmt.Errorf("runtime %q, want %q", h.Runtime, want.Runtime)
-	case h.CgroupParent != "" && !strings.HasPrefix(h.CgroupParent, "/slurm") && !strings.Contains(h.CgroupParent, "job_"):
-		return fmt.Errorf("cgroup parent %q outside a job", h.CgroupParent)
+	case h.CgroupParent != want.CgroupParent:
+		return fmt.Errorf("cgroup parent %q, want the step's %q", h.CgroupParent, want.CgroupParent)
 	case h.OomKillDisable != nil && *h.OomKillDisable:
 		return fmt.Errorf("OOM killer disabled")
 	case h.PidsLimit == nil || *h.PidsLimit <= 0:

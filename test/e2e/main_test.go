@@ -32,6 +32,8 @@ var slurmConf = clusterDir + "/slurm.conf"
 var testPolicy = `# containerjob e2e policy
 [settings]
 stop_grace_seconds = 3
+gpus_mode = "devices"
+confine = "limits"
 slurm_conf = "` + slurmConf + `"
 slurmd_spool_dir = "` + clusterDir + `/spool"
 

@@ -1,0 +1,181 @@
+package scheduler
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Allocation is what the job may use on this node, each part read from a
+// source the caller cannot forge: the kernel (affinity, cgroups) and
+// slurmctld (GPU indices).
+type Allocation struct {
+	CPUs        string // cpuset list, e.g. "0-1,4"; "" unknown
+	MemoryBytes int64  // 0 unknown or unlimited
+	GPUs        []GPU
+}
+
+// GPU is one allocated GPU: Slurm's index on the node and its device file.
+type GPU struct {
+	Index  int
+	Device string // /dev/nvidiaN
+	Minor  int    // N, the NVIDIA device minor
+}
+
+// CPUsFromAffinity is this process's affinity: inherited from the task,
+// confined by the kernel to the step's cpuset and narrowed by the step's
+// own binding (task/affinity, --cpu-bind). A process can narrow it, never
+// widen it beyond the cpuset.
+func CPUsFromAffinity() (string, error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return "", err
+	}
+	var cpus []int
+	for i := 0; i < len(set)*64; i++ {
+		if set.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	return FormatCPUList(cpus), nil
+}
+
+// FormatCPUList renders [0 1 2 5] as "0-2,5".
+func FormatCPUList(cpus []int) string {
+	sort.Ints(cpus)
+	var parts []string
+	for i := 0; i < len(cpus); {
+		j := i
+		for j+1 < len(cpus) && cpus[j+1] == cpus[j]+1 {
+			j++
+		}
+		if j == i {
+			parts = append(parts, strconv.Itoa(cpus[i]))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", cpus[i], cpus[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
+}
+
+// unlimitedV1 is what cgroup v1 reports for "no limit" (page-rounded).
+const unlimitedV1 = int64(1) << 62
+
+// MemoryLimit is the tightest memory limit on the path from the caller's
+// memory cgroup to the root (Slurm sets it on the job and/or step, not
+// always on the task). root is the cgroup mount, /sys/fs/cgroup.
+func MemoryLimit(procCgroup []byte, root string) int64 {
+	var best int64
+	consider := func(file string) {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return
+		}
+		s := strings.TrimSpace(string(data))
+		if s == "max" {
+			return
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v <= 0 || v >= unlimitedV1 {
+			return
+		}
+		if best == 0 || v < best {
+			best = v
+		}
+	}
+	for _, line := range strings.Split(string(procCgroup), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var base, file string
+		switch {
+		case parts[1] == "memory" || strings.Contains(","+parts[1]+",", ",memory,"):
+			base, file = filepath.Join(root, "memory"), "memory.limit_in_bytes"
+		case parts[0] == "0" && parts[1] == "":
+			base, file = root, "memory.max"
+		default:
+			continue
+		}
+		for p := filepath.Clean(parts[2]); ; p = filepath.Dir(p) {
+			consider(filepath.Join(base, p, file))
+			if p == "/" || p == "." {
+				break
+			}
+		}
+	}
+	return best
+}
+
+var gresFileRE = regexp.MustCompile(`(?i)\bFile=(\S+)`)
+
+// GPUDevices maps Slurm's GPU indices on this node to device files, in
+// gres.conf order (Slurm numbers a node's GPUs in the order gres.conf
+// lists their files). Without usable gres.conf lines (AutoDetect=nvml),
+// index N is /dev/nvidiaN, which holds when devices are numbered in PCI
+// order.
+func GPUDevices(indices []int, gresConf []byte, node string) ([]GPU, error) {
+	var files []string
+	sc := bufio.NewScanner(bytes.NewReader(gresConf))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		if !regexp.MustCompile(`(?i)\bName=gpu\b`).MatchString(line) {
+			continue
+		}
+		if m := regexp.MustCompile(`(?i)\bNodeName=(\S+)`).FindStringSubmatch(line); m != nil {
+			nodes, err := ExpandHostlist(m[1])
+			if err != nil {
+				return nil, err
+			}
+			if !containsString(nodes, node) {
+				continue
+			}
+		}
+		m := gresFileRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		expanded, err := ExpandHostlist(m[1])
+		if err != nil {
+			return nil, fmt.Errorf("gres.conf File=%s: %v", m[1], err)
+		}
+		files = append(files, expanded...)
+	}
+	out := make([]GPU, 0, len(indices))
+	for _, idx := range indices {
+		dev := fmt.Sprintf("/dev/nvidia%d", idx)
+		if len(files) > 0 {
+			if idx < 0 || idx >= len(files) {
+				return nil, fmt.Errorf("GPU index %d is not in gres.conf's %d devices for %s", idx, len(files), node)
+			}
+			dev = files[idx]
+		}
+		minor, err := strconv.Atoi(strings.TrimPrefix(dev, "/dev/nvidia"))
+		if err != nil || !strings.HasPrefix(dev, "/dev/nvidia") {
+			return nil, fmt.Errorf("GPU device %q is not /dev/nvidiaN", dev)
+		}
+		out = append(out, GPU{Index: idx, Device: dev, Minor: minor})
+	}
+	return out, nil
+}
+
+func containsString(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

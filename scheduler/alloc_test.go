@@ -1,0 +1,75 @@
+package scheduler
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestFormatCPUList(t *testing.T) {
+	tests := []struct {
+		in   []int
+		want string
+	}{
+		{nil, ""}, {[]int{0}, "0"}, {[]int{0, 1, 2, 5}, "0-2,5"}, {[]int{7, 3, 4}, "3-4,7"},
+	}
+	for _, tt := range tests {
+		if got := FormatCPUList(tt.in); got != tt.want {
+			t.Errorf("FormatCPUList(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestMemoryLimitTightestAncestor(t *testing.T) {
+	root := t.TempDir()
+	write := func(rel, v string) {
+		p := filepath.Join(root, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(v+"\n"), 0o644)
+	}
+	// As recorded on the test cluster: the limit is on the job, the task
+	// reports "unlimited".
+	write("memory/slurm_vm/uid_1002/job_42/memory.limit_in_bytes", "314572800")
+	write("memory/slurm_vm/uid_1002/job_42/step_0/memory.limit_in_bytes", "9223372036854771712")
+	write("memory/slurm_vm/uid_1002/job_42/step_0/task_0/memory.limit_in_bytes", "9223372036854771712")
+	write("memory/memory.limit_in_bytes", "9223372036854771712")
+	cg := "4:memory:/slurm_vm/uid_1002/job_42/step_0/task_0\n3:cpuset:/slurm_vm/uid_1002/job_42/step_0\n"
+	if got := MemoryLimit([]byte(cg), root); got != 314572800 {
+		t.Errorf("v1 limit = %d, want 314572800", got)
+	}
+	write("system.slice/slurmstepd.scope/job_9/memory.max", "max")
+	write("system.slice/slurmstepd.scope/job_9/step_0/memory.max", "1073741824")
+	if got := MemoryLimit([]byte("0::/system.slice/slurmstepd.scope/job_9/step_0/user/task_0\n"), root); got != 1073741824 {
+		t.Errorf("v2 limit = %d, want 1073741824", got)
+	}
+	if got := MemoryLimit([]byte("4:memory:/user.slice\n"), root); got != 0 {
+		t.Errorf("no limit = %d, want 0", got)
+	}
+}
+
+func TestGPUDevices(t *testing.T) {
+	conf := `# recorded layout of the test cluster, plus another node
+NodeName=vm Name=gpu File=/dev/nvidia[0-3]
+NodeName=other Name=gpu Type=a100 File=/dev/nvidia[4-5]
+`
+	got, err := GPUDevices([]int{1, 3}, []byte(conf), "vm")
+	want := []GPU{{1, "/dev/nvidia1", 1}, {3, "/dev/nvidia3", 3}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("GPUDevices = %v, %v; want %v", got, err, want)
+	}
+	// gres.conf order, not device number, gives Slurm's index.
+	got, _ = GPUDevices([]int{0}, []byte("Name=gpu File=/dev/nvidia2\nName=gpu File=/dev/nvidia0\n"), "vm")
+	if len(got) != 1 || got[0].Device != "/dev/nvidia2" {
+		t.Errorf("index 0 of reordered gres.conf = %v, want /dev/nvidia2", got)
+	}
+	// AutoDetect: no File lines.
+	got, _ = GPUDevices([]int{2}, []byte("AutoDetect=nvml\n"), "vm")
+	if len(got) != 1 || got[0].Device != "/dev/nvidia2" {
+		t.Errorf("autodetect = %v", got)
+	}
+	if _, err := GPUDevices([]int{9}, []byte(conf), "vm"); err == nil || !strings.Contains(err.Error(), "not in gres.conf") {
+		t.Errorf("out-of-range index: %v", err)
+	}
+}

@@ -1,0 +1,154 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+// TestTwoJobsConfinedToTheirAllocation runs two jobs at once, each with its
+// own CPU, memory and (fake) GPUs, and proves from inside each container and
+// from the engine's view of it that each sees only its own.
+func TestTwoJobsConfinedToTheirAllocation(t *testing.T) {
+	type job struct {
+		name, args string
+		gpus       int
+		memMB      int64
+		id, dir    string
+	}
+	jobs := []*job{
+		{name: "a", args: "-c1 --mem=300M --gres=gpu:1", gpus: 1, memMB: 300},
+		{name: "b", args: "-c1 --mem=200M --gres=gpu:2", gpus: 2, memMB: 200},
+	}
+	script := `#!/bin/sh
+#SBATCH -o out-%j.txt
+srun containerjob alpine:3.20 sh -c 'echo DEVICES $(ls /dev/nvidia[0-9]* | tr "\n" " "); echo CUDA $CUDA_VISIBLE_DEVICES; grep Cpus_allowed_list /proc/self/status; echo MEM $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); cat /dev/nvidia9 2>&1 | head -1; sleep 4'
+`
+	for _, j := range jobs {
+		j.dir = jobDir(t, alice)
+		j.dir = filepath.Join(j.dir)
+		j.id = sbatch(t, alice, j.dir, script, j.args)
+	}
+	// While both run: the engine's own record of each container.
+	hostCPUs := map[string]string{}
+	for _, j := range jobs {
+		waitFor(t, 2*time.Minute, "job "+j.name+"'s container", func() bool { return len(jobContainers(t, j.id)) > 0 })
+		c, err := docker.ContainerInspect(context.Background(), jobContainers(t, j.id)[0], client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := c.Container.HostConfig
+		if h.Memory != j.memMB<<20 || h.MemorySwap != j.memMB<<20 {
+			t.Errorf("job %s: engine memory %d swap %d, want %d MiB", j.name, h.Memory, h.MemorySwap, j.memMB)
+		}
+		if !regexp.MustCompile(`^\d+$`).MatchString(h.CpusetCpus) {
+			t.Errorf("job %s: cpuset %q, want the one CPU of the job", j.name, h.CpusetCpus)
+		}
+		hostCPUs[j.name] = h.CpusetCpus
+		var devs []string
+		for _, d := range h.Devices {
+			devs = append(devs, d.PathOnHost)
+		}
+		if n := countGPUs(devs); n != j.gpus {
+			t.Errorf("job %s: engine devices %v, want %d GPUs", j.name, devs, j.gpus)
+		}
+	}
+	if hostCPUs["a"] == hostCPUs["b"] {
+		t.Errorf("both jobs' containers got CPU %s; Slurm gave each job its own", hostCPUs["a"])
+	}
+	gpusOf := map[string][]string{}
+	for _, j := range jobs {
+		state, _ := waitJob(t, j.id, 2*time.Minute)
+		if state != "COMPLETED" {
+			t.Errorf("job %s: %s", j.name, state)
+		}
+		out := readOutput(t, filepath.Join(j.dir, "out-"+j.id+".txt"))
+		m := regexp.MustCompile(`DEVICES ([^\n]*)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("job %s output %q", j.name, out)
+		}
+		gpusOf[j.name] = strings.Fields(m[1])
+		if len(gpusOf[j.name]) != j.gpus {
+			t.Errorf("job %s sees GPUs %v, want %d", j.name, gpusOf[j.name], j.gpus)
+		}
+		var ords []string
+		for i := 0; i < j.gpus; i++ {
+			ords = append(ords, fmt.Sprint(i))
+		}
+		for _, want := range []string{
+			"CUDA " + strings.Join(ords, ","),
+			"Cpus_allowed_list:\t" + hostCPUs[j.name],
+			fmt.Sprintf("MEM %d", j.memMB<<20),
+			"No such file or directory", // /dev/nvidia9 is not there
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("job %s output %q lacks %q", j.name, out, want)
+			}
+		}
+	}
+	all := append(append([]string{}, gpusOf["a"]...), gpusOf["b"]...)
+	sort.Strings(all)
+	for i := 1; i < len(all); i++ {
+		if all[i] == all[i-1] {
+			t.Errorf("GPU %s given to both jobs: a %v, b %v", all[i], gpusOf["a"], gpusOf["b"])
+		}
+	}
+}
+
+func countGPUs(devs []string) int {
+	n := 0
+	for _, d := range devs {
+		if regexp.MustCompile(`^/dev/nvidia\d+$`).MatchString(d) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestForeignGPURefused: a user cannot reach GPUs the job does not own.
+func TestForeignGPURefused(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, bob)
+	r := as(t, bob, dir, `srun --gres=gpu:1 sh -c '
+containerjob -e NVIDIA_VISIBLE_DEVICES=all alpine:3.20 true; echo "env $?"
+containerjob --gpus all alpine:3.20 true; echo "gpus $?"
+containerjob --device /dev/nvidia3 alpine:3.20 true; echo "device $?"
+containerjob -v /dev/nvidia3:/dev/nvidia3 alpine:3.20 true; echo "mount $?"
+containerjob alpine:3.20 sh -c "ls /dev/nvidia3"; echo "ls $?"'`)
+	for _, want := range []string{
+		"NVIDIA_VISIBLE_DEVICES is set only from the job's GPU allocation", "env 125",
+		"unknown flag: --gpus", "gpus 125",
+		"unknown flag: --device", "device 125",
+		"is a device file; devices are given only from the job's allocation", "mount 125",
+		"ls 1",
+	} {
+		if !strings.Contains(r.Stdout+r.Stderr, want) {
+			t.Errorf("output %q / %q lacks %q", r.Stdout, r.Stderr, want)
+		}
+	}
+}
+
+// TestOOMReported: a container that allocates past the job's memory is
+// killed by the kernel and the job's log says why.
+func TestOOMReported(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, bob)
+	id := sbatch(t, bob, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 sh -c 'head -c 400m /dev/zero | tail > /dev/null'\n", "--mem=100M")
+	state, exit := waitJob(t, id, 2*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	if state != "FAILED" || exit != "137:0" {
+		t.Errorf("state %s exit %s, want FAILED 137:0", state, exit)
+	}
+	if !strings.Contains(out, "containerjob: error: the container was killed for using more than the job's memory on this node (100 MiB)") {
+		t.Errorf("job output %q lacks the OOM line", out)
+	}
+}
