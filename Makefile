@@ -21,7 +21,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: all build spank test unit fuzz integration e2e testimage install clean deps services check demo
+.PHONY: all build spank test unit fuzz integration e2e testimage install clean deps services check demo bench
 
 all: build spank
 
@@ -79,6 +79,13 @@ install: build spank
 	$(SUBST) contrib/sudoers.d/containerjob > $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp
 	chmod 0440 $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp
 	mv $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob
+
+# Benchmarks against the docker CLI on the same engine (docs/benchmarks.md).
+# Not part of the tests: nothing asserts a time.
+bench: services
+	$(MAKE) testimage
+	$(MAKE) install
+	$(GO) run ./test/bench -out docs/benchmarks.md -raw bench-raw.txt
 
 # Fresh machine: Debian packages, then the engine.
 deps:

@@ -61,7 +61,7 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 		ReadonlyRootfs: d.ReadOnlyRoot,
 		ShmSize:        d.ShmSize,
 		CapDrop:        []string{"ALL"},
-		LogConfig:      container.LogConfig{Type: "json-file"},
+		LogConfig:      container.LogConfig{Type: d.LogDriver},
 	}
 	if p.NoNewPrivileges {
 		hc.SecurityOpt = append(hc.SecurityOpt, "no-new-privileges")

@@ -98,6 +98,7 @@ type Decision struct {
 	Persist  bool
 	Hostname string
 	// GPUs for the engine's device requests (modes nvidia and cdi).
+	LogDriver    string
 	GPUDriver    string
 	GPUDeviceIDs []string
 	CgroupParent string
@@ -183,7 +184,7 @@ func validNetworkName(n string) error {
 // job directory arrive resolved. A refusal is returned as *Refusal.
 func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) {
 	eff := p.Effective(caller)
-	d := &Decision{Labels: map[string]string{}}
+	d := &Decision{Labels: map[string]string{}, LogDriver: p.Settings.ContainerLogs}
 	trail := func(item, action string, o Origin) {
 		d.Trail = append(d.Trail, Applied{Item: item, Action: action, Rule: o})
 	}
@@ -459,6 +460,19 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// mountVars expands $HOME, $USER and $JOB_DIR in mount rules (the only
+// variables splitMountRule accepts).
+type mountVars struct{ home, user, jobDir string }
+
+func (v mountVars) Replace(s string) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	s = strings.ReplaceAll(s, "$JOB_DIR", v.jobDir)
+	s = strings.ReplaceAll(s, "$HOME", v.home)
+	return strings.ReplaceAll(s, "$USER", v.user)
+}
+
 // Paths no policy can make mountable: they hand out the node.
 var neverMount = []string{"/proc", "/sys", "/dev"}
 
@@ -505,7 +519,7 @@ func underAnyMount(path string, mounts []specs.Mount) bool {
 }
 
 func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, eff *Effective) error {
-	vars := strings.NewReplacer("$HOME", caller.Home, "$USER", caller.User, "$JOB_DIR", job.Dir)
+	vars := mountVars{home: caller.Home, user: caller.User, jobDir: job.Dir}
 	targets := map[string]bool{}
 	add := func(src, dst string, ro bool) {
 		opts := []string{"rbind", "rprivate"}

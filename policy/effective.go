@@ -73,11 +73,18 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		MountJobDir: Bool{Value: true, Origin: builtin("mount_job_dir (default true)")},
 		PidsLimit:   Int{Value: defaultPidsLimit, Origin: builtin("pids_limit (default 4096)")},
 	}
-	var groups []table
-	for _, g := range sortedKeys(p.groups) {
-		if slices.Contains(caller.GroupNames, g) {
-			groups = append(groups, p.groups[g])
+	// Look up the caller's few groups rather than walk the policy's many,
+	// so a decision costs what the caller's rules need, not the file's size.
+	names := make([]string, 0, len(caller.GroupNames))
+	for _, g := range caller.GroupNames {
+		if _, ok := p.groups[g]; ok && !slices.Contains(names, g) {
+			names = append(names, g)
 		}
+	}
+	slices.Sort(names)
+	groups := make([]table, 0, len(names))
+	for _, g := range names {
+		groups = append(groups, p.groups[g])
 	}
 	layers := []table{p.defaults}
 	layers = append(layers, groups...)
@@ -87,14 +94,13 @@ func (p *Policy) Effective(caller Caller) *Effective {
 	}
 	for _, t := range layers {
 		e.Tables = append(e.Tables, t.name)
-		r := t.rules
-		e.ImagesAllow = appendList(e.ImagesAllow, t, "images_allow", r.ImagesAllow)
-		e.ImagesDeny = appendList(e.ImagesDeny, t, "images_deny", r.ImagesDeny)
-		e.Pull = appendList(e.Pull, t, "pull", r.Pull)
-		e.MountsAlways = appendList(e.MountsAlways, t, "mounts_always", r.MountsAlways)
-		e.MountsAllow = appendList(e.MountsAllow, t, "mounts_allow", r.MountsAllow)
-		e.FlagsAllow = appendList(e.FlagsAllow, t, "flags_allow", r.FlagsAllow)
-		e.NetworksAllow = appendList(e.NetworksAllow, t, "networks_allow", r.NetworksAllow)
+		e.ImagesAllow = append(e.ImagesAllow, t.lists["images_allow"]...)
+		e.ImagesDeny = append(e.ImagesDeny, t.lists["images_deny"]...)
+		e.Pull = append(e.Pull, t.lists["pull"]...)
+		e.MountsAlways = append(e.MountsAlways, t.lists["mounts_always"]...)
+		e.MountsAllow = append(e.MountsAllow, t.lists["mounts_allow"]...)
+		e.FlagsAllow = append(e.FlagsAllow, t.lists["flags_allow"]...)
+		e.NetworksAllow = append(e.NetworksAllow, t.lists["networks_allow"]...)
 	}
 
 	// Scalars: defaults, then the most permissive group value, then the user.
@@ -129,13 +135,6 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		apply(user, false)
 	}
 	return e
-}
-
-func appendList(l List, t table, key string, values []string) List {
-	for _, v := range values {
-		l = append(l, Entry{Value: v, Origin: t.origin(key, v)})
-	}
-	return l
 }
 
 func (p *Policy) matchImage(l List, ref ImageRef) (Origin, bool) {

@@ -46,6 +46,9 @@ type Settings struct {
 	// requests for nvidia-container-toolkit), "cdi" (CDI names), "devices"
 	// (plain device nodes), "none" (never any GPU).
 	GPUsMode string `toml:"gpus_mode"`
+	// Whether the engine also keeps the container's output: "none" (the
+	// output goes only to the job's log; default), "json-file" or "local".
+	ContainerLogs string `toml:"container_logs"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -94,6 +97,25 @@ type table struct {
 	name  string
 	rules Rules
 	loc   *locator
+	// lists holds each list key's entries with their origins, computed
+	// once at load so that a decision does no attribution work.
+	lists map[string][]Entry
+}
+
+func newTable(name string, r Rules, loc *locator) table {
+	t := table{name: name, rules: r, loc: loc, lists: map[string][]Entry{}}
+	for key, values := range map[string][]string{
+		"images_allow": r.ImagesAllow, "images_deny": r.ImagesDeny, "pull": r.Pull,
+		"mounts_always": r.MountsAlways, "mounts_allow": r.MountsAllow,
+		"flags_allow": r.FlagsAllow, "networks_allow": r.NetworksAllow,
+	} {
+		entries := make([]Entry, 0, len(values))
+		for _, v := range values {
+			entries = append(entries, Entry{Value: v, Origin: t.origin(key, v)})
+		}
+		t.lists[key] = entries
+	}
+	return t
 }
 
 func (t table) origin(key, value string) Origin {
@@ -208,7 +230,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 	p := &Policy{
 		File:     path,
 		Settings: doc.Settings,
-		defaults: table{name: "defaults", rules: doc.Defaults, loc: loc},
+		defaults: newTable("defaults", doc.Defaults, loc),
 		groups:   map[string]table{},
 		users:    map[string]table{},
 		compiled: map[string]imagePattern{},
@@ -238,6 +260,13 @@ func Parse(path string, data []byte) (*Policy, error) {
 	default:
 		return nil, fmt.Errorf("%s:%d: gpus_mode %q is not nvidia, cdi, devices or none", path, loc.line("settings", "gpus_mode", ""), p.Settings.GPUsMode)
 	}
+	switch p.Settings.ContainerLogs {
+	case "":
+		p.Settings.ContainerLogs = "none"
+	case "none", "json-file", "local":
+	default:
+		return nil, fmt.Errorf("%s:%d: container_logs %q is not none, json-file or local", path, loc.line("settings", "container_logs", ""), p.Settings.ContainerLogs)
+	}
 	if p.Settings.Scontrol == "" {
 		p.Settings.Scontrol = "/usr/bin/scontrol"
 	}
@@ -252,13 +281,13 @@ func Parse(path string, data []byte) (*Policy, error) {
 		if !tableNameRE.MatchString(name) {
 			return nil, fmt.Errorf("%s:%d: group name %q is not a valid group name", path, loc.line("group."+name, "", ""), name)
 		}
-		p.groups[name] = table{name: "group." + name, rules: r, loc: loc}
+		p.groups[name] = newTable("group."+name, r, loc)
 	}
 	for name, r := range doc.User {
 		if !tableNameRE.MatchString(name) {
 			return nil, fmt.Errorf("%s:%d: user name %q is not a valid user name", path, loc.line("user."+name, "", ""), name)
 		}
-		p.users[name] = table{name: "user." + name, rules: r, loc: loc}
+		p.users[name] = newTable("user."+name, r, loc)
 	}
 	for _, t := range p.tables() {
 		if err := p.validate(t); err != nil {

@@ -36,10 +36,13 @@ func (i invocation) String() string {
 	return [...]string{"user", "sudo", "root"}[i]
 }
 
-// sudoCaller is the uid sudo started us for, when our parent really is the
-// configured sudo binary and its real uid agrees with SUDO_UID. sudo refuses
-// to let users set SUDO_* variables, and the parent check stops a root
-// process environment (sudo -s, cron) from being mistaken for a user's.
+// sudoCaller is the uid sudo started us for. sudo sets SUDO_UID and
+// SUDO_COMMAND itself and refuses to let users set any SUDO_* variable. We
+// also require proof that sudo started *this* command, so that a root
+// shell which merely inherited SUDO_UID (sudo -s, sudo -i) is not taken
+// for that user: either our parent is the configured sudo binary with that
+// real uid (sudo with a PAM session or a pty stays as our parent), or
+// SUDO_COMMAND is this binary (sudo without them execs us in its place).
 func sudoCaller() (uint32, bool) {
 	v := os.Getenv("SUDO_UID")
 	if v == "" {
@@ -48,6 +51,9 @@ func sudoCaller() (uint32, bool) {
 	uid, err := strconv.ParseUint(v, 10, 32)
 	if err != nil {
 		return 0, false
+	}
+	if cmd, _, _ := strings.Cut(os.Getenv("SUDO_COMMAND"), " "); cmd == selfPath {
+		return uint32(uid), true
 	}
 	ppid := os.Getppid()
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", ppid))
