@@ -3,6 +3,8 @@ package launcher
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +25,8 @@ type Managed struct {
 	UID       string
 	Job       string
 	Scheduler string
+	ShortName string // the name the user gave with --name, if any
+	Image     string // the reference the policy approved
 }
 
 // ListManaged lists containerjob's containers, optionally only those of
@@ -46,6 +50,7 @@ func ListManaged(ctx context.Context, eng Engine, scheduler, job string) ([]Mana
 			ID: c.ID, State: string(c.State), Created: time.Unix(c.Created, 0),
 			User: c.Labels[policy.LabelUser], UID: c.Labels[policy.LabelUID],
 			Job: c.Labels[policy.LabelJob], Scheduler: c.Labels[policy.LabelScheduler],
+			ShortName: c.Labels[policy.LabelName], Image: c.Labels[policy.LabelImage],
 		}
 		if len(c.Names) > 0 {
 			m.Name = c.Names[0]
@@ -90,4 +95,81 @@ func RemoveAll(ctx context.Context, eng Engine, cs []Managed) map[string]error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// Stop stops a container: SIGTERM, then SIGKILL after grace seconds.
+func Stop(ctx context.Context, eng Engine, id string, grace int) error {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout+time.Duration(grace)*time.Second)
+	defer cancel()
+	_, err := eng.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &grace})
+	return err
+}
+
+// Kill sends a signal (by name, e.g. SIGUSR1) to a container.
+func Kill(ctx context.Context, eng Engine, id, sig string) error {
+	if !signalNameRE.MatchString(sig) {
+		return fmt.Errorf("signal %q is not a signal name such as SIGTERM", sig)
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	_, err := eng.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: sig})
+	return err
+}
+
+var signalNameRE = regexp.MustCompile(`^(SIG)?[A-Z0-9+-]{2,12}$`)
+
+// OwnInfo is what a user may see of their container: nothing of the host's
+// configuration beyond what they asked for and were given.
+type OwnInfo struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name,omitempty"`
+	Image     string            `json:"image"`
+	State     string            `json:"state"`
+	ExitCode  int               `json:"exit_code"`
+	OOMKilled bool              `json:"oom_killed"`
+	Started   string            `json:"started_at,omitempty"`
+	Finished  string            `json:"finished_at,omitempty"`
+	User      string            `json:"user"`
+	Cmd       []string          `json:"command"`
+	Workdir   string            `json:"workdir"`
+	Mounts    []string          `json:"mounts"`
+	CPUs      string            `json:"cpus,omitempty"`
+	Memory    int64             `json:"memory_bytes,omitempty"`
+	Devices   []string          `json:"devices,omitempty"`
+	Labels    map[string]string `json:"labels"`
+}
+
+// InspectOwn returns the safe subset of a container's inspect data.
+func InspectOwn(ctx context.Context, eng Engine, id string) (OwnInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	r, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return OwnInfo{}, err
+	}
+	c := r.Container
+	info := OwnInfo{ID: c.ID, Name: c.Config.Labels[policy.LabelName], Image: c.Config.Labels[policy.LabelImage],
+		User: c.Config.User, Cmd: append(append([]string{}, c.Config.Entrypoint...), c.Config.Cmd...), Workdir: c.Config.WorkingDir, Labels: map[string]string{}}
+	if c.State != nil {
+		info.State, info.ExitCode, info.OOMKilled, info.Started, info.Finished = string(c.State.Status), c.State.ExitCode, c.State.OOMKilled, c.State.StartedAt, c.State.FinishedAt
+	}
+	for k, v := range c.Config.Labels {
+		if strings.HasPrefix(k, "org.containerjob.") {
+			info.Labels[k] = v
+		}
+	}
+	if h := c.HostConfig; h != nil {
+		for _, m := range h.Mounts {
+			mode := "rw"
+			if m.ReadOnly {
+				mode = "ro"
+			}
+			info.Mounts = append(info.Mounts, m.Source+":"+m.Target+":"+mode)
+		}
+		info.CPUs, info.Memory = h.CpusetCpus, h.Memory
+		for _, d := range h.Devices {
+			info.Devices = append(info.Devices, d.PathOnHost)
+		}
+	}
+	return info, nil
 }

@@ -38,6 +38,10 @@ type Settings struct {
 	Scontrol       string `toml:"scontrol"`
 	SlurmConf      string `toml:"slurm_conf"`
 	SlurmdSpoolDir string `toml:"slurmd_spool_dir"`
+	// PBS: qstat's path and output format ("json" for OpenPBS and PBS
+	// Professional, "text" for Torque).
+	Qstat       string `toml:"qstat"`
+	QstatFormat string `toml:"qstat_format"`
 	// How a container is held to the job's allocation: "limits" copies the
 	// job's CPUs and memory onto it, "cgroup-parent" also places it under
 	// the step's cgroup, "none" (testing only) does neither.
@@ -266,6 +270,16 @@ func Parse(path string, data []byte) (*Policy, error) {
 	case "none", "json-file", "local":
 	default:
 		return nil, fmt.Errorf("%s:%d: container_logs %q is not none, json-file or local", path, loc.line("settings", "container_logs", ""), p.Settings.ContainerLogs)
+	}
+	if p.Settings.Qstat == "" {
+		p.Settings.Qstat = "/opt/pbs/bin/qstat"
+	}
+	switch p.Settings.QstatFormat {
+	case "":
+		p.Settings.QstatFormat = "json"
+	case "json", "text":
+	default:
+		return nil, fmt.Errorf("%s:%d: qstat_format %q is not json or text", path, loc.line("settings", "qstat_format", ""), p.Settings.QstatFormat)
 	}
 	if p.Settings.Scontrol == "" {
 		p.Settings.Scontrol = "/usr/bin/scontrol"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -160,6 +161,7 @@ Containers started outside any job are removed once they have exited.`,
 				return fmt.Errorf("listing containers: %v", err)
 			}
 			s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: scheduler.Node()}
+			pbs := scheduler.PBS{Qstat: pol.Settings.Qstat, JSON: pol.Settings.QstatFormat == "json", Node: s.Node}
 			alive := map[string]bool{}
 			var doomed []launcher.Managed
 			for _, c := range cs {
@@ -171,18 +173,22 @@ Containers started outside any job are removed once they have exited.`,
 					if c.State != "exited" && c.State != "dead" && c.State != "created" {
 						continue
 					}
-				case c.Scheduler == "slurm":
-					running, seen := alive[c.Job]
+				case c.Scheduler == "slurm" || c.Scheduler == "pbs":
+					key := c.Scheduler + "/" + c.Job
+					running, seen := alive[key]
 					if !seen {
-						sj, err := s.ShowJob(ctx, c.Job)
-						// A job scontrol no longer knows is over.
-						running = err == nil && sj.State == "RUNNING"
-						if running {
-							if _, ok := sj.Nodes[s.Node]; !ok && len(sj.Nodes) > 0 {
+						// A job the scheduler no longer knows is over.
+						if c.Scheduler == "slurm" {
+							sj, err := s.ShowJob(ctx, c.Job)
+							running = err == nil && sj.State == "RUNNING"
+							if _, ok := sj.Nodes[s.Node]; running && !ok && len(sj.Nodes) > 0 {
 								running = false
 							}
+						} else {
+							pj, err := pbs.ShowJob(ctx, c.Job)
+							running = err == nil && pj.State == "R" && slices.Contains(pj.Hosts, pbs.Node)
 						}
-						alive[c.Job] = running
+						alive[key] = running
 					}
 					if running {
 						continue

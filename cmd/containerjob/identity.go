@@ -198,7 +198,7 @@ func inJobHint() bool {
 // with argv rebuilt from what was parsed (so nothing unparsed rides along).
 func escalate(args []string) error {
 	sudoArgs := []string{sudoPath, "-n"}
-	if inJobHint() {
+	if args[0] == "run" && inJobHint() {
 		if err := passJobEnv(); err != nil {
 			return err
 		}

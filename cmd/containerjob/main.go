@@ -27,6 +27,7 @@ policy the cluster's admins control. Users never touch the docker command.`,
 		newCleanupCmd("prolog", "Prepare this node for a job: remove containers a previous run of the same job left", true),
 		newCleanupCmd("epilog", "Remove every container of a finished job on this node", false),
 		newGCCmd(), newPolicyCmd())
+	root.AddCommand(ownCommands()...)
 	return root
 }
 

@@ -371,6 +371,10 @@ func detectJob(caller policy.Caller, jobEnv []string, cwd string, settings polic
 		if hint != "" {
 			return scheduler.Job{}, &jobError{fmt.Sprintf("SLURM_JOB_ID=%q is set, but this process is not in a Slurm job step on this node; run it with srun inside the job", hint)}
 		}
+		pbsHint := envValue(jobEnv, "PBS_JOBID")
+		if _, inPBSCgroup := scheduler.PBSCgroupJob(cgroups); pbsHint != "" || inPBSCgroup {
+			return detectPBSJob(caller, pbsHint, cgroups, settings)
+		}
 		return scheduler.Outside(cwd), nil
 	}
 	s := scheduler.Slurm{Scontrol: settings.Scontrol, SlurmConf: settings.SlurmConf, Node: scheduler.Node()}
@@ -459,4 +463,23 @@ func gpuUUIDs() map[int]string {
 		}
 	}
 	return m
+}
+
+// detectPBSJob verifies a PBS job the same way: qstat's record, and the
+// kernel's word that the caller is inside the job (its cgroup or session).
+func detectPBSJob(caller policy.Caller, hint string, cgroups []byte, settings policy.Settings) (scheduler.Job, error) {
+	p := scheduler.PBS{Qstat: settings.Qstat, JSON: settings.QstatFormat == "json", Node: scheduler.Node()}
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		return scheduler.Job{}, err
+	}
+	job, _, err := p.VerifyPBS(context.Background(), caller.User, hint, cgroups, sid)
+	if err != nil {
+		return scheduler.Job{}, &jobError{err.Error()}
+	}
+	if job.Alloc.CPUs, err = scheduler.CPUsFromAffinity(); err != nil {
+		return scheduler.Job{}, &jobError{err.Error()}
+	}
+	job.Alloc.MemoryBytes = scheduler.MemoryLimit(cgroups, "/sys/fs/cgroup")
+	return job, nil
 }

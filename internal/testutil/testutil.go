@@ -139,7 +139,7 @@ func ContainerEvents(t testing.TB, c *client.Client, uid uint32, since time.Time
 	f.Add("event", action)
 	f.Add("label", "org.containerjob.uid="+strconv.Itoa(int(uid)))
 	res := c.Events(ctx, client.EventsListOptions{
-		Since:   unixNano(since.Add(-time.Second)),
+		Since:   unixNano(since),
 		Until:   unixNano(time.Now()),
 		Filters: f,
 	})

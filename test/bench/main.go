@@ -29,28 +29,29 @@ import (
 )
 
 var (
-	out      = flag.String("out", "docs/benchmarks.md", "markdown report")
-	raw      = flag.String("raw", "bench-raw.txt", "raw numbers")
-	runs     = flag.Int("runs", 15, "launches per tool for the overhead benchmark")
-	streamMB = flag.Int("stream-mb", 1024, "MiB written to stdout in the streaming benchmark")
-	footSecs = flag.Int("footprint-seconds", 60, "duration of the footprint benchmark")
-	image    = flag.String("image", "alpine:3.20", "image")
-	userName = flag.String("user", "cjbench", "non-root user to launch as")
-	bin      = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
-	dockerB  = flag.String("docker", "", "docker CLI (default: first in PATH)")
-	only     = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog")
+	out        = flag.String("out", "docs/benchmarks.md", "markdown report")
+	raw        = flag.String("raw", "bench-raw.txt", "raw numbers")
+	runs       = flag.Int("runs", 15, "launches per tool for the overhead benchmark")
+	streamMB   = flag.Int("stream-mb", 1024, "MiB written to stdout in the streaming benchmark")
+	footSecs   = flag.Int("footprint-seconds", 60, "duration of the footprint benchmark")
+	streamReps = flag.Int("stream-reps", 1, "runs per tool of the streaming benchmark (1 GiB through the docker CLI takes over a minute here)")
+	image      = flag.String("image", "alpine:3.20", "image")
+	userName   = flag.String("user", "cjbench", "non-root user to launch as")
+	bin        = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
+	dockerB    = flag.String("docker", "", "docker CLI (default: first in PATH)")
+	only       = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog")
 )
 
 type bencher struct {
-	u       *user.User
-	uid     string
-	gid     string
-	groups  []string
-	home    string
-	raww    *bufio.Writer
-	report  strings.Builder
-	docker  string
-	engine  *client.Client
+	u      *user.User
+	uid    string
+	gid    string
+	groups []string
+	home   string
+	raww   *bufio.Writer
+	report strings.Builder
+	docker string
+	engine *client.Client
 }
 
 func main() {
@@ -75,7 +76,7 @@ func main() {
 		fn   func() error
 	}{
 		{"overhead", b.overhead}, {"stream", b.stream}, {"concurrency", b.concurrency},
-		{"footprint", b.footprint}, {"decision", b.decision}, {"epilog", b.epilog},
+		{"footprint", b.footprint}, {"decision", b.decision}, {"epilog", b.epilog}, {"phases", b.phases},
 	}
 	for _, s := range steps {
 		if !want(s.name) {
@@ -274,7 +275,7 @@ func (b *bencher) stream() error {
 	tools := b.tools(false)
 	type res struct{ secs []float64 }
 	results := make([]res, len(tools))
-	const reps = 3
+	reps := *streamReps
 	for r := 0; r < reps; r++ {
 		for i, t := range tools {
 			c := t.cmd("sh", "-c", gen)
@@ -294,7 +295,7 @@ func (b *bencher) stream() error {
 			b.rawf("stream %q run=%d seconds=%.3f", t.name, r, d)
 		}
 	}
-	fmt.Fprintf(&b.report, "## 2. Output streaming: %d MiB to stdout\n\nWall time of the whole launch, median of %d interleaved runs; the stdout checksum is compared with the same generator run on the host (any lost or reordered byte fails the benchmark). Goal: containerjob ≥ 1.0 × the docker CLI's throughput.\n\n| tool | median | throughput | ratio to docker CLI |\n| --- | --- | --- | --- |\n", *streamMB, reps)
+	fmt.Fprintf(&b.report, "## 2. Output streaming: %d MiB to stdout\n\nWall time of the whole launch, median of %d interleaved run(s) per tool; the stdout checksum is compared with the same generator run on the host (any lost or reordered byte fails the benchmark). Goal: containerjob ≥ 1.0 × the docker CLI's throughput.\n\n| tool | median | throughput | ratio to docker CLI |\n| --- | --- | --- | --- |\n", *streamMB, reps)
 	var base float64
 	for i, t := range tools {
 		s := append([]float64{}, results[i].secs...)
@@ -389,19 +390,36 @@ func (b *bencher) leftovers() int {
 // 4. Footprint: peak RSS and CPU time of the client process.
 func (b *bencher) footprint() error {
 	script := fmt.Sprintf("i=0; n=%d; while [ $i -lt $n ]; do echo line $i; usleep 10000; i=$((i+1)); done", *footSecs*100)
-	fmt.Fprintf(&b.report, "## 4. Footprint: a %d s container printing a line every 10 ms\n\nPeak RSS and CPU time (user+system) of the client process, from the kernel's rusage of that process alone (for containerjob: the privileged process, started by root with `--as-user`, so sudo is not counted; for docker: the CLI). Goal: containerjob under 20 MiB and below the docker CLI.\n\n| tool | peak RSS | CPU time | wall |\n| --- | --- | --- | --- |\n", *footSecs)
+	fmt.Fprintf(&b.report, "## 4. Footprint: a %d s container printing a line every 10 ms\n\nBoth run at the same time. Peak RSS and CPU time (user+system) of the client process, from the kernel's rusage of that process alone (for containerjob: the privileged process, started by root with `--as-user`, so sudo is not counted; for docker: the CLI). Goal: containerjob under 20 MiB and below the docker CLI.\n\n| tool | peak RSS | CPU time | wall |\n| --- | --- | --- | --- |\n", *footSecs)
+	// Both run at the same time (the run is long); each process's own
+	// rusage is unaffected by the other's, bar scheduling noise.
 	tools := []tool{b.tools(true)[0], b.tools(true)[2]}
-	for _, t := range tools {
-		c := t.cmd("sh", "-c", script)
-		c.Stdout = io.Discard
-		s := time.Now()
-		if err := c.Run(); err != nil {
-			return fmt.Errorf("%s: %v", t.name, err)
+	rows := make([]string, len(tools))
+	errs := make([]error, len(tools))
+	var wg sync.WaitGroup
+	for i, t := range tools {
+		wg.Add(1)
+		go func(i int, t tool) {
+			defer wg.Done()
+			c := t.cmd("sh", "-c", script)
+			c.Stdout = io.Discard
+			s := time.Now()
+			if err := c.Run(); err != nil {
+				errs[i] = fmt.Errorf("%s: %v", t.name, err)
+				return
+			}
+			ru := c.ProcessState.SysUsage().(*syscall.Rusage)
+			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			b.rawf("footprint %q maxrss_kb=%d cpu_ms=%d", t.name, ru.Maxrss, cpu.Milliseconds())
+			rows[i] = fmt.Sprintf("| %s | %.1f MiB | %s | %.1f s |\n", t.name, float64(ru.Maxrss)/1024, ms(cpu), time.Since(s).Seconds())
+		}(i, t)
+	}
+	wg.Wait()
+	for i := range tools {
+		if errs[i] != nil {
+			return errs[i]
 		}
-		ru := c.ProcessState.SysUsage().(*syscall.Rusage)
-		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		b.rawf("footprint %q maxrss_kb=%d cpu_ms=%d", t.name, ru.Maxrss, cpu.Milliseconds())
-		fmt.Fprintf(&b.report, "| %s | %.1f MiB | %s | %.1f s |\n", t.name, float64(ru.Maxrss)/1024, ms(cpu), time.Since(s).Seconds())
+		b.report.WriteString(rows[i])
 	}
 	b.report.WriteString("\n")
 	return nil
@@ -470,5 +488,76 @@ func (b *bencher) epilog() error {
 	left, _ := b.engine.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	b.rawf("epilog n=%d ms=%d left=%d", n, d.Milliseconds(), len(left.Items))
 	fmt.Fprintf(&b.report, "## 6. Epilogue: removing %d running containers of one job\n\n`containerjob epilog --scheduler slurm --job ID` with %d started containers labelled with the job (at most 8 removals in flight). Goal: under 5 s.\n\n| containers | time | left |\n| --- | --- | --- |\n| %d | %.2f s | %d |\n\n", n, n, n, d.Seconds(), len(left.Items))
+	return nil
+}
+
+// phases: where a launch's time goes, call by call, for the create request
+// containerjob sends (log driver none), measured from this process.
+func (b *bencher) phases() error {
+	ctx := context.Background()
+	names := []string{"ping+image inspect", "create", "attach", "wait (register)", "start", "exit seen", "remove"}
+	samples := make([][]time.Duration, len(names))
+	const n = 10
+	for r := 0; r < n; r++ {
+		c, err := client.New(client.WithHost("unix:///var/run/docker.sock"))
+		if err != nil {
+			return err
+		}
+		var marks []time.Duration
+		last := time.Now()
+		mark := func() { marks = append(marks, time.Since(last)); last = time.Now() }
+		img, err := c.ImageInspect(ctx, *image)
+		if err != nil {
+			return err
+		}
+		mark()
+		pids := int64(4096)
+		hc := &container.HostConfig{NetworkMode: "none", CapDrop: []string{"ALL"}, SecurityOpt: []string{"no-new-privileges"},
+			LogConfig: container.LogConfig{Type: "none"}}
+		hc.PidsLimit = &pids
+		cr, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{
+			Config:     &container.Config{Image: img.ID, Cmd: []string{"true"}, User: b.uid + ":" + b.gid, AttachStdout: true, AttachStderr: true},
+			HostConfig: hc,
+		})
+		if err != nil {
+			return err
+		}
+		mark()
+		att, err := c.ContainerAttach(ctx, cr.ID, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+		if err != nil {
+			return err
+		}
+		mark()
+		w := c.ContainerWait(ctx, cr.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+		mark()
+		if _, err := c.ContainerStart(ctx, cr.ID, client.ContainerStartOptions{}); err != nil {
+			return err
+		}
+		mark()
+		select {
+		case <-w.Result:
+		case err := <-w.Error:
+			return err
+		}
+		mark()
+		att.Close()
+		if _, err := c.ContainerRemove(ctx, cr.ID, client.ContainerRemoveOptions{Force: true}); err != nil {
+			return err
+		}
+		mark()
+		c.Close()
+		for i, d := range marks {
+			samples[i] = append(samples[i], d)
+			b.rawf("phase %q run=%d %d", names[i], r, d.Microseconds())
+		}
+	}
+	var total time.Duration
+	fmt.Fprintf(&b.report, "## Where a launch's time goes\n\nThe Engine API calls of one launch, as containerjob makes them (median of %d, measured from a client on this machine). Everything else containerjob does (two process starts, sudo, policy, path resolution) is the difference between its row in table 1 and the sum below.\n\n| call | median |\n| --- | --- |\n", n)
+	for i, name := range names {
+		m := median(samples[i])
+		total += m
+		fmt.Fprintf(&b.report, "| %s | %s |\n", name, ms(m))
+	}
+	fmt.Fprintf(&b.report, "| **sum** | **%s** |\n\n", ms(total))
 	return nil
 }

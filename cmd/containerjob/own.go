@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/policy"
+)
+
+// The commands in this file act on the caller's own containers only. A
+// container is the caller's when the uid label containerjob set at create
+// equals the caller's uid; users cannot set labels, and names are never
+// trusted (containers are matched by id or by the caller's own short
+// name, after the uid check).
+
+// ownContext is what every own-container command needs.
+type ownContext struct {
+	caller policy.Caller
+	eng    launcherEngine
+	pol    *policy.Policy
+}
+
+type launcherEngine interface {
+	launcher.Engine
+	Close() error
+}
+
+// withOwn escalates like run does, then resolves the caller and engine.
+func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o ownContext) error) error {
+	inv, sudoUID := currentInvocation()
+	if inv == asUser {
+		argv := strings.Fields(cmd.CommandPath())[1:]
+		cmd.Flags().Visit(func(f *pflag.Flag) { argv = append(argv, "--"+f.Name+"="+f.Value.String()) })
+		return escalate(append(append(argv, "--"), args...))
+	}
+	asUserFlag, _ := cmd.Flags().GetString("as-user")
+	caller, err := privilegedCaller(inv, sudoUID, asUserFlag)
+	if err != nil {
+		return err
+	}
+	pol, err := policy.Load(policy.DefaultPath)
+	if err != nil {
+		return err
+	}
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	return fn(context.Background(), ownContext{caller: caller, eng: eng, pol: pol})
+}
+
+// mine lists the caller's containers.
+func (o ownContext) mine(ctx context.Context) ([]launcher.Managed, error) {
+	all, err := launcher.ListManaged(ctx, o.eng, "", "")
+	if err != nil {
+		return nil, err
+	}
+	uid := strconv.FormatUint(uint64(o.caller.UID), 10)
+	var out []launcher.Managed
+	for _, c := range all {
+		if c.UID == uid {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// find resolves a reference (an id prefix of at least 4 characters, or the
+// short name the caller gave with --name) among the caller's containers
+// only; another user's container is "not found", whatever its name.
+func (o ownContext) find(ctx context.Context, ref string) (launcher.Managed, error) {
+	mine, err := o.mine(ctx)
+	if err != nil {
+		return launcher.Managed{}, err
+	}
+	var hits []launcher.Managed
+	for _, c := range mine {
+		if (len(ref) >= 4 && strings.HasPrefix(c.ID, ref)) || c.ShortName == ref {
+			hits = append(hits, c)
+		}
+	}
+	switch len(hits) {
+	case 0:
+		return launcher.Managed{}, fmt.Errorf("no container of yours matches %q; see containerjob ps", ref)
+	case 1:
+		return hits[0], nil
+	}
+	return launcher.Managed{}, fmt.Errorf("%q matches %d of your containers; use more of the id", ref, len(hits))
+}
+
+func newPsCmd() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "ps",
+		Short: "List your containers on this node",
+		Example: `  containerjob ps
+  containerjob ps --all`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+				mine, err := o.mine(ctx)
+				if err != nil {
+					return err
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "ID\tNAME\tJOB\tSTATE\tCREATED\tIMAGE")
+				for _, c := range mine {
+					if !all && c.State != "running" {
+						continue
+					}
+					fmt.Fprintf(w, "%.12s\t%s\t%s\t%s\t%s\t%s\n", c.ID, dash(c.ShortName), dash(c.Job), c.State, c.Created.Format(time.DateTime), c.Image)
+				}
+				return w.Flush()
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "also stopped containers")
+	cmd.Flags().String("as-user", "", "root only: list this user's containers")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// newActCmd builds stop, kill and rm: one engine call on one of the
+// caller's containers.
+func newActCmd(use, short string, act func(ctx context.Context, o ownContext, c launcher.Managed, sig string) error) *cobra.Command {
+	var sig string
+	cmd := &cobra.Command{
+		Use:     use + " CONTAINER...",
+		Short:   short,
+		Example: "  containerjob " + use + " 3f2a9c1b\n  containerjob " + use + " web",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+				for _, ref := range args {
+					c, err := o.find(ctx, ref)
+					if err != nil {
+						return err
+					}
+					if err := act(ctx, o, c, sig); err != nil {
+						return fmt.Errorf("%s %.12s: %v", use, c.ID, err)
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%.12s\n", c.ID)
+				}
+				return nil
+			})
+		},
+	}
+	if use == "kill" {
+		cmd.Flags().StringVarP(&sig, "signal", "s", "SIGKILL", "signal to send")
+	}
+	cmd.Flags().String("as-user", "", "root only: act for this user")
+	return cmd
+}
+
+func newInspectCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "inspect CONTAINER",
+		Short:   "Show one of your containers (a safe subset of docker inspect)",
+		Example: "  containerjob inspect web",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+				c, err := o.find(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				info, err := launcher.InspectOwn(ctx, o.eng, c.ID)
+				if err != nil {
+					return err
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(info)
+			})
+		},
+	}
+	cmd.Flags().String("as-user", "", "root only: act for this user")
+	return cmd
+}
+
+func ownCommands() []*cobra.Command {
+	return []*cobra.Command{
+		newPsCmd(),
+		newActCmd("stop", "Stop your containers (SIGTERM, then SIGKILL after the grace period)", func(ctx context.Context, o ownContext, c launcher.Managed, _ string) error {
+			return launcher.Stop(ctx, o.eng, c.ID, o.pol.Settings.StopGraceSeconds)
+		}),
+		newActCmd("kill", "Send a signal to your containers", func(ctx context.Context, o ownContext, c launcher.Managed, sig string) error {
+			return launcher.Kill(ctx, o.eng, c.ID, sig)
+		}),
+		newActCmd("rm", "Remove your containers (running ones are stopped first)", func(ctx context.Context, o ownContext, c launcher.Managed, _ string) error {
+			if errs := launcher.RemoveAll(ctx, o.eng, []launcher.Managed{c}); errs[c.ID] != nil {
+				return errs[c.ID]
+			}
+			return nil
+		}),
+		newInspectCmd(),
+	}
+}
