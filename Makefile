@@ -21,7 +21,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: all build spank test unit fuzz integration e2e testimage install clean deps services check demo bench
+.PHONY: all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench
 
 all: build spank
 
@@ -62,8 +62,18 @@ test: unit fuzz integration e2e
 testimage:
 	./contrib/testimage/build $(TESTIMAGE)
 
-install: build spank
+# Man pages from the CLI itself, and containerjob-policy(5) from docs/policy.md.
+man: build
+	rm -rf bin/man && bin/containerjob gen-man --policy-doc docs/policy.md bin/man
+
+install: build spank man
 	install -D -m 0755 bin/containerjob $(DESTDIR)$(BINDIR)/containerjob
+	install -d -m 0755 $(DESTDIR)$(DATADIR)/man/man1 $(DESTDIR)$(DATADIR)/man/man5
+	install -m 0644 bin/man/man1/*.1 $(DESTDIR)$(DATADIR)/man/man1/
+	install -m 0644 bin/man/man5/*.5 $(DESTDIR)$(DATADIR)/man/man5/
+	install -d -m 0755 $(DESTDIR)$(DATADIR)/bash-completion/completions $(DESTDIR)$(DATADIR)/zsh/site-functions
+	bin/containerjob completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/containerjob
+	bin/containerjob completion zsh > $(DESTDIR)$(DATADIR)/zsh/site-functions/_containerjob
 	install -D -m 0755 bin/spank_containerjob.so $(DESTDIR)$(LIBDIR)/containerjob/spank_containerjob.so
 	install -d -m 0755 $(DESTDIR)$(LIBEXECDIR)/containerjob $(DESTDIR)$(DATADIR)/containerjob/slurm
 	for f in slurm-prolog slurm-epilog; do \

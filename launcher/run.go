@@ -369,3 +369,22 @@ func reportOOM(eng Engine, id string, d *policy.Decision, w io.Writer) {
 	}
 	fmt.Fprintf(w, "containerjob: error: the container was killed for using more than %s; ask for more memory (e.g. sbatch --mem)\n", limit)
 }
+
+// DryRun builds and guards the create request for d without creating
+// anything; the image is inspected (never pulled) to show the ID it pins.
+func DryRun(ctx context.Context, eng Engine, d *policy.Decision, want guard.Expect) (client.ContainerCreateOptions, error) {
+	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	imageID := d.Image.String()
+	if img, err := eng.ImageInspect(ictx, imageID); err == nil {
+		imageID = img.ID
+	}
+	req, err := Build(d, imageID)
+	if err != nil {
+		return req, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	if err := guard.Check(req, want); err != nil {
+		return req, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	return req, nil
+}

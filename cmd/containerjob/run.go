@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,6 +37,7 @@ type runFlags struct {
 	network     string
 	pull        string
 	jobEnvFD    int
+	dryRun      bool
 	// root only
 	policyPath string
 	asUser     string
@@ -79,6 +81,7 @@ Flags go before the image; everything after it is the command.`,
 	fl.StringVar(&f.shmSize, "shm-size", "", "size of /dev/shm, e.g. 1g")
 	fl.StringVar(&f.network, "network", "", "network: none, bridge, or a name the policy allows")
 	fl.StringVar(&f.pull, "pull", "", "pull the image: never, missing or always (as the policy allows)")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "print the container the policy would create (JSON), create nothing")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
 	fl.MarkHidden("job-env-fd")
 	fl.StringVar(&f.policyPath, "policy", "", "policy file (root only)")
@@ -109,7 +112,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -183,6 +186,12 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		return err
 	}
 	defer eng.Close()
+	if f.dryRun {
+		return printDryRun(cmd, eng, dec, guard.Expect{
+			UID: caller.UID, GID: caller.GID, Groups: caller.Groups, AllowHostNetwork: dec.Network == "host",
+			AllowedDevices: devices, AllowedGPUIDs: gpuIDs, CgroupParent: dec.CgroupParent,
+		})
+	}
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	if f.tty && isTerminal(os.Stdin) {
@@ -482,4 +491,21 @@ func detectPBSJob(caller policy.Caller, hint string, cgroups []byte, settings po
 	}
 	job.Alloc.MemoryBytes = scheduler.MemoryLimit(cgroups, "/sys/fs/cgroup")
 	return job, nil
+}
+
+// printDryRun shows the create request exactly as it would be sent (after
+// the guard), and the rules behind it.
+func printDryRun(cmd *cobra.Command, eng launcher.Engine, dec *policy.Decision, want guard.Expect) error {
+	req, err := launcher.DryRun(context.Background(), eng, dec, want)
+	if err != nil {
+		return err
+	}
+	type rule struct{ Item, Action, Rule string }
+	var trail []rule
+	for _, a := range dec.Trail {
+		trail = append(trail, rule{a.Item, a.Action, a.Rule.String()})
+	}
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(map[string]any{"name": req.Name, "config": req.Config, "host_config": req.HostConfig, "rules": trail})
 }

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+
+	"github.com/containerjob/containerjob/policy"
+)
+
+// check is one line of `containerjob doctor`: what was checked, whether it
+// passed, and what to do when not.
+type check struct {
+	name string
+	ok   bool
+	skip bool
+	info string
+	fix  string
+}
+
+func newDoctorCmd() *cobra.Command {
+	var policyPath string
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check this node's installation: engine, policy, sudoers, binary, Slurm wiring, cgroups, GPUs",
+		Long: `Check this node's installation and print a pass/fail list with fixes:
+engine reachable and its API version, policy valid and root-owned, sudoers
+drop-in present and correct, binary root-owned and not writable by others,
+SPANK plugin in plugstack.conf, Prolog/Epilog in slurm.conf, cgroup version
+and the engine's cgroup driver, and what the GPU mode needs. Exits 1 if any
+check fails. Run it as root.`,
+		Example: "  containerjob doctor",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireRoot("doctor"); err != nil {
+				return err
+			}
+			if policyPath == "" {
+				policyPath = policy.DefaultPath
+			}
+			checks := runDoctor(policyPath)
+			failed := printChecks(cmd.OutOrStdout(), checks)
+			if failed > 0 {
+				return exitStatus(1)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
+	return cmd
+}
+
+func printChecks(w io.Writer, checks []check) int {
+	failed := 0
+	for _, c := range checks {
+		mark := "ok  "
+		switch {
+		case c.skip:
+			mark = "skip"
+		case !c.ok:
+			mark = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(w, "%s %-34s %s\n", mark, c.name, c.info)
+		if !c.ok && !c.skip && c.fix != "" {
+			fmt.Fprintf(w, "     fix: %s\n", c.fix)
+		}
+	}
+	return failed
+}
+
+func runDoctor(policyPath string) []check {
+	var out []check
+	pol, err := policy.Load(policyPath)
+	if err != nil {
+		out = append(out, check{name: "policy", info: err.Error(), fix: "containerjob policy check " + policyPath})
+	} else {
+		findings := pol.Check(policy.Lookup{})
+		c := check{name: "policy", ok: true, info: policyPath + " valid, root-owned"}
+		if len(findings) > 0 {
+			c.ok, c.info, c.fix = false, fmt.Sprintf("%d problem(s), first: %s", len(findings), findings[0]), "containerjob policy check "+policyPath
+		}
+		out = append(out, c)
+	}
+	host := "unix:///var/run/docker.sock"
+	if pol != nil {
+		host = pol.Settings.DockerHost
+	}
+	out = append(out, engineChecks(host, pol)...)
+	out = append(out, fileOwnedBy("binary "+selfPath, selfPath, 0o022, "chown root:root "+selfPath+" && chmod 0755 "+selfPath))
+	out = append(out, sudoersCheck())
+	out = append(out, slurmChecks(pol)...)
+	out = append(out, cgroupCheck())
+	return out
+}
+
+func fileOwnedBy(name, path string, forbidden os.FileMode, fix string) check {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return check{name: name, info: err.Error(), fix: fix}
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 0 || fi.Mode().Perm()&forbidden != 0 {
+		return check{name: name, info: fmt.Sprintf("owner uid %d, mode %v", st.Uid, fi.Mode().Perm()), fix: fix}
+	}
+	return check{name: name, ok: true, info: fmt.Sprintf("root-owned, mode %v", fi.Mode().Perm())}
+}
+
+func sudoersCheck() check {
+	const path = "/etc/sudoers.d/containerjob"
+	c := fileOwnedBy("sudoers drop-in", path, 0o337, "make install (installs "+path+" as 0440 root)")
+	if !c.ok {
+		return c
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return check{name: "sudoers drop-in", info: err.Error()}
+	}
+	text := string(data)
+	switch {
+	case !strings.Contains(text, "NOPASSWD: "+selfPath):
+		return check{name: "sudoers drop-in", info: "no NOPASSWD rule for " + selfPath, fix: "reinstall contrib/sudoers.d/containerjob with BINDIR matching this binary"}
+	case !strings.Contains(text, "env_reset") || !strings.Contains(text, "closefrom_override"):
+		return check{name: "sudoers drop-in", info: "env_reset or closefrom_override missing", fix: "reinstall contrib/sudoers.d/containerjob"}
+	}
+	if out, err := exec.Command("visudo", "-cf", path).CombinedOutput(); err != nil {
+		return check{name: "sudoers drop-in", info: strings.TrimSpace(string(out)), fix: "fix the syntax; sudo ignores a broken drop-in"}
+	}
+	return check{name: "sudoers drop-in", ok: true, info: path + ": rule for " + selfPath + ", environment reset"}
+}
+
+func engineChecks(host string, pol *policy.Policy) []check {
+	cli, err := client.New(client.WithHost(host))
+	if err != nil {
+		return []check{{name: "engine", info: err.Error()}}
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{})
+	if err != nil {
+		return []check{{name: "engine", info: err.Error(), fix: "start dockerd; check docker_host in the policy"}}
+	}
+	out := []check{{name: "engine", ok: true, info: fmt.Sprintf("%s, API %s at %s", v.Version, v.APIVersion, host)}}
+	info, err := cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return append(out, check{name: "engine info", info: err.Error()})
+	}
+	out = append(out, check{name: "engine cgroups", ok: true, info: fmt.Sprintf("driver %s, cgroup v%s", info.Info.CgroupDriver, info.Info.CgroupVersion)})
+	if pol != nil && pol.Settings.Confine == "cgroup-parent" && info.Info.CgroupDriver != "cgroupfs" {
+		out = append(out, check{name: "confine cgroup-parent", info: "needs the cgroupfs driver, engine uses " + info.Info.CgroupDriver, fix: "use confine = \"limits\", or run dockerd with --exec-opt native.cgroupdriver=cgroupfs"})
+	}
+	if pol == nil {
+		return out
+	}
+	switch pol.Settings.GPUsMode {
+	case "nvidia":
+		_, hasRuntime := info.Info.Runtimes["nvidia"]
+		cfg, _ := os.ReadFile("/etc/nvidia-container-runtime/config.toml")
+		locked := regexp.MustCompile(`(?m)^\s*accept-nvidia-visible-devices-envvar-when-unprivileged\s*=\s*false`).Match(cfg)
+		switch {
+		case !hasRuntime && len(cfg) == 0:
+			out = append(out, check{name: "gpus_mode nvidia", skip: true, info: "no nvidia runtime or toolkit on this node (fine on nodes without GPUs)"})
+		case !locked:
+			out = append(out, check{name: "gpus_mode nvidia", info: "accept-nvidia-visible-devices-envvar-when-unprivileged is not false: an image's NVIDIA_VISIBLE_DEVICES=all could widen a request", fix: "set it to false in /etc/nvidia-container-runtime/config.toml"})
+		default:
+			out = append(out, check{name: "gpus_mode nvidia", ok: true, info: "toolkit ignores NVIDIA_VISIBLE_DEVICES from unprivileged containers"})
+		}
+	case "cdi":
+		if len(info.Info.CDISpecDirs) == 0 {
+			out = append(out, check{name: "gpus_mode cdi", info: "the engine has CDI disabled or too old (needs API 1.44+)", fix: "enable the cdi feature in daemon.json, or use gpus_mode nvidia/devices"})
+		} else {
+			out = append(out, check{name: "gpus_mode cdi", ok: true, info: "CDI spec dirs " + strings.Join(info.Info.CDISpecDirs, ",")})
+		}
+	default:
+		out = append(out, check{name: "gpus_mode " + pol.Settings.GPUsMode, ok: true, info: "no engine prerequisites"})
+	}
+	return out
+}
+
+// slurmConfValue reads KEY=VALUE from slurm.conf (last one wins).
+func slurmConfValue(conf []byte, key string) string {
+	v := ""
+	sc := bufio.NewScanner(strings.NewReader(string(conf)))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, val, ok := strings.Cut(line, "="); ok && strings.EqualFold(strings.TrimSpace(k), key) {
+			v = strings.TrimSpace(val)
+		}
+	}
+	return v
+}
+
+func slurmChecks(pol *policy.Policy) []check {
+	confPath := "/etc/slurm/slurm.conf"
+	if pol != nil && pol.Settings.SlurmConf != "" {
+		confPath = pol.Settings.SlurmConf
+	}
+	conf, err := os.ReadFile(confPath)
+	if err != nil {
+		return []check{{name: "slurm", skip: true, info: "no " + confPath + " (not a Slurm node, or set slurm_conf)"}}
+	}
+	var out []check
+	plug := slurmConfValue(conf, "PlugStackConfig")
+	if plug == "" {
+		plug = filepath.Join(filepath.Dir(confPath), "plugstack.conf")
+	}
+	data, _ := os.ReadFile(plug)
+	if strings.Contains(string(data), "spank_containerjob.so") {
+		out = append(out, check{name: "SPANK plugin", ok: true, info: "listed in " + plug})
+	} else {
+		out = append(out, check{name: "SPANK plugin", info: "not in " + plug, fix: "add the line from share/containerjob/slurm/plugstack.conf"})
+	}
+	for _, k := range []string{"Prolog", "Epilog"} {
+		v := slurmConfValue(conf, k)
+		if strings.Contains(v, "containerjob") {
+			out = append(out, check{name: k, ok: true, info: v})
+		} else {
+			out = append(out, check{name: k, info: fmt.Sprintf("%s=%q in %s", k, v, confPath), fix: "set " + k + "= from share/containerjob/slurm/slurm.conf.snippet"})
+		}
+	}
+	if v := slurmConfValue(conf, "ProctrackType"); v != "proctrack/cgroup" {
+		out = append(out, check{name: "ProctrackType", info: v, fix: "use proctrack/cgroup: containerjob takes the job from the caller's cgroup"})
+	} else {
+		out = append(out, check{name: "ProctrackType", ok: true, info: v})
+	}
+	return out
+}
+
+func cgroupCheck() check {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return check{name: "cgroups", ok: true, info: "v2 (unified)"}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
+		return check{name: "cgroups", ok: true, info: "v1"}
+	}
+	return check{name: "cgroups", info: "no cgroup hierarchy found", fix: "mount cgroups; containers cannot be confined"}
+}
