@@ -155,6 +155,11 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		if !cerrdefs.IsNotFound(err) {
 			return "", failf(ExitLaunchFailed, "looking up container %q failed: %v", name, err)
 		}
+		stage, err := stageMounts(d, &req, &opts)
+		if err != nil {
+			return "", err
+		}
+		defer stage.Release()
 		keep := req
 		cfg := *req.Config
 		cfg.Entrypoint = []string{"/bin/sh", "-c", keeper}

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launcher/guard"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -81,6 +82,8 @@ type IO struct {
 
 // Options are the run-time knobs that are not policy.
 type Options struct {
+	// Caller is whose filesystem view mount sources are opened with.
+	Caller    userfs.Identity
 	StopGrace time.Duration
 	Guard     guard.Expect
 	// Signals, when set, replaces signal.Notify (tests inject signals).
@@ -122,6 +125,11 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
+	stage, err := stageMounts(d, &req, &opts)
+	if err != nil {
+		return res, err
+	}
+	defer stage.Release()
 	if err := guard.Check(req, opts.Guard); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
@@ -200,6 +208,8 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	_, err = eng.ContainerStart(sctx, id, client.ContainerStartOptions{})
 	scancel()
 	res.Started = time.Now()
+	// runc has made the container's own mounts from the staged ones.
+	stage.Release()
 	if err != nil {
 		return res, startError(err)
 	}
@@ -387,4 +397,18 @@ func DryRun(ctx context.Context, eng Engine, d *policy.Decision, want guard.Expe
 		return req, &Error{Code: ExitLaunchFailed, Err: err}
 	}
 	return req, nil
+}
+
+// stageMounts binds the decision's user-controlled sources to private
+// staging paths and points the request and the guard at them.
+func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *Options) (*Stage, error) {
+	stage, err := NewStage(opts.Caller, d.StageSources)
+	if err != nil {
+		return nil, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	for i, m := range req.HostConfig.Mounts {
+		req.HostConfig.Mounts[i].Source = stage.Path(m.Source)
+	}
+	opts.Guard.Staged, opts.Guard.StageRoot = stage.Sources, StageRoot
+	return stage, nil
 }

@@ -99,6 +99,10 @@ type Decision struct {
 	Hostname string
 	// GPUs for the engine's device requests (modes nvidia and cdi).
 	LogDriver    string
+	// StageSources are the bind sources the caller or the job decides
+	// (user mounts, the job directory, job files): the launcher binds
+	// exactly what it checked. Admin mounts_always are trusted as written.
+	StageSources []string
 	GPUDriver    string
 	GPUDeviceIDs []string
 	CgroupParent string
@@ -534,11 +538,13 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 			return &Refusal{What: fmt.Sprintf("job directory %q (%s)", job.Dir, why), Verb: "cannot be mounted, says", Rule: builtin("never-mount")}
 		}
 		add(job.Dir, job.Dir, false)
+		d.StageSources = append(d.StageSources, job.Dir)
 		d.Trail = append(d.Trail, Applied{Item: "mount " + job.Dir + " (job directory)", Action: "forced", Rule: eff.MountJobDir.Origin})
 	}
 	for _, f := range job.Files {
 		if !targets[f] {
 			add(f, f, true)
+			d.StageSources = append(d.StageSources, f)
 			d.Trail = append(d.Trail, Applied{Item: "mount " + f + " (job file)", Action: "forced", Rule: builtin("job-files")})
 		}
 	}
@@ -582,6 +588,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 		}
 		ro := m.ReadOnly || bestRO
 		add(m.Source, m.Target, ro)
+		d.StageSources = append(d.StageSources, m.Source)
 		action := "allowed"
 		if bestRO && !m.ReadOnly {
 			action = "forced read-only"

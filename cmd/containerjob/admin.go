@@ -109,6 +109,7 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 		return nil
 	}
 	errs := launcher.RemoveAll(ctx, eng, cs)
+	launcher.CleanStale()
 	failed := 0
 	for _, c := range cs {
 		rec := map[string]any{"job": job, "scheduler": sched, "container": c.ID, "user": c.User, "uid": c.UID, "state": c.State}
@@ -156,6 +157,9 @@ Containers started outside any job are removed once they have exited.`,
 			}
 			defer eng.Close()
 			ctx := context.Background()
+			if !dryRun {
+				launcher.CleanStale()
+			}
 			cs, err := launcher.ListManaged(ctx, eng, "", "")
 			if err != nil {
 				return fmt.Errorf("listing containers: %v", err)

@@ -198,6 +198,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		stdio.Terminal = os.Stdin
 	}
 	res, err := launcher.Run(context.Background(), eng, dec, stdio, launcher.Options{
+		Caller:    id,
 		StopGrace: time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
 		Guard: guard.Expect{
 			UID: caller.UID, GID: caller.GID, Groups: caller.Groups,

@@ -28,6 +28,10 @@ type Expect struct {
 	// CallerCanAccess re-checks, just before create, that the caller can
 	// still reach a mount source as themselves.
 	CallerCanAccess func(path string) error
+	// Staged maps the private staging paths of this launch to the user
+	// paths they bind; every other source must be a plain host path.
+	Staged    map[string]string
+	StageRoot string
 }
 
 type check struct {
@@ -157,6 +161,13 @@ func checkMounts(r client.ContainerCreateOptions, want Expect) error {
 		src := m.Source
 		if !filepath.IsAbs(src) || filepath.Clean(src) != src {
 			return fmt.Errorf("mount source %q is not absolute and clean", src)
+		}
+		if want.StageRoot != "" && (src == want.StageRoot || strings.HasPrefix(src, want.StageRoot+"/")) {
+			orig, ok := want.Staged[src]
+			if !ok {
+				return fmt.Errorf("mount source %q is a staging path not made by this launch", src)
+			}
+			src = orig
 		}
 		if m.BindOptions != nil && m.BindOptions.Propagation != "" && m.BindOptions.Propagation != mount.PropagationRPrivate && m.BindOptions.Propagation != mount.PropagationPrivate {
 			return fmt.Errorf("mount %q with %s propagation", src, m.BindOptions.Propagation)

@@ -1,0 +1,172 @@
+package launcher
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/userfs"
+)
+
+// StageRoot holds the private bind mounts the engine is given instead of
+// user-controlled paths. Root-owned; users cannot create, swap or remove
+// anything in it.
+const StageRoot = "/run/containerjob/stage"
+
+// Stage closes the window between checking a mount source and the runtime
+// mounting it. A path is checked, then mounted by runc much later, by name:
+// a user who swaps a component for a symlink in between would get another
+// directory mounted. So each source is opened once, as the caller, refusing
+// any symlink on the way (openat2 RESOLVE_NO_SYMLINKS), and that open
+// directory (or file) is bind-mounted onto a fresh path under StageRoot;
+// the engine is given that path. What runc mounts is then exactly what was
+// opened, whatever happens to the user's path afterwards.
+type Stage struct {
+	dir    string
+	mounts []string
+	// Sources maps each staged path to the user's path it stands for.
+	Sources map[string]string
+}
+
+// NewStage opens and binds sources (absolute, resolved, symlink-free paths)
+// for the caller id. On error nothing is left mounted.
+func NewStage(id userfs.Identity, sources []string) (*Stage, error) {
+	s := &Stage{Sources: map[string]string{}}
+	if len(sources) == 0 {
+		return s, nil
+	}
+	fds := make([]int, len(sources))
+	for i := range fds {
+		fds[i] = -1
+	}
+	defer func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	err := userfs.As(id, func() error {
+		for i, src := range sources {
+			fd, err := unix.Openat2(unix.AT_FDCWD, src, &unix.OpenHow{
+				Flags:   unix.O_PATH | unix.O_CLOEXEC,
+				Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+			})
+			if err != nil {
+				return fmt.Errorf("mount source %q changed after it was checked, or cannot be opened as the caller: %v", src, err)
+			}
+			fds[i] = fd
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(StageRoot, 0o711); err != nil {
+		return nil, fmt.Errorf("staging mounts: %v", err)
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	s.dir = filepath.Join(StageRoot, strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
+	if err := os.Mkdir(s.dir, 0o711); err != nil {
+		return nil, fmt.Errorf("staging mounts: %v", err)
+	}
+	for i, src := range sources {
+		var st unix.Stat_t
+		if err := unix.Fstat(fds[i], &st); err != nil {
+			s.Release()
+			return nil, err
+		}
+		target := filepath.Join(s.dir, strconv.Itoa(i))
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err = os.Mkdir(target, 0o700)
+		} else {
+			err = os.WriteFile(target, nil, 0o600)
+		}
+		if err != nil {
+			s.Release()
+			return nil, fmt.Errorf("staging mounts: %v", err)
+		}
+		// The magic link names the open file itself, not a path.
+		fdPath := "/proc/self/fd/" + strconv.Itoa(fds[i])
+		if err := unix.Mount(fdPath, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			s.Release()
+			return nil, fmt.Errorf("staging mount source %q: %v", src, err)
+		}
+		s.mounts = append(s.mounts, target)
+		// Keep the staging copy out of other mount namespaces' way.
+		unix.Mount("", target, "", unix.MS_PRIVATE|unix.MS_REC, "")
+		s.Sources[target] = src
+	}
+	return s, nil
+}
+
+// Path returns the staged path for a source, or the source itself.
+func (s *Stage) Path(src string) string {
+	for staged, orig := range s.Sources {
+		if orig == src {
+			return staged
+		}
+	}
+	return src
+}
+
+// Release unmounts and removes the staging paths. The container keeps its
+// own mounts (runc made them from ours), so this is done right after start.
+func (s *Stage) Release() {
+	if s == nil || s.dir == "" {
+		return
+	}
+	for _, m := range s.mounts {
+		unix.Unmount(m, unix.MNT_DETACH)
+	}
+	s.mounts = nil
+	removeStageDir(s.dir)
+	s.dir = ""
+}
+
+// IsStaged reports whether path is under the staging root.
+func IsStaged(path string) bool {
+	return strings.HasPrefix(path, StageRoot+"/")
+}
+
+// CleanStale removes staging directories left by a killed containerjob
+// (their process is gone), for the epilogue and gc.
+func CleanStale() {
+	entries, err := os.ReadDir(StageRoot)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		pid, _, ok := strings.Cut(e.Name(), "-")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.Atoi(pid); err == nil && unix.Kill(n, 0) == nil {
+			continue // still running
+		}
+		dir := filepath.Join(StageRoot, e.Name())
+		subs, _ := os.ReadDir(dir)
+		for _, sub := range subs {
+			unix.Unmount(filepath.Join(dir, sub.Name()), unix.MNT_DETACH)
+		}
+		removeStageDir(dir)
+	}
+}
+
+// removeStageDir removes the (now unmounted) mount points and the
+// directory, never recursively: if an unmount failed, a recursive removal
+// would walk into the user's own directory and delete their files.
+func removeStageDir(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
+	os.Remove(dir)
+}

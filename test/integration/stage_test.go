@@ -1,0 +1,103 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/internal/testutil"
+	"github.com/containerjob/containerjob/internal/userfs"
+	"github.com/containerjob/containerjob/launcher"
+)
+
+// TestStageRefusesSwappedSource: a source swapped for a symlink after it
+// was resolved and checked is refused when it is opened for binding.
+func TestStageRefusesSwappedSource(t *testing.T) {
+	dir := userDir(t, alice, "swap")
+	data := filepath.Join(dir, "data")
+	os.Mkdir(data, 0o755)
+	os.Chown(data, int(alice.UID), int(alice.GID))
+	id := userfs.Identity{UID: alice.UID, GID: alice.GID}
+	var checked string
+	if err := userfs.As(id, func() (err error) { checked, err = userfs.Resolve(data, "/"); return }); err != nil {
+		t.Fatal(err)
+	}
+	// The swap a racing user would do between check and mount.
+	os.Rename(data, data+".old")
+	os.Symlink("/etc", data)
+	if _, err := launcher.NewStage(id, []string{checked}); err == nil || !strings.Contains(err.Error(), "changed after it was checked") {
+		t.Fatalf("NewStage after the swap: %v", err)
+	}
+	// A component swapped higher up is refused too.
+	os.Remove(data)
+	os.Rename(data+".old", data)
+	sub := filepath.Join(data, "sub")
+	os.Mkdir(sub, 0o755)
+	if err := userfs.As(id, func() (err error) { checked, err = userfs.Resolve(sub, "/"); return }); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(data, data+".old")
+	os.Symlink(bob.Home, data)
+	if _, err := launcher.NewStage(id, []string{checked}); err == nil {
+		t.Fatalf("NewStage with a swapped parent succeeded")
+	}
+	entries, _ := os.ReadDir(launcher.StageRoot)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), strconv.Itoa(os.Getpid())+"-") {
+			t.Errorf("refused stage left %s", e.Name())
+		}
+	}
+}
+
+// TestMountsAreStaged: the engine is given private staging paths, not the
+// user's, and they are gone once the container runs; the container sees
+// and writes the user's directory.
+func TestMountsAreStaged(t *testing.T) {
+	dir := userDir(t, alice, "staged")
+	os.WriteFile(filepath.Join(dir, "in"), []byte("hello\n"), 0o644)
+	cmd := testutil.Command(alice, dir, nil, bin, "-v", dir+":/w", "alpine:3.20", "sh", "-c", "cat /w/in; echo out > /w/out; echo ready; sleep 30")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if sc.Text() == "ready" {
+			break
+		}
+	}
+	if len(lines) < 2 || lines[0] != "hello" {
+		t.Fatalf("container output %q", lines)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "out")); string(b) != "out\n" {
+		t.Errorf("write through the staged mount: %q", b)
+	}
+	ids := testutil.Containers(t, docker, "org.containerjob.uid="+strconv.Itoa(int(alice.UID)))
+	if len(ids) != 1 {
+		t.Fatalf("containers %v", ids)
+	}
+	c, err := docker.ContainerInspect(context.Background(), ids[0], client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range c.Container.HostConfig.Mounts {
+		if !launcher.IsStaged(m.Source) {
+			t.Errorf("mount %s -> %s was given to the engine by the user's path", m.Source, m.Target)
+		}
+		if _, err := os.Stat(m.Source); err == nil {
+			t.Errorf("staging path %s still exists while the container runs", m.Source)
+		}
+	}
+}
