@@ -27,6 +27,7 @@ type Managed struct {
 	Scheduler string
 	ShortName string // the name the user gave with --name, if any
 	Image     string // the reference the policy approved
+	GPUs      string // allocated GPU devices, comma-separated
 }
 
 // ListManaged lists containerjob's containers, optionally only those of
@@ -50,7 +51,7 @@ func ListManaged(ctx context.Context, eng Engine, scheduler, job string) ([]Mana
 			ID: c.ID, State: string(c.State), Created: time.Unix(c.Created, 0),
 			User: c.Labels[policy.LabelUser], UID: c.Labels[policy.LabelUID],
 			Job: c.Labels[policy.LabelJob], Scheduler: c.Labels[policy.LabelScheduler],
-			ShortName: c.Labels[policy.LabelName], Image: c.Labels[policy.LabelImage],
+			ShortName: c.Labels[policy.LabelName], Image: c.Labels[policy.LabelImage], GPUs: c.Labels[policy.LabelGPUs],
 		}
 		if len(c.Names) > 0 {
 			m.Name = c.Names[0]

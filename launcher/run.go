@@ -106,6 +106,7 @@ type Result struct {
 	ExitCode    int
 	Started     time.Time
 	Ended       time.Time
+	Usage       Usage
 }
 
 // Run pulls (as allowed), creates, attaches, starts, waits for and removes
@@ -217,6 +218,8 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		resize(ctx, eng, id, stdio.Terminal)
 	}
 
+	usage := startUsage(ctx, eng, id)
+	defer usage.finish()
 	var fwd sync.WaitGroup
 	stopForwarding := make(chan struct{})
 	fwd.Add(1)
@@ -235,6 +238,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		// it so the last bytes reach the job log before we return.
 		<-outDone
 		res.Ended = time.Now()
+		res.Usage = usage.finish()
 		if w.Error != nil && w.Error.Message != "" {
 			return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
 		}

@@ -98,7 +98,7 @@ type Decision struct {
 	Persist  bool
 	Hostname string
 	// GPUs for the engine's device requests (modes nvidia and cdi).
-	LogDriver    string
+	LogDriver string
 	// StageSources are the bind sources the caller or the job decides
 	// (user mounts, the job directory, job files): the launcher binds
 	// exactly what it checked. Admin mounts_always are trusted as written.
@@ -142,6 +142,7 @@ const (
 	LabelImage     = "org.containerjob.image"
 	LabelName      = "org.containerjob.name"
 	LabelMounts    = "org.containerjob.mounts"
+	LabelGPUs      = "org.containerjob.gpus"
 )
 
 func builtin(rule string) Origin { return Origin{Table: "built-in", Key: rule} }
@@ -300,6 +301,9 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		}
 	}
 	env.set("NVIDIA_VISIBLE_DEVICES", visible)
+	for _, g := range job.GPUs {
+		d.Labels[LabelGPUs] = strings.TrimPrefix(d.Labels[LabelGPUs]+","+g.Device, ",")
+	}
 	trail("NVIDIA_VISIBLE_DEVICES="+visible, "forced", builtin("gpu-allocation"))
 	proc.Env = env.list()
 	trail("NVIDIA_VISIBLE_DEVICES=void", "forced", builtin("reserved-env"))

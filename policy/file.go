@@ -53,6 +53,9 @@ type Settings struct {
 	// Whether the engine also keeps the container's output: "none" (the
 	// output goes only to the job's log; default), "json-file" or "local".
 	ContainerLogs string `toml:"container_logs"`
+	// Print each container's CPU time and peak memory as one line on the
+	// job's stderr (always in the audit trail).
+	ReportUsage bool `toml:"report_usage"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].

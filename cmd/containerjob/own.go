@@ -99,7 +99,7 @@ func (o ownContext) find(ctx context.Context, ref string) (launcher.Managed, err
 }
 
 func newPsCmd() *cobra.Command {
-	var all bool
+	var all, gpus bool
 	cmd := &cobra.Command{
 		Use:   "ps",
 		Short: "List your containers on this node",
@@ -108,11 +108,26 @@ func newPsCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				if gpus {
+					// Which job uses which GPU on this node, for everyone:
+					// the scheduler shows the same to all users.
+					all, err := launcher.ListManaged(ctx, o.eng, "", "")
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(w, "GPUS\tJOB\tUSER\tCONTAINER\tSTATE")
+					for _, c := range all {
+						if c.GPUs != "" && c.State == "running" {
+							fmt.Fprintf(w, "%s\t%s\t%s\t%.12s\t%s\n", c.GPUs, dash(c.Job), c.User, c.ID, c.State)
+						}
+					}
+					return w.Flush()
+				}
 				mine, err := o.mine(ctx)
 				if err != nil {
 					return err
 				}
-				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "ID\tNAME\tJOB\tSTATE\tCREATED\tIMAGE")
 				for _, c := range mine {
 					if !all && c.State != "running" {
@@ -125,6 +140,7 @@ func newPsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "also stopped containers")
+	cmd.Flags().BoolVar(&gpus, "gpus", false, "which GPUs of this node every job's running containers use")
 	cmd.Flags().String("as-user", "", "root only: list this user's containers")
 	return cmd
 }

@@ -228,6 +228,14 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	end["exit_code"] = res.ExitCode
 	end["duration_s"] = res.Ended.Sub(res.Started).Seconds()
+	if res.Usage.Sampled {
+		end["cpu_s"] = res.Usage.CPU.Seconds()
+		end["peak_memory_bytes"] = res.Usage.PeakMemory
+		if pol.Settings.ReportUsage {
+			fmt.Fprintf(os.Stderr, "containerjob: usage: cpu %.2f s, peak memory %.1f MiB, wall %.2f s, exit %d\n",
+				res.Usage.CPU.Seconds(), float64(res.Usage.PeakMemory)/(1<<20), res.Ended.Sub(res.Started).Seconds(), res.ExitCode)
+		}
+	}
 	trail.Record("container-end", end)
 	return exitStatus(res.ExitCode)
 }

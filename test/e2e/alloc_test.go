@@ -62,6 +62,13 @@ srun containerjob alpine:3.20 sh -c 'echo DEVICES $(ls /dev/nvidia[0-9]* | tr "\
 			t.Errorf("job %s: engine devices %v, want %d GPUs", j.name, devs, j.gpus)
 		}
 	}
+	// Any user may see which job holds which GPU on the node.
+	r := as(t, bob, bob.Home, "containerjob ps --gpus")
+	for _, j := range jobs {
+		if r.Code != 0 || !strings.Contains(r.Stdout, j.id) || !strings.Contains(r.Stdout, "/dev/nvidia") {
+			t.Errorf("ps --gpus lacks job %s: code %d stdout %q stderr %q", j.id, r.Code, r.Stdout, r.Stderr)
+		}
+	}
 	if hostCPUs["a"] == hostCPUs["b"] {
 		t.Errorf("both jobs' containers got CPU %s; Slurm gave each job its own", hostCPUs["a"])
 	}
@@ -150,5 +157,25 @@ func TestOOMReported(t *testing.T) {
 	}
 	if !strings.Contains(out, "containerjob: error: the container was killed for using more than the job's memory on this node (100 MiB)") {
 		t.Errorf("job output %q lacks the OOM line", out)
+	}
+}
+
+// TestUsageReported: with report_usage, each container's CPU time and peak
+// memory end up as one line in the job's log (and in the audit trail).
+func TestUsageReported(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, bob)
+	id := sbatch(t, bob, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 sh -c 'head -c 60m /dev/zero | tail > /dev/null; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'\n", "--mem=300M")
+	waitJob(t, id, 2*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	m := regexp.MustCompile(`containerjob: usage: cpu ([0-9.]+) s, peak memory ([0-9.]+) MiB, wall [0-9.]+ s, exit 0`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("job output %q lacks the usage line", out)
+	}
+	var cpu, mem float64
+	fmt.Sscan(m[1], &cpu)
+	fmt.Sscan(m[2], &mem)
+	if cpu <= 0.05 || mem < 50 || mem > 300 {
+		t.Errorf("usage cpu %.2f s, peak %.1f MiB: want some CPU and a peak between 50 and 300 MiB (60 MiB buffered)", cpu, mem)
 	}
 }

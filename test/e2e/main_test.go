@@ -34,6 +34,7 @@ var testPolicy = `# containerjob e2e policy
 stop_grace_seconds = 3
 gpus_mode = "devices"
 confine = "limits"
+report_usage = true
 slurm_conf = "` + slurmConf + `"
 slurmd_spool_dir = "` + clusterDir + `/spool"
 

@@ -1,0 +1,149 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+// Usage is what a container consumed: CPU time and peak memory, read from
+// its own cgroup while it runs.
+type Usage struct {
+	CPU        time.Duration
+	PeakMemory int64
+	Sampled    bool
+}
+
+// usageInterval is how often the container's cgroup is read. The cgroup is
+// gone once the container exits, so the last interval's CPU time can be
+// missed; peak memory is a high-water mark and is not.
+const usageInterval = 500 * time.Millisecond
+
+// usageSampler reads the cgroup of a running container's init process.
+type usageSampler struct {
+	mu    sync.Mutex
+	last  Usage
+	stop  chan struct{}
+	done  chan struct{}
+	files cgroupFiles
+}
+
+type cgroupFiles struct {
+	cpu, cpuV2, mem, memV2 string
+}
+
+// startUsage finds the container's cgroup through its init pid and samples
+// it until stopped. Failure to find it only means no usage is reported.
+func startUsage(ctx context.Context, eng Engine, id string) *usageSampler {
+	s := &usageSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+	c, err := eng.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
+	cancel()
+	if err != nil || c.Container.State == nil || c.Container.State.Pid <= 0 {
+		close(s.done)
+		return s
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.Container.State.Pid))
+	if err != nil {
+		close(s.done)
+		return s
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		ctrls := "," + parts[1] + ","
+		switch {
+		case strings.Contains(ctrls, ",cpuacct,"):
+			s.files.cpu = filepath.Join("/sys/fs/cgroup/cpuacct", parts[2], "cpuacct.usage")
+		case strings.Contains(ctrls, ",memory,"):
+			s.files.mem = filepath.Join("/sys/fs/cgroup/memory", parts[2], "memory.max_usage_in_bytes")
+		case parts[0] == "0" && parts[1] == "":
+			s.files.cpuV2 = filepath.Join("/sys/fs/cgroup", parts[2], "cpu.stat")
+			s.files.memV2 = filepath.Join("/sys/fs/cgroup", parts[2], "memory.peak")
+		}
+	}
+	go s.loop()
+	return s
+}
+
+func (s *usageSampler) loop() {
+	defer close(s.done)
+	t := time.NewTicker(usageInterval)
+	defer t.Stop()
+	s.sample()
+	for {
+		select {
+		case <-s.stop:
+			s.sample()
+			return
+		case <-t.C:
+			s.sample()
+		}
+	}
+}
+
+func readInt(path string) (int64, bool) {
+	if path == "" {
+		return 0, false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return v, err == nil
+}
+
+func (s *usageSampler) sample() {
+	var u Usage
+	if ns, ok := readInt(s.files.cpu); ok {
+		u.CPU, u.Sampled = time.Duration(ns), true
+	} else if b, err := os.ReadFile(s.files.cpuV2); s.files.cpuV2 != "" && err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
+				us, _ := strconv.ParseInt(v, 10, 64)
+				u.CPU, u.Sampled = time.Duration(us)*time.Microsecond, true
+			}
+		}
+	}
+	if m, ok := readInt(s.files.mem); ok {
+		u.PeakMemory = m
+	} else if m, ok := readInt(s.files.memV2); ok {
+		u.PeakMemory = m
+	}
+	if !u.Sampled {
+		return
+	}
+	s.mu.Lock()
+	if u.CPU >= s.last.CPU {
+		s.last.CPU = u.CPU
+	}
+	if u.PeakMemory > s.last.PeakMemory {
+		s.last.PeakMemory = u.PeakMemory
+	}
+	s.last.Sampled = true
+	s.mu.Unlock()
+}
+
+// finish stops sampling (one last read, if the cgroup still exists) and
+// returns what was seen.
+func (s *usageSampler) finish() Usage {
+	select {
+	case <-s.done:
+	default:
+		close(s.stop)
+		<-s.done
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
