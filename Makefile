@@ -8,7 +8,7 @@ SYSCONFDIR ?= /etc
 DESTDIR    ?=
 SUDO_PATH  ?= /usr/bin/sudo
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-GO         ?= go
+GO         ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 CC         ?= cc
 TESTIMAGE  ?= alpine:3.20
 SPANK_CFLAGS ?= -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -206,7 +207,7 @@ func TestBuildAllocation(t *testing.T) {
 			if len(h.Devices) != 3 || h.Devices[0].PathOnHost != "/dev/nvidia1" || h.Devices[1].PathOnHost != "/dev/nvidia3" || len(h.DeviceRequests) != 0 {
 				t.Errorf("devices %+v requests %+v", h.Devices, h.DeviceRequests)
 			}
-			if !contains(r.Config.Env, "CUDA_VISIBLE_DEVICES=0,1") || !contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=void") {
+			if !slices.Contains(r.Config.Env, "CUDA_VISIBLE_DEVICES=0,1") || !slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=void") {
 				t.Errorf("env %v", r.Config.Env)
 			}
 			e.AllowedDevices = []string{"/dev/nvidia1", "/dev/nvidia3", "/dev/nvidiactl"}
@@ -223,7 +224,7 @@ func TestBuildAllocation(t *testing.T) {
 			if len(h.DeviceRequests) != 1 || h.DeviceRequests[0].Driver != "nvidia" || strings.Join(h.DeviceRequests[0].DeviceIDs, ",") != "GPU-aaaa,GPU-bbbb" || len(h.Devices) != 0 {
 				t.Errorf("requests %+v devices %+v", h.DeviceRequests, h.Devices)
 			}
-			if !contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=GPU-aaaa,GPU-bbbb") {
+			if !slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=GPU-aaaa,GPU-bbbb") {
 				t.Errorf("env %v", r.Config.Env)
 			}
 			e.AllowedGPUIDs = []string{"GPU-aaaa", "GPU-bbbb"}
@@ -242,7 +243,7 @@ func TestBuildAllocation(t *testing.T) {
 			}
 		}},
 		{`gpus_mode = "none"`, func(t *testing.T, r client.ContainerCreateOptions, _ guard.Expect) {
-			if len(r.HostConfig.DeviceRequests)+len(r.HostConfig.Devices) != 0 || !contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=void") {
+			if len(r.HostConfig.DeviceRequests)+len(r.HostConfig.Devices) != 0 || !slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=void") {
 				t.Errorf("GPUs given with gpus_mode none: %+v %v", r.HostConfig.Devices, r.Config.Env)
 			}
 		}},
@@ -277,13 +278,4 @@ func TestBuildAllocation(t *testing.T) {
 			tt.check(t, r, guard.Expect{UID: 1002, GID: 1002})
 		})
 	}
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

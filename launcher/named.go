@@ -44,15 +44,11 @@ func mountsDigest(req client.ContainerCreateOptions) string {
 // The container is left for later steps; the job's epilogue removes it.
 func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
-	img, err := ensureImage(ctx, eng, d, stdio.Stderr)
+	img, req, err := prepare(ctx, eng, d, stdio)
 	if err != nil {
 		return res, err
 	}
 	res.ImageID = img.ID
-	req, err := Build(d, img.ID)
-	if err != nil {
-		return res, &Error{Code: ExitLaunchFailed, Err: err}
-	}
 	if err := guard.Check(req, opts.Guard); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}

@@ -117,15 +117,11 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if d.Persist {
 		return RunNamed(ctx, eng, d, stdio, opts)
 	}
-	img, err := ensureImage(ctx, eng, d, stdio.Stderr)
+	img, req, err := prepare(ctx, eng, d, stdio)
 	if err != nil {
 		return res, err
 	}
 	res.ImageID = img.ID
-	req, err := Build(d, img.ID)
-	if err != nil {
-		return res, &Error{Code: ExitLaunchFailed, Err: err}
-	}
 	stage, err := stageMounts(d, &req, &opts)
 	if err != nil {
 		return res, err
@@ -401,6 +397,19 @@ func DryRun(ctx context.Context, eng Engine, d *policy.Decision, want guard.Expe
 		return req, &Error{Code: ExitLaunchFailed, Err: err}
 	}
 	return req, nil
+}
+
+// prepare makes the image available and builds the create request from it.
+func prepare(ctx context.Context, eng Engine, d *policy.Decision, stdio IO) (client.ImageInspectResult, client.ContainerCreateOptions, error) {
+	img, err := ensureImage(ctx, eng, d, stdio.Stderr)
+	if err != nil {
+		return img, client.ContainerCreateOptions{}, err
+	}
+	req, err := Build(d, img.ID)
+	if err != nil {
+		return img, req, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	return img, req, nil
 }
 
 // stageMounts binds the decision's user-controlled sources to private

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -69,7 +70,7 @@ func (p *Policy) Check(look Lookup) []Finding {
 			}
 			clean := filepath.Clean(raw)
 			key := "mounts_allow"
-			if contains(r.MountsAlways, m) {
+			if slices.Contains(r.MountsAlways, m) {
 				key = "mounts_always"
 			}
 			if why := ForbiddenMountSource(clean, ""); why != "" && !(key == "mounts_always" && strings.HasPrefix(clean, "/etc/")) {
@@ -100,13 +101,4 @@ func (p *Policy) Check(look Lookup) []Finding {
 		add(p.defaults, "images_allow", "", true, "no table allows any image: every launch will be refused", "add images_allow to [defaults]")
 	}
 	return out
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -117,21 +118,21 @@ func TestDecide(t *testing.T) {
 			req: Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/bob/x", Source: "/home/bob/x", Target: "/x"}}},
 			check: func(t *testing.T, d *Decision) {
 				m := d.Spec.Mounts[len(d.Spec.Mounts)-1]
-				if m.Source != "/home/bob/x" || m.Destination != "/x" || hasOpt(m.Options, "ro") {
+				if m.Source != "/home/bob/x" || m.Destination != "/x" || slices.Contains(m.Options, "ro") {
 					t.Errorf("mount %+v", m)
 				}
 			}},
 		{name: "ro prefix forces read-only", caller: bob, job: inJob,
 			req: Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/data/set", Source: "/data/set", Target: "/d"}}},
 			check: func(t *testing.T, d *Decision) {
-				if m := d.Spec.Mounts[len(d.Spec.Mounts)-1]; !hasOpt(m.Options, "ro") {
+				if m := d.Spec.Mounts[len(d.Spec.Mounts)-1]; !slices.Contains(m.Options, "ro") {
 					t.Errorf("mount %+v not read-only", m)
 				}
 			}},
 		{name: "longest prefix gives rw under own data dir", caller: bob, job: inJob,
 			req: Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/data/bob/out", Source: "/data/bob/out", Target: "/o"}}},
 			check: func(t *testing.T, d *Decision) {
-				if m := d.Spec.Mounts[len(d.Spec.Mounts)-1]; hasOpt(m.Options, "ro") {
+				if m := d.Spec.Mounts[len(d.Spec.Mounts)-1]; slices.Contains(m.Options, "ro") {
 					t.Errorf("mount %+v is read-only", m)
 				}
 			}},
@@ -203,7 +204,7 @@ func TestDecide(t *testing.T) {
 			}},
 		{name: "image forces NVIDIA_VISIBLE_DEVICES void", caller: bob, job: inJob, req: Request{Image: "alpine:3.20"},
 			check: func(t *testing.T, d *Decision) {
-				if !hasOpt(d.Spec.Process.Env, "NVIDIA_VISIBLE_DEVICES=void") {
+				if !slices.Contains(d.Spec.Process.Env, "NVIDIA_VISIBLE_DEVICES=void") {
 					t.Errorf("env %v", d.Spec.Process.Env)
 				}
 			}},
@@ -229,15 +230,6 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
-}
-
-func hasOpt(opts []string, want string) bool {
-	for _, o := range opts {
-		if o == want {
-			return true
-		}
-	}
-	return false
 }
 
 func TestParseErrors(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,7 +140,7 @@ func GPUDevices(indices []int, gresConf []byte, node string) ([]GPU, error) {
 			if err != nil {
 				return nil, err
 			}
-			if !containsString(nodes, node) {
+			if !slices.Contains(nodes, node) {
 				continue
 			}
 		}
@@ -169,13 +170,4 @@ func GPUDevices(indices []int, gresConf []byte, node string) ([]GPU, error) {
 		out = append(out, GPU{Index: idx, Device: dev, Minor: minor})
 	}
 	return out, nil
-}
-
-func containsString(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -209,7 +210,7 @@ func (p PBS) VerifyPBS(ctx context.Context, user string, hint string, procCgroup
 		return Job{}, pj, fmt.Errorf("job %s belongs to %s, not the caller %s", id, pj.User, user)
 	case pj.State != "R":
 		return Job{}, pj, fmt.Errorf("job %s is in state %s, not running", id, pj.State)
-	case !containsString(pj.Hosts, p.Node):
+	case !slices.Contains(pj.Hosts, p.Node):
 		return Job{}, pj, fmt.Errorf("node %q is not among job %s's hosts %v", p.Node, id, pj.Hosts)
 	case !inCgroup && (pj.SessionID == 0 || pj.SessionID != session):
 		return Job{}, pj, fmt.Errorf("PBS_JOBID=%q: the calling process is not in that job's session or cgroup on this node", hint)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,22 +52,13 @@ func TestSupplementaryGroupsAndNoPrivileges(t *testing.T) {
 		t.Fatalf("code %d stderr %q", r.Code, r.Stderr)
 	}
 	groups := strings.Fields(strings.Split(r.Stdout, "\n")[0])
-	if !contains(groups, strconv.Itoa(int(extraGroupID))) || contains(groups, "0") {
+	if !slices.Contains(groups, strconv.Itoa(int(extraGroupID))) || slices.Contains(groups, "0") {
 		t.Errorf("groups %v: want the caller's cjextra (%d) and never 0", groups, extraGroupID)
 	}
 	if !strings.Contains(r.Stdout, "CapEff:\t0000000000000000") || !strings.Contains(r.Stdout, "NoNewPrivs:\t1") {
 		t.Errorf("status %q: want no capabilities and no_new_privs", r.Stdout)
 	}
 	noContainers(t, alice)
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func TestExitCodes(t *testing.T) {
@@ -197,7 +189,7 @@ func TestSignals(t *testing.T) {
 			if code := cmd.ProcessState.ExitCode(); code != tt.code {
 				t.Errorf("exit code %d, want %d (stderr %q)", code, tt.code, stderr.String())
 			}
-			if !contains(lines, tt.want) {
+			if !slices.Contains(lines, tt.want) {
 				t.Errorf("output %q lacks %q: the signal did not reach the container's process", lines, tt.want)
 			}
 			noContainers(t, alice)
