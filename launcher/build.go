@@ -6,6 +6,7 @@ package launcher
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
@@ -102,6 +103,13 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 		hc.DeviceRequests = []container.DeviceRequest{req}
 	}
 	hc.CgroupParent = d.CgroupParent
+	if d.Init {
+		yes := true
+		hc.Init = &yes
+	}
+	for _, rl := range p.Rlimits {
+		hc.Ulimits = append(hc.Ulimits, &container.Ulimit{Name: strings.ToLower(strings.TrimPrefix(rl.Type, "RLIMIT_")), Soft: int64(rl.Soft), Hard: int64(rl.Hard)})
+	}
 	for _, m := range d.Spec.Mounts {
 		if m.Type != "bind" {
 			return client.ContainerCreateOptions{}, fmt.Errorf("mount type %q is not supported", m.Type)

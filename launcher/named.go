@@ -165,6 +165,9 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		if err := guard.Check(keep, opts.Guard); err != nil {
 			return "", &Error{Code: ExitLaunchFailed, Err: err}
 		}
+		if err := checkLimits(ctx, eng, d); err != nil {
+			return "", err
+		}
 		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 		created, err := eng.ContainerCreate(cctx, keep)
 		cancel()

@@ -140,6 +140,9 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		defer stopNotify(sigc)
 	}
 
+	if err := checkLimits(ctx, eng, d); err != nil {
+		return res, err
+	}
 	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	created, err := eng.ContainerCreate(cctx, req)
 	cancel()
@@ -424,4 +427,26 @@ func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *O
 	}
 	opts.Guard.Staged, opts.Guard.StageRoot = stage.Sources, StageRoot
 	return stage, nil
+}
+
+// checkLimits counts the containers that exist for each of the decision's
+// limits (by containerjob's own labels) and refuses when one is reached.
+// Launches racing each other can overshoot by the number in flight.
+func checkLimits(ctx context.Context, eng Engine, d *policy.Decision) error {
+	for _, l := range d.Limits {
+		f := client.Filters{}
+		f.Add("label", policy.LabelManaged+"=1")
+		f.Add("label", l.Label+"="+l.Value)
+		lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		res, err := eng.ContainerList(lctx, client.ContainerListOptions{All: true, Filters: f})
+		cancel()
+		if err != nil {
+			return failf(ExitLaunchFailed, "counting containers: %v", err)
+		}
+		if int64(len(res.Items)) >= l.Max {
+			return &Error{Code: ExitLaunchFailed, Err: &policy.Refusal{
+				What: fmt.Sprintf("a container beyond the %d allowed (%d exist)", l.Max, len(res.Items)), Verb: "is refused by", Rule: l.Rule}}
+		}
+	}
+	return nil
 }

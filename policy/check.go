@@ -79,6 +79,12 @@ func (p *Policy) Check(look Lookup) []Finding {
 				add(t, key, m, true, fmt.Sprintf("%q hands out a whole system directory", m), "allow $HOME or a per-user path such as /scratch/$USER")
 			}
 		}
+		for _, c := range r.CapabilitiesAllow {
+			if rootEquivalentCaps[c] {
+				add(t, "capabilities_allow", c, false, fmt.Sprintf("capability %s is root-equivalent (or close to it) on the host", c),
+					"remove it; containers must not be able to become root")
+			}
+		}
 		for _, n := range r.NetworksAllow {
 			if n == "host" {
 				add(t, "networks_allow", n, true, "host networking lets containers bind the node's ports and reach services on localhost",
@@ -101,4 +107,14 @@ func (p *Policy) Check(look Lookup) []Finding {
 		add(p.defaults, "images_allow", "", true, "no table allows any image: every launch will be refused", "add images_allow to [defaults]")
 	}
 	return out
+}
+
+// rootEquivalentCaps can each be turned into root on the host, or into
+// reading and writing any file.
+var rootEquivalentCaps = map[string]bool{
+	"SYS_ADMIN": true, "SYS_MODULE": true, "SYS_RAWIO": true, "SYS_PTRACE": true, "SYS_BOOT": true,
+	"DAC_OVERRIDE": true, "DAC_READ_SEARCH": true, "FOWNER": true, "CHOWN": true, "SETUID": true,
+	"SETGID": true, "SETFCAP": true, "SETPCAP": true, "MKNOD": true, "NET_ADMIN": true, "BPF": true,
+	"SYS_CHROOT": true, "LINUX_IMMUTABLE": true, "MAC_ADMIN": true, "MAC_OVERRIDE": true, "SYSLOG": true,
+	"PERFMON": true, "CHECKPOINT_RESTORE": true,
 }

@@ -21,6 +21,7 @@ func TestCheck(t *testing.T) {
 		{"host network", "[defaults]\nimages_allow = [\"a\"]\nnetworks_allow = [\"none\", \"host\"]\n", []string{"host networking"}},
 		{"unknown group and user", "[defaults]\nimages_allow = [\"a\"]\n[group.nosuch]\npull = []\n[user.ghost]\npull = []\n", []string{
 			"/p.toml:3: warning:  in [group.nosuch]: no such group", "/p.toml:5: warning:  in [user.ghost]: no such user"}},
+		{"root-equivalent capability", "[defaults]\nimages_allow = [\"a\"]\ncapabilities_allow = [\"NET_RAW\", \"SYS_ADMIN\"]\n", []string{`/p.toml:3: error: capabilities_allow in [defaults]: capability SYS_ADMIN is root-equivalent`}},
 		{"nothing allowed at all", "[defaults]\npull = [\"never\"]\n", []string{"no table allows any image"}},
 	}
 	look := Lookup{User: func(n string) bool { return n == "alice" }, Group: func(n string) bool { return n == "x" }}

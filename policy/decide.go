@@ -77,6 +77,7 @@ type Request struct {
 	ShmSize     int64
 	Network     string
 	Pull        string
+	CapAdd      []string
 	Flags       []string // long names of the flags the user set
 }
 
@@ -95,20 +96,31 @@ type Decision struct {
 	Cmd          []string
 	// Persist: a named container inside a job lives until the job's
 	// epilogue; later steps with the same name run in it.
-	Persist  bool
-	Hostname string
-	// GPUs for the engine's device requests (modes nvidia and cdi).
+	Persist   bool
+	Hostname  string
 	LogDriver string
 	// StageSources are the bind sources the caller or the job decides
 	// (user mounts, the job directory, job files): the launcher binds
 	// exactly what it checked. Admin mounts_always are trusted as written.
 	StageSources []string
+	// GPUs for the engine's device requests (modes nvidia and cdi).
 	GPUDriver    string
 	GPUDeviceIDs []string
 	CgroupParent string
-	Spec         specs.Spec
-	Labels       map[string]string
-	Trail        []Applied
+	Init         bool
+	// Limits on how many containers may exist, checked by the launcher
+	// against the engine right before create.
+	Limits []CountLimit
+	Spec   specs.Spec
+	Labels map[string]string
+	Trail  []Applied
+}
+
+// CountLimit caps the containers carrying Label=Value on this node.
+type CountLimit struct {
+	Label, Value string
+	Max          int64
+	Rule         Origin
 }
 
 // Applied records which rule allowed, forced or refused an item.
@@ -222,7 +234,13 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	d.Image = ref
 
 	d.Pull = req.Pull
-	if d.Pull == "" {
+	if eff.LocalOnly.Value {
+		if d.Pull != "" && d.Pull != "never" {
+			return nil, &Refusal{What: fmt.Sprintf("pull mode %q", d.Pull), Verb: "is not allowed (only images on this node may run) by", Rule: eff.LocalOnly.Origin}
+		}
+		d.Pull = "never"
+		trail("pull never", "forced", eff.LocalOnly.Origin)
+	} else if d.Pull == "" {
 		d.Pull = "never"
 		if _, ok := eff.Pull.find("missing"); ok {
 			d.Pull = "missing"
@@ -272,6 +290,26 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		}
 		env.set(name, value)
 	}
+	for _, e := range eff.EnvForce {
+		name, value, _ := strings.Cut(e.Value, "=")
+		env.set(name, value)
+		trail("env "+name, "forced", e.Origin)
+	}
+	for _, c := range req.CapAdd {
+		name := strings.TrimPrefix(strings.ToUpper(c), "CAP_")
+		o, ok := eff.CapsAllow.find(name)
+		if !ok || name == "ALL" {
+			return nil, &Refusal{What: fmt.Sprintf("capability %s", truncate(name, 32)), Verb: "is not allowed by", Rule: eff.CapsAllow.missing("capabilities_allow")}
+		}
+		proc.Capabilities.Effective = append(proc.Capabilities.Effective, name)
+		trail("capability "+name, "allowed", o)
+	}
+	for _, u := range eff.Ulimits {
+		l, _ := ParseUlimit(u.Value)
+		proc.Rlimits = append(proc.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_" + strings.ToUpper(l.Name), Soft: uint64(l.Soft), Hard: uint64(l.Hard)})
+		trail("ulimit "+u.Value, "forced", u.Origin)
+	}
+
 	// GPUs: exactly the job's, whatever the image's environment asks the
 	// NVIDIA hook for ("void" means none).
 	visible := "void"
@@ -308,6 +346,12 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	proc.Env = env.list()
 	trail("NVIDIA_VISIBLE_DEVICES=void", "forced", builtin("reserved-env"))
 
+	if w := eff.WorkdirForce; w.Value != "" {
+		if req.Workdir != "" && req.Workdir != w.Value {
+			return nil, &Refusal{What: fmt.Sprintf("working directory %q", truncate(req.Workdir, 256)), Verb: "cannot be chosen; it is " + strconv.Quote(w.Value) + " by", Rule: w.Origin}
+		}
+		req.Workdir = w.Value
+	}
 	switch {
 	case req.Workdir != "":
 		if !filepath.IsAbs(req.Workdir) || filepath.Clean(req.Workdir) != req.Workdir || strings.ContainsRune(req.Workdir, 0) {
@@ -334,10 +378,19 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 			return nil, &Refusal{What: "a command argument with a NUL byte", Verb: "is refused by", Rule: builtin("argv-syntax")}
 		}
 	}
-	d.Tty, d.Interactive, d.ReadOnlyRoot = req.Tty, req.Interactive, req.ReadOnly
+	d.Tty, d.Interactive, d.ReadOnlyRoot = req.Tty, req.Interactive, req.ReadOnly || eff.ReadOnlyRoot.Value
+	if eff.ReadOnlyRoot.Value {
+		trail("read-only root filesystem", "forced", eff.ReadOnlyRoot.Origin)
+	}
+	if d.Init = eff.Init.Value; d.Init {
+		trail("init", "forced", eff.Init.Origin)
+	}
 
 	if req.ShmSize < 0 {
 		return nil, &Refusal{What: "a negative --shm-size", Verb: "is refused by", Rule: builtin("shm-size")}
+	}
+	if max := eff.ShmSizeMax.Value; max > 0 && req.ShmSize > max {
+		return nil, &Refusal{What: fmt.Sprintf("--shm-size of %d bytes", req.ShmSize), Verb: fmt.Sprintf("is above the %d allowed by", max), Rule: eff.ShmSizeMax.Origin}
 	}
 	d.ShmSize = req.ShmSize
 
@@ -394,6 +447,12 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		}
 	}
 
+	if n := eff.MaxPerUser.Value; n > 0 {
+		d.Limits = append(d.Limits, CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(caller.UID), 10), Max: n, Rule: eff.MaxPerUser.Origin})
+	}
+	if n := eff.MaxPerJob.Value; n > 0 && job.ID != "" {
+		d.Limits = append(d.Limits, CountLimit{Label: LabelJob, Value: job.ID, Max: n, Rule: eff.MaxPerJob.Origin})
+	}
 	d.Labels[LabelManaged] = "1"
 	d.Labels[LabelUser] = caller.User
 	d.Labels[LabelUID] = strconv.FormatUint(uint64(caller.UID), 10)

@@ -1,6 +1,9 @@
 package policy
 
-import "slices"
+import (
+	"slices"
+	"strings"
+)
 
 // Entry is one value of an accumulated list, with where it was written.
 type Entry struct {
@@ -52,9 +55,25 @@ type Effective struct {
 	MountsAllow   List
 	FlagsAllow    List
 	NetworksAllow List
+	EnvForce      List
+	Ulimits       List
+	CapsAllow     List
 	OutsideJobs   Bool
 	MountJobDir   Bool
+	ReadOnlyRoot  Bool
+	Init          Bool
+	LocalOnly     Bool
 	PidsLimit     Int
+	ShmSizeMax    Int // 0: no maximum
+	MaxPerJob     Int // 0: no limit
+	MaxPerUser    Int // 0: no limit
+	WorkdirForce  String
+}
+
+// String is a string scalar with the rule that set it.
+type String struct {
+	Value  string
+	Origin Origin
 }
 
 // Built-in values of scalars no table sets.
@@ -69,9 +88,16 @@ const defaultPidsLimit = 4096
 // [defaults], else the built-in default.
 func (p *Policy) Effective(caller Caller) *Effective {
 	e := &Effective{
-		OutsideJobs: Bool{Value: false, Origin: builtin("outside_jobs (default false)")},
-		MountJobDir: Bool{Value: true, Origin: builtin("mount_job_dir (default true)")},
-		PidsLimit:   Int{Value: defaultPidsLimit, Origin: builtin("pids_limit (default 4096)")},
+		OutsideJobs:  Bool{Value: false, Origin: builtin("outside_jobs (default false)")},
+		MountJobDir:  Bool{Value: true, Origin: builtin("mount_job_dir (default true)")},
+		ReadOnlyRoot: Bool{Origin: builtin("read_only_root (default false)")},
+		Init:         Bool{Origin: builtin("init (default false)")},
+		LocalOnly:    Bool{Origin: builtin("local_only (default false)")},
+		PidsLimit:    Int{Value: defaultPidsLimit, Origin: builtin("pids_limit (default 4096)")},
+		ShmSizeMax:   Int{Origin: builtin("shm_size_max (default none)")},
+		MaxPerJob:    Int{Origin: builtin("max_containers_per_job (default none)")},
+		MaxPerUser:   Int{Origin: builtin("max_containers_per_user (default none)")},
+		WorkdirForce: String{Origin: builtin("workdir_force (default none)")},
 	}
 	// Look up the caller's few groups rather than walk the policy's many,
 	// so a decision costs what the caller's rules need, not the file's size.
@@ -101,31 +127,53 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		e.MountsAllow = append(e.MountsAllow, t.lists["mounts_allow"]...)
 		e.FlagsAllow = append(e.FlagsAllow, t.lists["flags_allow"]...)
 		e.NetworksAllow = append(e.NetworksAllow, t.lists["networks_allow"]...)
+		e.EnvForce = append(e.EnvForce, t.lists["env_force"]...)
+		e.Ulimits = append(e.Ulimits, t.lists["ulimits"]...)
+		e.CapsAllow = append(e.CapsAllow, t.lists["capabilities_allow"]...)
 	}
 
-	// Scalars: defaults, then the most permissive group value, then the user.
-	setBool := func(dst *Bool, t table, key string, v *bool, permissive bool) {
-		if v == nil {
-			return
-		}
-		if permissive && dst.Origin.Table != "defaults" && dst.Origin.Table != "built-in" && dst.Value && !*v {
+	// Scalars: defaults, then the most permissive group value, then the
+	// user. fromGroup tells whether dst was already set by a group, in
+	// which case a later group only wins with a more permissive value.
+	fromGroup := func(o Origin) bool { return strings.HasPrefix(o.Table, "group.") }
+	// setBool: lenient is the permissive value of the key (true for a
+	// right such as outside_jobs, false for a constraint such as
+	// read_only_root).
+	setBool := func(dst *Bool, t table, key string, v *bool, inGroup, lenient bool) {
+		if v == nil || (inGroup && fromGroup(dst.Origin) && dst.Value == lenient) {
 			return
 		}
 		*dst = Bool{Value: *v, Origin: t.origin(key, "")}
 	}
-	setInt := func(dst *Int, t table, key string, v *int64, permissive bool) {
+	// setInt: larger is more permissive; 0 means unlimited for limits.
+	setInt := func(dst *Int, t table, key string, v *int64, inGroup, zeroUnlimited bool) {
 		if v == nil {
 			return
 		}
-		if permissive && dst.Origin.Table != "defaults" && dst.Origin.Table != "built-in" && dst.Value > *v {
+		if inGroup && fromGroup(dst.Origin) && (dst.Value > *v || (zeroUnlimited && dst.Value == 0)) {
 			return
 		}
 		*dst = Int{Value: *v, Origin: t.origin(key, "")}
 	}
-	apply := func(t table, permissive bool) {
-		setBool(&e.OutsideJobs, t, "outside_jobs", t.rules.OutsideJobs, permissive)
-		setBool(&e.MountJobDir, t, "mount_job_dir", t.rules.MountJobDir, permissive)
-		setInt(&e.PidsLimit, t, "pids_limit", t.rules.PidsLimit, permissive)
+	apply := func(t table, inGroup bool) {
+		r := t.rules
+		setBool(&e.OutsideJobs, t, "outside_jobs", r.OutsideJobs, inGroup, true)
+		setBool(&e.MountJobDir, t, "mount_job_dir", r.MountJobDir, inGroup, true)
+		setBool(&e.ReadOnlyRoot, t, "read_only_root", r.ReadOnlyRoot, inGroup, false)
+		setBool(&e.LocalOnly, t, "local_only", r.LocalOnly, inGroup, false)
+		setBool(&e.Init, t, "init", r.Init, inGroup, true)
+		setInt(&e.PidsLimit, t, "pids_limit", r.PidsLimit, inGroup, false)
+		setInt(&e.MaxPerJob, t, "max_containers_per_job", r.MaxContainersPerJob, inGroup, true)
+		setInt(&e.MaxPerUser, t, "max_containers_per_user", r.MaxContainersPerUser, inGroup, true)
+		if r.ShmSizeMax != nil {
+			n, _ := parseSize(*r.ShmSizeMax)
+			setInt(&e.ShmSizeMax, t, "shm_size_max", &n, inGroup, true)
+		}
+		// A forced working directory: the first table in order that sets
+		// it among groups (name order), overridden by the user table.
+		if r.WorkdirForce != nil && !(inGroup && fromGroup(e.WorkdirForce.Origin)) {
+			e.WorkdirForce = String{Value: *r.WorkdirForce, Origin: t.origin("workdir_force", "")}
+		}
 	}
 	apply(p.defaults, false)
 	for _, g := range groups {

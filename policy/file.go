@@ -72,6 +72,20 @@ type Rules struct {
 	OutsideJobs   *bool    `toml:"outside_jobs"`
 	MountJobDir   *bool    `toml:"mount_job_dir"`
 	PidsLimit     *int64   `toml:"pids_limit"`
+	// Forced values: the user cannot override them.
+	EnvForce     []string `toml:"env_force"`      // NAME=VALUE
+	WorkdirForce *string  `toml:"workdir_force"`  // working directory inside
+	ReadOnlyRoot *bool    `toml:"read_only_root"` // root filesystem read-only
+	Init         *bool    `toml:"init"`           // run an init as PID 1
+	Ulimits      []string `toml:"ulimits"`        // NAME=SOFT[:HARD]
+	ShmSizeMax   *string  `toml:"shm_size_max"`   // e.g. "1g"
+	// LocalOnly: only images already on the node (no pull at all).
+	LocalOnly *bool `toml:"local_only"`
+	// CapabilitiesAllow: capabilities users may add with --cap-add.
+	CapabilitiesAllow []string `toml:"capabilities_allow"`
+	// Container counts on this node.
+	MaxContainersPerJob  *int64 `toml:"max_containers_per_job"`
+	MaxContainersPerUser *int64 `toml:"max_containers_per_user"`
 }
 
 type document struct {
@@ -115,6 +129,7 @@ func newTable(name string, r Rules, loc *locator) table {
 		"images_allow": r.ImagesAllow, "images_deny": r.ImagesDeny, "pull": r.Pull,
 		"mounts_always": r.MountsAlways, "mounts_allow": r.MountsAllow,
 		"flags_allow": r.FlagsAllow, "networks_allow": r.NetworksAllow,
+		"env_force": r.EnvForce, "ulimits": r.Ulimits, "capabilities_allow": r.CapabilitiesAllow,
 	} {
 		entries := make([]Entry, 0, len(values))
 		for _, v := range values {
@@ -338,7 +353,7 @@ func sortedKeys(m map[string]table) []string {
 var knownFlags = map[string]bool{
 	"env": true, "volume": true, "workdir": true, "entrypoint": true, "tty": true,
 	"interactive": true, "name": true, "read-only": true, "shm-size": true,
-	"network": true, "pull": true,
+	"network": true, "pull": true, "cap-add": true,
 }
 
 func (p *Policy) validate(t table) error {
@@ -386,6 +401,38 @@ func (p *Policy) validate(t table) error {
 	}
 	if r.PidsLimit != nil && *r.PidsLimit < 1 {
 		return fail("pids_limit", "", "must be a positive number of processes")
+	}
+	for _, kv := range r.EnvForce {
+		name, _, ok := strings.Cut(kv, "=")
+		if !ok || !envNameRE.MatchString(name) || reservedEnv[name] {
+			return fail("env_force", kv, "must be NAME=VALUE, and not one of containerjob's own variables")
+		}
+	}
+	if w := r.WorkdirForce; w != nil && (!filepath.IsAbs(*w) || filepath.Clean(*w) != *w) {
+		return fail("workdir_force", "", "%q must be an absolute, clean path", *w)
+	}
+	for _, u := range r.Ulimits {
+		if _, err := ParseUlimit(u); err != nil {
+			return fail("ulimits", u, "%v", err)
+		}
+	}
+	if s := r.ShmSizeMax; s != nil {
+		if _, err := parseSize(*s); err != nil {
+			return fail("shm_size_max", "", "%v", err)
+		}
+	}
+	for _, c := range r.CapabilitiesAllow {
+		if !capNameRE.MatchString(c) || c == "ALL" {
+			return fail("capabilities_allow", c, "%q is not a capability name such as NET_RAW (ALL is never allowed)", c)
+		}
+	}
+	for _, v := range []struct {
+		key string
+		n   *int64
+	}{{"max_containers_per_job", r.MaxContainersPerJob}, {"max_containers_per_user", r.MaxContainersPerUser}} {
+		if v.n != nil && *v.n < 1 {
+			return fail(v.key, "", "must be at least 1")
+		}
 	}
 	return nil
 }

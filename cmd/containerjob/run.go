@@ -38,6 +38,7 @@ type runFlags struct {
 	pull        string
 	jobEnvFD    int
 	dryRun      bool
+	capAdd      []string
 	// root only
 	policyPath string
 	asUser     string
@@ -45,7 +46,7 @@ type runFlags struct {
 
 // userFlags are the flags a user may set, by long name; the policy's
 // flags_allow speaks of these names.
-var userFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull"}
+var userFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull", "cap-add"}
 
 func newRunCmd() *cobra.Command { return newRunCmdWith(&runFlags{}) }
 
@@ -81,6 +82,7 @@ Flags go before the image; everything after it is the command.`,
 	fl.StringVar(&f.shmSize, "shm-size", "", "size of /dev/shm, e.g. 1g")
 	fl.StringVar(&f.network, "network", "", "network: none, bridge, or a name the policy allows")
 	fl.StringVar(&f.pull, "pull", "", "pull the image: never, missing or always (as the policy allows)")
+	fl.StringArrayVar(&f.capAdd, "cap-add", nil, "add a capability the policy allows (capabilities_allow)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the container the policy would create (JSON), create nothing")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
 	fl.MarkHidden("job-env-fd")
@@ -106,6 +108,9 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
 	}
 	for _, v := range f.volumes {
 		out = append(out, "--volume="+v)
+	}
+	for _, c := range f.capAdd {
+		out = append(out, "--cap-add="+c)
 	}
 	for _, name := range []string{"workdir", "entrypoint", "name", "shm-size", "network", "pull"} {
 		if fl.Changed(name) {
@@ -186,10 +191,14 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		return err
 	}
 	defer eng.Close()
+	var allowedCaps []string
+	for _, c := range pol.Effective(caller).CapsAllow {
+		allowedCaps = append(allowedCaps, c.Value)
+	}
 	if f.dryRun {
 		return printDryRun(cmd, eng, dec, guard.Expect{
 			UID: caller.UID, GID: caller.GID, Groups: caller.Groups, AllowHostNetwork: dec.Network == "host",
-			AllowedDevices: devices, AllowedGPUIDs: gpuIDs, CgroupParent: dec.CgroupParent,
+			AllowedDevices: devices, AllowedGPUIDs: gpuIDs, CgroupParent: dec.CgroupParent, AllowedCaps: allowedCaps,
 		})
 	}
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
@@ -203,6 +212,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		Guard: guard.Expect{
 			UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
 			AllowHostNetwork: dec.Network == "host",
+			AllowedCaps:      allowedCaps,
 			AllowedDevices:   devices,
 			AllowedGPUIDs:    gpuIDs,
 			CgroupParent:     dec.CgroupParent,
@@ -259,6 +269,7 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 		ReadOnly:    f.readOnly,
 		Network:     f.network,
 		Pull:        f.pull,
+		CapAdd:      f.capAdd,
 	}
 	for _, name := range userFlags {
 		if fl.Changed(name) {

@@ -37,6 +37,9 @@ flags_allow = ["env", "volume", "workdir", "entrypoint", "tty", "interactive", "
 networks_allow = ["none", "bridge"]
 outside_jobs = true
 pids_limit = 256
+env_force = ["CJ_SITE=cluster1"]
+ulimits = ["nofile=1024:2048"]
+max_containers_per_user = 4
 `
 
 var (

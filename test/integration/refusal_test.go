@@ -36,7 +36,7 @@ func TestRefusals(t *testing.T) {
 	}{
 		{"privileged", nil, []string{"--privileged", "alpine:3.20", "true"}, "unknown flag: --privileged"},
 		{"user root", nil, []string{"-u", "0", "alpine:3.20", "true"}, "unknown shorthand flag: 'u'"},
-		{"cap add", nil, []string{"--cap-add", "SYS_ADMIN", "alpine:3.20", "true"}, "unknown flag: --cap-add"},
+		{"cap add", nil, []string{"--cap-add", "SYS_ADMIN", "alpine:3.20", "true"}, "flag --cap-add is not allowed by flags_allow"},
 		{"device", nil, []string{"--device", "/dev/sda", "alpine:3.20", "true"}, "unknown flag: --device"},
 		{"host pid", nil, []string{"--pid", "host", "alpine:3.20", "true"}, "unknown flag: --pid"},
 		{"group add", nil, []string{"--group-add", "0", "alpine:3.20", "true"}, "unknown flag: --group-add"},

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -274,5 +275,42 @@ func TestAuditTrail(t *testing.T) {
 		if !seen[want] {
 			t.Errorf("audit trail lacks a %s record; saw %v", want, seen)
 		}
+	}
+}
+
+// TestForcedEnvUlimitsAndUserLimit: the policy's forced values reach the
+// container, and max_containers_per_user (4 in the test policy) refuses a
+// fifth container while four are running.
+func TestForcedEnvUlimitsAndUserLimit(t *testing.T) {
+	r := cj(t, bob, bob.Home, "-e", "CJ_SITE=mine", "alpine:3.20", "sh", "-c", "echo $CJ_SITE; ulimit -n; ulimit -Hn")
+	if r.Code != 0 || r.Stdout != "cluster1\n1024\n2048\n" {
+		t.Errorf("forced env and ulimits: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	var running []*exec.Cmd
+	defer func() {
+		for _, c := range running {
+			c.Process.Signal(syscall.SIGTERM)
+			c.Wait()
+		}
+		noContainers(t, bob)
+	}()
+	for i := 0; i < 4; i++ {
+		c := testutil.Command(bob, bob.Home, nil, bin, "alpine:3.20", "sh", "-c", "echo ready; sleep 60")
+		out, _ := c.StdoutPipe()
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		running = append(running, c)
+		if !bufio.NewScanner(out).Scan() {
+			t.Fatalf("container %d did not start", i)
+		}
+	}
+	since := time.Now()
+	r = cj(t, bob, bob.Home, "alpine:3.20", "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "a container beyond the 4 allowed (4 exist) is refused by max_containers_per_user in [defaults] (/etc/containerjob/policy.toml:17)") {
+		t.Errorf("fifth container: code %d stderr %q", r.Code, r.Stderr)
+	}
+	if ev := testutil.ContainerEvents(t, docker, bob.UID, since, "create"); len(ev) > 0 {
+		t.Errorf("the refused fifth container was created")
 	}
 }
