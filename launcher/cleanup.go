@@ -3,12 +3,14 @@ package launcher
 import (
 	"context"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 
 	"github.com/containerjob/containerjob/policy"
@@ -173,4 +175,51 @@ func InspectOwn(ctx context.Context, eng Engine, id string) (OwnInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// Logs copies a container's kept output (stdout and stderr, demultiplexed).
+// With container_logs = none the engine keeps none: the output is only in
+// the job's log.
+func Logs(ctx context.Context, eng Engine, id string, stdout, stderr io.Writer) error {
+	c, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return err
+	}
+	if h := c.Container.HostConfig; h != nil && h.LogConfig.Type == "none" {
+		return fmt.Errorf("the engine keeps no output for this container (container_logs = none in the policy); it is in your job's output file")
+	}
+	rc, err := eng.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if c.Container.Config != nil && c.Container.Config.Tty {
+		_, err = io.Copy(stdout, rc)
+	} else {
+		_, err = stdcopy.StdCopy(stdout, stderr, rc)
+	}
+	return err
+}
+
+// Images lists the references of the images on this node.
+func Images(ctx context.Context, eng Engine) ([]ImageInfo, error) {
+	res, err := eng.ImageList(ctx, client.ImageListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var out []ImageInfo
+	for _, im := range res.Items {
+		for _, tag := range im.RepoTags {
+			out = append(out, ImageInfo{Ref: tag, ID: im.ID, Size: im.Size, Created: time.Unix(im.Created, 0)})
+		}
+	}
+	return out, nil
+}
+
+// ImageInfo is one tagged image on the node.
+type ImageInfo struct {
+	Ref     string
+	ID      string
+	Size    int64
+	Created time.Time
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -74,14 +75,39 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 		return res, failf(ExitLaunchFailed, "no command to run in container %q", d.Labels[policy.LabelName])
 	}
 	p := d.Spec.Process
+	code, started, ended, err := Exec(ctx, eng, id, ExecSpec{
+		User: req.Config.User, Env: p.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
+	}, stdio, opts)
+	res.Started, res.Ended, res.ExitCode = started, ended, code
+	return res, err
+}
+
+// ExecSpec is a process to start in a running container. User must be
+// the caller's uid:gid: the container's own security settings (no
+// capabilities, no-new-privileges) apply to it.
+type ExecSpec struct {
+	User        string
+	Env         []string
+	Workdir     string
+	Cmd         []string
+	Tty         bool
+	Interactive bool
+}
+
+// Exec runs spec in container id, relaying its streams and signals, and
+// returns its exit status.
+func Exec(ctx context.Context, eng Engine, id string, spec ExecSpec, stdio IO, opts Options) (code int, started, ended time.Time, err error) {
+	if !regexp.MustCompile(`^[0-9]+:[0-9]+$`).MatchString(spec.User) || strings.HasPrefix(spec.User, "0:") {
+		return 0, started, ended, failf(ExitLaunchFailed, "exec user %q is not a non-root uid:gid", spec.User)
+	}
 	ectx, cancel := context.WithTimeout(ctx, apiTimeout)
 	ex, err := eng.ExecCreate(ectx, id, client.ExecCreateOptions{
-		User: req.Config.User, Env: p.Env, WorkingDir: p.Cwd, Cmd: cmd, TTY: d.Tty,
-		AttachStdin: d.Interactive, AttachStdout: true, AttachStderr: true,
+		User: spec.User, Env: spec.Env, WorkingDir: spec.Workdir, Cmd: spec.Cmd, TTY: spec.Tty,
+		AttachStdin: spec.Interactive, AttachStdout: true, AttachStderr: true,
 	})
 	cancel()
 	if err != nil {
-		return res, failf(ExitLaunchFailed, "starting the step in container %q failed: %v", d.Labels[policy.LabelName], err)
+		return 0, started, ended, failf(ExitLaunchFailed, "starting the process in container %.12s failed: %v", id, err)
 	}
 	sigc := opts.Signals
 	if sigc == nil {
@@ -89,13 +115,13 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 		notify(sigc)
 		defer stopNotify(sigc)
 	}
-	att, err := eng.ExecAttach(context.Background(), ex.ID, client.ExecAttachOptions{TTY: d.Tty})
+	att, err := eng.ExecAttach(context.Background(), ex.ID, client.ExecAttachOptions{TTY: spec.Tty})
 	if err != nil {
-		return res, startError(err)
+		return 0, started, ended, startError(err)
 	}
 	defer att.Close()
-	res.Started = time.Now()
-	if d.Interactive && stdio.Stdin != nil {
+	started = time.Now()
+	if spec.Interactive && stdio.Stdin != nil {
 		go func() {
 			io.Copy(att.Conn, stdio.Stdin)
 			att.CloseWrite()
@@ -103,21 +129,20 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	}
 	done := make(chan struct{})
 	go forwardToExec(eng, ex.ID, sigc, done, opts.StopGrace)
-	if d.Tty {
-		_, err = io.Copy(stdio.Stdout, att.Reader)
+	if spec.Tty {
+		io.Copy(stdio.Stdout, att.Reader)
 	} else {
-		_, err = stdcopy.StdCopy(stdio.Stdout, stdio.Stderr, att.Reader)
+		stdcopy.StdCopy(stdio.Stdout, stdio.Stderr, att.Reader)
 	}
 	close(done)
-	res.Ended = time.Now()
+	ended = time.Now()
 	ictx, icancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer icancel()
-	st, ierr := eng.ExecInspect(ictx, ex.ID, client.ExecInspectOptions{})
-	if ierr != nil {
-		return res, failf(ExitLaunchFailed, "the step's exit status is unknown: %v", ierr)
+	st, err := eng.ExecInspect(ictx, ex.ID, client.ExecInspectOptions{})
+	if err != nil {
+		return 0, started, ended, failf(ExitLaunchFailed, "the exit status is unknown: %v", err)
 	}
-	res.ExitCode = st.ExitCode
-	return res, nil
+	return st.ExitCode, started, ended, nil
 }
 
 // namedContainer finds the job's container of that name or creates it.

@@ -193,3 +193,24 @@ func (p *Policy) matchImage(l List, ref ImageRef) (Origin, bool) {
 	}
 	return Origin{}, false
 }
+
+// Missing is the rule to cite when nothing in the list matched.
+func (l List) Missing(key string) Origin { return l.missing(key) }
+
+// Has reports whether the list holds v, and the rule that put it there.
+func (l List) Has(v string) (Origin, bool) { return l.find(v) }
+
+// ImageAllowed answers, for `containerjob images`, whether the caller may
+// run ref: allowed by some images_allow rule and denied by none.
+func (p *Policy) ImageAllowed(caller Caller, ref string) bool {
+	r, err := NormalizeImage(ref)
+	if err != nil {
+		return false
+	}
+	eff := p.Effective(caller)
+	if _, denied := p.matchImage(eff.ImagesDeny, r); denied {
+		return false
+	}
+	_, ok := p.matchImage(eff.ImagesAllow, r)
+	return ok
+}

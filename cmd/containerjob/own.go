@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -226,5 +227,101 @@ func ownCommands() []*cobra.Command {
 			return nil
 		}),
 		newInspectCmd(),
+		newExecCmd(),
+		newLogsCmd(),
+		newImagesCmd(),
 	}
+}
+
+func newExecCmd() *cobra.Command {
+	var tty, interactive bool
+	cmd := &cobra.Command{
+		Use:   "exec [flags] CONTAINER COMMAND [ARG...]",
+		Short: "Run a command in one of your running containers, as yourself",
+		Long: `Run a command in one of your running containers (by id or the name you
+gave it), as your own uid:gid, with the container's own restrictions (no
+capabilities, no-new-privileges). -t and -i need the policy's tty and
+interactive flags, as for run.`,
+		Example: `  srun --container-name=work --container-image=alpine:3.20 true
+  containerjob exec cj-1001-42-work ls /tmp
+  containerjob exec -it 3f2a9c1b sh`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+				c, err := o.find(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if c.State != "running" {
+					return fmt.Errorf("container %.12s is %s, not running", c.ID, c.State)
+				}
+				eff := o.pol.Effective(o.caller)
+				for name, used := range map[string]bool{"tty": tty, "interactive": interactive} {
+					if _, ok := eff.FlagsAllow.Has(name); used && !ok {
+						return &policy.Refusal{What: "flag --" + name, Verb: "is not allowed by", Rule: eff.FlagsAllow.Missing("flags_allow")}
+					}
+				}
+				stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+				code, _, _, err := launcher.Exec(ctx, o.eng, c.ID, launcher.ExecSpec{
+					User: fmt.Sprintf("%d:%d", o.caller.UID, o.caller.GID), Cmd: args[1:], Tty: tty, Interactive: interactive,
+				}, stdio, launcher.Options{StopGrace: time.Duration(o.pol.Settings.StopGraceSeconds) * time.Second})
+				if err != nil {
+					return err
+				}
+				return exitStatus(code)
+			})
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
+	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "pass stdin")
+	cmd.Flags().String("as-user", "", "root only: act for this user")
+	return cmd
+}
+
+func newLogsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "logs CONTAINER",
+		Short:   "Print the output one of your containers left, if the engine kept it",
+		Example: "  containerjob logs web",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+				c, err := o.find(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return launcher.Logs(ctx, o.eng, c.ID, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			})
+		},
+	}
+	cmd.Flags().String("as-user", "", "root only: act for this user")
+	return cmd
+}
+
+func newImagesCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "images",
+		Short:   "List the images on this node that you may run",
+		Example: "  containerjob images",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+				imgs, err := launcher.Images(ctx, o.eng)
+				if err != nil {
+					return err
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "IMAGE\tID\tSIZE\tCREATED")
+				for _, im := range imgs {
+					if o.pol.ImageAllowed(o.caller, im.Ref) {
+						fmt.Fprintf(w, "%s\t%.19s\t%.1f MiB\t%s\n", im.Ref, im.ID, float64(im.Size)/(1<<20), im.Created.Format(time.DateOnly))
+					}
+				}
+				return w.Flush()
+			})
+		},
+	}
+	cmd.Flags().String("as-user", "", "root only: act for this user")
+	return cmd
 }

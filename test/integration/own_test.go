@@ -5,6 +5,7 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,7 @@ func TestOwnContainersOnly(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"inspect", aliceID[:12]}, {"stop", aliceID[:12]}, {"kill", aliceID}, {"rm", aliceID[:8]},
+		{"exec", aliceID[:12], "id"}, {"logs", aliceID[:12]},
 	} {
 		r := cj(t, bob, bob.Home, args...)
 		if r.Code != 125 || !strings.Contains(r.Stderr, "no container of yours matches") {
@@ -61,6 +63,15 @@ func TestOwnContainersOnly(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.Stdout), &info); err != nil || info.ID != bobID || info.User != strconv.Itoa(int(bob.UID))+":"+strconv.Itoa(int(bob.GID)) {
 		t.Errorf("bob inspect shared: %v %+v %q", err, info, r.Stderr)
 	}
+	// exec runs as the caller in the caller's own container, exit status kept.
+	r = cj(t, bob, bob.Home, "exec", "shared", "sh", "-c", "id -u; exit 5")
+	if r.Code != 5 || strings.TrimSpace(r.Stdout) != strconv.Itoa(int(bob.UID)) {
+		t.Errorf("bob exec own: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	r = cj(t, bob, bob.Home, "logs", "shared")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "container_logs = none") {
+		t.Errorf("logs with container_logs none: code %d stderr %q", r.Code, r.Stderr)
+	}
 	r = cj(t, bob, bob.Home, "kill", "--signal", "SIGTERM", "shared")
 	if r.Code != 0 {
 		t.Errorf("bob kill own: code %d stderr %q", r.Code, r.Stderr)
@@ -68,5 +79,19 @@ func TestOwnContainersOnly(t *testing.T) {
 	r = cj(t, bob, bob.Home, "ps", "--as-user", alice.Name)
 	if r.Code != 125 || !strings.Contains(r.Stderr, "--as-user is for root only") {
 		t.Errorf("bob ps --as-user alice: code %d stderr %q", r.Code, r.Stderr)
+	}
+}
+
+// TestImagesListsOnlyAllowed: images shows what the caller may run.
+func TestImagesListsOnlyAllowed(t *testing.T) {
+	for _, tag := range []string{"alpine:denied", "busybox:cjtest"} {
+		if out, err := exec.Command("docker", "tag", "alpine:3.20", tag).CombinedOutput(); err != nil {
+			t.Fatalf("docker tag: %v %s", err, out)
+		}
+		defer exec.Command("docker", "rmi", tag).Run()
+	}
+	r := cj(t, alice, alice.Home, "images")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "alpine:3.20") || strings.Contains(r.Stdout, "alpine:denied") || strings.Contains(r.Stdout, "busybox:cjtest") {
+		t.Errorf("images: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 }
