@@ -99,6 +99,18 @@ func (o ownContext) find(ctx context.Context, ref string) (launcher.Managed, err
 	return launcher.Managed{}, fmt.Errorf("%q matches %d of your containers; use more of the id", ref, len(hits))
 }
 
+// withOwnContainer is withOwn for commands about one container: ref is
+// resolved among the caller's containers only.
+func withOwnContainer(cmd *cobra.Command, args []string, ref string, fn func(ctx context.Context, o ownContext, c launcher.Managed) error) error {
+	return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
+		c, err := o.find(ctx, ref)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, o, c)
+	})
+}
+
 func newPsCmd() *cobra.Command {
 	var all, gpus bool
 	cmd := &cobra.Command{
@@ -192,11 +204,7 @@ func newInspectCmd() *cobra.Command {
 		Example: "  containerjob inspect web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
-				c, err := o.find(ctx, args[0])
-				if err != nil {
-					return err
-				}
+			return withOwnContainer(cmd, args, args[0], func(ctx context.Context, o ownContext, c launcher.Managed) error {
 				info, err := launcher.InspectOwn(ctx, o.eng, c.ID)
 				if err != nil {
 					return err
@@ -247,11 +255,7 @@ interactive flags, as for run.`,
   containerjob exec -it 3f2a9c1b sh`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
-				c, err := o.find(ctx, args[0])
-				if err != nil {
-					return err
-				}
+			return withOwnContainer(cmd, args, args[0], func(ctx context.Context, o ownContext, c launcher.Managed) error {
 				if c.State != "running" {
 					return fmt.Errorf("container %.12s is %s, not running", c.ID, c.State)
 				}
@@ -286,11 +290,7 @@ func newLogsCmd() *cobra.Command {
 		Example: "  containerjob logs web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
-				c, err := o.find(ctx, args[0])
-				if err != nil {
-					return err
-				}
+			return withOwnContainer(cmd, args, args[0], func(ctx context.Context, o ownContext, c launcher.Managed) error {
 				return launcher.Logs(ctx, o.eng, c.ID, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			})
 		},
