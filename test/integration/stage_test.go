@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/client"
 
@@ -96,8 +97,23 @@ func TestMountsAreStaged(t *testing.T) {
 		if !launcher.IsStaged(m.Source) {
 			t.Errorf("mount %s -> %s was given to the engine by the user's path", m.Source, m.Target)
 		}
-		if _, err := os.Stat(m.Source); err == nil {
-			t.Errorf("staging path %s still exists while the container runs", m.Source)
+		// The container may print before the engine's start call has
+		// returned to containerjob, which releases the staging mount right
+		// after; it must be gone well before the container's 30 s are up.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := os.Stat(m.Source); err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("staging path %s still exists 10 s into the container's run", m.Source)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	again, err := docker.ContainerInspect(context.Background(), ids[0], client.ContainerInspectOptions{})
+	if err != nil || again.Container.State == nil || !again.Container.State.Running {
+		t.Errorf("the container was no longer running when its staging paths were checked: %v", err)
 	}
 }
