@@ -73,7 +73,7 @@ func (p *Policy) Check(look Lookup) []Finding {
 			if slices.Contains(r.MountsAlways, m) {
 				key = "mounts_always"
 			}
-			if why := ForbiddenMountSource(clean, ""); why != "" && !(key == "mounts_always" && strings.HasPrefix(clean, "/etc/")) {
+			if why := ForbiddenMountSource(clean); why != "" && !(key == "mounts_always" && strings.HasPrefix(clean, "/etc/")) {
 				add(t, key, m, false, fmt.Sprintf("%q is %s and can never be mounted", m, why), "remove it; containerjob refuses it whatever the policy says")
 			} else if clean == "/home" || clean == "/var" || clean == "/usr" || clean == "/run" || clean == "/tmp" && key == "mounts_allow" {
 				add(t, key, m, true, fmt.Sprintf("%q hands out a whole system directory", m), "allow $HOME or a per-user path such as /scratch/$USER")

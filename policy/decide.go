@@ -544,8 +544,8 @@ func (v mountVars) Replace(s string) string {
 var neverMount = []string{"/proc", "/sys", "/dev"}
 
 // ForbiddenMountSource reports why a resolved host path can never be bind
-// mounted, or "" if it may be. dockerSocket is the resolved socket path.
-func ForbiddenMountSource(src, dockerSocket string) string {
+// mounted, or "" if it may be.
+func ForbiddenMountSource(src string) string {
 	switch src {
 	case "/":
 		return "the host's root directory"
@@ -557,8 +557,8 @@ func ForbiddenMountSource(src, dockerSocket string) string {
 			return "under " + p
 		}
 	}
-	for _, sock := range []string{"/var/run/docker.sock", "/run/docker.sock", dockerSocket} {
-		if sock != "" && within(sock, src) {
+	for _, sock := range []string{"/var/run/docker.sock", "/run/docker.sock"} {
+		if within(sock, src) {
 			return "the Docker socket or a directory holding it"
 		}
 	}
@@ -597,7 +597,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 		targets[dst] = true
 	}
 	if eff.MountJobDir.Value && job.Dir != "" {
-		if why := ForbiddenMountSource(job.Dir, ""); why != "" {
+		if why := ForbiddenMountSource(job.Dir); why != "" {
 			return &Refusal{What: fmt.Sprintf("job directory %q (%s)", job.Dir, why), Verb: "cannot be mounted, says", Rule: builtin("never-mount")}
 		}
 		add(job.Dir, job.Dir, false)
@@ -630,7 +630,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 		if targets[m.Target] {
 			return &Refusal{What: fmt.Sprintf("mount target %q", m.Target), Verb: "is already taken by a mount the admin forces, says", Rule: builtin("mount-target")}
 		}
-		if why := ForbiddenMountSource(m.Source, ""); why != "" {
+		if why := ForbiddenMountSource(m.Source); why != "" {
 			return &Refusal{What: fmt.Sprintf("mount source %q (%s)", m.Given, why), Verb: "can never be mounted, says", Rule: builtin("never-mount")}
 		}
 		// The longest allowed prefix decides, so an admin can allow /data

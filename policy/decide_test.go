@@ -249,6 +249,10 @@ func TestParseErrors(t *testing.T) {
 		{"tcp engine", "[settings]\ndocker_host = \"tcp://0.0.0.0:2375\"\n", "must be a unix:// socket"},
 		{"bad pull", "[defaults]\npull = [\"often\"]\n", "is not one of never"},
 		{"zero pids", "[defaults]\npids_limit = 0\n", "positive"},
+		{"bad confine", "[settings]\nconfine = \"cgroup\"\n", `/p.toml:2: confine "cgroup" is not limits, cgroup-parent or none`},
+		{"bad gpus mode", "[settings]\ngpus_mode = \"amd\"\n", `/p.toml:2: gpus_mode "amd" is not nvidia, cdi, devices or none`},
+		{"bad container logs", "\n[settings]\ncontainer_logs = \"syslog\"\n", `/p.toml:3: container_logs "syslog" is not none, json-file or local`},
+		{"bad qstat format", "[settings]\nqstat_format = \"xml\"\n", `/p.toml:2: qstat_format "xml" is not json or text`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -266,38 +267,25 @@ func Parse(path string, data []byte) (*Policy, error) {
 	if p.Settings.SlurmdSpoolDir == "" {
 		p.Settings.SlurmdSpoolDir = "/var/spool/slurmd"
 	}
-	if p.Settings.Confine == "" {
-		p.Settings.Confine = "limits"
-	}
-	switch p.Settings.Confine {
-	case "limits", "cgroup-parent", "none":
-	default:
-		return nil, fmt.Errorf("%s:%d: confine %q is not limits, cgroup-parent or none", path, loc.line("settings", "confine", ""), p.Settings.Confine)
-	}
-	if p.Settings.GPUsMode == "" {
-		p.Settings.GPUsMode = "nvidia"
-	}
-	switch p.Settings.GPUsMode {
-	case "nvidia", "cdi", "devices", "none":
-	default:
-		return nil, fmt.Errorf("%s:%d: gpus_mode %q is not nvidia, cdi, devices or none", path, loc.line("settings", "gpus_mode", ""), p.Settings.GPUsMode)
-	}
-	switch p.Settings.ContainerLogs {
-	case "":
-		p.Settings.ContainerLogs = "none"
-	case "none", "json-file", "local":
-	default:
-		return nil, fmt.Errorf("%s:%d: container_logs %q is not none, json-file or local", path, loc.line("settings", "container_logs", ""), p.Settings.ContainerLogs)
+	for _, e := range []struct {
+		key     string
+		value   *string
+		allowed []string // the first is the default
+	}{
+		{"confine", &p.Settings.Confine, []string{"limits", "cgroup-parent", "none"}},
+		{"gpus_mode", &p.Settings.GPUsMode, []string{"nvidia", "cdi", "devices", "none"}},
+		{"container_logs", &p.Settings.ContainerLogs, []string{"none", "json-file", "local"}},
+		{"qstat_format", &p.Settings.QstatFormat, []string{"json", "text"}},
+	} {
+		if *e.value == "" {
+			*e.value = e.allowed[0]
+		}
+		if !slices.Contains(e.allowed, *e.value) {
+			return nil, fmt.Errorf("%s:%d: %s %q is not %s", path, loc.line("settings", e.key, ""), e.key, *e.value, orList(e.allowed))
+		}
 	}
 	if p.Settings.Qstat == "" {
 		p.Settings.Qstat = "/opt/pbs/bin/qstat"
-	}
-	switch p.Settings.QstatFormat {
-	case "":
-		p.Settings.QstatFormat = "json"
-	case "json", "text":
-	default:
-		return nil, fmt.Errorf("%s:%d: qstat_format %q is not json or text", path, loc.line("settings", "qstat_format", ""), p.Settings.QstatFormat)
 	}
 	if p.Settings.Scontrol == "" {
 		p.Settings.Scontrol = "/usr/bin/scontrol"
@@ -481,6 +469,14 @@ func splitMountRule(s string) (path string, readOnly bool, err error) {
 		}
 	}
 	return path, readOnly, nil
+}
+
+// orList renders ["a" "b" "c"] as "a, b or c".
+func orList(words []string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
 }
 
 func firstLine(s string) string {
