@@ -52,9 +52,15 @@ func TestPBSJobContext(t *testing.T) {
 	}
 	defer restore()
 
+	// A PBS job's processes run in the session the MOM created for the job
+	// (its shell is a session leader); setsid models that. Without it the
+	// test would inherit the runner's session, whose leader may live outside
+	// this PID namespace (getsid then says 0, which is no job's session).
+	inJob := func(argv ...string) []string { return append([]string{"setsid", "--wait"}, argv...) }
+
 	// Inside the job: the job directory is PBS_O_WORKDIR, the environment
 	// arrives, the container is labelled with the job.
-	r := testutil.Run(t, alice, alice.Home, []string{"PBS_JOBID=4242.pbshead", "MYVAR=x"}, bin, "alpine:3.20", "sh", "-c", "echo $PBS_JOBID $MYVAR; pwd")
+	r := testutil.Run(t, alice, alice.Home, []string{"PBS_JOBID=4242.pbshead", "MYVAR=x"}, inJob(bin, "alpine:3.20", "sh", "-c", "echo $PBS_JOBID $MYVAR; pwd")...)
 	if r.Code != 0 || r.Stdout != "4242.pbshead x\n"+dir+"\n" {
 		t.Errorf("in the job: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
@@ -70,12 +76,12 @@ func TestPBSJobContext(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			since := time.Now()
-			r := testutil.Run(t, alice, alice.Home, []string{"PBS_JOBID=" + tt.jobid}, bin, "alpine:3.20", "true")
+			r := testutil.Run(t, alice, alice.Home, []string{"PBS_JOBID=" + tt.jobid}, inJob(bin, "alpine:3.20", "true")...)
 			refused(t, alice, since, r, tt.want)
 		})
 	}
 	// The epilogue for PBS jobs removes the job's containers.
-	cmd := testutil.Command(alice, alice.Home, []string{"PBS_JOBID=4242.pbshead"}, bin, "alpine:3.20", "sh", "-c", "echo ready; sleep 60")
+	cmd := testutil.Command(alice, alice.Home, []string{"PBS_JOBID=4242.pbshead"}, inJob(bin, "alpine:3.20", "sh", "-c", "echo ready; sleep 60")...)
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
