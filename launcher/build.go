@@ -128,10 +128,34 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate},
 		})
 	}
+	for _, pt := range d.Ports {
+		port, ok := network.PortFrom(pt.ContainerPort, network.IPProtocol(pt.Proto))
+		if !ok {
+			return client.ContainerCreateOptions{}, fmt.Errorf("port %s has no protocol", pt)
+		}
+		if cfg.ExposedPorts == nil {
+			cfg.ExposedPorts, hc.PortBindings = network.PortSet{}, network.PortMap{}
+		}
+		cfg.ExposedPorts[port] = struct{}{}
+		hc.PortBindings[port] = append(hc.PortBindings[port], network.PortBinding{HostIP: pt.HostIP, HostPort: strconv.Itoa(int(pt.HostPort))})
+	}
 	return client.ContainerCreateOptions{
 		Name:             d.Name,
 		Config:           cfg,
 		HostConfig:       hc,
 		NetworkingConfig: &network.NetworkingConfig{},
 	}, nil
+}
+
+// ApprovedPorts lists the decision's host bindings in the guard's terms.
+func ApprovedPorts(d *policy.Decision) []string {
+	var out []string
+	for _, p := range d.Ports {
+		ip := p.HostIP.String()
+		if p.HostIP.Is6() {
+			ip = "[" + ip + "]"
+		}
+		out = append(out, fmt.Sprintf("%s:%d/%s", ip, p.HostPort, p.Proto))
+	}
+	return out
 }

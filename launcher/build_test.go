@@ -1,12 +1,14 @@
 package launcher
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/containerjob/containerjob/launcher/guard"
@@ -17,8 +19,9 @@ const buildPolicy = `
 [defaults]
 images_allow = ["alpine:*"]
 mounts_allow = ["$HOME"]
-flags_allow = ["volume", "entrypoint"]
-networks_allow = ["none", "host"]
+flags_allow = ["volume", "entrypoint", "publish", "network"]
+networks_allow = ["none", "host", "bridge"]
+ports_allow = ["8000-8099", "0.0.0.0:9000"]
 `
 
 func decision(t *testing.T, req policy.Request) *policy.Decision {
@@ -147,6 +150,25 @@ func TestGuardRefuses(t *testing.T) {
 		{"oom killer off", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.OomKillDisable = &yes }, "OOM"},
 		{"no pids limit", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PidsLimit = &zero }, "pids"},
 		{"published ports", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PublishAllPorts = true }, "ports"},
+		{"unapproved port binding", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
+			r.HostConfig.NetworkMode = "bridge"
+			r.HostConfig.PortBindings = network.PortMap{network.MustParsePort("80/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "8080"}}}
+		}, "host binding 127.0.0.1:8080/tcp not approved"},
+		{"binding on every address implicitly", func(r *client.ContainerCreateOptions, e *guard.Expect) {
+			r.HostConfig.NetworkMode = "bridge"
+			r.HostConfig.PortBindings = network.PortMap{network.MustParsePort("80/tcp"): {{HostPort: "8080"}}}
+			e.AllowedPorts = []string{"0.0.0.0:8080/tcp"}
+		}, "without an explicit 0.0.0.0"},
+		{"privileged host port even if approved", func(r *client.ContainerCreateOptions, e *guard.Expect) {
+			r.HostConfig.NetworkMode = "bridge"
+			r.HostConfig.PortBindings = network.PortMap{network.MustParsePort("22/tcp"): {{HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: "22"}}}
+			e.AllowedPorts = []string{"0.0.0.0:22/tcp"}
+		}, "not an unprivileged port"},
+		{"ports on the host network", func(r *client.ContainerCreateOptions, e *guard.Expect) {
+			r.HostConfig.NetworkMode, e.AllowHostNetwork = "host", true
+			r.HostConfig.PortBindings = network.PortMap{network.MustParsePort("80/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "8080"}}}
+			e.AllowedPorts = []string{"127.0.0.1:8080/tcp"}
+		}, "port bindings on network"},
 		{"spoofed uid label", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
 			r.Config.Labels["org.containerjob.uid"] = "1001"
 		}, "uid label"},
@@ -164,6 +186,26 @@ func TestGuardRefuses(t *testing.T) {
 				t.Fatalf("guard.Check after %q = %v, want a violation containing %q", tt.name, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestBuildPorts(t *testing.T) {
+	d := decision(t, policy.Request{Image: "alpine:3.20", Network: "bridge", Publish: []string{"8080:80", "0.0.0.0:9000:9000"}, Flags: []string{"publish", "network"}})
+	req, err := Build(d, "sha256:abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := req.HostConfig.PortBindings
+	if len(b) != 2 || len(req.Config.ExposedPorts) != 2 {
+		t.Fatalf("bindings %v exposed %v", b, req.Config.ExposedPorts)
+	}
+	if got := b[network.MustParsePort("80/tcp")]; len(got) != 1 || got[0].HostIP.String() != "127.0.0.1" || got[0].HostPort != "8080" {
+		t.Errorf("80/tcp bound to %+v", got)
+	}
+	want := expect()
+	want.AllowedPorts = ApprovedPorts(d)
+	if err := guard.Check(req, want); err != nil {
+		t.Fatalf("guard refused approved ports: %v", err)
 	}
 }
 

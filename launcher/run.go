@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,7 +88,9 @@ type Options struct {
 	// Caller is whose filesystem view mount sources are opened with.
 	Caller    userfs.Identity
 	StopGrace time.Duration
-	Guard     guard.Expect
+	// ProbeTimeout bounds opening the mount sources (0: no bound).
+	ProbeTimeout time.Duration
+	Guard        guard.Expect
 	// Signals, when set, replaces signal.Notify (tests inject signals).
 	Signals chan os.Signal
 	// Created is called with the container id right after create.
@@ -420,7 +423,16 @@ func prepare(ctx context.Context, eng Engine, d *policy.Decision, stdio IO) (cli
 // stageMounts binds the decision's user-controlled sources to private
 // staging paths and points the request and the guard at them.
 func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *Options) (*Stage, error) {
-	stage, err := NewStage(opts.Caller, d.StageSources)
+	var fixed []string
+	for _, m := range req.HostConfig.Mounts {
+		if !slices.Contains(d.StageSources, m.Source) {
+			fixed = append(fixed, m.Source)
+		}
+	}
+	if err := Probe(fixed, opts.ProbeTimeout); err != nil {
+		return nil, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	stage, err := NewStage(opts.Caller, d.StageSources, opts.ProbeTimeout)
 	if err != nil {
 		return nil, &Error{Code: ExitLaunchFailed, Err: err}
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,8 +37,9 @@ type Stage struct {
 }
 
 // NewStage opens and binds sources (absolute, resolved, symlink-free paths)
-// for the caller id. On error nothing is left mounted.
-func NewStage(id userfs.Identity, sources []string) (*Stage, error) {
+// for the caller id. On error nothing is left mounted. A source that does
+// not answer within timeout (a hung NFS server) fails the launch.
+func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Stage, error) {
 	s := &Stage{Sources: map[string]string{}}
 	if len(sources) == 0 {
 		return s, nil
@@ -52,18 +55,18 @@ func NewStage(id userfs.Identity, sources []string) (*Stage, error) {
 			}
 		}
 	}()
-	err := userfs.As(id, func() error {
-		for i, src := range sources {
-			fd, err := unix.Openat2(unix.AT_FDCWD, src, &unix.OpenHow{
-				Flags:   unix.O_PATH | unix.O_CLOEXEC,
-				Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-			})
-			if err != nil {
-				return fmt.Errorf("mount source %q changed after it was checked, or cannot be opened as the caller: %v", src, err)
+	err := withTimeout(timeout, sources, func(done func(int)) error {
+		return userfs.As(id, func() error {
+			for i, src := range sources {
+				fd, err := openSource(src)
+				if err != nil {
+					return fmt.Errorf("mount source %q changed after it was checked, or cannot be opened as the caller: %v", src, err)
+				}
+				fds[i] = fd
+				done(i)
 			}
-			fds[i] = fd
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -105,6 +108,68 @@ func NewStage(id userfs.Identity, sources []string) (*Stage, error) {
 		s.Sources[target] = src
 	}
 	return s, nil
+}
+
+// openSource opens a directory with O_DIRECTORY, which, unlike a bare
+// O_PATH open, makes the kernel trigger an automount (autofs, NFS, CVMFS)
+// on the last component: what is bound is then the mounted file system,
+// not the empty trigger directory the engine would otherwise see.
+func openSource(src string) (int, error) {
+	how := &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	fd, err := unix.Openat2(unix.AT_FDCWD, src, how)
+	if err == unix.ENOTDIR {
+		how.Flags = unix.O_PATH | unix.O_CLOEXEC
+		fd, err = unix.Openat2(unix.AT_FDCWD, src, how)
+	}
+	return fd, err
+}
+
+// Probe opens each host path the engine will bind by name (the admin's
+// fixed mounts), so automounts are triggered before the engine looks and a
+// missing or hung one fails with its name instead of an engine error.
+func Probe(paths []string, timeout time.Duration) error {
+	return withTimeout(timeout, paths, func(done func(int)) error {
+		for i, p := range paths {
+			fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err == unix.ENOTDIR {
+				fd, err = unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+			}
+			if err != nil {
+				return fmt.Errorf("mount source %q cannot be opened on this node: %v", p, err)
+			}
+			unix.Close(fd)
+			done(i)
+		}
+		return nil
+	})
+}
+
+// withTimeout runs open, which reports each path it finished, and gives up
+// after timeout naming the path it is stuck on. A thread stuck in an NFS
+// lookup cannot be interrupted; it is left behind and dies with the process.
+func withTimeout(timeout time.Duration, paths []string, open func(done func(int)) error) error {
+	if timeout <= 0 {
+		return open(func(int) {})
+	}
+	var mu sync.Mutex
+	next := 0
+	errc := make(chan error, 1)
+	go func() {
+		errc <- open(func(i int) { mu.Lock(); next = i + 1; mu.Unlock() })
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-errc:
+		return err
+	case <-t.C:
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Errorf("mount source %q did not answer within %s (is its NFS or automount server down?)", paths[min(next, len(paths)-1)], timeout)
+	}
 }
 
 // Path returns the staged path for a source, or the source itself.

@@ -63,7 +63,7 @@ func (p *Policy) Check(look Lookup) []Finding {
 					"name the registries or repositories users may run, e.g. \"registry.local/**\"")
 			}
 		}
-		for _, m := range append(append([]string{}, r.MountsAllow...), r.MountsAlways...) {
+		for _, m := range append(append(append([]string{}, r.MountsAllow...), r.MountsAlways...), r.MountsDefault...) {
 			raw, _, _ := splitMountRule(m)
 			if strings.HasPrefix(raw, "$") {
 				continue
@@ -72,6 +72,8 @@ func (p *Policy) Check(look Lookup) []Finding {
 			key := "mounts_allow"
 			if slices.Contains(r.MountsAlways, m) {
 				key = "mounts_always"
+			} else if slices.Contains(r.MountsDefault, m) {
+				key = "mounts_default"
 			}
 			if why := ForbiddenMountSource(clean); why != "" && !(key == "mounts_always" && strings.HasPrefix(clean, "/etc/")) {
 				add(t, key, m, false, fmt.Sprintf("%q is %s and can never be mounted", m, why), "remove it; containerjob refuses it whatever the policy says")
@@ -89,6 +91,16 @@ func (p *Policy) Check(look Lookup) []Finding {
 			if n == "host" {
 				add(t, "networks_allow", n, true, "host networking lets containers bind the node's ports and reach services on localhost",
 					"allow it only in a [group.NAME] for users who need it")
+			}
+		}
+		for _, pr := range r.PortsAllow {
+			if rule, err := parsePortRule(pr); err == nil && rule.low < 1024 {
+				add(t, "ports_allow", pr, false, fmt.Sprintf("%q covers privileged ports (below 1024), where a user could pose as a system service", pr),
+					"allow ports from 1024 up; containerjob refuses lower host ports whatever the policy says")
+			}
+			if rule, err := parsePortRule(pr); err == nil && rule.ip.IsUnspecified() {
+				add(t, "ports_allow", pr, true, fmt.Sprintf("%q publishes on every interface of the node, reachable from the whole network", pr),
+					"leave out the address to allow 127.0.0.1 only (users reach it with ssh -L)")
 			}
 		}
 		for _, pm := range r.Pull {

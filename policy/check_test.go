@@ -22,6 +22,10 @@ func TestCheck(t *testing.T) {
 		{"unknown group and user", "[defaults]\nimages_allow = [\"a\"]\n[group.nosuch]\npull = []\n[user.ghost]\npull = []\n", []string{
 			"/p.toml:3: warning:  in [group.nosuch]: no such group", "/p.toml:5: warning:  in [user.ghost]: no such user"}},
 		{"root-equivalent capability", "[defaults]\nimages_allow = [\"a\"]\ncapabilities_allow = [\"NET_RAW\", \"SYS_ADMIN\"]\n", []string{`/p.toml:3: error: capabilities_allow in [defaults]: capability SYS_ADMIN is root-equivalent`}},
+		{"loopback ports are fine", "[defaults]\nimages_allow = [\"a\"]\nports_allow = [\"8000-8999\"]\n", nil},
+		{"privileged ports", "[defaults]\nimages_allow = [\"a\"]\nports_allow = [\"80\"]\n", []string{`/p.toml:3: error: ports_allow in [defaults]: "80" covers privileged ports`}},
+		{"ports on every interface", "[defaults]\nimages_allow = [\"a\"]\nports_allow = [\"0.0.0.0:8000-8999\"]\n", []string{"publishes on every interface"}},
+		{"default mount of a system directory", "[defaults]\nimages_allow = [\"a\"]\nmounts_default = [\"/proc\"]\n", []string{`error: mounts_default in [defaults]: "/proc" is under /proc`}},
 		{"nothing allowed at all", "[defaults]\npull = [\"never\"]\n", []string{"no table allows any image"}},
 	}
 	look := Lookup{User: func(n string) bool { return n == "alice" }, Group: func(n string) bool { return n == "x" }}

@@ -78,7 +78,14 @@ type Request struct {
 	Network     string
 	Pull        string
 	CapAdd      []string
-	Flags       []string // long names of the flags the user set
+	Publish     []string // -p as written: [IP:]HOSTPORT:CONTAINERPORT[/PROTO]
+	// DefaultMounts are the policy's mounts_default (see DefaultMounts),
+	// resolved as the caller; one absent from the node is left out.
+	DefaultMounts []MountRequest
+	// NoDefaultMounts are the default mounts the user opted out of, by
+	// path, or "all".
+	NoDefaultMounts []string
+	Flags           []string // long names of the flags the user set
 }
 
 // Decision is the container the policy approved, in runtime-neutral terms
@@ -88,6 +95,7 @@ type Decision struct {
 	Pull         string
 	Name         string // engine-wide container name, "" for none
 	Network      string
+	Ports        []Port
 	Tty          bool
 	Interactive  bool
 	ReadOnlyRoot bool
@@ -400,6 +408,13 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		if len(eff.NetworksAllow) > 0 {
 			d.Network = eff.NetworksAllow[0].Value
 		}
+		// Publishing needs a network that forwards: the first allowed one,
+		// as docker run would use its bridge.
+		if len(req.Publish) > 0 {
+			if i := slices.IndexFunc(eff.NetworksAllow, func(e Entry) bool { return e.Value != "none" && e.Value != "host" }); i >= 0 {
+				d.Network = eff.NetworksAllow[i].Value
+			}
+		}
 	}
 	if err := validNetworkName(d.Network); err != nil {
 		return nil, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("network-name")}
@@ -410,6 +425,10 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 			return nil, &Refusal{What: fmt.Sprintf("network %q", d.Network), Verb: "is not allowed by", Rule: eff.NetworksAllow.missing("networks_allow")}
 		}
 		trail("network "+d.Network, "allowed", o)
+	}
+
+	if err := p.decidePorts(d, req, eff); err != nil {
+		return nil, err
 	}
 
 	if req.Name != "" {
@@ -621,7 +640,32 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 			continue
 		}
 		add(path, path, ro)
+		if strings.Contains(raw, "$") {
+			// A path under the user's name may be theirs to replace (a
+			// symlink in a world-writable parent): open it as they would.
+			d.StageSources = append(d.StageSources, path)
+		}
 		d.Trail = append(d.Trail, Applied{Item: "mount " + path, Action: "forced", Rule: e.Origin})
+	}
+	for _, dm := range p.DefaultMounts(caller, job) {
+		given := slices.IndexFunc(req.DefaultMounts, func(m MountRequest) bool { return m.Given == dm.Path })
+		switch {
+		case slices.Contains(req.NoDefaultMounts, dm.Path) || slices.Contains(req.NoDefaultMounts, "all"):
+			d.Trail = append(d.Trail, Applied{Item: "mount " + dm.Path + " (default)", Action: "skipped, opted out", Rule: dm.Origin})
+			continue
+		case given < 0:
+			d.Trail = append(d.Trail, Applied{Item: "mount " + dm.Path + " (default)", Action: "skipped, absent", Rule: dm.Origin})
+			continue
+		case targets[dm.Path]:
+			continue
+		}
+		src := req.DefaultMounts[given].Source
+		if why := ForbiddenMountSource(src); why != "" {
+			return &Refusal{What: fmt.Sprintf("default mount %q resolves to %q (%s) and", dm.Path, src, why), Verb: "can never be mounted; opt out with --no-default-mount, or ask the admin about", Rule: dm.Origin}
+		}
+		add(src, dm.Path, dm.ReadOnly)
+		d.StageSources = append(d.StageSources, src)
+		d.Trail = append(d.Trail, Applied{Item: "mount " + dm.Path + " (default)", Action: "allowed", Rule: dm.Origin})
 	}
 	for _, m := range req.Mounts {
 		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) != m.Target || m.Target == "/" || strings.ContainsRune(m.Target, 0) {
@@ -657,6 +701,62 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 			action = "forced read-only"
 		}
 		d.Trail = append(d.Trail, Applied{Item: "mount " + m.Source + ":" + m.Target, Action: action, Rule: best})
+	}
+	return nil
+}
+
+// DefaultMount is one mounts_default entry as it applies to a caller and job.
+type DefaultMount struct {
+	Path     string // host path and container path, variables expanded
+	ReadOnly bool
+	Origin   Origin
+}
+
+// DefaultMounts lists the caller's default mounts (mounts_default), for the
+// launcher to resolve as the caller before Decide. Entries naming $JOB_DIR
+// are left out outside a job.
+func (p *Policy) DefaultMounts(caller Caller, job Job) []DefaultMount {
+	vars := mountVars{home: caller.Home, user: caller.User, jobDir: job.Dir}
+	var out []DefaultMount
+	for _, e := range p.Effective(caller).MountsDefault {
+		raw, ro, _ := splitMountRule(e.Value)
+		if strings.Contains(raw, "$JOB_DIR") && job.Dir == "" {
+			continue
+		}
+		path := filepath.Clean(vars.Replace(raw))
+		if !slices.ContainsFunc(out, func(m DefaultMount) bool { return m.Path == path }) {
+			out = append(out, DefaultMount{Path: path, ReadOnly: ro, Origin: e.Origin})
+		}
+	}
+	return out
+}
+
+// decidePorts judges -p: each host address, port and protocol must be
+// covered by a ports_allow rule, on a network that can publish.
+func (p *Policy) decidePorts(d *Decision, req Request, eff *Effective) error {
+	for _, s := range req.Publish {
+		pt, err := ParsePublish(s)
+		if err != nil {
+			return &Refusal{What: truncate(err.Error(), 256), Verb: "and is refused by", Rule: builtin("publish-syntax")}
+		}
+		if d.Network == "none" || d.Network == "host" {
+			return &Refusal{What: fmt.Sprintf("--publish %s on network %q", pt, d.Network), Verb: "has nothing to forward (use --network bridge or a named network), says", Rule: builtin("publish-network")}
+		}
+		if slices.ContainsFunc(d.Ports, func(q Port) bool { return q.HostIP == pt.HostIP && q.HostPort == pt.HostPort && q.Proto == pt.Proto }) {
+			return &Refusal{What: fmt.Sprintf("--publish %s", pt), Verb: "publishes the same host port twice, says", Rule: builtin("publish-syntax")}
+		}
+		found := -1
+		for i, e := range eff.PortsAllow {
+			if r, ok := p.ports[e.Value]; ok && r.allows(pt) {
+				found = i
+				break
+			}
+		}
+		if found < 0 {
+			return &Refusal{What: fmt.Sprintf("publishing host port %s", pt), Verb: "is not allowed by", Rule: eff.PortsAllow.missing("ports_allow")}
+		}
+		d.Ports = append(d.Ports, pt)
+		d.Trail = append(d.Trail, Applied{Item: "publish " + pt.String(), Action: "allowed", Rule: eff.PortsAllow[found].Origin})
 	}
 	return nil
 }

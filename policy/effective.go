@@ -53,6 +53,8 @@ type Effective struct {
 	Pull          List
 	MountsAlways  List
 	MountsAllow   List
+	MountsDefault List
+	PortsAllow    List
 	FlagsAllow    List
 	NetworksAllow List
 	EnvForce      List
@@ -125,6 +127,8 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		e.Pull = append(e.Pull, t.lists["pull"]...)
 		e.MountsAlways = append(e.MountsAlways, t.lists["mounts_always"]...)
 		e.MountsAllow = append(e.MountsAllow, t.lists["mounts_allow"]...)
+		e.MountsDefault = append(e.MountsDefault, t.lists["mounts_default"]...)
+		e.PortsAllow = append(e.PortsAllow, t.lists["ports_allow"]...)
 		e.FlagsAllow = append(e.FlagsAllow, t.lists["flags_allow"]...)
 		e.NetworksAllow = append(e.NetworksAllow, t.lists["networks_allow"]...)
 		e.EnvForce = append(e.EnvForce, t.lists["env_force"]...)

@@ -34,6 +34,10 @@ type Settings struct {
 	AuditLog         string `toml:"audit_log"`
 	AuditSyslog      bool   `toml:"audit_syslog"`
 	StopGraceSeconds int    `toml:"stop_grace_seconds"`
+	// MountProbeSeconds bounds opening each mount source before the
+	// launch (automounts are triggered then); a hung NFS server fails the
+	// launch with its path instead of hanging it. 0 means the default, 20.
+	MountProbeSeconds int `toml:"mount_probe_seconds"`
 	// Scheduler tools, called by the privileged process with a clean
 	// environment: their paths and configuration come from here only.
 	Scontrol       string `toml:"scontrol"`
@@ -63,11 +67,13 @@ type Settings struct {
 // Pointers tell "not set here" from a zero value, so that a later table only
 // overrides what it names.
 type Rules struct {
-	ImagesAllow   []string `toml:"images_allow"`
-	ImagesDeny    []string `toml:"images_deny"`
-	Pull          []string `toml:"pull"`
-	MountsAlways  []string `toml:"mounts_always"`
-	MountsAllow   []string `toml:"mounts_allow"`
+	ImagesAllow  []string `toml:"images_allow"`
+	ImagesDeny   []string `toml:"images_deny"`
+	Pull         []string `toml:"pull"`
+	MountsAlways []string `toml:"mounts_always"`
+	MountsAllow  []string `toml:"mounts_allow"`
+	// MountsDefault are mounted unless the user opts out (--no-default-mount).
+	MountsDefault []string `toml:"mounts_default"`
 	FlagsAllow    []string `toml:"flags_allow"`
 	NetworksAllow []string `toml:"networks_allow"`
 	OutsideJobs   *bool    `toml:"outside_jobs"`
@@ -87,6 +93,8 @@ type Rules struct {
 	// Container counts on this node.
 	MaxContainersPerJob  *int64 `toml:"max_containers_per_job"`
 	MaxContainersPerUser *int64 `toml:"max_containers_per_user"`
+	// PortsAllow: host ports users may publish with -p, [IP:]LOW[-HIGH][/PROTO].
+	PortsAllow []string `toml:"ports_allow"`
 }
 
 type document struct {
@@ -128,7 +136,8 @@ func newTable(name string, r Rules, loc *locator) table {
 	t := table{name: name, rules: r, loc: loc, lists: map[string][]Entry{}}
 	for key, values := range map[string][]string{
 		"images_allow": r.ImagesAllow, "images_deny": r.ImagesDeny, "pull": r.Pull,
-		"mounts_always": r.MountsAlways, "mounts_allow": r.MountsAllow,
+		"mounts_always": r.MountsAlways, "mounts_allow": r.MountsAllow, "mounts_default": r.MountsDefault,
+		"ports_allow": r.PortsAllow,
 		"flags_allow": r.FlagsAllow, "networks_allow": r.NetworksAllow,
 		"env_force": r.EnvForce, "ulimits": r.Ulimits, "capabilities_allow": r.CapabilitiesAllow,
 	} {
@@ -153,6 +162,7 @@ type Policy struct {
 	groups   map[string]table
 	users    map[string]table
 	compiled map[string]imagePattern // by pattern text
+	ports    map[string]portRule     // by rule text
 }
 
 // Load reads the policy at path, refusing a file that a non-root user could
@@ -257,6 +267,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 		groups:   map[string]table{},
 		users:    map[string]table{},
 		compiled: map[string]imagePattern{},
+		ports:    map[string]portRule{},
 	}
 	if p.Settings.DockerHost == "" {
 		p.Settings.DockerHost = "unix:///var/run/docker.sock"
@@ -289,6 +300,9 @@ func Parse(path string, data []byte) (*Policy, error) {
 	}
 	if p.Settings.Scontrol == "" {
 		p.Settings.Scontrol = "/usr/bin/scontrol"
+	}
+	if p.Settings.MountProbeSeconds <= 0 {
+		p.Settings.MountProbeSeconds = 20
 	}
 	if p.Settings.StopGraceSeconds <= 0 {
 		p.Settings.StopGraceSeconds = 10
@@ -341,7 +355,7 @@ func sortedKeys(m map[string]table) []string {
 var knownFlags = map[string]bool{
 	"env": true, "volume": true, "workdir": true, "entrypoint": true, "tty": true,
 	"interactive": true, "name": true, "read-only": true, "shm-size": true,
-	"network": true, "pull": true, "cap-add": true,
+	"network": true, "pull": true, "cap-add": true, "publish": true,
 }
 
 func (p *Policy) validate(t table) error {
@@ -370,7 +384,7 @@ func (p *Policy) validate(t table) error {
 	for _, key := range []struct {
 		name string
 		list []string
-	}{{"mounts_always", r.MountsAlways}, {"mounts_allow", r.MountsAllow}} {
+	}{{"mounts_always", r.MountsAlways}, {"mounts_allow", r.MountsAllow}, {"mounts_default", r.MountsDefault}} {
 		for _, m := range key.list {
 			if _, _, err := splitMountRule(m); err != nil {
 				return fail(key.name, m, "%v", err)
@@ -386,6 +400,13 @@ func (p *Policy) validate(t table) error {
 		if err := validNetworkName(n); err != nil {
 			return fail("networks_allow", n, "%v", err)
 		}
+	}
+	for _, pr := range r.PortsAllow {
+		rule, err := parsePortRule(pr)
+		if err != nil {
+			return fail("ports_allow", pr, "%q is not [IP:]LOW[-HIGH][/tcp|/udp]: %v", pr, err)
+		}
+		p.ports[pr] = rule
 	}
 	if r.PidsLimit != nil && *r.PidsLimit < 1 {
 		return fail("pids_limit", "", "must be a positive number of processes")

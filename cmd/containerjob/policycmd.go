@@ -118,7 +118,8 @@ by which rule. Paths are taken as written (not resolved as the user).`,
 				key  string
 				list policy.List
 			}{{"images_allow", eff.ImagesAllow}, {"images_deny", eff.ImagesDeny}, {"pull", eff.Pull},
-				{"mounts_allow", eff.MountsAllow}, {"mounts_always", eff.MountsAlways}, {"flags_allow", eff.FlagsAllow}, {"networks_allow", eff.NetworksAllow}} {
+				{"mounts_allow", eff.MountsAllow}, {"mounts_always", eff.MountsAlways}, {"mounts_default", eff.MountsDefault},
+				{"flags_allow", eff.FlagsAllow}, {"networks_allow", eff.NetworksAllow}, {"ports_allow", eff.PortsAllow}} {
 				fmt.Fprintf(out, "%s:\n", l.key)
 				if len(l.list) == 0 {
 					if strings.HasSuffix(l.key, "_allow") || l.key == "pull" {
@@ -154,6 +155,10 @@ by which rule. Paths are taken as written (not resolved as the user).`,
 			jobDir = strings.ReplaceAll(jobDir, "USER", caller.User)
 			job := policy.Job{Dir: jobDir, Scheduler: "slurm", ID: "EXPLAIN", Node: "node"}
 			req.Cwd = jobDir
+			// Default mounts as if each existed on the node.
+			for _, dm := range pol.DefaultMounts(caller, job) {
+				req.DefaultMounts = append(req.DefaultMounts, policy.MountRequest{Given: dm.Path, Source: dm.Path, Target: dm.Path, ReadOnly: dm.ReadOnly})
+			}
 			fmt.Fprintf(out, "\ndecision for: %s\n", strings.Join(args, " "))
 			d, err := pol.Decide(req, caller, job)
 			if err != nil {

@@ -39,6 +39,8 @@ type runFlags struct {
 	jobEnvFD    int
 	dryRun      bool
 	capAdd      []string
+	publish     []string
+	noDefault   []string
 	// root only
 	policyPath string
 	asUser     string
@@ -46,7 +48,7 @@ type runFlags struct {
 
 // userFlags are the flags a user may set, by long name; the policy's
 // flags_allow speaks of these names.
-var userFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull", "cap-add"}
+var userFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull", "cap-add", "publish"}
 
 func newRunCmd() *cobra.Command { return newRunCmdWith(&runFlags{}) }
 
@@ -83,6 +85,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.StringVar(&f.network, "network", "", "network: none, bridge, or a name the policy allows")
 	fl.StringVar(&f.pull, "pull", "", "pull the image: never, missing or always (as the policy allows)")
 	fl.StringArrayVar(&f.capAdd, "cap-add", nil, "add a capability the policy allows (capabilities_allow)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/udp] (IP defaults to 127.0.0.1; ports_allow)")
+	fl.StringArrayVar(&f.noDefault, "no-default-mount", nil, "leave out a default mount (mounts_default) by its path, or \"all\"")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the container the policy would create (JSON), create nothing")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
 	fl.MarkHidden("job-env-fd")
@@ -111,6 +115,12 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
 	}
 	for _, c := range f.capAdd {
 		out = append(out, "--cap-add="+c)
+	}
+	for _, p := range f.publish {
+		out = append(out, "--publish="+p)
+	}
+	for _, p := range f.noDefault {
+		out = append(out, "--no-default-mount="+p)
 	}
 	for _, name := range []string{"workdir", "entrypoint", "name", "shm-size", "network", "pull"} {
 		if fl.Changed(name) {
@@ -162,7 +172,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	defer trail.Close()
 
-	req, job, err := buildRequest(fl, f, args, &caller, pol.Settings)
+	req, job, err := buildRequest(fl, f, args, &caller, pol)
 	record := map[string]any{
 		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": inv.String(),
 		"job": job.ID, "step": job.Step, "node": job.Node, "image": req.Image, "command": req.Cmd,
@@ -199,6 +209,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		return printDryRun(cmd, eng, dec, guard.Expect{
 			UID: caller.UID, GID: caller.GID, Groups: caller.Groups, AllowHostNetwork: dec.Network == "host",
 			AllowedDevices: devices, AllowedGPUIDs: gpuIDs, CgroupParent: dec.CgroupParent, AllowedCaps: allowedCaps,
+			AllowedPorts: launcher.ApprovedPorts(dec),
 		})
 	}
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
@@ -207,8 +218,9 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		stdio.Terminal = os.Stdin
 	}
 	res, err := launcher.Run(context.Background(), eng, dec, stdio, launcher.Options{
-		Caller:    id,
-		StopGrace: time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
+		Caller:       id,
+		StopGrace:    time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
+		ProbeTimeout: time.Duration(pol.Settings.MountProbeSeconds) * time.Second,
 		Guard: guard.Expect{
 			UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
 			AllowHostNetwork: dec.Network == "host",
@@ -216,6 +228,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 			AllowedDevices:   devices,
 			AllowedGPUIDs:    gpuIDs,
 			CgroupParent:     dec.CgroupParent,
+			AllowedPorts:     launcher.ApprovedPorts(dec),
 			CallerCanAccess: func(path string) error {
 				return userfs.As(id, func() error {
 					real, err := userfs.Resolve(path, "/")
@@ -270,6 +283,13 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 		Network:     f.network,
 		Pull:        f.pull,
 		CapAdd:      f.capAdd,
+		Publish:     f.publish,
+	}
+	for _, p := range f.noDefault {
+		if p != "all" {
+			p = filepath.Clean(p)
+		}
+		req.NoDefaultMounts = append(req.NoDefaultMounts, p)
 	}
 	for _, name := range userFlags {
 		if fl.Changed(name) {
@@ -327,7 +347,8 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 // buildRequest parses the command line into a policy request and resolves,
 // as the caller, every host path in it: the working directory, the job
 // directory, home, and each mount source.
-func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller, settings policy.Settings) (policy.Request, scheduler.Job, error) {
+func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller, pol *policy.Policy) (policy.Request, scheduler.Job, error) {
+	settings := pol.Settings
 	req, vols, err := requestFromFlags(fl, f, args)
 	if err != nil {
 		return req, scheduler.Job{}, err
@@ -375,6 +396,20 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 				return err
 			}
 			req.Mounts = append(req.Mounts, policy.MountRequest{Given: v.given, Source: src, Target: v.target, ReadOnly: v.ro})
+		}
+		// Opt-outs name paths as the user sees them; the defaults are
+		// expanded from resolved paths (home may be a symlink).
+		for i, p := range req.NoDefaultMounts {
+			if real, err := userfs.Resolve(p, cwd); err == nil && p != "all" {
+				req.NoDefaultMounts[i] = real
+			}
+		}
+		// Default mounts the caller cannot reach (no scratch directory on
+		// this node) are left out rather than created by the engine.
+		for _, dm := range pol.DefaultMounts(*caller, policy.Job{Dir: job.Dir, ID: job.ID}) {
+			if src, err := userfs.Resolve(dm.Path, "/"); err == nil {
+				req.DefaultMounts = append(req.DefaultMounts, policy.MountRequest{Given: dm.Path, Source: src, Target: dm.Path, ReadOnly: dm.ReadOnly})
+			}
 		}
 		return nil
 	})

@@ -46,9 +46,14 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 			args = append(args, "--volume="+v)
 		}
 	}
-	if get("MOUNT_HOME") == "1" {
-		if home := os.Getenv("HOME"); home != "" {
+	// As with pyxis: --container-mount-home binds home; --no-container-mount-home
+	// leaves it out even where the policy mounts it by default.
+	if home := os.Getenv("HOME"); home != "" {
+		switch get("MOUNT_HOME") {
+		case "1":
 			args = append(args, "--volume="+home+":"+home)
+		case "0":
+			args = append(args, "--no-default-mount="+home)
 		}
 	}
 	if w := get("WORKDIR"); w != "" {

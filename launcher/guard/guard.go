@@ -25,6 +25,9 @@ type Expect struct {
 	AllowedDevices   []string // host device paths of the job's allocation
 	AllowedGPUIDs    []string // device request ids of the job's allocation
 	CgroupParent     string   // the step's cgroup, when confine is cgroup-parent
+	// AllowedPorts are the host bindings the decision approved, each
+	// "IP:PORT/PROTO" (IPv6 in brackets).
+	AllowedPorts []string
 	// CallerCanAccess re-checks, just before create, that the caller can
 	// still reach a mount source as themselves.
 	CallerCanAccess func(path string) error
@@ -49,6 +52,7 @@ var checks = []check{
 	{"devices", checkDevices},
 	{"security-opt", checkSecurityOpt},
 	{"engine-knobs", checkEngineKnobs},
+	{"ports", checkPorts},
 }
 
 // Violation is a create request that breaks an invariant.
@@ -245,8 +249,6 @@ func checkEngineKnobs(r client.ContainerCreateOptions, want Expect) error {
 		return fmt.Errorf("OOM killer disabled")
 	case h.PidsLimit == nil || *h.PidsLimit <= 0:
 		return fmt.Errorf("no pids limit")
-	case h.PublishAllPorts || len(h.PortBindings) > 0:
-		return fmt.Errorf("published ports")
 	case len(h.Links) > 0 || len(h.ExtraHosts) > 0:
 		return fmt.Errorf("links or extra hosts")
 	case r.Config.Labels["org.containerjob.uid"] != strconv.FormatUint(uint64(want.UID), 10):
@@ -274,4 +276,37 @@ func forbiddenSource(src string) string {
 		}
 	}
 	return ""
+}
+
+// checkPorts: only the approved host bindings, each on a named address and
+// an unprivileged port (below 1024 a user could pose as a system service),
+// and nothing published wholesale.
+func checkPorts(r client.ContainerCreateOptions, want Expect) error {
+	h := r.HostConfig
+	if h.PublishAllPorts {
+		return fmt.Errorf("all exposed ports published")
+	}
+	if len(h.PortBindings) > 0 && (h.NetworkMode == "host" || h.NetworkMode == "none") {
+		return fmt.Errorf("port bindings on network %q", h.NetworkMode)
+	}
+	for port, bindings := range h.PortBindings {
+		for _, b := range bindings {
+			if !b.HostIP.IsValid() {
+				return fmt.Errorf("port %s bound on every address without an explicit 0.0.0.0", port)
+			}
+			n, err := strconv.ParseUint(b.HostPort, 10, 16)
+			if err != nil || n < 1024 {
+				return fmt.Errorf("host port %q for %s is not an unprivileged port number", b.HostPort, port)
+			}
+			ip := b.HostIP.String()
+			if b.HostIP.Is6() {
+				ip = "[" + ip + "]"
+			}
+			key := fmt.Sprintf("%s:%d/%s", ip, n, port.Proto())
+			if !slices.Contains(want.AllowedPorts, key) {
+				return fmt.Errorf("host binding %s not approved", key)
+			}
+		}
+	}
+	return nil
 }

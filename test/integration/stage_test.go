@@ -35,7 +35,7 @@ func TestStageRefusesSwappedSource(t *testing.T) {
 	// The swap a racing user would do between check and mount.
 	os.Rename(data, data+".old")
 	os.Symlink("/etc", data)
-	if _, err := launcher.NewStage(id, []string{checked}); err == nil || !strings.Contains(err.Error(), "changed after it was checked") {
+	if _, err := launcher.NewStage(id, []string{checked}, 5*time.Second); err == nil || !strings.Contains(err.Error(), "changed after it was checked") {
 		t.Fatalf("NewStage after the swap: %v", err)
 	}
 	// A component swapped higher up is refused too.
@@ -48,7 +48,7 @@ func TestStageRefusesSwappedSource(t *testing.T) {
 	}
 	os.Rename(data, data+".old")
 	os.Symlink(bob.Home, data)
-	if _, err := launcher.NewStage(id, []string{checked}); err == nil {
+	if _, err := launcher.NewStage(id, []string{checked}, 5*time.Second); err == nil {
 		t.Fatalf("NewStage with a swapped parent succeeded")
 	}
 	entries, _ := os.ReadDir(launcher.StageRoot)

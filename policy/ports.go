@@ -1,0 +1,134 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Port is one published port the policy approved: HostIP:HostPort on the
+// node forwards to ContainerPort inside.
+type Port struct {
+	HostIP        netip.Addr
+	HostPort      uint16
+	ContainerPort uint16
+	Proto         string // "tcp" or "udp"
+}
+
+func (p Port) String() string {
+	return fmt.Sprintf("%s:%d:%d/%s", hostIPString(p.HostIP), p.HostPort, p.ContainerPort, p.Proto)
+}
+
+func hostIPString(a netip.Addr) string {
+	if a.Is6() {
+		return "[" + a.String() + "]"
+	}
+	return a.String()
+}
+
+// loopback is where a published port listens unless the user names an
+// address: on a shared node a port on every interface is reachable by the
+// whole cluster, so exposing it is a decision the admin makes in ports_allow.
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+// portRule is one ports_allow entry: [IP:]LOW[-HIGH][/tcp|/udp]. Without an
+// IP the range may be published on the loopback address only.
+type portRule struct {
+	ip        netip.Addr
+	low, high uint16
+	proto     string
+}
+
+func parsePortRule(s string) (portRule, error) {
+	r := portRule{proto: "tcp"}
+	rest, proto, hasProto := strings.Cut(s, "/")
+	if hasProto {
+		if proto != "tcp" && proto != "udp" {
+			return r, fmt.Errorf("protocol %q is not tcp or udp", proto)
+		}
+		r.proto = proto
+	}
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
+		ip, err := parseHostIP(rest[:i])
+		if err != nil {
+			return r, err
+		}
+		r.ip, rest = ip, rest[i+1:]
+	} else {
+		r.ip = loopback
+	}
+	lowS, highS, isRange := strings.Cut(rest, "-")
+	low, err := parsePortNumber(lowS)
+	if err != nil {
+		return r, err
+	}
+	high := low
+	if isRange {
+		if high, err = parsePortNumber(highS); err != nil {
+			return r, err
+		}
+		if high < low {
+			return r, fmt.Errorf("port range %q ends before it starts", rest)
+		}
+	}
+	r.low, r.high = low, high
+	return r, nil
+}
+
+func parseHostIP(s string) (netip.Addr, error) {
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	return a, nil
+}
+
+func parsePortNumber(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("%q is not a port number (1-65535)", s)
+	}
+	return uint16(n), nil
+}
+
+// ParsePublish parses a user's -p/--publish: [IP:]HOSTPORT:CONTAINERPORT[/PROTO].
+// The host port must be given (a random one could not be checked against
+// the policy); the address defaults to 127.0.0.1, not docker's 0.0.0.0.
+func ParsePublish(s string) (Port, error) {
+	p := Port{Proto: "tcp", HostIP: loopback}
+	rest, proto, hasProto := strings.Cut(s, "/")
+	if hasProto {
+		if proto != "tcp" && proto != "udp" {
+			return p, fmt.Errorf("--publish %q: protocol %q is not tcp or udp", s, proto)
+		}
+		p.Proto = proto
+	}
+	i := strings.LastIndexByte(rest, ':')
+	if i < 0 {
+		return p, fmt.Errorf("--publish %q: give HOSTPORT:CONTAINERPORT (a random host port is not offered)", s)
+	}
+	cport, err := parsePortNumber(rest[i+1:])
+	if err != nil {
+		return p, fmt.Errorf("--publish %q: container port %v", s, err)
+	}
+	rest = rest[:i]
+	if j := strings.LastIndexByte(rest, ':'); j >= 0 {
+		if p.HostIP, err = parseHostIP(rest[:j]); err != nil {
+			return p, fmt.Errorf("--publish %q: %v", s, err)
+		}
+		rest = rest[j+1:]
+	}
+	hport, err := parsePortNumber(rest)
+	if err != nil {
+		return p, fmt.Errorf("--publish %q: host port %v", s, err)
+	}
+	p.HostPort, p.ContainerPort = hport, cport
+	return p, nil
+}
+
+// allows reports whether the rule covers publishing p on the node.
+func (r portRule) allows(p Port) bool {
+	return r.ip == p.HostIP && r.proto == p.Proto && p.HostPort >= r.low && p.HostPort <= r.high
+}

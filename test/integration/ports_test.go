@@ -1,0 +1,128 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerjob/containerjob/internal/testutil"
+)
+
+// The integration policy's [defaults] is its last table, so keys appended
+// here extend it without moving the lines other tests cite.
+const portsAndDefaultsPolicy = `mounts_default = ["/srv/cjtest/default/$USER:ro"]
+ports_allow = ["18000-18099"]
+
+[user.cjalice]
+flags_allow = ["publish"]
+`
+
+func TestPublishedPorts(t *testing.T) {
+	restore, err := testutil.InstallFile(policyPath, []byte(testPolicy+portsAndDefaultsPolicy), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restore()
+
+	// A published port reaches the container from the node's loopback.
+	cmd := testutil.Command(alice, alice.Home, nil, bin, "--network", "bridge", "-p", "18080:8080", "alpine:3.20",
+		"sh", "-c", "echo ready; echo hello-from-container | nc -l -p 8080")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("container said %q", line)
+	}
+	var got string
+	for i := 0; i < 50 && got == ""; i++ {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:18080", time.Second); err == nil {
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			got, _ = bufio.NewReader(c).ReadString('\n')
+			c.Close()
+		}
+		if got == "" {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if got != "hello-from-container\n" {
+		t.Errorf("127.0.0.1:18080 answered %q", got)
+	}
+	cmd.Wait()
+	noContainers(t, alice)
+
+	tests := []struct {
+		name string
+		user testutil.User
+		args []string
+		want string
+	}{
+		{"every interface needs the admin's rule", alice, []string{"-p", "0.0.0.0:18080:8080"}, "publishing host port 0.0.0.0:18080:8080/tcp is not allowed by ports_allow in [defaults]"},
+		{"port outside the range", alice, []string{"-p", "2222:22"}, "publishing host port 127.0.0.1:2222:22/tcp is not allowed by ports_allow"},
+		{"flag not allowed for others", bob, []string{"-p", "18080:8080"}, "flag --publish is not allowed by flags_allow"},
+		{"no network to publish on", alice, []string{"--network", "none", "-p", "18080:8080"}, "has nothing to forward"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			since := time.Now()
+			args := append(append([]string{bin}, tt.args...), "alpine:3.20", "true")
+			r := testutil.Run(t, tt.user, tt.user.Home, nil, args...)
+			refused(t, tt.user, since, r, tt.want)
+		})
+	}
+}
+
+func TestDefaultMounts(t *testing.T) {
+	restore, err := testutil.InstallFile(policyPath, []byte(testPolicy+portsAndDefaultsPolicy), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restore()
+	// Like /scratch: world-writable and sticky, so each user owns (and
+	// could replace) the entry under their name.
+	base := "/srv/cjtest/default"
+	os.RemoveAll(base)
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(base, 0o1777)
+	defer os.RemoveAll(base)
+	mine := filepath.Join(base, alice.Name)
+	os.Mkdir(mine, 0o700)
+	os.WriteFile(filepath.Join(mine, "f"), []byte("default-data\n"), 0o600)
+	os.Chown(filepath.Join(mine, "f"), int(alice.UID), int(alice.GID))
+	os.Chown(mine, int(alice.UID), int(alice.GID))
+
+	read := "cat " + mine + "/f 2>&1; touch " + mine + "/w 2>&1 || echo read-only"
+	r := testutil.Run(t, alice, alice.Home, nil, bin, "alpine:3.20", "sh", "-c", read)
+	if r.Code != 0 || !strings.HasPrefix(r.Stdout, "default-data\n") || !strings.Contains(r.Stdout, "read-only") {
+		t.Errorf("default mount: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	for _, optOut := range []string{mine, "all"} {
+		r = testutil.Run(t, alice, alice.Home, nil, bin, "--no-default-mount", optOut, "alpine:3.20", "sh", "-c", "test -e "+mine+" && echo present || echo absent")
+		if r.Code != 0 || r.Stdout != "absent\n" {
+			t.Errorf("--no-default-mount %s: code %d stdout %q stderr %q", optOut, r.Code, r.Stdout, r.Stderr)
+		}
+	}
+	// bob has no directory there: the default is left out, not created.
+	r = testutil.Run(t, bob, bob.Home, nil, bin, "alpine:3.20", "true")
+	if _, err := os.Lstat(filepath.Join(base, bob.Name)); r.Code != 0 || err == nil {
+		t.Errorf("absent default: code %d stderr %q; %s exists afterwards: %v", r.Code, r.Stderr, filepath.Join(base, bob.Name), err == nil)
+	}
+	// bob points his entry at /etc: refused, nothing created.
+	if err := os.Symlink("/etc", filepath.Join(base, bob.Name)); err != nil {
+		t.Fatal(err)
+	}
+	os.Lchown(filepath.Join(base, bob.Name), int(bob.UID), int(bob.GID))
+	since := time.Now()
+	r = testutil.Run(t, bob, bob.Home, nil, bin, "alpine:3.20", "true")
+	refused(t, bob, since, r, `default mount "/srv/cjtest/default/cjbob" resolves to "/etc"`)
+	noContainers(t, alice)
+}
