@@ -174,3 +174,33 @@ func globSource(g string) string {
 	}
 	return b.String()
 }
+
+// DecidePull judges `containerjob pull IMAGE`: the image must be one the
+// caller may run, and the pull key must allow pulling at all. Pulling by
+// tag fetches what the registry serves under that name, the same for every
+// user; loading, tagging or removing images, which would let one user change
+// what a name means for others, is not offered. The mode is "always" where
+// the policy allows it (refresh a tag), else "missing" (fetch only if absent).
+func (p *Policy) DecidePull(caller Caller, image string) (ImageRef, string, error) {
+	ref, err := NormalizeImage(image)
+	if err != nil {
+		return ref, "", &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("image-reference")}
+	}
+	eff := p.Effective(caller)
+	if o, ok := p.matchImage(eff.ImagesDeny, ref); ok {
+		return ref, "", &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is denied by", Rule: o}
+	}
+	if _, ok := p.matchImage(eff.ImagesAllow, ref); !ok {
+		return ref, "", &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is not allowed by", Rule: eff.ImagesAllow.missing("images_allow")}
+	}
+	if eff.LocalOnly.Value {
+		return ref, "", &Refusal{What: "pulling images", Verb: "is not allowed (only images already on this node may run) by", Rule: eff.LocalOnly.Origin}
+	}
+	if _, ok := eff.Pull.find("always"); ok {
+		return ref, "always", nil
+	}
+	if _, ok := eff.Pull.find("missing"); ok {
+		return ref, "missing", nil
+	}
+	return ref, "", &Refusal{What: "pulling images", Verb: "is not allowed by", Rule: eff.Pull.missing("pull")}
+}

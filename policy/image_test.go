@@ -106,3 +106,57 @@ func TestCompileImagePatternErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestDecidePull(t *testing.T) {
+	const text = `[defaults]
+images_allow = ["alpine:*", "registry.local/**"]
+images_deny = ["alpine:bad"]
+pull = ["never", "missing"]
+
+[group.fresh]
+pull = ["always"]
+
+[group.offline]
+local_only = true
+
+[user.nopull]
+images_allow = ["busybox"]
+`
+	pol, err := Parse("/p.toml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := func(name string, groups ...string) Caller {
+		return Caller{User: name, UID: 1000, GID: 1000, GroupNames: append([]string{name}, groups...)}
+	}
+	tests := []struct {
+		name   string
+		caller Caller
+		image  string
+		want   string // the mode, or a substring of the refusal
+	}{
+		{"missing from defaults", who("bob"), "alpine:3.20", "missing"},
+		{"always from a group", who("carol", "fresh"), "registry.local/lab/tool:1", "always"},
+		{"denied image", who("carol", "fresh"), "alpine:bad", `image "alpine:bad" is denied by images_deny in [defaults] (/p.toml:3)`},
+		{"not allowed image", who("bob"), "ubuntu:24.04", "is not allowed by images_allow"},
+		{"alias of a denied image", who("bob"), "docker.io/library/alpine:bad", "is denied by"},
+		{"local only", who("dave", "offline"), "alpine:3.20", "pulling images is not allowed (only images already on this node may run) by local_only in [group.offline] (/p.toml:10)"},
+		{"malformed", who("bob"), "Alpine:UPPER case", "refused by built-in rule image-reference"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, mode, err := pol.DecidePull(tt.caller, tt.image)
+			got := mode
+			if err != nil {
+				got = err.Error()
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	nopull, _ := Parse("/p.toml", []byte("[defaults]\nimages_allow = [\"alpine:*\"]\npull = [\"never\"]\n"))
+	if _, _, err := nopull.DecidePull(who("bob"), "alpine:3.20"); err == nil || !strings.Contains(err.Error(), "pulling images is not allowed by pull in [defaults] (/p.toml:3)") {
+		t.Errorf("pull = [never]: %v", err)
+	}
+}

@@ -28,6 +28,7 @@ policy the cluster's admins control. Users never touch the docker command.`,
 		newCleanupCmd("epilog", "Remove every container of a finished job on this node", false),
 		newGCCmd(), newPolicyCmd())
 	root.AddCommand(ownCommands()...)
+	root.AddCommand(notOfferedCommands()...)
 	root.AddCommand(newDoctorCmd(), newGenDocsCmd())
 	return root
 }

@@ -238,6 +238,8 @@ func ownCommands() []*cobra.Command {
 		newExecCmd(),
 		newLogsCmd(),
 		newImagesCmd(),
+		newAttachCmd(),
+		newPullCmd(),
 	}
 }
 

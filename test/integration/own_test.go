@@ -44,7 +44,7 @@ func TestOwnContainersOnly(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"inspect", aliceID[:12]}, {"stop", aliceID[:12]}, {"kill", aliceID}, {"rm", aliceID[:8]},
-		{"exec", aliceID[:12], "id"}, {"logs", aliceID[:12]},
+		{"exec", aliceID[:12], "id"}, {"logs", aliceID[:12]}, {"attach", aliceID[:12]},
 	} {
 		r := cj(t, bob, bob.Home, args...)
 		if r.Code != 125 || !strings.Contains(r.Stderr, "no container of yours matches") {

@@ -1,0 +1,54 @@
+package launcher
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moby/moby/api/types/jsonstream"
+)
+
+// A pull as the engine reports it (API 1.41), cut to two layers.
+var pullMessages = []jsonstream.Message{
+	{Status: "Pulling from lab/tool", ID: "1"},
+	{Status: "Pulling fs layer", ID: "aaa"},
+	{Status: "Already exists", ID: "bbb"},
+	{Status: "Downloading", ID: "aaa", Progress: &jsonstream.Progress{Current: 1 << 20, Total: 4 << 20}},
+	{Status: "Downloading", ID: "aaa", Progress: &jsonstream.Progress{Current: 2 << 20, Total: 4 << 20}},
+	{Status: "Download complete", ID: "aaa"},
+	{Status: "Extracting", ID: "aaa", Progress: &jsonstream.Progress{Current: 1, Total: 2}},
+	{Status: "Extracting", ID: "aaa", Progress: &jsonstream.Progress{Current: 2, Total: 2}},
+	{Status: "Pull complete", ID: "aaa"},
+	{Status: "Digest: sha256:0123"},
+	{Status: "Status: Downloaded newer image for registry.local/lab/tool:1"},
+}
+
+func TestPullProgressLog(t *testing.T) {
+	p := newPullProgress("registry.local/lab/tool:1")
+	var lines []string
+	for i, m := range pullMessages {
+		if line, _ := p.update(m); line != "" {
+			lines = append(lines, line)
+		}
+		if i == 4 {
+			if s := p.summary(); s != "pulling registry.local/lab/tool:1: 1/2 layers, downloading 2.0/4.0 MiB" {
+				t.Errorf("summary mid-download = %q", s)
+			}
+		}
+	}
+	want := []string{
+		"Pulling from lab/tool", "layer aaa: Pulling fs layer", "layer bbb: Already exists", "layer aaa: Downloading",
+		"layer aaa: Download complete", "layer aaa: Extracting", "layer aaa: Pull complete",
+		"Digest: sha256:0123", "Status: Downloaded newer image for registry.local/lab/tool:1",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("logged %d lines, want one per event (%d), no progress ticks:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
+	}
+	for i, w := range want {
+		if lines[i] != "containerjob: pull registry.local/lab/tool:1: "+w {
+			t.Errorf("line %d = %q, want ...%q", i, lines[i], w)
+		}
+	}
+	if s := p.summary(); s != "pulling registry.local/lab/tool:1: 2/2 layers; Downloaded newer image for registry.local/lab/tool:1" {
+		t.Errorf("final summary = %q", s)
+	}
+}
