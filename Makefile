@@ -12,6 +12,11 @@ GO         ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 CC         ?= cc
 TESTIMAGE  ?= alpine:3.20
 SPANK_CFLAGS ?= -std=gnu11 -Wall -Wextra -Werror -O2 -fPIC
+# Packages: nfpm, pinned, run from the Go module proxy (not linked into
+# containerjob, so not in go.mod).
+NFPM        ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+PKG_VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
+PKGROOT     := $(CURDIR)/bin/pkgroot
 
 LDFLAGS := -s -w \
 	-X main.sudoPath=$(SUDO_PATH) \
@@ -21,7 +26,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench
+.PHONY: all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm
 
 all: build spank
 
@@ -82,6 +87,13 @@ install: build spank man
 	for f in plugstack.conf slurm.conf.snippet; do \
 		$(SUBST) contrib/slurm/$$f > $(DESTDIR)$(DATADIR)/containerjob/slurm/$$f; done
 	install -m 0644 contrib/policy.toml $(DESTDIR)$(DATADIR)/containerjob/policy.toml.example
+	install -d -m 0755 $(DESTDIR)$(DATADIR)/containerjob/pbs/torque
+	$(SUBST) contrib/pbs/containerjob_hook.py > $(DESTDIR)$(DATADIR)/containerjob/pbs/containerjob_hook.py
+	install -m 0644 contrib/pbs/job.pbs $(DESTDIR)$(DATADIR)/containerjob/pbs/
+	install -m 0755 contrib/pbs/install-hook $(DESTDIR)$(DATADIR)/containerjob/pbs/
+	for f in epilogue epilogue.parallel; do \
+		$(SUBST) contrib/pbs/torque/$$f > $(DESTDIR)$(DATADIR)/containerjob/pbs/torque/$$f && \
+		chmod 0755 $(DESTDIR)$(DATADIR)/containerjob/pbs/torque/$$f; done
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/containerjob
 	[ -e $(DESTDIR)$(SYSCONFDIR)/containerjob/policy.toml ] || \
 		install -m 0644 contrib/policy.toml $(DESTDIR)$(SYSCONFDIR)/containerjob/policy.toml
@@ -97,6 +109,16 @@ bench: services
 	$(MAKE) install
 	$(GO) run ./test/bench -out docs/benchmarks.md -raw bench-raw.txt
 
+# Packages: the tree `make install` stages for /usr, packed by nfpm with
+# the ownership and modes contrib/pkg/nfpm.yaml sets.
+pkgroot:
+	rm -rf $(PKGROOT)
+	$(MAKE) install DESTDIR=$(PKGROOT) PREFIX=/usr LIBEXECDIR=/usr/libexec
+
+deb rpm: pkgroot
+	rm -f bin/containerjob*.$@
+	PKGROOT=$(PKGROOT) PKG_VERSION=$(PKG_VERSION) $(NFPM) package --config contrib/pkg/nfpm.yaml --packager $@ --target bin/
+
 # Fresh machine: Debian packages, then the engine.
 deps:
 	./contrib/dev/deps
@@ -104,12 +126,16 @@ deps:
 services: deps
 	./contrib/dev/start-docker
 
-# Everything CI runs: dependencies, services, image, install, cluster, tests.
+# Everything CI runs: dependencies, services and image; then the .deb,
+# installed and wired into a bare Slurm cluster by following the admin
+# guide's own commands (doctor green, a first containerized job); then every
+# test against the installed package.
 check: services
 	$(MAKE) testimage
-	$(MAKE) install
-	./contrib/slurm/testcluster up
-	$(MAKE) test
+	$(MAKE) deb
+	BARE=1 CONTAINERJOB=/usr/bin/containerjob ./contrib/slurm/testcluster up
+	SLURM_CONF=/run/containerjob-testcluster/slurm.conf ./contrib/dev/follow-guide docs/admin-guide.md bin
+	$(MAKE) test BINDIR=/usr/bin
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
 demo: services

@@ -16,7 +16,7 @@ import subprocess
 
 import pbs
 
-CONTAINERJOB = "/usr/local/bin/containerjob"
+CONTAINERJOB = "@BINDIR@/containerjob"
 
 e = pbs.event()
 try:
