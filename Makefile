@@ -26,7 +26,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm
+.PHONY: all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
 
 all: build spank
 
@@ -104,10 +104,8 @@ install: build spank man
 
 # Benchmarks against the docker CLI on the same engine (docs/benchmarks.md).
 # Not part of the tests: nothing asserts a time.
-bench: services
-	$(MAKE) testimage
-	$(MAKE) install
-	$(GO) run ./test/bench -out docs/benchmarks.md -raw bench-raw.txt
+bench: guide
+	$(GO) run ./test/bench -bin /usr/bin/containerjob -out docs/benchmarks.md -raw bench-raw.txt
 
 # Packages: the tree `make install` stages for /usr, packed by nfpm with
 # the ownership and modes contrib/pkg/nfpm.yaml sets.
@@ -126,22 +124,22 @@ deps:
 services: deps
 	./contrib/dev/start-docker
 
-# Everything CI runs: dependencies, services and image; then the .deb,
-# installed and wired into a bare Slurm cluster by following the admin
-# guide's own commands (doctor green, a first containerized job); then every
-# test against the installed package.
-check: services
+# The package, installed and wired into a bare single-node Slurm cluster by
+# following the admin guide's own commands (contrib/dev/follow-guide):
+# doctor green and a first containerized job as an ordinary user.
+guide: services
 	$(MAKE) testimage
 	$(MAKE) deb
 	BARE=1 CONTAINERJOB=/usr/bin/containerjob ./contrib/slurm/testcluster up
 	SLURM_CONF=/run/containerjob-testcluster/slurm.conf ./contrib/dev/follow-guide docs/admin-guide.md bin
+
+# Everything CI runs: the guide on a fresh machine, then every test against
+# the installed package.
+check: guide
 	$(MAKE) test BINDIR=/usr/bin
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
-demo: services
-	$(MAKE) testimage
-	$(MAKE) install
-	./contrib/slurm/testcluster up
+demo: guide
 	./contrib/dev/demo
 
 clean:

@@ -51,7 +51,7 @@ outside_jobs = false
 var (
 	docker     *client.Client
 	alice, bob testutil.User
-	bin        = "/usr/local/bin/containerjob"
+	bin        = "/usr/bin/containerjob"
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -70,6 +70,9 @@ func run(m *testing.M) int {
 	}
 	if _, err := os.Stat(slurmConf); err != nil {
 		return fail("no test cluster at %s: run contrib/slurm/testcluster up", clusterDir)
+	}
+	if b := os.Getenv("CONTAINERJOB_BIN"); b != "" {
+		bin = b
 	}
 	os.Setenv("SLURM_CONF", slurmConf)
 	if out, err := exec.Command("sinfo", "-h", "-o", "%T").Output(); err != nil || !regexp.MustCompile(`idle|mixed|alloc`).Match(out) {

@@ -57,7 +57,7 @@ func run(m *testing.M) int {
 	t := &setupT{}
 	bin = os.Getenv("CONTAINERJOB_BIN")
 	if bin == "" {
-		bin = "/usr/local/bin/containerjob"
+		bin = "/usr/bin/containerjob"
 	}
 	if os.Geteuid() != 0 || !fileExists(bin) || !fileExists("/etc/sudoers.d/containerjob") {
 		if testutil.InCI() {
