@@ -132,6 +132,7 @@ guide: services
 	$(MAKE) deb
 	BARE=1 CONTAINERJOB=/usr/bin/containerjob ./contrib/slurm/testcluster up
 	SLURM_CONF=/run/containerjob-testcluster/slurm.conf ./contrib/dev/follow-guide docs/admin-guide.md bin
+	SLURM_CONF=/run/containerjob-testcluster/slurm.conf ./contrib/dev/follow-guide docs/user-guide.md bin
 
 # Everything CI runs: the guide on a fresh machine, then every test against
 # the installed package.
