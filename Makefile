@@ -48,7 +48,7 @@ unit:
 # Integration tests: the installed binary as real users, real sudo, the
 # real engine (see .ci/run for what must be running).
 integration:
-	CONTAINERJOB_BIN=$(BINDIR)/containerjob $(GO) test -count=1 -tags integration -v ./test/integration/...
+	CONTAINERJOB_DEB=$(CONTAINERJOB_DEB) CONTAINERJOB_RPM=$(CONTAINERJOB_RPM) CONTAINERJOB_BIN=$(BINDIR)/containerjob $(GO) test -count=1 -tags integration -v ./test/integration/...
 
 # End-to-end tests: real Slurm jobs on the local test cluster.
 e2e:
@@ -137,7 +137,8 @@ guide: services
 # Everything CI runs: the guide on a fresh machine, then every test against
 # the installed package.
 check: guide
-	$(MAKE) test BINDIR=/usr/bin
+	$(MAKE) rpm
+	$(MAKE) test BINDIR=/usr/bin CONTAINERJOB_DEB=$(wildcard $(CURDIR)/bin/containerjob_*_amd64.deb) CONTAINERJOB_RPM=$(wildcard $(CURDIR)/bin/containerjob-*.x86_64.rpm)
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
 demo: guide
