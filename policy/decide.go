@@ -647,7 +647,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 		}
 		d.Trail = append(d.Trail, Applied{Item: "mount " + path, Action: "forced", Rule: e.Origin})
 	}
-	for _, dm := range p.DefaultMounts(caller, job) {
+	for _, dm := range defaultMounts(eff, vars, job) {
 		given := slices.IndexFunc(req.DefaultMounts, func(m MountRequest) bool { return m.Given == dm.Path })
 		switch {
 		case slices.Contains(req.NoDefaultMounts, dm.Path) || slices.Contains(req.NoDefaultMounts, "all"):
@@ -716,9 +716,12 @@ type DefaultMount struct {
 // launcher to resolve as the caller before Decide. Entries naming $JOB_DIR
 // are left out outside a job.
 func (p *Policy) DefaultMounts(caller Caller, job Job) []DefaultMount {
-	vars := mountVars{home: caller.Home, user: caller.User, jobDir: job.Dir}
+	return defaultMounts(p.Effective(caller), mountVars{home: caller.Home, user: caller.User, jobDir: job.Dir}, job)
+}
+
+func defaultMounts(eff *Effective, vars mountVars, job Job) []DefaultMount {
 	var out []DefaultMount
-	for _, e := range p.Effective(caller).MountsDefault {
+	for _, e := range eff.MountsDefault {
 		raw, ro, _ := splitMountRule(e.Value)
 		if strings.Contains(raw, "$JOB_DIR") && job.Dir == "" {
 			continue
