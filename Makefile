@@ -136,8 +136,7 @@ guide: services
 
 # Everything CI runs: the guide on a fresh machine, then every test against
 # the installed package.
-check: guide
-	$(MAKE) rpm
+check: guide rpm
 	$(MAKE) test BINDIR=/usr/bin CONTAINERJOB_DEB=$(wildcard $(CURDIR)/bin/containerjob_*_amd64.deb) CONTAINERJOB_RPM=$(wildcard $(CURDIR)/bin/containerjob-*.x86_64.rpm)
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
