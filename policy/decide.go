@@ -226,17 +226,9 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		trail("flag --"+f, "allowed", o)
 	}
 
-	// Image: deny beats allow, and nothing is allowed unless a rule says so.
-	ref, err := NormalizeImage(req.Image)
+	ref, o, err := p.judgeImage(eff, req.Image)
 	if err != nil {
-		return nil, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("image-reference")}
-	}
-	if o, ok := p.matchImage(eff.ImagesDeny, ref); ok {
-		return nil, &Refusal{What: fmt.Sprintf("image %q", req.Image), Verb: "is denied by", Rule: o}
-	}
-	o, ok := p.matchImage(eff.ImagesAllow, ref)
-	if !ok {
-		return nil, &Refusal{What: fmt.Sprintf("image %q", req.Image), Verb: "is not allowed by", Rule: eff.ImagesAllow.missing("images_allow")}
+		return nil, err
 	}
 	trail("image "+ref.String(), "allowed", o)
 	d.Image = ref

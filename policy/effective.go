@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -207,14 +208,24 @@ func (l List) Has(v string) (Origin, bool) { return l.find(v) }
 // ImageAllowed answers, for `containerjob images`, whether the caller may
 // run ref: allowed by some images_allow rule and denied by none.
 func (p *Policy) ImageAllowed(caller Caller, ref string) bool {
-	r, err := NormalizeImage(ref)
+	_, _, err := p.judgeImage(p.Effective(caller), ref)
+	return err == nil
+}
+
+// judgeImage decides whether image may run under eff: deny beats allow, and
+// nothing is allowed unless a rule says so. It returns the normalized
+// reference and the rule that allowed it, or the refusal.
+func (p *Policy) judgeImage(eff *Effective, image string) (ImageRef, Origin, error) {
+	ref, err := NormalizeImage(image)
 	if err != nil {
-		return false
+		return ref, Origin{}, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("image-reference")}
 	}
-	eff := p.Effective(caller)
-	if _, denied := p.matchImage(eff.ImagesDeny, r); denied {
-		return false
+	if o, ok := p.matchImage(eff.ImagesDeny, ref); ok {
+		return ref, Origin{}, &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is denied by", Rule: o}
 	}
-	_, ok := p.matchImage(eff.ImagesAllow, r)
-	return ok
+	o, ok := p.matchImage(eff.ImagesAllow, ref)
+	if !ok {
+		return ref, Origin{}, &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is not allowed by", Rule: eff.ImagesAllow.missing("images_allow")}
+	}
+	return ref, o, nil
 }

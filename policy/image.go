@@ -182,16 +182,10 @@ func globSource(g string) string {
 // what a name means for others, is not offered. The mode is "always" where
 // the policy allows it (refresh a tag), else "missing" (fetch only if absent).
 func (p *Policy) DecidePull(caller Caller, image string) (ImageRef, string, error) {
-	ref, err := NormalizeImage(image)
-	if err != nil {
-		return ref, "", &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("image-reference")}
-	}
 	eff := p.Effective(caller)
-	if o, ok := p.matchImage(eff.ImagesDeny, ref); ok {
-		return ref, "", &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is denied by", Rule: o}
-	}
-	if _, ok := p.matchImage(eff.ImagesAllow, ref); !ok {
-		return ref, "", &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is not allowed by", Rule: eff.ImagesAllow.missing("images_allow")}
+	ref, _, err := p.judgeImage(eff, image)
+	if err != nil {
+		return ref, "", err
 	}
 	if eff.LocalOnly.Value {
 		return ref, "", &Refusal{What: "pulling images", Verb: "is not allowed (only images already on this node may run) by", Rule: eff.LocalOnly.Origin}
