@@ -58,7 +58,7 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 	err := withTimeout(timeout, sources, func(done func(int)) error {
 		return userfs.As(id, func() error {
 			for i, src := range sources {
-				fd, err := openSource(src)
+				fd, err := openSource(src, unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS)
 				if err != nil {
 					return fmt.Errorf("mount source %q changed after it was checked, or cannot be opened as the caller: %v", src, err)
 				}
@@ -114,11 +114,9 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 // O_PATH open, makes the kernel trigger an automount (autofs, NFS, CVMFS)
 // on the last component: what is bound is then the mounted file system,
 // not the empty trigger directory the engine would otherwise see.
-func openSource(src string) (int, error) {
-	how := &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	}
+// resolve adds openat2 restrictions on the walk (0 for none).
+func openSource(src string, resolve uint64) (int, error) {
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolve}
 	fd, err := unix.Openat2(unix.AT_FDCWD, src, how)
 	if err == unix.ENOTDIR {
 		how.Flags = unix.O_PATH | unix.O_CLOEXEC
@@ -133,10 +131,7 @@ func openSource(src string) (int, error) {
 func Probe(paths []string, timeout time.Duration) error {
 	return withTimeout(timeout, paths, func(done func(int)) error {
 		for i, p := range paths {
-			fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err == unix.ENOTDIR {
-				fd, err = unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
-			}
+			fd, err := openSource(p, 0)
 			if err != nil {
 				return fmt.Errorf("mount source %q cannot be opened on this node: %v", p, err)
 			}
