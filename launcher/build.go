@@ -151,11 +151,7 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 func ApprovedPorts(d *policy.Decision) []string {
 	var out []string
 	for _, p := range d.Ports {
-		ip := p.HostIP.String()
-		if p.HostIP.Is6() {
-			ip = "[" + ip + "]"
-		}
-		out = append(out, fmt.Sprintf("%s:%d/%s", ip, p.HostPort, p.Proto))
+		out = append(out, p.HostBinding())
 	}
 	return out
 }

@@ -20,6 +20,11 @@ func (p Port) String() string {
 	return fmt.Sprintf("%s:%d:%d/%s", hostIPString(p.HostIP), p.HostPort, p.ContainerPort, p.Proto)
 }
 
+// HostBinding is what the port occupies on the node: "IP:HOSTPORT/PROTO".
+func (p Port) HostBinding() string {
+	return fmt.Sprintf("%s:%d/%s", hostIPString(p.HostIP), p.HostPort, p.Proto)
+}
+
 func hostIPString(a netip.Addr) string {
 	if a.Is6() {
 		return "[" + a.String() + "]"
@@ -41,22 +46,14 @@ type portRule struct {
 }
 
 func parsePortRule(s string) (portRule, error) {
-	r := portRule{proto: "tcp"}
-	rest, proto, hasProto := strings.Cut(s, "/")
-	if hasProto {
-		if proto != "tcp" && proto != "udp" {
-			return r, fmt.Errorf("protocol %q is not tcp or udp", proto)
-		}
-		r.proto = proto
+	var r portRule
+	rest, proto, err := cutProto(s)
+	if err != nil {
+		return r, err
 	}
-	if i := strings.LastIndexByte(rest, ':'); i >= 0 {
-		ip, err := parseHostIP(rest[:i])
-		if err != nil {
-			return r, err
-		}
-		r.ip, rest = ip, rest[i+1:]
-	} else {
-		r.ip = loopback
+	r.proto = proto
+	if r.ip, rest, err = cutHostIP(rest); err != nil {
+		return r, err
 	}
 	lowS, highS, isRange := strings.Cut(rest, "-")
 	low, err := parsePortNumber(lowS)
@@ -74,6 +71,29 @@ func parsePortRule(s string) (portRule, error) {
 	}
 	r.low, r.high = low, high
 	return r, nil
+}
+
+// cutProto splits off a "/tcp" or "/udp" suffix; tcp without one.
+func cutProto(s string) (rest, proto string, err error) {
+	rest, proto, hasProto := strings.Cut(s, "/")
+	if !hasProto {
+		return rest, "tcp", nil
+	}
+	if proto != "tcp" && proto != "udp" {
+		return rest, proto, fmt.Errorf("protocol %q is not tcp or udp", proto)
+	}
+	return rest, proto, nil
+}
+
+// cutHostIP splits off an "IP:" prefix (IPv6 in brackets) before a host
+// port or range; 127.0.0.1 without one.
+func cutHostIP(s string) (netip.Addr, string, error) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return loopback, s, nil
+	}
+	ip, err := parseHostIP(s[:i])
+	return ip, s[i+1:], err
 }
 
 func parseHostIP(s string) (netip.Addr, error) {
@@ -97,14 +117,12 @@ func parsePortNumber(s string) (uint16, error) {
 // The host port must be given (a random one could not be checked against
 // the policy); the address defaults to 127.0.0.1, not docker's 0.0.0.0.
 func ParsePublish(s string) (Port, error) {
-	p := Port{Proto: "tcp", HostIP: loopback}
-	rest, proto, hasProto := strings.Cut(s, "/")
-	if hasProto {
-		if proto != "tcp" && proto != "udp" {
-			return p, fmt.Errorf("--publish %q: protocol %q is not tcp or udp", s, proto)
-		}
-		p.Proto = proto
+	var p Port
+	rest, proto, err := cutProto(s)
+	if err != nil {
+		return p, fmt.Errorf("--publish %q: %v", s, err)
 	}
+	p.Proto = proto
 	i := strings.LastIndexByte(rest, ':')
 	if i < 0 {
 		return p, fmt.Errorf("--publish %q: give HOSTPORT:CONTAINERPORT (a random host port is not offered)", s)
@@ -113,12 +131,8 @@ func ParsePublish(s string) (Port, error) {
 	if err != nil {
 		return p, fmt.Errorf("--publish %q: container port %v", s, err)
 	}
-	rest = rest[:i]
-	if j := strings.LastIndexByte(rest, ':'); j >= 0 {
-		if p.HostIP, err = parseHostIP(rest[:j]); err != nil {
-			return p, fmt.Errorf("--publish %q: %v", s, err)
-		}
-		rest = rest[j+1:]
+	if p.HostIP, rest, err = cutHostIP(rest[:i]); err != nil {
+		return p, fmt.Errorf("--publish %q: %v", s, err)
 	}
 	hport, err := parsePortNumber(rest)
 	if err != nil {
