@@ -116,6 +116,9 @@ type Decision struct {
 	GPUDeviceIDs []string
 	CgroupParent string
 	Init         bool
+	// CapsAllowed is every capability the caller's policy allows adding,
+	// requested or not: the guard's bound on the final request.
+	CapsAllowed []string
 	// Limits on how many containers may exist, checked by the launcher
 	// against the engine right before create.
 	Limits []CountLimit
@@ -294,6 +297,9 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		name, value, _ := strings.Cut(e.Value, "=")
 		env.set(name, value)
 		trail("env "+name, "forced", e.Origin)
+	}
+	for _, c := range eff.CapsAllow {
+		d.CapsAllowed = append(d.CapsAllowed, c.Value)
 	}
 	for _, c := range req.CapAdd {
 		name := strings.TrimPrefix(strings.ToUpper(c), "CAP_")

@@ -201,18 +201,29 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		return err
 	}
 	defer eng.Close()
-	var allowedCaps []string
-	for _, c := range pol.Effective(caller).CapsAllow {
-		allowedCaps = append(allowedCaps, c.Value)
+	// What the guard holds the final request to; a dry run is guarded alike.
+	want := guard.Expect{
+		UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
+		AllowHostNetwork: dec.Network == "host",
+		AllowedCaps:      dec.CapsAllowed,
+		AllowedDevices:   devices,
+		AllowedGPUIDs:    gpuIDs,
+		CgroupParent:     dec.CgroupParent,
+		AllowedPorts:     launcher.ApprovedPorts(dec),
 	}
 	if f.dryRun {
-		return printDryRun(cmd, eng, dec, guard.Expect{
-			UID: caller.UID, GID: caller.GID, Groups: caller.Groups, AllowHostNetwork: dec.Network == "host",
-			AllowedDevices: devices, AllowedGPUIDs: gpuIDs, CgroupParent: dec.CgroupParent, AllowedCaps: allowedCaps,
-			AllowedPorts: launcher.ApprovedPorts(dec),
-		})
+		return printDryRun(cmd, eng, dec, want)
 	}
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	want.CallerCanAccess = func(path string) error {
+		return userfs.As(id, func() error {
+			real, err := userfs.Resolve(path, "/")
+			if err == nil && real != path {
+				err = fmt.Errorf("it now resolves to %q", real)
+			}
+			return err
+		})
+	}
 	stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	if f.tty && isTerminal(os.Stdin) {
 		stdio.Terminal = os.Stdin
@@ -221,24 +232,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		Caller:       id,
 		StopGrace:    time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
 		ProbeTimeout: time.Duration(pol.Settings.MountProbeSeconds) * time.Second,
-		Guard: guard.Expect{
-			UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
-			AllowHostNetwork: dec.Network == "host",
-			AllowedCaps:      allowedCaps,
-			AllowedDevices:   devices,
-			AllowedGPUIDs:    gpuIDs,
-			CgroupParent:     dec.CgroupParent,
-			AllowedPorts:     launcher.ApprovedPorts(dec),
-			CallerCanAccess: func(path string) error {
-				return userfs.As(id, func() error {
-					real, err := userfs.Resolve(path, "/")
-					if err == nil && real != path {
-						err = fmt.Errorf("it now resolves to %q", real)
-					}
-					return err
-				})
-			},
-		},
+		Guard:        want,
 	})
 	end := map[string]any{
 		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
