@@ -77,15 +77,11 @@ func TestPull(t *testing.T) {
 	exec.Command("docker", "rmi", ref).Run()
 	defer exec.Command("docker", "rmi", ref).Run()
 
-	restore, err := testutil.InstallFile(policyPath, []byte(testPolicy+`
+	usePolicy(t, testPolicy+`
 [user.cjalice]
 images_allow = ["127.0.0.1:5055/cjtest/*"]
 pull = ["always"]
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+`)
 
 	// In a job's log (no terminal): one plain line per layer event.
 	r := cj(t, alice, alice.Home, "pull", ref)

@@ -132,6 +132,17 @@ func listContainers(label string) []string {
 	return strings.Fields(string(out))
 }
 
+// usePolicy installs text as the site policy for the rest of the test; the
+// suite's policy is put back when it ends.
+func usePolicy(t *testing.T, text string) {
+	t.Helper()
+	restore, err := testutil.InstallFile(policyPath, []byte(text), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(restore)
+}
+
 // cj runs containerjob as u in dir.
 func cj(t *testing.T, u testutil.User, dir string, args ...string) testutil.Result {
 	t.Helper()

@@ -46,11 +46,7 @@ func TestPBSJobContext(t *testing.T) {
 	if err := os.WriteFile(qstat, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	restore, err := testutil.InstallFile(policyPath, []byte(strings.Replace(testPolicy, "[settings]\n", "[settings]\nqstat = \""+qstat+"\"\n", 1)), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+	usePolicy(t, strings.Replace(testPolicy, "[settings]\n", "[settings]\nqstat = \""+qstat+"\"\n", 1))
 
 	// A PBS job's processes run in the session the MOM created for the job
 	// (its shell is a session leader); setsid models that. Without it the

@@ -24,11 +24,7 @@ flags_allow = ["publish"]
 `
 
 func TestPublishedPorts(t *testing.T) {
-	restore, err := testutil.InstallFile(policyPath, []byte(testPolicy+portsAndDefaultsPolicy), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+	usePolicy(t, testPolicy+portsAndDefaultsPolicy)
 
 	// A published port reaches the container from the node's loopback.
 	cmd := testutil.Command(alice, alice.Home, nil, bin, "--network", "bridge", "-p", "18080:8080", "alpine:3.20",
@@ -80,11 +76,7 @@ func TestPublishedPorts(t *testing.T) {
 }
 
 func TestDefaultMounts(t *testing.T) {
-	restore, err := testutil.InstallFile(policyPath, []byte(testPolicy+portsAndDefaultsPolicy), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+	usePolicy(t, testPolicy+portsAndDefaultsPolicy)
 	// Like /scratch: world-writable and sticky, so each user owns (and
 	// could replace) the entry under their name.
 	base := "/srv/cjtest/default"
