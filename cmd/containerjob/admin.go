@@ -141,7 +141,7 @@ younger than --grace is left alone, so a launch in progress is never hit.
 Containers started outside any job are removed once they have exited.`,
 		Example: `  containerjob gc --dry-run
   # /etc/cron.d/containerjob
-  */10 * * * * root /usr/local/bin/containerjob gc`,
+  */10 * * * * root ` + selfPath + ` gc`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireRoot("gc"); err != nil {
