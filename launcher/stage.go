@@ -44,33 +44,34 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 	if len(sources) == 0 {
 		return s, nil
 	}
-	fds := make([]int, len(sources))
-	for i := range fds {
-		fds[i] = -1
-	}
-	defer func() {
-		for _, fd := range fds {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-		}
-	}()
+	// The descriptors belong to the opening goroutine until it reports
+	// back: after a timeout it may still be stuck, and what it opens then
+	// is left to the process's exit rather than raced for here.
+	var fds []int
 	err := withTimeout(timeout, sources, func(done func(int)) error {
-		return userfs.As(id, func() error {
+		opened := make([]int, 0, len(sources))
+		err := userfs.As(id, func() error {
 			for i, src := range sources {
 				fd, err := openSource(src, unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS)
 				if err != nil {
 					return fmt.Errorf("mount source %q changed after it was checked, or cannot be opened as the caller: %v", src, err)
 				}
-				fds[i] = fd
+				opened = append(opened, fd)
 				done(i)
 			}
 			return nil
 		})
+		if err != nil {
+			closeAll(opened)
+			return err
+		}
+		fds = opened
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	defer closeAll(fds)
 	if err := os.MkdirAll(StageRoot, 0o711); err != nil {
 		return nil, fmt.Errorf("staging mounts: %v", err)
 	}
@@ -108,6 +109,12 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 		s.Sources[target] = src
 	}
 	return s, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 // openSource opens a directory with O_DIRECTORY, which, unlike a bare
