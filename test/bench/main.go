@@ -46,15 +46,15 @@ var (
 )
 
 type bencher struct {
-	u      *user.User
-	uid    string
-	gid    string
-	groups []string
-	home   string
-	raww   *bufio.Writer
-	report strings.Builder
-	docker string
-	engine *client.Client
+	u             *user.User
+	uid           string
+	gid           string
+	groups        []string
+	home          string
+	raww          *bufio.Writer
+	report        strings.Builder
+	docker        string
+	engine        *client.Client
 	restorePolicy func()
 	// cliLaunch is the docker CLI's median launch from table 1.
 	cliLaunch time.Duration

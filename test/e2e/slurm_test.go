@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -226,4 +227,68 @@ echo "step4 $?"
 		}
 	}
 	waitFor(t, 30*time.Second, "the epilogue to remove the named containers", func() bool { return len(jobContainers(t, id)) == 0 })
+}
+
+// TestPyxisOptions: the remaining pyxis options behave as pyxis users know
+// them, through the plugin and the policy: --container-env lets a host
+// variable override what containerjob otherwise keeps from the image,
+// --container-readonly/--container-writable, --no-container-entrypoint,
+// and --container-mount-home.
+func TestPyxisOptions(t *testing.T) {
+	t.Parallel()
+	const epImage = "alpine:e2e-entrypoint"
+	out, err := exec.Command("docker", "create", "alpine:3.20", "true").Output()
+	if err != nil {
+		t.Fatalf("docker create: %v", err)
+	}
+	cid := strings.TrimSpace(string(out))
+	commit := exec.Command("docker", "commit", "--change", `ENTRYPOINT ["/bin/echo", "ep:"]`, cid, epImage)
+	if out, err := commit.CombinedOutput(); err != nil {
+		t.Fatalf("docker commit: %v: %s", err, out)
+	}
+	exec.Command("docker", "rm", cid).Run()
+	t.Cleanup(func() { exec.Command("docker", "rmi", epImage).Run() })
+
+	dir := jobDir(t, alice)
+	marker := filepath.Join(alice.Home, ".cje2e-home-marker")
+	if err := os.WriteFile(marker, []byte("home-is-mounted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(marker) })
+
+	id := sbatch(t, alice, dir, `#!/bin/sh
+#SBATCH -o out-%j.txt
+#SBATCH --container-readonly
+export PYTHONPATH=/from-the-host
+srun --container-image=alpine:3.20 sh -c 'echo "py=[$PYTHONPATH]"'
+srun --container-image=alpine:3.20 --container-env=PYTHONPATH sh -c 'echo "py-env=[$PYTHONPATH]"'
+srun --container-image=alpine:3.20 sh -c 'touch /tmp/probe; echo "readonly $?"'
+srun --container-image=alpine:3.20 --container-writable sh -c 'touch /tmp/probe; echo "writable $?"'
+srun --container-image=`+epImage+` echo inner
+srun --container-image=`+epImage+` --no-container-entrypoint echo inner-alone
+srun --container-image=alpine:3.20 --container-mount-home cat `+marker+`
+srun --container-image=alpine:3.20 cat `+marker+`
+echo "no-home $?"
+`)
+	waitJob(t, id, 2*time.Minute)
+	got := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	for _, want := range []string{
+		"py=[]\n",                   // host-only by default: the image's own (none) wins
+		"py-env=[/from-the-host]\n", // named by --container-env: the host's wins
+		"Read-only file system",     // #SBATCH --container-readonly reaches the step
+		"readonly 1\n",              //
+		"writable 0\n",              // the step's --container-writable overrides it
+		"ep: echo inner\n",          // the image's entrypoint runs
+		"\ninner-alone\n",           // --no-container-entrypoint: the command alone
+		"home-is-mounted\n",         // --container-mount-home
+		"No such file or directory", // without it, home is not there
+		"no-home 1\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("job output %q lacks %q", got, want)
+		}
+	}
+	if strings.Count(got, "home-is-mounted") != 1 {
+		t.Errorf("home visible without --container-mount-home: %q", got)
+	}
 }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestSpankArgs: each pyxis option the plugin hands over becomes the run
+// flag a user could have typed, so the policy judges it the same way.
+func TestSpankArgs(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		argv []string
+		want string // the run arguments, space-joined
+		err  string
+	}{
+		{"not a plugin task", map[string]string{"MODE": "prepend"}, []string{"containerjob", "x"}, "", ""},
+		{"image and command",
+			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine:3.20"},
+			[]string{"containerjob", "hostname"}, "run -- alpine:3.20 hostname", ""},
+		{"argv0 mode puts the task's own argv[0] back",
+			map[string]string{"": "1", "MODE": "argv0", "ARGV0": "/bin/echo", "IMAGE": "alpine"},
+			[]string{"containerjob", "a", "b"}, "run -- alpine /bin/echo a b", ""},
+		{"mounts in pyxis syntax",
+			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/data,/scratch:/s,/ref:/ref:ro"},
+			[]string{"containerjob", "true"}, "run --volume=/data:/data --volume=/scratch:/s --volume=/ref:/ref:ro -- alpine true", ""},
+		{"mount home",
+			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNT_HOME": "1"},
+			[]string{"containerjob", "true"}, "run --volume=/home/alice:/home/alice -- alpine true", ""},
+		{"no mount home leaves out the default",
+			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNT_HOME": "0"},
+			[]string{"containerjob", "true"}, "run --no-default-mount=/home/alice -- alpine true", ""},
+		{"workdir, env, name, readonly, no entrypoint",
+			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "WORKDIR": "/tmp", "ENV": "PATH, OMP_NUM_THREADS,",
+				"NAME": "work", "READONLY": "1", "ENTRYPOINT": "0"},
+			[]string{"containerjob", "true"},
+			"run --workdir=/tmp --env=PATH --env=OMP_NUM_THREADS --name=work --read-only --entrypoint= -- alpine true", ""},
+		{"writable and entrypoint are the defaults",
+			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "READONLY": "0", "ENTRYPOINT": "1"},
+			[]string{"containerjob", "true"}, "run -- alpine true", ""},
+		{"an image beginning with a dash stays an image",
+			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "--privileged"},
+			[]string{"containerjob", "true"}, "run -- --privileged true", ""},
+		{"bad mount flag", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/a:/b:rshared"},
+			[]string{"containerjob", "true"}, "", `flag "rshared" is not ro or rw`},
+		{"too many colons", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/a:/b:ro:x"},
+			[]string{"containerjob", "true"}, "", "is not SRC[:DST[:ro]]"},
+		{"no image", map[string]string{"": "1", "MODE": "prepend"}, []string{"containerjob", "true"}, "", "--container-image is empty"},
+		{"no command", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine"}, []string{"containerjob"}, "", "the task has no command"},
+		{"unknown mode", map[string]string{"": "1", "MODE": "exec", "IMAGE": "alpine"}, []string{"containerjob", "true"}, "", `MODE "exec"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("HOME", "/home/alice")
+			for _, k := range []string{"", "MODE", "ARGV0", "IMAGE", "MOUNTS", "MOUNT_HOME", "WORKDIR", "ENV", "NAME", "READONLY", "ENTRYPOINT"} {
+				name := spankPrefix
+				if k != "" {
+					name += "_" + k
+				}
+				t.Setenv(name, tt.env[k])
+				if _, set := tt.env[k]; !set {
+					os.Unsetenv(name)
+				}
+			}
+			args, ok, err := spankArgs(tt.argv)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.env[""] != "1" {
+				if ok {
+					t.Fatalf("ok without %s=1", spankPrefix)
+				}
+				return
+			}
+			if got := strings.Join(args, " "); got != tt.want {
+				t.Errorf("args\n got %s\nwant %s", got, tt.want)
+			}
+			if i := slices.IndexFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, spankPrefix) }); i >= 0 {
+				t.Errorf("%s left in the environment", os.Environ()[i])
+			}
+		})
+	}
+}
