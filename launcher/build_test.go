@@ -211,18 +211,21 @@ func TestBuildPorts(t *testing.T) {
 
 func TestStartErrorExitCodes(t *testing.T) {
 	tests := []struct {
-		msg  string
-		code int
+		msg, gpuDriver string
+		code           int
+		says           string
 	}{
-		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "nope": executable file not found in $PATH: unknown`, ExitCommandMissing},
-		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/x": stat /x: no such file or directory: unknown`, ExitCommandMissing},
-		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown`, ExitCannotInvoke},
-		{`Cannot connect to the Docker daemon`, ExitLaunchFailed},
+		{`Error response from daemon: could not select device driver "nvidia" with capabilities: [[gpu]]`, "nvidia", ExitLaunchFailed, `gpus_mode "nvidia"`},
+		{`Error response from daemon: CDI device injection failed: unresolvable CDI devices nvidia.com/gpu=1`, "cdi", ExitLaunchFailed, `gpus_mode "cdi"`},
+		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "nope": executable file not found in $PATH: unknown`, "", ExitCommandMissing, `"nope": executable file not found`},
+		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/x": stat /x: no such file or directory: unknown`, "nvidia", ExitCommandMissing, "not found in the image"},
+		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown`, "", ExitCannotInvoke, "cannot be run"},
+		{`Cannot connect to the Docker daemon`, "", ExitLaunchFailed, "starting the container failed"},
 	}
 	for _, tt := range tests {
-		err := startError(errString(tt.msg))
-		if e, ok := err.(*Error); !ok || e.Code != tt.code {
-			t.Errorf("startError(%q) = %v, want code %d", tt.msg, err, tt.code)
+		err := startError(errString(tt.msg), tt.gpuDriver)
+		if e, ok := err.(*Error); !ok || e.Code != tt.code || !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("startError(%q) = %v, want code %d saying %q", tt.msg, err, tt.code, tt.says)
 		}
 	}
 }
@@ -266,7 +269,7 @@ func TestBuildAllocation(t *testing.T) {
 			if len(h.DeviceRequests) != 1 || h.DeviceRequests[0].Driver != "nvidia" || strings.Join(h.DeviceRequests[0].DeviceIDs, ",") != "GPU-aaaa,GPU-bbbb" || len(h.Devices) != 0 {
 				t.Errorf("requests %+v devices %+v", h.DeviceRequests, h.Devices)
 			}
-			if !slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=GPU-aaaa,GPU-bbbb") {
+			if !slices.Contains(r.Config.Env, "NVIDIA_VISIBLE_DEVICES=GPU-aaaa,GPU-bbbb") || !slices.Contains(r.Config.Env, "CUDA_VISIBLE_DEVICES=0,1") {
 				t.Errorf("env %v", r.Config.Env)
 			}
 			e.AllowedGPUIDs = []string{"GPU-aaaa", "GPU-bbbb"}

@@ -117,7 +117,7 @@ func Exec(ctx context.Context, eng Engine, id string, spec ExecSpec, stdio IO, o
 	}
 	att, err := eng.ExecAttach(context.Background(), ex.ID, client.ExecAttachOptions{TTY: spec.Tty})
 	if err != nil {
-		return 0, started, ended, startError(err)
+		return 0, started, ended, startError(err, "")
 	}
 	defer att.Close()
 	started = time.Now()
@@ -209,7 +209,7 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		_, err = eng.ContainerStart(sctx, created.ID, client.ContainerStartOptions{})
 		cancel()
 		if err != nil && !cerrdefs.IsConflict(err) {
-			return "", startError(err)
+			return "", startError(err, d.GPUDriver)
 		}
 		return created.ID, nil
 	}

@@ -216,7 +216,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	// runc has made the container's own mounts from the staged ones.
 	stage.Release()
 	if err != nil {
-		return res, startError(err)
+		return res, startError(err, d.GPUDriver)
 	}
 	if d.Tty && stdio.Terminal != nil {
 		resize(ctx, eng, id, stdio.Terminal)
@@ -310,10 +310,14 @@ func unixSignalName(s syscall.Signal) string {
 }
 
 // startError maps the runtime's complaint about the command to docker run's
-// exit codes: 127 not found, 126 cannot be invoked, else 125.
-func startError(err error) error {
+// exit codes: 127 not found, 126 cannot be invoked, else 125. An engine that
+// cannot honour the GPU request is the site's setup, not the user's command:
+// the error says which policy setting asked for what.
+func startError(err error, gpuDriver string) error {
 	msg := err.Error()
 	switch {
+	case gpuDriver != "" && (strings.Contains(msg, "could not select device driver") || strings.Contains(msg, "CDI")):
+		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine cannot give the job's GPUs as gpus_mode %q asks (%s); the admin installs nvidia-container-toolkit or enables CDI, or sets another gpus_mode in the policy (containerjob doctor checks this)", gpuDriver, runtimeCause(msg))}
 	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
 		return &Error{Code: ExitCommandMissing, Err: fmt.Errorf("the command was not found in the image: %s", runtimeCause(msg))}
 	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "exec format error"), strings.Contains(msg, "is a directory"):

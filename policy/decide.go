@@ -319,19 +319,16 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	// GPUs: exactly the job's, whatever the image's environment asks the
 	// NVIDIA hook for ("void" means none).
 	visible := "void"
+	var ordinals []string
 	switch mode := p.Settings.GPUsMode; {
 	case len(job.GPUs) == 0 || mode == "none":
 	case mode == "devices":
-		var ordinals []string
-		for i, g := range job.GPUs {
+		for _, g := range job.GPUs {
 			d.Spec.Linux.Devices = append(d.Spec.Linux.Devices, specs.LinuxDevice{Path: g.Device, Type: "c", Major: 195, Minor: g.Minor})
-			ordinals = append(ordinals, strconv.Itoa(i))
 		}
 		for _, f := range job.ControlFiles {
 			d.Spec.Linux.Devices = append(d.Spec.Linux.Devices, specs.LinuxDevice{Path: f, Type: "c"})
 		}
-		// Only the allocated nodes exist inside, so CUDA numbers them 0..n-1.
-		env.set("CUDA_VISIBLE_DEVICES", strings.Join(ordinals, ","))
 	case mode == "nvidia":
 		d.GPUDriver = "nvidia"
 		for _, g := range job.GPUs {
@@ -344,13 +341,21 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 			d.GPUDeviceIDs = append(d.GPUDeviceIDs, "nvidia.com/gpu="+strconv.FormatInt(g.Minor, 10))
 		}
 	}
+	if len(job.GPUs) > 0 && p.Settings.GPUsMode != "none" {
+		// In every mode only the allocated GPUs exist inside, so CUDA
+		// numbers them 0..n-1, as Slurm's ConstrainDevices does on the host.
+		for i := range job.GPUs {
+			ordinals = append(ordinals, strconv.Itoa(i))
+		}
+		env.set("CUDA_VISIBLE_DEVICES", strings.Join(ordinals, ","))
+		trail("CUDA_VISIBLE_DEVICES="+strings.Join(ordinals, ","), "forced", builtin("gpu-allocation"))
+	}
 	env.set("NVIDIA_VISIBLE_DEVICES", visible)
 	for _, g := range job.GPUs {
 		d.Labels[LabelGPUs] = strings.TrimPrefix(d.Labels[LabelGPUs]+","+g.Device, ",")
 	}
 	trail("NVIDIA_VISIBLE_DEVICES="+visible, "forced", builtin("gpu-allocation"))
 	proc.Env = env.list()
-	trail("NVIDIA_VISIBLE_DEVICES=void", "forced", builtin("reserved-env"))
 
 	if w := eff.WorkdirForce; w.Value != "" {
 		if req.Workdir != "" && req.Workdir != w.Value {
