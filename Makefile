@@ -68,8 +68,11 @@ testimage:
 	./contrib/testimage/build $(TESTIMAGE)
 
 # Man pages from the CLI itself, and containerjob-policy(5) from docs/policy.md.
-man: build
-	rm -rf bin/man && bin/containerjob gen-man --policy-doc docs/policy.md bin/man
+# The generator is a separate build (-tags gendocs) of the same CLI, so the
+# installed binary does not carry the markdown/man packages.
+man:
+	CGO_ENABLED=1 $(GO) build -tags gendocs -trimpath -ldflags '$(LDFLAGS)' -o bin/containerjob-gendocs ./cmd/containerjob
+	rm -rf bin/man && bin/containerjob-gendocs gen-man --policy-doc docs/policy.md bin/man
 
 install: build spank man
 	install -D -m 0755 bin/containerjob $(DESTDIR)$(BINDIR)/containerjob

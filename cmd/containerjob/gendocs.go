@@ -1,3 +1,5 @@
+//go:build gendocs
+
 package main
 
 import (
@@ -9,6 +11,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 )
+
+// The man page writer is built only with -tags gendocs (make man): its
+// markdown and YAML packages would otherwise be initialised at every start
+// of the binary that every job step runs, for a command users never call.
+func init() { buildTimeCommands = append(buildTimeCommands, newGenDocsCmd) }
 
 // newGenDocsCmd writes the man pages, containerjob(1) and one page per
 // command from the CLI itself, and containerjob-policy(5) from

@@ -29,9 +29,15 @@ policy the cluster's admins control. Users never touch the docker command.`,
 		newGCCmd(), newPolicyCmd())
 	root.AddCommand(ownCommands()...)
 	root.AddCommand(notOfferedCommands()...)
-	root.AddCommand(newDoctorCmd(), newGenDocsCmd())
+	root.AddCommand(newDoctorCmd())
+	for _, c := range buildTimeCommands {
+		root.AddCommand(c())
+	}
 	return root
 }
+
+// buildTimeCommands are linked in only by build tags (gen-man: -tags gendocs).
+var buildTimeCommands []func() *cobra.Command
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
