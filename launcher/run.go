@@ -95,6 +95,8 @@ type Options struct {
 	Signals chan os.Signal
 	// Created is called with the container id right after create.
 	Created func(id string)
+	// Phase, when set, is called as each phase of Run ends, by name.
+	Phase func(name string)
 }
 
 // ForwardedSignals reach the container; SIGTERM stops it within the grace
@@ -122,19 +124,26 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if d.Persist {
 		return RunNamed(ctx, eng, d, stdio, opts)
 	}
+	phase := opts.Phase
+	if phase == nil {
+		phase = func(string) {}
+	}
 	img, req, err := prepare(ctx, eng, d, stdio)
 	if err != nil {
 		return res, err
 	}
 	res.ImageID = img.ID
+	phase("image")
 	stage, err := stageMounts(d, &req, &opts)
 	if err != nil {
 		return res, err
 	}
 	defer stage.Release()
+	phase("stage")
 	if err := guard.Check(req, opts.Guard); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
+	phase("guard")
 
 	// Signals are caught before anything exists, so none is lost between
 	// create and the forwarding loop.
@@ -156,6 +165,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	}
 	id := created.ID
 	res.ContainerID = id
+	phase("create")
 	if opts.Created != nil {
 		opts.Created(id)
 	}
@@ -167,6 +177,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		if _, err := eng.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			fmt.Fprintf(stdio.Stderr, "containerjob: warning: container %.12s could not be removed: %v; the job's epilogue will remove it\n", id, err)
 		}
+		phase("remove")
 	}()
 
 	// Attach before start so no byte of output is lost.
@@ -183,6 +194,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	wctx, wcancel := context.WithCancel(context.Background())
 	defer wcancel()
 	waitRes := eng.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	phase("attach")
 
 	outDone := make(chan error, 1)
 	go func() {
@@ -218,6 +230,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if err != nil {
 		return res, startError(err, d.GPUDriver)
 	}
+	phase("start")
 	if d.Tty && stdio.Terminal != nil {
 		resize(ctx, eng, id, stdio.Terminal)
 	}
@@ -238,6 +251,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 
 	select {
 	case w := <-waitRes.Result:
+		phase("exit")
 		// The output stream ends when the container's process does; drain
 		// it so the last bytes reach the job log before we return.
 		<-outDone

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,7 @@ type runFlags struct {
 	pull        string
 	jobEnvFD    int
 	dryRun      bool
+	timings     bool
 	capAdd      []string
 	publish     []string
 	noDefault   []string
@@ -88,6 +90,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/udp] (IP defaults to 127.0.0.1; ports_allow)")
 	fl.StringArrayVar(&f.noDefault, "no-default-mount", nil, "leave out a default mount (mounts_default) by its path, or \"all\"")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the container the policy would create (JSON), create nothing")
+	fl.BoolVar(&f.timings, "timings", false, "print how long each phase of the launch took, on one stderr line (for make bench)")
+	fl.MarkHidden("timings")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
 	fl.MarkHidden("job-env-fd")
 	fl.StringVar(&f.policyPath, "policy", "", "policy file (root only)")
@@ -127,7 +131,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only", "dry-run"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -148,10 +152,13 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	if inv == viaSudo && (fl.Changed("policy") || os.Getenv("CONTAINERJOB_POLICY") != "") {
 		return usagef("--policy and CONTAINERJOB_POLICY are for root only")
 	}
+	clock := &phaseClock{on: f.timings, last: mainStart}
+	defer clock.print(os.Stderr)
 	caller, err := privilegedCaller(inv, sudoUID, f.asUser)
 	if err != nil {
 		return err
 	}
+	clock.mark("identity")
 
 	policyPath := policy.DefaultPath
 	if inv == asRoot {
@@ -166,6 +173,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	clock.mark("policy")
 	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
 	if err != nil {
 		return fmt.Errorf("%v; refusing to run without an audit trail", err)
@@ -173,6 +181,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	defer trail.Close()
 
 	req, job, err := buildRequest(fl, f, args, &caller, pol)
+	clock.mark("request")
 	record := map[string]any{
 		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": inv.String(),
 		"job": job.ID, "step": job.Step, "node": job.Node, "image": req.Image, "command": req.Cmd,
@@ -195,6 +204,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	record["decision"], record["image"], record["mounts"] = "allowed", dec.Image.String(), mounts
 	trail.Record("decision", record)
+	clock.mark("decision")
 
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
 	if err != nil {
@@ -233,6 +243,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		StopGrace:    time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
 		ProbeTimeout: time.Duration(pol.Settings.MountProbeSeconds) * time.Second,
 		Guard:        want,
+		Phase:        clock.mark,
 	})
 	end := map[string]any{
 		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
@@ -254,7 +265,37 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		}
 	}
 	trail.Record("container-end", end)
+	clock.mark("audit")
 	return exitStatus(res.ExitCode)
+}
+
+// mainStart is when main's package was initialised: the runtime and every
+// imported package are ready, which the bench measures on its own.
+var mainStart = time.Now()
+
+// phaseClock records how long each phase of one launch took, for --timings:
+// the figures behind docs/benchmarks.md's "inside a launch" table.
+type phaseClock struct {
+	on    bool
+	last  time.Time
+	total time.Duration
+	parts []string
+}
+
+func (c *phaseClock) mark(name string) {
+	if !c.on {
+		return
+	}
+	now := time.Now()
+	d := now.Sub(c.last)
+	c.last, c.total = now, c.total+d
+	c.parts = append(c.parts, fmt.Sprintf("%s %.1f", name, float64(d.Microseconds())/1000))
+}
+
+func (c *phaseClock) print(w io.Writer) {
+	if c.on && len(c.parts) > 0 {
+		fmt.Fprintf(w, "containerjob: timings (ms): %s, total %.1f\n", strings.Join(c.parts, ", "), float64(c.total.Microseconds())/1000)
+	}
 }
 
 // volumeSpec is one -v as written.
