@@ -319,7 +319,6 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	// GPUs: exactly the job's, whatever the image's environment asks the
 	// NVIDIA hook for ("void" means none).
 	visible := "void"
-	var ordinals []string
 	switch mode := p.Settings.GPUsMode; {
 	case len(job.GPUs) == 0 || mode == "none":
 	case mode == "devices":
@@ -344,11 +343,13 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	if len(job.GPUs) > 0 && p.Settings.GPUsMode != "none" {
 		// In every mode only the allocated GPUs exist inside, so CUDA
 		// numbers them 0..n-1, as Slurm's ConstrainDevices does on the host.
-		for i := range job.GPUs {
-			ordinals = append(ordinals, strconv.Itoa(i))
+		ordinals := make([]string, len(job.GPUs))
+		for i := range ordinals {
+			ordinals[i] = strconv.Itoa(i)
 		}
-		env.set("CUDA_VISIBLE_DEVICES", strings.Join(ordinals, ","))
-		trail("CUDA_VISIBLE_DEVICES="+strings.Join(ordinals, ","), "forced", builtin("gpu-allocation"))
+		cuda := strings.Join(ordinals, ",")
+		env.set("CUDA_VISIBLE_DEVICES", cuda)
+		trail("CUDA_VISIBLE_DEVICES="+cuda, "forced", builtin("gpu-allocation"))
 	}
 	env.set("NVIDIA_VISIBLE_DEVICES", visible)
 	for _, g := range job.GPUs {
