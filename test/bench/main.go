@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/user"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -214,7 +215,11 @@ type tool struct {
 	cmd  func(args ...string) *exec.Cmd
 }
 
-func (b *bencher) tools(withRoot bool) []tool {
+// tools are what is compared, always in this order: the docker CLI, then
+// containerjob as the user through sudo, then (withRoot) containerjob as
+// root with --as-user. runFlags go to containerjob's run, before the image.
+func (b *bencher) tools(withRoot bool, runFlags ...string) []tool {
+	cj := func(a []string) []string { return append(append(slices.Clone(runFlags), *image), a...) }
 	t := []tool{
 		{"docker CLI (root)", func(a ...string) *exec.Cmd {
 			c := exec.Command(b.docker, b.dockerArgs(a...)...)
@@ -222,12 +227,12 @@ func (b *bencher) tools(withRoot bool) []tool {
 			return c
 		}},
 		{"containerjob (user, via sudo)", func(a ...string) *exec.Cmd {
-			return b.asUser(append([]string{*bin, *image}, a...)...)
+			return b.asUser(append([]string{*bin}, cj(a)...)...)
 		}},
 	}
 	if withRoot {
 		t = append(t, tool{"containerjob (root, --as-user, no sudo)", func(a ...string) *exec.Cmd {
-			c := exec.Command(*bin, append([]string{"run", "--as-user", *userName, *image}, a...)...)
+			c := exec.Command(*bin, append([]string{"run", "--as-user", *userName}, cj(a)...)...)
 			c.Dir = b.home
 			return c
 		}})
@@ -537,15 +542,15 @@ func (b *bencher) epilog() error {
 	busy1, all1 := machineCPU()
 	dockerd := daemonCPU("dockerd") - dockerd0
 	containerd := daemonCPU("containerd") - containerd0
-	client0 := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	epilogCPU := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	busy, util := busy1-busy0, float64(busy1-busy0)/float64(all1-all0)
 	f := client.Filters{}
 	f.Add("label", "org.containerjob.job="+job)
 	left, _ := b.engine.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
 	b.rawf("epilog n=%d ms=%d left=%d machine_busy_ms=%d util=%.2f dockerd_ms=%d containerd_ms=%d client_ms=%d",
-		n, d.Milliseconds(), len(left.Items), busy.Milliseconds(), util, dockerd.Milliseconds(), containerd.Milliseconds(), client0.Milliseconds())
+		n, d.Milliseconds(), len(left.Items), busy.Milliseconds(), util, dockerd.Milliseconds(), containerd.Milliseconds(), epilogCPU.Milliseconds())
 	fmt.Fprintf(&b.report, "## 6. Epilogue: removing %d running containers of one job\n\n`containerjob epilog --scheduler slurm --job ID` with %d started containers labelled with the job (at most 8 removals in flight). Goal: under 5 s. CPU time over the same interval from `/proc/stat` (the machine, %d CPUs) and `/proc/PID/stat` (the engine's daemons), and the epilog process's own rusage.\n\n| containers | time | left | machine CPU busy | dockerd | containerd | epilog process |\n| --- | --- | --- | --- | --- | --- | --- |\n| %d | %.2f s | %d | %.1f CPU-s (%.0f%%) | %.1f CPU-s | %.1f CPU-s | %.2f CPU-s |\n\n",
-		n, n, runtime.NumCPU(), n, d.Seconds(), len(left.Items), busy.Seconds(), util*100, dockerd.Seconds(), containerd.Seconds(), client0.Seconds())
+		n, n, runtime.NumCPU(), n, d.Seconds(), len(left.Items), busy.Seconds(), util*100, dockerd.Seconds(), containerd.Seconds(), epilogCPU.Seconds())
 	fmt.Fprintf(&b.report, "The removal is bound by the CPU the engine stack spends per container (%.2f CPU-s each here, most of it outside dockerd and containerd: the per-container shims, runc and the kernel's cgroup and mount teardown), not by the client: at %d CPUs that is at least %.1f s for %d containers whatever the client does.\n\n",
 		busy.Seconds()/n, runtime.NumCPU(), busy.Seconds()/float64(runtime.NumCPU()), n)
 	return nil
@@ -596,88 +601,83 @@ const clockTick = 10 * time.Millisecond
 // times a real launch (--timings), as root and through sudo as the user.
 func (b *bencher) phases() error {
 	const n = 15
-	engine := []string{"image", "create", "attach", "start", "exit", "remove"}
-	own := []string{"identity", "policy", "request", "decision", "stage", "guard", "audit"}
-	type run struct {
-		name string
-		cmd  func() *exec.Cmd
+	// The phases containerjob --timings prints, in its order; engine marks
+	// the ones that are Engine API calls.
+	phases := []struct {
+		name, what string
+		engine     bool
+	}{
+		{"identity", "who is calling (sudo's parent, user database)", false},
+		{"policy", "read and check the policy file", false},
+		{"request", "job context, mount sources resolved as the caller", false},
+		{"decision", "policy decision, audit record", false},
+		{"image", "engine: connect, version, image inspect", true},
+		{"stage", "open mount sources as the caller, stage them", false},
+		{"guard", "check the final create request", false},
+		{"create", "engine: create", true},
+		{"attach", "engine: attach, wait registered", true},
+		{"start", "engine: start (runc)", true},
+		{"exit", "engine: until the exit is reported", true},
+		{"remove", "engine: remove", true},
+		{"audit", "end-of-container audit record", false},
 	}
-	runs := []run{
-		{"root", func() *exec.Cmd {
-			c := exec.Command(*bin, "run", "--timings", "--as-user", *userName, *image, "true")
-			c.Dir = b.home
-			return c
-		}},
-		{"sudo", func() *exec.Cmd { return b.asUser(*bin, "run", "--timings", *image, "true") }},
-		// The docker CLI in the same loop: its wall time under the same
-		// conditions is what containerjob's is compared with below.
-		{"cli", func() *exec.Cmd {
-			c := exec.Command(b.docker, b.dockerArgs("true")...)
-			c.Dir = b.home
-			return c
-		}},
+	// Table 1's three launches, with --timings; the docker CLI's wall time
+	// in the same loop is what containerjob's is compared with below.
+	tools := b.tools(true, "--timings")
+	const cliTool, sudoTool, rootTool = 0, 1, 2
+	samples := make([]map[string][]time.Duration, len(tools))
+	for i := range samples {
+		samples[i] = map[string][]time.Duration{}
 	}
-	samples := map[string]map[string][]time.Duration{}
-	for _, r := range runs {
-		samples[r.name] = map[string][]time.Duration{}
-	}
-	for i := 0; i < n; i++ {
-		for _, r := range runs {
-			c := r.cmd()
+	for r := 0; r < n; r++ {
+		for i, t := range tools {
+			c := t.cmd("true")
 			var stderr bytes.Buffer
 			c.Stderr = &stderr
 			t0 := time.Now()
 			if err := c.Run(); err != nil {
-				return fmt.Errorf("%v: %v %s", c.Args, err, stderr.String())
+				return fmt.Errorf("%s: %v %s", t.name, err, stderr.String())
 			}
 			wall := time.Since(t0)
-			if r.name == "cli" {
-				samples["cli"]["wall"] = append(samples["cli"]["wall"], wall)
-				b.rawf("timings cli run=%d wall=%d", i, wall.Microseconds())
-				continue
-			}
-			got := parseTimings(stderr.String())
-			if got == nil {
-				return fmt.Errorf("%v printed no timings: %q", c.Args, stderr.String())
+			got := map[string]time.Duration{}
+			if i != cliTool {
+				if got = parseTimings(stderr.String()); got == nil {
+					return fmt.Errorf("%s printed no timings: %q", t.name, stderr.String())
+				}
 			}
 			got["wall"] = wall
 			for k, v := range got {
-				samples[r.name][k] = append(samples[r.name][k], v)
+				samples[i][k] = append(samples[i][k], v)
 			}
-			b.rawf("timings %s run=%d wall=%d %q", r.name, i, wall.Microseconds(), strings.TrimSpace(stderr.String()))
+			b.rawf("timings %q run=%d wall=%d %q", t.name, r, wall.Microseconds(), strings.TrimSpace(stderr.String()))
 		}
 	}
-	sum := func(run string, names []string) time.Duration {
+	med := func(tool int, k string) time.Duration { return median(samples[tool][k]) }
+	sum := func(tool int, engine bool) time.Duration {
 		var t time.Duration
-		for _, k := range names {
-			t += median(samples[run][k])
+		for _, p := range phases {
+			if p.engine == engine {
+				t += med(tool, p.name)
+			}
 		}
 		return t
 	}
 	fmt.Fprintf(&b.report, "## Where a launch's time goes\n\n`containerjob run --timings IMAGE true` prints how long each phase of a real launch took (median of %d each, as root with `--as-user` and as the user through sudo, interleaved with the docker CLI's launch of table 1). Phases are timed from when the program's own code starts; what comes before (the process start) and around it (sudo, the user's side) is the wall time the bench saw minus the total.\n\n| phase | what | root | via sudo |\n| --- | --- | --- | --- |\n", n)
-	what := map[string]string{
-		"identity": "who is calling (sudo's parent, user database)", "policy": "read and check the policy file",
-		"request": "job context, mount sources resolved as the caller", "decision": "policy decision, audit record",
-		"image": "engine: connect, version, image inspect", "stage": "open mount sources as the caller, stage them",
-		"guard": "check the final create request", "create": "engine: create", "attach": "engine: attach, wait registered",
-		"start": "engine: start (runc)", "exit": "engine: until the exit is reported", "remove": "engine: remove",
-		"audit": "end-of-container audit record",
+	for _, p := range phases {
+		fmt.Fprintf(&b.report, "| %s | %s | %s | %s |\n", p.name, p.what, ms(med(rootTool, p.name)), ms(med(sudoTool, p.name)))
 	}
-	for _, k := range []string{"identity", "policy", "request", "decision", "image", "stage", "guard", "create", "attach", "start", "exit", "remove", "audit"} {
-		fmt.Fprintf(&b.report, "| %s | %s | %s | %s |\n", k, what[k], ms(median(samples["root"][k])), ms(median(samples["sudo"][k])))
-	}
-	ownRoot, ownSudo := sum("root", own), sum("sudo", own)
-	engRoot, engSudo := sum("root", engine), sum("sudo", engine)
-	outRoot := median(samples["root"]["wall"]) - median(samples["root"]["total"])
-	outSudo := median(samples["sudo"]["wall"]) - median(samples["sudo"]["total"])
+	ownRoot, ownSudo := sum(rootTool, false), sum(sudoTool, false)
+	engRoot, engSudo := sum(rootTool, true), sum(sudoTool, true)
+	outRoot := med(rootTool, "wall") - med(rootTool, "total")
+	outSudo := med(sudoTool, "wall") - med(sudoTool, "total")
 	fmt.Fprintf(&b.report, "| **containerjob's own work** | the phases not marked engine | **%s** | **%s** |\n", ms(ownRoot), ms(ownSudo))
 	fmt.Fprintf(&b.report, "| **engine** | the phases marked engine | **%s** | **%s** |\n", ms(engRoot), ms(engSudo))
 	fmt.Fprintf(&b.report, "| **outside the timed code** | process start and exit; via sudo also the user's side and sudo | **%s** | **%s** |\n", ms(outRoot), ms(outSudo))
-	fmt.Fprintf(&b.report, "| **wall** | as the bench saw it | **%s** | **%s** |\n\n", ms(median(samples["root"]["wall"])), ms(median(samples["sudo"]["wall"])))
+	fmt.Fprintf(&b.report, "| **wall** | as the bench saw it | **%s** | **%s** |\n\n", ms(med(rootTool, "wall")), ms(med(sudoTool, "wall")))
 	// The docker CLI asks the engine for the same container (table 1), so
 	// its own share is its wall time minus the engine's above; the goal
 	// E + ours <= 0.9 (E + cli's) then bounds what containerjob may spend.
-	cli := median(samples["cli"]["wall"])
+	cli := med(cliTool, "wall")
 	cliOwn := cli - engRoot
 	allowed := cli*9/10 - engRoot
 	fmt.Fprintf(&b.report, "In the same loop the docker CLI took %s, so about %s of it was the CLI's own (its wall time minus the engine's %s, for the same container). containerjob at 0.9 × the CLI (%s) would have to do everything besides the engine in %s; it spends %s as root and %s through sudo, of which its own code is %s and %s: the rest is starting processes and sudo.\n\n",
