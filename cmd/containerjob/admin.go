@@ -18,7 +18,11 @@ import (
 
 // requireRoot: the scheduler hooks act on every user's containers.
 func requireRoot(name string) error {
-	if inv, _ := currentInvocation(); inv != asRoot {
+	inv, _, err := currentInvocation()
+	if err != nil {
+		return err
+	}
+	if inv != asRoot {
 		return fmt.Errorf("%s is run by the scheduler as root, not by users", name)
 	}
 	return nil

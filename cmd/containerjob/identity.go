@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -22,77 +23,21 @@ var (
 	selfPath = "/usr/local/bin/containerjob"
 )
 
-// invocation is how containerjob was started, which decides whose request
-// this is. It is established from the kernel and sudo, never from argv.
-type invocation int
+// The invocation kinds, established by internal/identity from the kernel
+// and from files (never from argv or a path's spelling).
+type invocation = identity.Invocation
 
 const (
-	asUser  invocation = iota // unprivileged: must escalate through sudo
-	viaSudo                   // root, started by sudo for a user
-	asRoot                    // root, started directly (scheduler hooks, admins)
+	asUser  = identity.AsUser
+	viaSudo = identity.ViaSudo
+	asRoot  = identity.AsRoot
 )
 
-func (i invocation) String() string {
-	return [...]string{"user", "sudo", "root"}[i]
-}
-
-// sudoCaller is the uid sudo started us for. sudo sets SUDO_UID and
-// SUDO_COMMAND itself and refuses to let users set any SUDO_* variable. We
-// also require proof that sudo started *this* command, so that a root
-// shell which merely inherited SUDO_UID (sudo -s, sudo -i) is not taken
-// for that user: either our parent is the configured sudo binary with that
-// real uid (sudo with a PAM session or a pty stays as our parent), or
-// SUDO_COMMAND is this binary (sudo without them execs us in its place).
-func sudoCaller() (uint32, bool) {
-	v := os.Getenv("SUDO_UID")
-	if v == "" {
-		return 0, false
-	}
-	uid, err := strconv.ParseUint(v, 10, 32)
-	if err != nil {
-		return 0, false
-	}
-	if cmd, _, _ := strings.Cut(os.Getenv("SUDO_COMMAND"), " "); cmd == selfPath {
-		return uint32(uid), true
-	}
-	ppid := os.Getppid()
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", ppid))
-	if err != nil || exe != sudoPath {
-		return 0, false
-	}
-	ruid, ok := procRealUID(ppid)
-	if !ok || ruid != uint32(uid) {
-		return 0, false
-	}
-	return uint32(uid), true
-}
-
-func procRealUID(pid int) (uint32, bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 0 {
-				return 0, false
-			}
-			u, err := strconv.ParseUint(f[0], 10, 32)
-			return uint32(u), err == nil
-		}
-	}
-	return 0, false
-}
-
-func currentInvocation() (invocation, uint32) {
-	if os.Geteuid() != 0 {
-		return asUser, uint32(os.Getuid())
-	}
-	if uid, ok := sudoCaller(); ok && uid != 0 {
-		return viaSudo, uid
-	}
-	return asRoot, 0
+// currentInvocation establishes who started this process. An error means
+// root with SUDO_* variables that no sudo hop to this binary explains:
+// refused, never taken for root.
+func currentInvocation() (invocation, uint32, error) {
+	return identity.Establish(identity.Current(sudoPath))
 }
 
 // lookupCaller builds the caller from the user database. gid, when not

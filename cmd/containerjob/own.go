@@ -37,7 +37,10 @@ type launcherEngine interface {
 
 // withOwn escalates like run does, then resolves the caller and engine.
 func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o ownContext) error) error {
-	inv, sudoUID := currentInvocation()
+	inv, sudoUID, err := currentInvocation()
+	if err != nil {
+		return err
+	}
 	if inv == asUser {
 		argv := strings.Fields(cmd.CommandPath())[1:]
 		cmd.Flags().Visit(func(f *pflag.Flag) { argv = append(argv, "--"+f.Name+"="+f.Value.String()) })

@@ -142,7 +142,10 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
 
 func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	fl := cmd.Flags()
-	inv, sudoUID := currentInvocation()
+	inv, sudoUID, err := currentInvocation()
+	if err != nil {
+		return err
+	}
 	if inv == asUser {
 		if fl.Changed("policy") || fl.Changed("as-user") {
 			return usagef("--policy and --as-user are for root only")

@@ -4,9 +4,7 @@ package integration
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,24 +126,6 @@ func TestCwdWithMountSyntax(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(odd, "f")); err != nil {
 		t.Errorf("job directory was not mounted read-write at its own path: %v", err)
-	}
-	noContainers(t, alice)
-}
-
-// TestRootShellWithInheritedSudoUID: a root shell opened with sudo -s keeps
-// SUDO_UID; it is root, not that user, and must name the user explicitly.
-func TestRootShellWithInheritedSudoUID(t *testing.T) {
-	cmd := exec.Command(bin, "alpine:3.20", "true")
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "SUDO_UID=" + strconv.Itoa(int(alice.UID)), "SUDO_GID=" + strconv.Itoa(int(alice.GID)), "SUDO_COMMAND=/bin/bash"}
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "as root, name the job's owner with --as-user") {
-		t.Errorf("root shell with inherited SUDO_UID: %v %q", err, out)
-	}
-	cmd = exec.Command(bin, "run", "--as-user", alice.Name, "alpine:3.20", "id", "-u")
-	cmd.Dir = alice.Home
-	out, err = cmd.Output()
-	if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(int(alice.UID)) {
-		t.Errorf("root with --as-user: %v %q", err, out)
 	}
 	noContainers(t, alice)
 }
