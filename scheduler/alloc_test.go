@@ -73,3 +73,38 @@ NodeName=other Name=gpu Type=a100 File=/dev/nvidia[4-5]
 		t.Errorf("out-of-range index: %v", err)
 	}
 }
+
+func TestCheckDevicesCgroup(t *testing.T) {
+	root := t.TempDir()
+	step := "/slurm_vm/uid_1000/job_5/step_0"
+	if err := os.MkdirAll(filepath.Join(root, "devices", step), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	procCgroup := []byte("12:devices:" + step + "\n6:freezer:" + step + "\n")
+	// /dev/null is 1:3 everywhere: it stands in for a GPU's device file.
+	gpu := []GPU{{Index: 0, Device: "/dev/null", Minor: 3}}
+	tests := []struct {
+		name, list string
+		cgroup     []byte
+		gpus       []GPU
+		wantErr    string
+	}{
+		{"allowed by the step", "c 1:3 rwm\nc 195:255 rwm\n", procCgroup, gpu, ""},
+		{"allowed by major wildcard", "c 1:* rwm\n", procCgroup, gpu, ""},
+		{"not allowed: scontrol is not believed", "c 195:0 rwm\nc 195:255 rwm\n", procCgroup, gpu, "does not allow it"},
+		{"unconstrained step", "a *:* rwm\n", procCgroup, gpu, ""},
+		{"no devices controller", "c 195:0 rwm\n", []byte("0::/user.slice\n"), gpu, ""},
+		{"no GPUs", "c 195:0 rwm\n", procCgroup, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(root, "devices", step, "devices.list"), []byte(tt.list), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err := CheckDevicesCgroup(tt.gpus, tt.cgroup, root)
+			if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("CheckDevicesCgroup(list %q) = %v; want error %q", tt.list, err, tt.wantErr)
+			}
+		})
+	}
+}

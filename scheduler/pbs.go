@@ -158,7 +158,11 @@ func (p PBS) ShowJob(ctx context.Context, id string) (PBSJob, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return PBSJob{}, fmt.Errorf("qstat -f %s failed: %v: %s", id, err, strings.TrimSpace(errb.String()))
+		msg := strings.TrimSpace(errb.String())
+		if strings.Contains(msg, "Unknown Job Id") || strings.Contains(msg, "Job has finished") {
+			return PBSJob{}, fmt.Errorf("qstat: job %s: %w", id, ErrNoSuchJob)
+		}
+		return PBSJob{}, &UnreachableError{fmt.Sprintf("qstat -f %s failed: %v: %s", id, err, msg)}
 	}
 	if p.JSON {
 		return ParseQstatJSON(out.Bytes(), id)

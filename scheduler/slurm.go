@@ -3,6 +3,8 @@ package scheduler
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -82,77 +84,172 @@ type SlurmJob struct {
 
 // NodeAlloc is the job's allocation on one node.
 type NodeAlloc struct {
-	CPUIDs string
 	MemMB  int64
 	GPUs   []int
 }
 
-var userIDRE = regexp.MustCompile(`^(.*)\((\d+)\)$`)
-
-// ParseScontrolJob parses `scontrol show job -d --oneliner` output. Values
-// never contain spaces except Command, Comment and friends, which are not
-// read; node detail records ("Nodes=... CPU_IDs=... Mem=... GRES=...")
-// follow the job's own fields.
-func ParseScontrolJob(text string) (SlurmJob, error) {
-	j := SlurmJob{Nodes: map[string]NodeAlloc{}}
-	var curNodes []string
-	for _, f := range strings.Fields(text) {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
+// ParseJobJSON reads the record of job id from the JSON that
+// `scontrol --json show job` (Slurm >= 23.02) or `squeue --json` (22.05,
+// which lists every job) prints. Every value is read from its own field,
+// so nothing a user chooses (the job's name, comment, output paths, work
+// dir) can be taken for another field: the job's owner, state, nodes or
+// GPUs. Both encodings Slurm has used are read: 0.0.38/39 (job_state a
+// string, job_resources.allocated_nodes) and 0.0.40 and later (job_state a
+// list of flags, job_resources.nodes.allocation, numbers possibly wrapped
+// as {"set":true,"number":N}).
+func ParseJobJSON(data []byte, id string) (SlurmJob, error) {
+	var doc struct {
+		Errors []struct {
+			Error       string `json:"error"`
+			Description string `json:"description"`
+		} `json:"errors"`
+		Jobs []jobJSON `json:"jobs"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return SlurmJob{}, fmt.Errorf("scontrol: the job record is not JSON: %v", err)
+	}
+	for _, rec := range doc.Jobs {
+		jid, ok := rec.JobID.uint()
+		if !ok || strconv.FormatUint(jid, 10) != id {
 			continue
 		}
-		switch k {
-		case "JobId":
-			if j.ID == "" {
-				j.ID = v
-			}
-		case "UserId":
-			m := userIDRE.FindStringSubmatch(v)
-			if m == nil {
-				return j, fmt.Errorf("scontrol: unexpected UserId %q", v)
-			}
-			uid, err := strconv.ParseUint(m[2], 10, 32)
-			if err != nil {
-				return j, fmt.Errorf("scontrol: unexpected UserId %q", v)
-			}
-			j.User, j.UID = m[1], uint32(uid)
-		case "JobState":
-			j.State = v
-		case "NodeList":
-			j.NodeList = v
-		case "WorkDir":
-			j.WorkDir = v
-		case "BatchHost":
-			j.BatchHost = v
-		case "Nodes":
-			nodes, err := ExpandHostlist(v)
-			if err != nil {
-				return j, err
-			}
-			curNodes = nodes
-			for _, n := range nodes {
-				j.Nodes[n] = NodeAlloc{}
-			}
-		case "CPU_IDs", "Mem", "GRES":
-			for _, n := range curNodes {
-				a := j.Nodes[n]
-				switch k {
-				case "CPU_IDs":
-					a.CPUIDs = v
-				case "Mem":
-					a.MemMB, _ = strconv.ParseInt(v, 10, 64)
-				case "GRES":
-					a.GPUs = parseGresIdx(v)
-				}
-				j.Nodes[n] = a
-			}
+		return rec.job(id)
+	}
+	for _, e := range doc.Errors {
+		if e.Description != "" || e.Error != "" {
+			return SlurmJob{}, fmt.Errorf("scontrol: job %s: %s %s", id, e.Error, e.Description)
 		}
 	}
-	if j.ID == "" || j.State == "" {
-		return j, fmt.Errorf("scontrol: no job record in the output")
+	return SlurmJob{}, fmt.Errorf("scontrol: no record of job %s", id)
+}
+
+type jobJSON struct {
+	JobID      jsonNumber      `json:"job_id"`
+	UserID     jsonNumber      `json:"user_id"`
+	UserName   string          `json:"user_name"`
+	JobState   json.RawMessage `json:"job_state"`
+	Nodes      string          `json:"nodes"`
+	BatchHost  string          `json:"batch_host"`
+	WorkDir    string          `json:"current_working_directory"`
+	GresDetail []string        `json:"gres_detail"`
+	Resources  struct {
+		Nodes          json.RawMessage `json:"nodes"`
+		AllocatedNodes []struct {
+			Name   string     `json:"nodename"`
+			Memory jsonNumber `json:"memory_allocated"`
+		} `json:"allocated_nodes"`
+	} `json:"job_resources"`
+}
+
+// job turns one record into a SlurmJob. gres_detail holds one entry per
+// allocated node, in the order of the job's node list.
+func (r jobJSON) job(id string) (SlurmJob, error) {
+	uid, ok := r.UserID.uint()
+	if !ok || uid > 1<<32-1 {
+		return SlurmJob{}, fmt.Errorf("scontrol: job %s has no valid user_id", id)
+	}
+	state, err := jobState(r.JobState)
+	if err != nil {
+		return SlurmJob{}, fmt.Errorf("scontrol: job %s: %v", id, err)
+	}
+	j := SlurmJob{ID: id, UID: uint32(uid), User: r.UserName, State: state, NodeList: r.Nodes,
+		WorkDir: r.WorkDir, BatchHost: r.BatchHost, Nodes: map[string]NodeAlloc{}}
+	type alloc struct {
+		name string
+		mem  jsonNumber
+	}
+	var allocs []alloc
+	for _, n := range r.Resources.AllocatedNodes {
+		allocs = append(allocs, alloc{n.Name, n.Memory})
+	}
+	if len(r.Resources.Nodes) > 0 && r.Resources.Nodes[0] == '{' {
+		var nodes struct {
+			Allocation []struct {
+				Name   string `json:"name"`
+				Memory struct {
+					Allocated jsonNumber `json:"allocated"`
+				} `json:"memory"`
+			} `json:"allocation"`
+		}
+		if err := json.Unmarshal(r.Resources.Nodes, &nodes); err != nil {
+			return SlurmJob{}, fmt.Errorf("scontrol: job %s: job_resources.nodes: %v", id, err)
+		}
+		for _, n := range nodes.Allocation {
+			allocs = append(allocs, alloc{n.Name, n.Memory.Allocated})
+		}
+	}
+	order, err := ExpandHostlist(r.Nodes)
+	if err != nil {
+		return SlurmJob{}, err
+	}
+	if len(allocs) > 0 {
+		order = order[:0]
+		for _, a := range allocs {
+			order = append(order, a.name)
+		}
+	}
+	if len(r.GresDetail) > len(order) {
+		return SlurmJob{}, fmt.Errorf("scontrol: job %s lists GRES for %d nodes but has %d", id, len(r.GresDetail), len(order))
+	}
+	for i, name := range order {
+		a := NodeAlloc{}
+		if i < len(allocs) {
+			if mb, ok := allocs[i].mem.uint(); ok {
+				a.MemMB = int64(mb)
+			}
+		}
+		if i < len(r.GresDetail) {
+			a.GPUs = parseGresIdx(r.GresDetail[i])
+		}
+		j.Nodes[name] = a
 	}
 	return j, nil
 }
+
+// jobState reads job_state: "RUNNING", or ["RUNNING", "COMPLETING", ...]
+// where the first entry is the base state and the rest are flags; the
+// base state is returned.
+func jobState(raw json.RawMessage) (string, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil && s != "" {
+		return s, nil
+	}
+	var list []string
+	if json.Unmarshal(raw, &list) == nil && len(list) > 0 && list[0] != "" {
+		return list[0], nil
+	}
+	return "", fmt.Errorf("job_state %s is not a state", string(raw))
+}
+
+// jsonNumber is a number as Slurm prints it: plain, or {"set": true,
+// "infinite": false, "number": N} from data_parser 0.0.40 on.
+type jsonNumber struct {
+	n   uint64
+	set bool
+}
+
+func (v *jsonNumber) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var plain uint64
+	if err := json.Unmarshal(b, &plain); err == nil {
+		v.n, v.set = plain, true
+		return nil
+	}
+	var wrapped struct {
+		Set      bool   `json:"set"`
+		Infinite bool   `json:"infinite"`
+		Number   uint64 `json:"number"`
+	}
+	if err := json.Unmarshal(b, &wrapped); err != nil {
+		return fmt.Errorf("%s is not a number", string(b))
+	}
+	v.n, v.set = wrapped.Number, wrapped.Set && !wrapped.Infinite
+	return nil
+}
+
+func (v jsonNumber) uint() (uint64, bool) { return v.n, v.set }
 
 var gresGPURE = regexp.MustCompile(`gpu(?::[^:(,]+)?:\d+\(IDX:([0-9,\-]+)\)`)
 
@@ -246,25 +343,57 @@ type Slurm struct {
 	Node      string // this node's name in Slurm
 }
 
-// ShowJob runs `scontrol show job -d --oneliner ID` with a clean
-// environment.
+// ShowJob asks Slurm for the job's record as JSON, with a clean
+// environment: `scontrol --json show job -d ID` where scontrol has --json
+// (23.02 and later), else `squeue --json` (22.05), from which the job is
+// picked by its id.
 func (s Slurm) ShowJob(ctx context.Context, id string) (SlurmJob, error) {
-	if !regexp.MustCompile(`^[0-9]+(_[0-9]+)?$`).MatchString(id) {
+	if !regexp.MustCompile(`^[0-9]+$`).MatchString(id) {
 		return SlurmJob{}, fmt.Errorf("job id %q is not a Slurm job id", id)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.Scontrol, "show", "job", "-d", "--oneliner", id)
+	out, stderr, err := s.command(ctx, s.Scontrol, "--json", "show", "job", "-d", id)
+	if err != nil && strings.Contains(stderr, "unrecognized option") {
+		squeue := filepath.Join(filepath.Dir(s.Scontrol), "squeue")
+		out, stderr, err = s.command(ctx, squeue, "--json")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return SlurmJob{}, &UnreachableError{fmt.Sprintf("asking Slurm about job %s timed out", id)}
+		}
+		if strings.Contains(stderr, "Invalid job id") {
+			return SlurmJob{}, fmt.Errorf("scontrol: job %s: %w", id, ErrNoSuchJob)
+		}
+		return SlurmJob{}, &UnreachableError{fmt.Sprintf("asking Slurm about job %s failed: %v: %s", id, err, strings.TrimSpace(stderr))}
+	}
+	j, err := ParseJobJSON(out, id)
+	if err != nil && strings.Contains(err.Error(), "no record of job") {
+		return SlurmJob{}, fmt.Errorf("scontrol: job %s: %w", id, ErrNoSuchJob)
+	}
+	return j, err
+}
+
+// ErrNoSuchJob: Slurm answered and does not know the job (it ended long
+// enough ago to have left slurmctld's memory).
+var ErrNoSuchJob = errors.New("Slurm has no such job")
+
+// UnreachableError: Slurm could not be asked, so nothing is known about
+// the job; callers that remove things must keep them.
+type UnreachableError struct{ msg string }
+
+func (e *UnreachableError) Error() string { return e.msg }
+
+func (s Slurm) command(ctx context.Context, prog string, args ...string) ([]byte, string, error) {
+	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C"}
 	if s.SlurmConf != "" {
 		cmd.Env = append(cmd.Env, "SLURM_CONF="+s.SlurmConf)
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return SlurmJob{}, fmt.Errorf("scontrol show job %s failed: %v: %s", id, err, strings.TrimSpace(errb.String()))
-	}
-	return ParseScontrolJob(out.String())
+	err := cmd.Run()
+	return out.Bytes(), errb.String(), err
 }
 
 // VerifyStep checks the job that the kernel placed the caller in: it must
@@ -331,6 +460,8 @@ func (s Slurm) Allocation(sj SlurmJob, procCgroup []byte) (Allocation, error) {
 		conf = "/etc/slurm/slurm.conf"
 	}
 	gres, _ := os.ReadFile(filepath.Join(filepath.Dir(conf), "gres.conf"))
-	a.GPUs, err = GPUDevices(node.GPUs, gres, s.Node)
-	return a, err
+	if a.GPUs, err = GPUDevices(node.GPUs, gres, s.Node); err != nil {
+		return a, err
+	}
+	return a, CheckDevicesCgroup(a.GPUs, procCgroup, "/sys/fs/cgroup")
 }

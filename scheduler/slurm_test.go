@@ -3,6 +3,7 @@ package scheduler
 import (
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -37,35 +38,60 @@ func TestParseCgroup(t *testing.T) {
 	}
 }
 
-func TestParseScontrolJob(t *testing.T) {
-	data, err := os.ReadFile("testdata/scontrol-show-job-d-gpu.txt")
+// TestParseJobJSON: the job's owner, state, nodes and GPUs come from their
+// own fields; what a user writes into the job's name, output paths or work
+// dir (here "GRES=gpu:4(IDX:0-3)", "UserId=0(0)") is never read as one.
+// The 22.05 fixture is squeue --json from the test cluster, hostile job
+// names and -o paths included.
+func TestParseJobJSON(t *testing.T) {
+	recorded, err := os.ReadFile("testdata/squeue-json-22.05-hostile.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := ParseScontrolJob(string(data))
+	current, err := os.ReadFile("testdata/scontrol-json-0.0.42-multinode.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SlurmJob{ID: "2", UID: 1002, User: "cjalice", State: "RUNNING", NodeList: "vm", WorkDir: "/home/cjalice", BatchHost: "vm",
-		Nodes: map[string]NodeAlloc{"vm": {CPUIDs: "0-1", MemMB: 500, GPUs: []int{0, 1}}}}
-	if !reflect.DeepEqual(j, want) {
-		t.Fatalf("ParseScontrolJob = %+v\nwant %+v", j, want)
+	tests := []struct {
+		name    string
+		data    []byte
+		id      string
+		want    SlurmJob
+		wantErr string
+	}{
+		{name: "22.05, GRES= and UserId= in name and -o", data: recorded, id: "8",
+			want: SlurmJob{ID: "8", UID: 0, User: "root", State: "RUNNING", NodeList: "vm", WorkDir: "/tmp", BatchHost: "vm",
+				Nodes: map[string]NodeAlloc{"vm": {MemMB: 1000, GPUs: []int{0, 1}}}}},
+		{name: "22.05, second job's GPUs", data: recorded, id: "9",
+			want: SlurmJob{ID: "9", UID: 0, User: "root", State: "RUNNING", NodeList: "vm", WorkDir: "/tmp", BatchHost: "vm",
+				Nodes: map[string]NodeAlloc{"vm": {MemMB: 1000, GPUs: []int{2, 3}}}}},
+		{name: "22.05, finished job without GPUs", data: recorded, id: "1",
+			want: SlurmJob{ID: "1", UID: 1001, User: "cjguide", State: "COMPLETED", NodeList: "vm", WorkDir: "/home/cjguide", BatchHost: "vm",
+				Nodes: map[string]NodeAlloc{"vm": {MemMB: 1000}}}},
+		{name: "22.05, job not listed", data: recorded, id: "7", wantErr: "no record of job 7"},
+		{name: "0.0.42, two nodes, state flags, wrapped numbers", data: current, id: "41",
+			want: SlurmJob{ID: "41", UID: 1002, User: "cjalice", State: "RUNNING", NodeList: "node[1-2]",
+				WorkDir: "/home/cjalice/x GRES=gpu:4(IDX:0-3)\nNodeList=evil", BatchHost: "node1",
+				Nodes: map[string]NodeAlloc{"node1": {MemMB: 2000, GPUs: []int{1}}, "node2": {MemMB: 2000, GPUs: []int{0, 3}}}}},
+		{name: "not JSON", data: []byte("JobId=8 UserId=root(0) GRES=gpu:4(IDX:0-3)"), id: "8", wantErr: "not JSON"},
+		{name: "user_id missing", data: []byte(`{"jobs":[{"job_id":5,"job_state":"RUNNING"}]}`), id: "5", wantErr: "no valid user_id"},
+		{name: "state missing", data: []byte(`{"jobs":[{"job_id":5,"user_id":7}]}`), id: "5", wantErr: "not a state"},
+		{name: "more GRES entries than nodes", data: []byte(`{"jobs":[{"job_id":5,"user_id":7,"job_state":"RUNNING","nodes":"a","gres_detail":["gpu:1(IDX:0)","gpu:1(IDX:1)"]}]}`), id: "5", wantErr: "GRES for 2 nodes"},
+		{name: "errors reported", data: []byte(`{"jobs":[],"errors":[{"error":"Invalid job id specified","description":"x"}]}`), id: "5", wantErr: "Invalid job id"},
 	}
-}
-
-func TestParseScontrolMultiNode(t *testing.T) {
-	text := `JobId=9 UserId=bob(1500) JobState=RUNNING NodeList=n[01-02],gpu7 WorkDir=/home/bob
-   Nodes=n[01-02] CPU_IDs=0-3 Mem=4096 GRES=
-   Nodes=gpu7 CPU_IDs=8 Mem=1024 GRES=gpu:a100:1(IDX:3),gpu:v100:2(IDX:5-6)`
-	j, err := ParseScontrolJob(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := j.Nodes["n02"]; got.CPUIDs != "0-3" || got.MemMB != 4096 || len(got.GPUs) != 0 {
-		t.Errorf("n02 = %+v", got)
-	}
-	if got := j.Nodes["gpu7"]; !reflect.DeepEqual(got.GPUs, []int{3, 5, 6}) {
-		t.Errorf("gpu7 GPUs = %v", got.GPUs)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseJobJSON(tt.data, tt.id)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseJobJSON(%s) = %+v, %v; want error containing %q", tt.id, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("ParseJobJSON(%s) = %+v, %v\nwant %+v", tt.id, got, err, tt.want)
+			}
+		})
 	}
 }
 

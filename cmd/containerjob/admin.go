@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -170,7 +171,7 @@ Containers started outside any job are removed once they have exited.`,
 			}
 			s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: scheduler.Node()}
 			pbs := scheduler.PBS{Qstat: pol.Settings.Qstat, JSON: pol.Settings.QstatFormat == "json", Node: s.Node}
-			alive := map[string]bool{}
+			alive := map[string]jobState{}
 			var doomed []launcher.Managed
 			for _, c := range cs {
 				if time.Since(c.Created) < grace {
@@ -183,22 +184,15 @@ Containers started outside any job are removed once they have exited.`,
 					}
 				case c.Scheduler == "slurm" || c.Scheduler == "pbs":
 					key := c.Scheduler + "/" + c.Job
-					running, seen := alive[key]
+					verdict, seen := alive[key]
 					if !seen {
-						// A job the scheduler no longer knows is over.
-						if c.Scheduler == "slurm" {
-							sj, err := s.ShowJob(ctx, c.Job)
-							running = err == nil && sj.State == "RUNNING"
-							if _, ok := sj.Nodes[s.Node]; running && !ok && len(sj.Nodes) > 0 {
-								running = false
-							}
-						} else {
-							pj, err := pbs.ShowJob(ctx, c.Job)
-							running = err == nil && pj.State == "R" && slices.Contains(pj.Hosts, pbs.Node)
+						verdict = jobVerdict(ctx, s, pbs, c.Scheduler, c.Job)
+						alive[key] = verdict
+						if verdict.unknown != nil {
+							warningf("gc: keeping the containers of %s job %s: %v", c.Scheduler, c.Job, verdict.unknown)
 						}
-						alive[key] = running
 					}
-					if running {
+					if verdict.running || verdict.unknown != nil {
 						continue
 					}
 				default:
@@ -234,4 +228,39 @@ Containers started outside any job are removed once they have exited.`,
 	cmd.Flags().DurationVar(&grace, "grace", 5*time.Minute, "leave containers younger than this alone")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
 	return cmd
+}
+
+// jobState is what gc learned of a job: running here, over, or unknown
+// (the scheduler could not be asked). Only "over" lets gc remove.
+type jobState struct {
+	running bool
+	unknown error
+}
+
+// jobVerdict asks the scheduler about a job. A job it no longer knows, or
+// knows as not running on this node, is over; any failure to ask is
+// unknown, never taken for "over": a slurmctld that is restarting must
+// not cost running jobs their containers.
+func jobVerdict(ctx context.Context, s scheduler.Slurm, pbs scheduler.PBS, sched, job string) jobState {
+	if sched == "slurm" {
+		sj, err := s.ShowJob(ctx, job)
+		switch {
+		case errors.Is(err, scheduler.ErrNoSuchJob):
+			return jobState{}
+		case err != nil:
+			return jobState{unknown: err}
+		}
+		if _, ok := sj.Nodes[s.Node]; sj.State != "RUNNING" || (!ok && len(sj.Nodes) > 0) {
+			return jobState{}
+		}
+		return jobState{running: true}
+	}
+	pj, err := pbs.ShowJob(ctx, job)
+	switch {
+	case errors.Is(err, scheduler.ErrNoSuchJob):
+		return jobState{}
+	case err != nil:
+		return jobState{unknown: err}
+	}
+	return jobState{running: pj.State == "R" && slices.Contains(pj.Hosts, pbs.Node)}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -178,4 +179,39 @@ func TestUsageReported(t *testing.T) {
 	if cpu <= 0.05 || mem < 50 || mem > 300 {
 		t.Errorf("usage cpu %.2f s, peak %.1f MiB: want some CPU and a peak between 50 and 300 MiB (60 MiB buffered)", cpu, mem)
 	}
+}
+
+// TestForgedGRESInJobFields: a job's name, output path and work dir are
+// the user's words; scontrol prints them beside the node's real GRES.
+// Written as "GRES=gpu:4(IDX:0-3)" they must not give the job's container
+// the node's four GPUs: the job has one.
+func TestForgedGRESInJobFields(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	forged := "x GRES=gpu:4(IDX:0-3) UserId=root(0)"
+	work := filepath.Join(dir, forged)
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(work, int(alice.UID), int(alice.GID))
+	script := `#!/bin/sh
+srun containerjob alpine:3.20 sh -c 'echo "CUDA=$CUDA_VISIBLE_DEVICES"; echo "DEVS=$(ls /dev/nvidia[0-9]* | tr "\n" " ")"'
+`
+	id := sbatch(t, alice, dir, script, "--gres=gpu:1", `-J "`+forged+`"`, `-D "`+work+`"`, `-o "`+filepath.Join(work, "out "+forged)+`"`)
+	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
+		t.Errorf("job %s: %s", id, state)
+	}
+	out := readOutput(t, filepath.Join(work, "out "+forged))
+	if !strings.Contains(out, "CUDA=0\n") || countGPUs(strings.Fields(strings.TrimPrefix(lineWith(out, "DEVS="), "DEVS="))) != 1 {
+		t.Errorf("a job with one GPU and GRES= in its name, -D and -o saw: %q; want CUDA=0 and one GPU device", out)
+	}
+}
+
+func lineWith(text, prefix string) string {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
 }
