@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -196,13 +197,18 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	waitRes := eng.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
 	phase("attach")
 
+	// Output goes through sinks that remember the first write error: a
+	// reader that went away (EPIPE) or a full or failing disk (ENOSPC,
+	// EIO) stops the container instead of leaving it blocked or running.
+	sink := &outputSink{}
+	stdout, stderrW := sink.wrap(stdio.Stdout), sink.wrap(stdio.Stderr)
 	outDone := make(chan error, 1)
 	go func() {
 		var err error
 		if d.Tty {
-			_, err = io.Copy(stdio.Stdout, att.Reader)
+			_, err = io.Copy(stdout, att.Reader)
 		} else {
-			_, err = stdcopy.StdCopy(stdio.Stdout, stdio.Stderr, att.Reader)
+			_, err = stdcopy.StdCopy(stdout, stderrW, att.Reader)
 		}
 		outDone <- err
 	}()
@@ -249,25 +255,106 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		fwd.Wait()
 	}()
 
-	select {
-	case w := <-waitRes.Result:
-		phase("exit")
-		// The output stream ends when the container's process does; drain
-		// it so the last bytes reach the job log before we return.
-		<-outDone
-		res.Ended = time.Now()
-		res.Usage = usage.finish()
-		if w.Error != nil && w.Error.Message != "" {
-			return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
+	for {
+		select {
+		case w := <-waitRes.Result:
+			phase("exit")
+			// The output stream ends when the container's process does; drain
+			// it so the last bytes reach the job log before we return.
+			if outDone != nil {
+				<-outDone
+			}
+			res.Ended = time.Now()
+			res.Usage = usage.finish()
+			if err := sink.failure(); err != nil {
+				return res, err
+			}
+			if w.Error != nil && w.Error.Message != "" {
+				return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
+			}
+			res.ExitCode = int(w.StatusCode)
+			if res.ExitCode == 137 {
+				reportOOM(eng, id, d, stdio.Stderr)
+			}
+			return res, nil
+		case err := <-waitRes.Error:
+			return res, engineLost(eng, id, err)
+		case <-outDone:
+			outDone = nil
+			if sink.failure() == nil {
+				continue // the stream ended with the container; its exit follows
+			}
+			// Nothing can take the output any more: the container is
+			// stopped now, not left to block or run to the job's end.
+			kctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+			eng.ContainerKill(kctx, id, client.ContainerKillOptions{Signal: "SIGKILL"})
+			cancel()
+			res.Ended = time.Now()
+			res.Usage = usage.finish()
+			return res, sink.failure()
 		}
-		res.ExitCode = int(w.StatusCode)
-		if res.ExitCode == 137 {
-			reportOOM(eng, id, d, stdio.Stderr)
-		}
-		return res, nil
-	case err := <-waitRes.Error:
-		return res, failf(ExitLaunchFailed, "waiting for the container failed: %v", err)
 	}
+}
+
+// outputSink remembers the first error writing the container's output.
+type outputSink struct {
+	mu  sync.Mutex
+	err error
+}
+
+type sinkWriter struct {
+	w    io.Writer
+	sink *outputSink
+}
+
+func (s *outputSink) wrap(w io.Writer) io.Writer { return sinkWriter{w, s} }
+
+func (w sinkWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if err != nil {
+		w.sink.mu.Lock()
+		if w.sink.err == nil {
+			w.sink.err = err
+		}
+		w.sink.mu.Unlock()
+	}
+	return n, err
+}
+
+// failure is the launch's error for a failed write, if there was one: a
+// closed reader exits 141 as a shell pipeline's writer does (128+SIGPIPE).
+func (s *outputSink) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.err == nil:
+		return nil
+	case errors.Is(s.err, syscall.EPIPE):
+		return failf(ExitBrokenPipe, "the container's output has no reader any more (broken pipe); the container was stopped")
+	case errors.Is(s.err, syscall.ENOSPC), errors.Is(s.err, syscall.EDQUOT):
+		return failf(ExitLaunchFailed, "the container's output could not be written: the disk or quota is full (%v); the container was stopped", s.err)
+	}
+	return failf(ExitLaunchFailed, "the container's output could not be written (%v); the container was stopped", s.err)
+}
+
+// ExitBrokenPipe is what a writer killed by SIGPIPE exits with in a shell.
+const ExitBrokenPipe = 141
+
+// engineLost reports, in one line, that the engine went away while the
+// container ran, and what is known of the container's fate.
+func engineLost(eng Engine, id string, err error) error {
+	fate := "its state is unknown; the job's epilogue removes it if it is left"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if c, ierr := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); ierr == nil && c.Container.State != nil {
+		if c.Container.State.Running {
+			fate = "it is still running and is stopped now"
+			eng.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: "SIGKILL"})
+		} else {
+			fate = fmt.Sprintf("it is %s (exit %d)", c.Container.State.Status, c.Container.State.ExitCode)
+		}
+	}
+	return failf(ExitLaunchFailed, "the connection to the container engine was lost while the container ran (%v); %s", err, fate)
 }
 
 // forwardSignals relays what the caller receives to the container. SIGTERM

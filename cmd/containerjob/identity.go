@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -121,12 +122,22 @@ func privilegedCaller(inv invocation, sudoUID uint32, asUserFlag string) (policy
 	return policy.Caller{}, fmt.Errorf("not privileged")
 }
 
-// jobEnvFD is the descriptor the job's environment travels on from the
-// unprivileged side to the privileged one. Not argv: /proc/PID/cmdline is
-// readable by every user on the node, and a job's environment can hold
-// secrets. sudo keeps descriptors below 4 open with -C 4, which the
-// sudoers rule permits (closefrom_override).
+// jobEnvFD is the descriptor that carries, from the unprivileged side to
+// the privileged one, the job's environment and the values of -e. Not
+// argv: /proc/PID/cmdline is readable by every user on the node, and both
+// can hold secrets. sudo keeps descriptors below 4 open with -C 4, which
+// the sudoers rule permits (closefrom_override).
 const jobEnvFD = 3
+
+// passedEnv is what travels on jobEnvFD, as JSON.
+type passedEnv struct {
+	// Environ is the caller's whole environment, sent inside a job only:
+	// it becomes the container's environment and a hint to be verified.
+	Environ []string `json:"environ,omitempty"`
+	// Env holds the -e flags, each NAME=VALUE, resolved on the caller's
+	// side (sudo resets the environment).
+	Env []string `json:"env,omitempty"`
+}
 
 // inJobHint reports whether the environment claims a scheduler job; only
 // then is the job's environment forwarded (and later verified).
@@ -141,10 +152,11 @@ func inJobHint() bool {
 
 // escalate replaces this process with sudo running containerjob as root,
 // with argv rebuilt from what was parsed (so nothing unparsed rides along).
-func escalate(args []string) error {
+// pass, when not nil, goes on jobEnvFD.
+func escalate(args []string, pass *passedEnv) error {
 	sudoArgs := []string{sudoPath, "-n"}
-	if args[0] == "run" && inJobHint() {
-		if err := passJobEnv(); err != nil {
+	if pass != nil {
+		if err := passEnv(*pass); err != nil {
 			return err
 		}
 		sudoArgs = append(sudoArgs, "-C", strconv.Itoa(jobEnvFD+1))
@@ -161,21 +173,23 @@ func escalate(args []string) error {
 	return fmt.Errorf("running %s failed: %v; containerjob needs the sudoers rule in contrib/sudoers.d/containerjob", sudoPath, err)
 }
 
-// passJobEnv writes our environment, NUL-separated, into a sealed memfd
-// on jobEnvFD.
-func passJobEnv() error {
+// passEnv writes p into a sealed memfd on jobEnvFD.
+func passEnv(p passedEnv) error {
+	buf, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("passing the environment: %v", err)
+	}
+	if len(buf) > maxJobEnv {
+		return fmt.Errorf("the environment and -e values are larger than %d bytes", maxJobEnv)
+	}
 	fd, err := unix.MemfdCreate("containerjob-env", unix.MFD_ALLOW_SEALING)
 	if err != nil {
-		return fmt.Errorf("passing the job environment: %v", err)
-	}
-	var buf []byte
-	for _, kv := range os.Environ() {
-		buf = append(append(buf, kv...), 0)
+		return fmt.Errorf("passing the environment: %v", err)
 	}
 	for len(buf) > 0 {
 		n, err := unix.Write(fd, buf)
 		if err != nil {
-			return fmt.Errorf("passing the job environment: %v", err)
+			return fmt.Errorf("passing the environment: %v", err)
 		}
 		buf = buf[n:]
 	}
@@ -185,42 +199,47 @@ func passJobEnv() error {
 	}
 	if fd != jobEnvFD {
 		if err := unix.Dup3(fd, jobEnvFD, 0); err != nil {
-			return fmt.Errorf("passing the job environment: %v", err)
+			return fmt.Errorf("passing the environment: %v", err)
 		}
 		unix.Close(fd)
 	}
 	return nil
 }
 
-// maxJobEnv bounds what the privileged side reads as the job environment.
+// maxJobEnv bounds what the privileged side reads from jobEnvFD.
 const maxJobEnv = 4 << 20
 
-// readJobEnv reads the environment passed on fd. Its content is the
-// user's and is treated as data: it only ever becomes the container's
-// environment or a hint to be verified.
-func readJobEnv(fd int) ([]string, error) {
+// readPassedEnv reads what was passed on fd. Its content is the user's and
+// is treated as data: it only ever becomes the container's environment or
+// a hint to be verified.
+func readPassedEnv(fd int) (passedEnv, error) {
+	var p passedEnv
 	if fd != jobEnvFD {
-		return nil, fmt.Errorf("--job-env-fd must be %d", jobEnvFD)
+		return p, fmt.Errorf("--job-env-fd must be %d", jobEnvFD)
 	}
 	f := os.NewFile(uintptr(fd), "job-env")
 	if f == nil {
-		return nil, fmt.Errorf("job environment descriptor %d is not open", fd)
+		return p, fmt.Errorf("job environment descriptor %d is not open", fd)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxJobEnv+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading the job environment: %v", err)
+		return p, fmt.Errorf("reading the job environment: %v", err)
 	}
 	if len(data) > maxJobEnv {
-		return nil, fmt.Errorf("the job environment is larger than %d bytes", maxJobEnv)
+		return p, fmt.Errorf("the job environment is larger than %d bytes", maxJobEnv)
 	}
-	var env []string
-	for _, kv := range strings.Split(string(data), "\x00") {
-		if strings.Contains(kv, "=") {
-			env = append(env, kv)
+	if err := json.Unmarshal(data, &p); err != nil {
+		return p, fmt.Errorf("the passed environment is malformed: %v", err)
+	}
+	keep := p.Environ[:0]
+	for _, kv := range p.Environ {
+		if strings.Contains(kv, "=") && !strings.Contains(kv, "\x00") {
+			keep = append(keep, kv)
 		}
 	}
-	return env, nil
+	p.Environ = keep
+	return p, nil
 }
 
 // envValue returns the last value of name in env.

@@ -41,7 +41,9 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 					return err
 				}
 				record["decision"], record["image"] = "allowed", ref.String()
-				trail.Record("decision", record)
+				if err := trail.Record("decision", record); err != nil {
+					return fmt.Errorf("%v; refusing to pull what the audit trail does not record", err)
+				}
 				if mode == "missing" {
 					if img, err := o.eng.ImageInspect(ctx, ref.String()); err == nil {
 						fmt.Fprintf(cmd.OutOrStdout(), "%s is already on this node (%.19s); the policy allows pulling missing images only\n", ref, img.ID)

@@ -70,6 +70,9 @@ func withImplicitRun(root *cobra.Command, args []string) []string {
 }
 
 func main() {
+	if os.Geteuid() == 0 {
+		ownResources()
+	}
 	root := newRootCmd()
 	args, fromSpank, err := spankArgs(os.Args)
 	if err != nil {

@@ -44,7 +44,7 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 	if inv == asUser {
 		argv := strings.Fields(cmd.CommandPath())[1:]
 		cmd.Flags().Visit(func(f *pflag.Flag) { argv = append(argv, "--"+f.Name+"="+f.Value.String()) })
-		return escalate(append(append(argv, "--"), args...))
+		return escalate(append(append(argv, "--"), args...), nil)
 	}
 	asUserFlag, _ := cmd.Flags().GetString("as-user")
 	caller, err := privilegedCaller(inv, sudoUID, asUserFlag)

@@ -100,10 +100,12 @@ Flags go before the image; everything after it is the command.`,
 }
 
 // rebuildArgs serialises the parsed flags for the privileged re-execution.
-// "-e NAME" is resolved here, from the caller's own environment, because
-// sudo resets the environment.
-func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
+// The -e values are not among them: they travel on jobEnvFD (passedEnv),
+// resolved here from the caller's own environment for "-e NAME", because
+// sudo resets the environment and argv is world-readable.
+func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *passedEnv) {
 	out := []string{"run"}
+	var pass *passedEnv
 	for _, e := range f.env {
 		if !strings.Contains(e, "=") {
 			v, ok := os.LookupEnv(e)
@@ -112,7 +114,16 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
 			}
 			e = e + "=" + v
 		}
-		out = append(out, "--env="+e)
+		if pass == nil {
+			pass = &passedEnv{}
+		}
+		pass.Env = append(pass.Env, e)
+	}
+	if inJobHint() {
+		if pass == nil {
+			pass = &passedEnv{}
+		}
+		pass.Environ = os.Environ()
 	}
 	for _, v := range f.volumes {
 		out = append(out, "--volume="+v)
@@ -137,7 +148,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) []string {
 		}
 	}
 	out = append(out, "--")
-	return append(out, args...)
+	return append(out, args...), pass
 }
 
 func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
@@ -150,10 +161,24 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		if fl.Changed("policy") || fl.Changed("as-user") {
 			return usagef("--policy and --as-user are for root only")
 		}
-		return escalate(rebuildArgs(fl, f, args))
+		argv, pass := rebuildArgs(fl, f, args)
+		return escalate(argv, pass)
 	}
 	if inv == viaSudo && (fl.Changed("policy") || os.Getenv("CONTAINERJOB_POLICY") != "") {
 		return usagef("--policy and CONTAINERJOB_POLICY are for root only")
+	}
+	var jobEnv []string
+	if f.jobEnvFD >= 0 {
+		pass, err := readPassedEnv(f.jobEnvFD)
+		if err != nil {
+			return err
+		}
+		jobEnv = pass.Environ
+		for _, e := range pass.Env {
+			if err := fl.Set("env", e); err != nil {
+				return err
+			}
+		}
 	}
 	clock := &phaseClock{on: f.timings, last: mainStart}
 	defer clock.print(os.Stderr)
@@ -183,7 +208,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	defer trail.Close()
 
-	req, job, err := buildRequest(fl, f, args, &caller, pol)
+	req, job, err := buildRequest(fl, f, args, jobEnv, &caller, pol)
 	clock.mark("request")
 	record := map[string]any{
 		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": inv.String(),
@@ -206,7 +231,9 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		mounts = append(mounts, m.Source+":"+m.Destination+":"+strings.Join(m.Options, ","))
 	}
 	record["decision"], record["image"], record["mounts"] = "allowed", dec.Image.String(), mounts
-	trail.Record("decision", record)
+	if err := trail.Record("decision", record); err != nil {
+		return fmt.Errorf("%v; refusing to run a container that the audit trail does not record", err)
+	}
 	clock.mark("decision")
 
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
@@ -267,7 +294,9 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 				res.Usage.CPU.Seconds(), float64(res.Usage.PeakMemory)/(1<<20), res.Ended.Sub(res.Started).Seconds(), res.ExitCode)
 		}
 	}
-	trail.Record("container-end", end)
+	if err := trail.Record("container-end", end); err != nil {
+		warningf("the container's end was not recorded: %v", err)
+	}
 	clock.mark("audit")
 	return exitStatus(res.ExitCode)
 }
@@ -385,7 +414,7 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 // buildRequest parses the command line into a policy request and resolves,
 // as the caller, every host path in it: the working directory, the job
 // directory, home, and each mount source.
-func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.Caller, pol *policy.Policy) (policy.Request, scheduler.Job, error) {
+func buildRequest(fl *pflag.FlagSet, f *runFlags, args, jobEnv []string, caller *policy.Caller, pol *policy.Policy) (policy.Request, scheduler.Job, error) {
 	settings := pol.Settings
 	req, vols, err := requestFromFlags(fl, f, args)
 	if err != nil {
@@ -395,12 +424,6 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args []string, caller *policy.
 	cwd, err := unix.Getwd()
 	if err != nil {
 		return req, scheduler.Job{}, fmt.Errorf("working directory cannot be read: %v", err)
-	}
-	var jobEnv []string
-	if f.jobEnvFD >= 0 {
-		if jobEnv, err = readJobEnv(f.jobEnvFD); err != nil {
-			return req, scheduler.Job{}, err
-		}
 	}
 	job, err := detectJob(*caller, jobEnv, cwd, settings)
 	if err != nil {

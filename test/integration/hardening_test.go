@@ -1,0 +1,162 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerjob/containerjob/internal/identity"
+	"github.com/containerjob/containerjob/internal/testutil"
+)
+
+// privilegedProcesses are the running processes of the installed binary
+// with effective uid 0: the privileged side of launches.
+func privilegedProcesses(t *testing.T) []string {
+	t.Helper()
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []string
+	for _, d := range dirs {
+		if !identity.SameFile(filepath.Join(d, "exe"), bin) {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(d, "status"))
+		if err != nil || !bytes.Contains(status, []byte("\nUid:\t0\t0\t")) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// startAs starts argv as alice and waits for the first line of output;
+// the returned stop ends it and waits.
+func startAs(t *testing.T, shell string, env ...string) (stop func() testutil.Result) {
+	t.Helper()
+	cmd := testutil.Command(alice, alice.Home, env, "sh", "-c", shell)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	ready := make(chan bool, 1)
+	go func() { ready <- sc.Scan(); for sc.Scan() {} }()
+	select {
+	case ok := <-ready:
+		if !ok {
+			cmd.Wait()
+			t.Fatalf("%s: no output; stderr %q", shell, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("%s: never became ready; stderr %q", shell, stderr.String())
+	}
+	return func() testutil.Result {
+		cmd.Wait()
+		return testutil.Result{Stderr: stderr.String(), Code: cmd.ProcessState.ExitCode()}
+	}
+}
+
+// TestPrivilegedProcessOwnsItsResources: while a container runs, the
+// privileged process has neither the caller's lowered rlimits nor, on its
+// command line (readable by every user), the values of -e.
+func TestPrivilegedProcessOwnsItsResources(t *testing.T) {
+	const secret = "hunter2-cmdline-secret"
+	stop := startAs(t, `ulimit -t 1; ulimit -f 1; ulimit -n 64; exec `+bin+` -e TOKEN=`+secret+` -e FROMENV alpine:3.20 sh -c 'echo "ready $TOKEN $FROMENV"; sleep 3'`,
+		"FROMENV=env-"+secret)
+	procs := privilegedProcesses(t)
+	if len(procs) == 0 {
+		t.Fatal("no privileged containerjob process while the container runs")
+	}
+	for _, p := range procs {
+		cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+		if bytes.Contains(cmdline, []byte(secret)) {
+			t.Errorf("%s/cmdline holds an -e value: %q", p, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+		}
+		limits, _ := os.ReadFile(filepath.Join(p, "limits"))
+		for _, l := range strings.Split(string(limits), "\n") {
+			f := strings.Fields(l)
+			switch {
+			case strings.HasPrefix(l, "Max cpu time"), strings.HasPrefix(l, "Max file size"):
+				if len(f) < 5 || f[3] != "unlimited" {
+					t.Errorf("%s: %q: the caller's ulimit reached the privileged process", p, l)
+				}
+			case strings.HasPrefix(l, "Max open files"):
+				if n, _ := strconv.Atoi(f[3]); n < 65536 {
+					t.Errorf("%s: %q: the caller's ulimit reached the privileged process", p, l)
+				}
+			}
+		}
+	}
+	if r := stop(); r.Code != 0 {
+		t.Errorf("launch under lowered ulimits: code %d stderr %q", r.Code, r.Stderr)
+	}
+	// The values still reach the container.
+	r := cj(t, alice, alice.Home, "-e", "TOKEN="+secret, "alpine:3.20", "sh", "-c", "echo $TOKEN")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != secret {
+		t.Errorf("-e through the descriptor: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	noContainers(t, alice)
+}
+
+// TestClosedStdoutStopsTheContainer: `containerjob IMG yes | head -1` ends
+// like a shell pipeline (141), the container with it.
+func TestClosedStdoutStopsTheContainer(t *testing.T) {
+	r := testutil.Run(t, alice, alice.Home, nil, "bash", "-c", bin+` alpine:3.20 yes | head -1; echo "status ${PIPESTATUS[0]}"`)
+	if !strings.Contains(r.Stdout, "y\nstatus 141\n") || !strings.Contains(r.Stderr, "broken pipe") {
+		t.Errorf("yes | head -1: stdout %q stderr %q; want one y, status 141 and a line naming the broken pipe", r.Stdout, r.Stderr)
+	}
+	noContainers(t, alice)
+}
+
+// TestCPULimitOfTheCaller: with `ulimit -t 1` the privileged side streams
+// more output than one CPU second allows, and is not killed for it.
+func TestCPULimitOfTheCaller(t *testing.T) {
+	r := testutil.Run(t, alice, alice.Home, nil, "sh", "-c", `ulimit -t 1; `+bin+` alpine:3.20 sh -c 'head -c 600000000 /dev/zero' | wc -c`)
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "600000000" {
+		t.Errorf("600 MB under ulimit -t 1: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	noContainers(t, alice)
+}
+
+// TestAuditFailureRefuses: a decision the trail cannot record is a refused
+// launch, never a silent one; and one refused request with huge arguments
+// adds a bounded record.
+func TestAuditFailureRefuses(t *testing.T) {
+	usePolicy(t, strings.Replace(testPolicy, `audit_log = "/var/log/containerjob/audit.log"`, `audit_log = "/dev/full"`, 1))
+	since := time.Now()
+	r := cj(t, alice, alice.Home, "alpine:3.20", "echo", "ran")
+	refused(t, alice, since, r, "refusing to run a container that the audit trail does not record")
+	if strings.Contains(r.Stdout, "ran") {
+		t.Errorf("the container ran without an audit record")
+	}
+}
+
+func TestAuditRecordIsCapped(t *testing.T) {
+	const log = "/var/log/containerjob/audit.log"
+	before, _ := os.Stat(log)
+	big := strings.Repeat("A", 120<<10)
+	args := []string{"tag"}
+	for i := 0; i < 14; i++ {
+		args = append(args, big)
+	}
+	r := cj(t, alice, alice.Home, args...)
+	if r.Code != 125 {
+		t.Errorf("containerjob tag: code %d stderr %.200q", r.Code, r.Stderr)
+	}
+	after, err := os.Stat(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grew := after.Size() - before.Size(); grew > 16<<10 || grew <= 0 {
+		t.Errorf("one refused request with 1.7 MB of arguments grew the audit log by %d bytes; want a record of at most 16 KiB", grew)
+	}
+}
