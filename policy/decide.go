@@ -119,6 +119,9 @@ type Decision struct {
 	// CapsAllowed is every capability the caller's policy allows adding,
 	// requested or not: the guard's bound on the final request.
 	CapsAllowed []string
+	// NestedMounts: the guard lets a bind target lie inside another
+	// (nested_mounts = "allow").
+	NestedMounts bool
 	// Limits on how many containers may exist, checked by the launcher
 	// against the engine right before create.
 	Limits []CountLimit
@@ -260,6 +263,9 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	}
 
 	if err := p.decideMounts(d, req, caller, job, eff); err != nil {
+		return nil, err
+	}
+	if err := p.decideNesting(d); err != nil {
 		return nil, err
 	}
 
@@ -708,6 +714,59 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 	}
 	return nil
 }
+
+// decideNesting drops the bind mounts that another one already shows at
+// the same place (the job directory inside a default $HOME mount) and
+// refuses any other bind target inside a bind mount: the engine's runc
+// would create that mountpoint through a host path the caller may swap
+// for a symlink while the container starts (CVE-2024-45310, fixed in runc
+// 1.1.14). nested_mounts = "allow" lifts the refusal.
+func (p *Policy) decideNesting(d *Decision) error {
+	d.NestedMounts = p.Settings.NestedMounts == "allow"
+	mounts := d.Spec.Mounts
+	var kept []specs.Mount
+	for i, m := range mounts {
+		if m.Type != "bind" {
+			kept = append(kept, m)
+			continue
+		}
+		covered := false
+		var outer *specs.Mount
+		for j := range mounts {
+			o := &mounts[j]
+			if j == i || o.Type != "bind" || o.Destination == m.Destination || !within(m.Destination, o.Destination) {
+				continue
+			}
+			rel := strings.TrimPrefix(m.Destination, o.Destination)
+			if o.Destination == "/" {
+				rel = m.Destination
+			}
+			if filepath.Clean(o.Source+rel) == m.Source && (isReadOnly(m) || !isReadOnly(*o)) {
+				covered = true
+				break
+			}
+			outer = o
+		}
+		switch {
+		case covered:
+			d.Trail = append(d.Trail, Applied{Item: "mount " + m.Source + ":" + m.Destination, Action: "already shown by an enclosing mount; not mounted again", Rule: builtin("nested-mount")})
+		case outer != nil && !d.NestedMounts:
+			return &Refusal{
+				What: fmt.Sprintf("mount target %q lies inside the mount of %q, a host directory whose contents the caller may change while the container starts, and", m.Destination, outer.Destination),
+				Verb: "is refused (runc before 1.1.14 can be raced into creating it outside the container, CVE-2024-45310; mount it outside "+outer.Destination+", e.g. under /mnt) by", Rule: Origin{Table: "settings", Key: "nested_mounts"}}
+		default:
+			kept = append(kept, m)
+		}
+	}
+	d.Spec.Mounts = kept
+	// A dropped mount's source is not staged either, unless a kept one uses it.
+	d.StageSources = slices.DeleteFunc(d.StageSources, func(src string) bool {
+		return !slices.ContainsFunc(kept, func(m specs.Mount) bool { return m.Source == src })
+	})
+	return nil
+}
+
+func isReadOnly(m specs.Mount) bool { return slices.Contains(m.Options, "ro") }
 
 // DefaultMount is one mounts_default entry as it applies to a caller and job.
 type DefaultMount struct {

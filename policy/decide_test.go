@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 const testPolicy = `# test policy
@@ -278,5 +280,79 @@ func TestParseExamplePolicy(t *testing.T) {
 		if _, err := Parse("contrib/policy.toml", data); err != nil {
 			t.Fatalf("Parse(contrib/policy.toml): %v", err)
 		}
+	}
+}
+
+// TestNestedMounts: a bind target inside another bind mount is refused
+// (runc < 1.1.14 can be raced into creating it on the host), unless the
+// enclosing mount already shows the same directory, or the site allows it.
+func TestNestedMounts(t *testing.T) {
+	refuse := mustParse(t, testPolicy)
+	allow := mustParse(t, strings.Replace(testPolicy, "[settings]\n", "[settings]\nnested_mounts = \"allow\"\n", 1))
+	homeRO := mustParse(t, strings.Replace(testPolicy, `mounts_always = ["/etc/passwd:ro"]`, `mounts_always = ["/etc/passwd:ro"]
+mounts_default = ["$HOME:ro"]`, 1))
+	homeRW := mustParse(t, strings.Replace(testPolicy, `mounts_always = ["/etc/passwd:ro"]`, `mounts_always = ["/etc/passwd:ro"]
+mounts_default = ["$HOME"]`, 1))
+	home := []MountRequest{{Given: "/home/alice", Source: "/home/alice", Target: "/home/alice"}}
+	src := MountRequest{Given: "/home/alice/src", Source: "/home/alice/src", Target: "/home/alice/run/race/x"}
+	tests := []struct {
+		name    string
+		pol     *Policy
+		req     Request
+		wantErr string
+		want    []string // mount targets, in order
+	}{
+		{name: "-v into the job directory is refused", pol: refuse,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{src}},
+			wantErr: `mount target "/home/alice/run/race/x" lies inside the mount of "/home/alice/run"`},
+		{name: "the refusal names nested_mounts", pol: refuse,
+			req:     Request{Image: "alpine:3.20", Mounts: []MountRequest{src}},
+			wantErr: "CVE-2024-45310; mount it outside /home/alice/run, e.g. under /mnt) by nested_mounts in [settings]"},
+		{name: "-v elsewhere is fine", pol: refuse,
+			req:  Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/alice/src", Source: "/home/alice/src", Target: "/mnt/src"}}},
+			want: []string{"/home/alice/run", "/etc/passwd", "/mnt/src"}},
+		{name: "nested_mounts allow lets it through", pol: allow,
+			req:  Request{Image: "alpine:3.20", Mounts: []MountRequest{src}},
+			want: []string{"/home/alice/run", "/etc/passwd", "/home/alice/run/race/x"}},
+		{name: "job dir inside a rw home is shown by the home mount", pol: homeRW,
+			req:  Request{Image: "alpine:3.20", DefaultMounts: home},
+			want: []string{"/etc/passwd", "/home/alice"}},
+		{name: "rw job dir inside a read-only home is nested", pol: homeRO,
+			req:     Request{Image: "alpine:3.20", DefaultMounts: home},
+			wantErr: `mount target "/home/alice/run" lies inside the mount of "/home/alice"`},
+		{name: "a -v of the same directory at its own place inside home is shown by home", pol: homeRW,
+			req:  Request{Image: "alpine:3.20", DefaultMounts: home, Mounts: []MountRequest{{Given: "/home/alice/data", Source: "/home/alice/data", Target: "/home/alice/data"}}},
+			want: []string{"/etc/passwd", "/home/alice"}},
+		{name: "another directory mounted inside home is nested", pol: homeRW,
+			req:     Request{Image: "alpine:3.20", DefaultMounts: home, Mounts: []MountRequest{{Given: "/data/x", Source: "/data/x", Target: "/home/alice/x"}}},
+			wantErr: `mount target "/home/alice/x" lies inside the mount of "/home/alice"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := tt.pol.Decide(tt.req, alice, inJob)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Decide(%+v) err = %v, want %q", tt.req.Mounts, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range d.Spec.Mounts {
+				if m.Type == "bind" {
+					got = append(got, m.Destination)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("mount targets %v, want %v", got, tt.want)
+			}
+			for _, s := range d.StageSources {
+				if !slices.ContainsFunc(d.Spec.Mounts, func(m specs.Mount) bool { return m.Source == s }) {
+					t.Errorf("staged source %q is mounted nowhere", s)
+				}
+			}
+		})
 	}
 }

@@ -61,6 +61,13 @@ type Settings struct {
 	// Print each container's CPU time and peak memory as one line on the
 	// job's stderr (always in the audit trail).
 	ReportUsage bool `toml:"report_usage"`
+	// Whether a bind mount's target may lie inside another bind mount
+	// (-v ~/src:$JOB_DIR/x): "refuse" (default) or "allow". runc before
+	// 1.1.14 (CVE-2024-45310) creates such a mountpoint through a path the
+	// caller can swap for a symlink while the container starts, and so
+	// creates directories as root outside the container. "allow" only
+	// where containerjob doctor reports runc 1.1.14 or later.
+	NestedMounts string `toml:"nested_mounts"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -287,6 +294,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 		{"gpus_mode", &p.Settings.GPUsMode, []string{"nvidia", "cdi", "devices", "none"}},
 		{"container_logs", &p.Settings.ContainerLogs, []string{"none", "json-file", "local"}},
 		{"qstat_format", &p.Settings.QstatFormat, []string{"json", "text"}},
+		{"nested_mounts", &p.Settings.NestedMounts, []string{"refuse", "allow"}},
 	} {
 		if *e.value == "" {
 			*e.value = e.allowed[0]

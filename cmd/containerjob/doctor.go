@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -161,6 +162,7 @@ func engineChecks(host string, pol *policy.Policy) []check {
 	if pol != nil && pol.Settings.Confine == "cgroup-parent" && info.Info.CgroupDriver != "cgroupfs" {
 		out = append(out, check{name: "confine cgroup-parent", info: "needs the cgroupfs driver, engine uses " + info.Info.CgroupDriver, fix: "use confine = \"limits\", or run dockerd with --exec-opt native.cgroupdriver=cgroupfs"})
 	}
+	out = append(out, runcCheck(info.Info.RuncCommit.ID, pol))
 	if pol == nil {
 		return out
 	}
@@ -246,4 +248,44 @@ func cgroupCheck() check {
 		return check{name: "cgroups", ok: true, info: "v1"}
 	}
 	return check{name: "cgroups", info: "no cgroup hierarchy found", fix: "mount cgroups; containers cannot be confined"}
+}
+
+// runcCheck reports the engine's runc and whether the policy's
+// nested_mounts may rely on it: runc before 1.1.14 can be raced into
+// creating a nested mount's mountpoint on the host (CVE-2024-45310), so
+// nested_mounts = "allow" fails the check there; "refuse" (the default)
+// is safe with any runc.
+func runcCheck(commit string, pol *policy.Policy) check {
+	fixed, known := runcFixed(commit)
+	allow := pol != nil && pol.Settings.NestedMounts == "allow"
+	info := fmt.Sprintf("runc %s", commit)
+	switch {
+	case allow && !fixed:
+		why := "older than 1.1.14"
+		if !known {
+			why = "of unknown version"
+		}
+		return check{name: "runc", info: info + ", " + why + ", but nested_mounts = \"allow\"",
+			fix: "upgrade runc to 1.1.14 or later, or set nested_mounts = \"refuse\" (CVE-2024-45310)"}
+	case fixed:
+		return check{name: "runc", ok: true, info: info + " (has the CVE-2024-45310 fix)"}
+	}
+	return check{name: "runc", ok: true, info: info + " lacks the CVE-2024-45310 fix (< 1.1.14): nested mount targets stay refused (nested_mounts = \"refuse\")"}
+}
+
+var runcVersionRE = regexp.MustCompile(`^v?(\d+)\.(\d+)\.(\d+)`)
+
+// runcFixed reads the version at the start of the engine's RuncCommit id
+// ("1.1.5+ds1-1+deb12u1", "v1.1.14-0-g2c9f560", "1.2.5"); a distribution
+// patch level (+debNuN) is not trusted to carry the fix.
+func runcFixed(commit string) (fixed, known bool) {
+	m := runcVersionRE.FindStringSubmatch(commit)
+	if m == nil {
+		return false, false
+	}
+	v := [3]int{}
+	for i := range v {
+		v[i], _ = strconv.Atoi(m[i+1])
+	}
+	return v[0] > 1 || (v[0] == 1 && (v[1] > 1 || (v[1] == 1 && v[2] >= 14))), true
 }

@@ -244,12 +244,13 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	// What the guard holds the final request to; a dry run is guarded alike.
 	want := guard.Expect{
 		UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
-		AllowHostNetwork: dec.Network == "host",
-		AllowedCaps:      dec.CapsAllowed,
-		AllowedDevices:   devices,
-		AllowedGPUIDs:    gpuIDs,
-		CgroupParent:     dec.CgroupParent,
-		AllowedPorts:     launcher.ApprovedPorts(dec),
+		AllowHostNetwork:  dec.Network == "host",
+		AllowedCaps:       dec.CapsAllowed,
+		AllowedDevices:    devices,
+		AllowedGPUIDs:     gpuIDs,
+		CgroupParent:      dec.CgroupParent,
+		AllowedPorts:      launcher.ApprovedPorts(dec),
+		AllowNestedMounts: dec.NestedMounts,
 	}
 	if f.dryRun {
 		return printDryRun(cmd, eng, dec, want)

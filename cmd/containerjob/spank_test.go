@@ -90,3 +90,23 @@ func TestSpankArgs(t *testing.T) {
 		})
 	}
 }
+
+func TestRuncFixed(t *testing.T) {
+	tests := []struct {
+		commit       string
+		fixed, known bool
+	}{
+		{"1.1.5+ds1-1+deb12u1", false, true},
+		{"v1.1.13-0-g58aa920", false, true},
+		{"v1.1.14-0-g2c9f560", true, true},
+		{"1.2.5+ds1-1", true, true},
+		{"2.0.0", true, true},
+		{"N/A", false, false},
+		{"", false, false},
+	}
+	for _, tt := range tests {
+		if fixed, known := runcFixed(tt.commit); fixed != tt.fixed || known != tt.known {
+			t.Errorf("runcFixed(%q) = %v, %v; want %v, %v", tt.commit, fixed, known, tt.fixed, tt.known)
+		}
+	}
+}

@@ -35,6 +35,9 @@ type Expect struct {
 	// paths they bind; every other source must be a plain host path.
 	Staged    map[string]string
 	StageRoot string
+	// AllowNestedMounts lets a bind target lie inside another bind
+	// mount's target (policy nested_mounts = "allow", runc >= 1.1.14).
+	AllowNestedMounts bool
 }
 
 type check struct {
@@ -49,6 +52,7 @@ var checks = []check{
 	{"capabilities", checkCaps},
 	{"namespaces", checkNamespaces},
 	{"mounts", checkMounts},
+	{"mount-targets", checkMountTargets},
 	{"devices", checkDevices},
 	{"security-opt", checkSecurityOpt},
 	{"engine-knobs", checkEngineKnobs},
@@ -182,6 +186,29 @@ func checkMounts(r client.ContainerCreateOptions, want Expect) error {
 		if want.CallerCanAccess != nil {
 			if err := want.CallerCanAccess(src); err != nil {
 				return fmt.Errorf("mount source %q is not accessible to the caller: %v", src, err)
+			}
+		}
+	}
+	return nil
+}
+
+// checkMountTargets: no bind target inside another bind mount, whatever
+// the policy decided, unless the site declared its runc safe for it: runc
+// before 1.1.14 creates such a mountpoint through the outer mount's host
+// directory, which its owner can swap for a symlink (CVE-2024-45310).
+func checkMountTargets(r client.ContainerCreateOptions, want Expect) error {
+	if want.AllowNestedMounts {
+		return nil
+	}
+	ms := r.HostConfig.Mounts
+	for _, m := range ms {
+		t := filepath.Clean(m.Target)
+		if t != m.Target || !filepath.IsAbs(t) || t == "/" {
+			return fmt.Errorf("mount target %q is not an absolute, clean path other than /", m.Target)
+		}
+		for _, o := range ms {
+			if o.Type == mount.TypeBind && o.Target != t && strings.HasPrefix(t, o.Target+"/") {
+				return fmt.Errorf("mount target %q lies inside the bind mount at %q", t, o.Target)
 			}
 		}
 	}

@@ -160,3 +160,22 @@ func TestAuditRecordIsCapped(t *testing.T) {
 		t.Errorf("one refused request with 1.7 MB of arguments grew the audit log by %d bytes; want a record of at most 16 KiB", grew)
 	}
 }
+
+// TestNestedMountTargetRefused: a mount target inside the job directory
+// (which the caller can rearrange while runc creates the mountpoint) is
+// refused before anything is created; the same mount outside it runs.
+func TestNestedMountTargetRefused(t *testing.T) {
+	job := userDir(t, alice, "nestjob")
+	src := userDir(t, alice, "nestsrc")
+	since := time.Now()
+	r := cj(t, alice, job, "-v", src+":"+job+"/race/x", "alpine:3.20", "true")
+	refused(t, alice, since, r, "CVE-2024-45310")
+	if !strings.Contains(r.Stderr, "nested_mounts in [settings]") {
+		t.Errorf("refusal does not name the rule: %q", r.Stderr)
+	}
+	r = cj(t, alice, job, "-v", src+":/mnt/src", "alpine:3.20", "ls", "-d", "/mnt/src")
+	if r.Code != 0 {
+		t.Errorf("mount outside the job directory: code %d stderr %q", r.Code, r.Stderr)
+	}
+	noContainers(t, alice)
+}

@@ -1,0 +1,36 @@
+package guard
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+)
+
+func TestCheckMountTargets(t *testing.T) {
+	bind := func(src, dst string) mount.Mount { return mount.Mount{Type: mount.TypeBind, Source: src, Target: dst} }
+	tests := []struct {
+		name    string
+		mounts  []mount.Mount
+		allow   bool
+		wantErr string
+	}{
+		{"side by side", []mount.Mount{bind("/home/a/run", "/home/a/run"), bind("/home/a/src", "/mnt/src")}, false, ""},
+		{"prefix is not nesting", []mount.Mount{bind("/x", "/home/a/run"), bind("/y", "/home/a/run2")}, false, ""},
+		{"inside the job dir", []mount.Mount{bind("/home/a/run", "/home/a/run"), bind("/home/a/src", "/home/a/run/race/x")}, false, `lies inside the bind mount at "/home/a/run"`},
+		{"inside, order reversed", []mount.Mount{bind("/home/a/src", "/home/a/run/x"), bind("/home/a/run", "/home/a/run")}, false, "lies inside"},
+		{"allowed by the site", []mount.Mount{bind("/home/a/run", "/home/a/run"), bind("/home/a/src", "/home/a/run/x")}, true, ""},
+		{"unclean target", []mount.Mount{bind("/a", "/mnt/../etc")}, false, "not an absolute, clean path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := client.ContainerCreateOptions{Config: &container.Config{}, HostConfig: &container.HostConfig{Mounts: tt.mounts}}
+			err := checkMountTargets(req, Expect{AllowNestedMounts: tt.allow})
+			if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("checkMountTargets(%v) = %v; want %q", tt.mounts, err, tt.wantErr)
+			}
+		})
+	}
+}
