@@ -753,7 +753,7 @@ func (p *Policy) decideNesting(d *Decision) error {
 		case outer != nil && !d.NestedMounts:
 			return &Refusal{
 				What: fmt.Sprintf("mount target %q lies inside the mount of %q, a host directory whose contents the caller may change while the container starts, and", m.Destination, outer.Destination),
-				Verb: "is refused (runc before 1.1.14 can be raced into creating it outside the container, CVE-2024-45310; mount it outside "+outer.Destination+", e.g. under /mnt) by", Rule: Origin{Table: "settings", Key: "nested_mounts"}}
+				Verb: "is refused (runc before 1.1.14 can be raced into creating it outside the container, CVE-2024-45310; mount it outside " + outer.Destination + ", e.g. under /mnt) by", Rule: Origin{Table: "settings", Key: "nested_mounts"}}
 		default:
 			kept = append(kept, m)
 		}

@@ -84,8 +84,8 @@ type SlurmJob struct {
 
 // NodeAlloc is the job's allocation on one node.
 type NodeAlloc struct {
-	MemMB  int64
-	GPUs   []int
+	MemMB int64
+	GPUs  []int
 }
 
 // ParseJobJSON reads the record of job id from the JSON that

@@ -48,7 +48,11 @@ func startAs(t *testing.T, shell string, env ...string) (stop func() testutil.Re
 	}
 	sc := bufio.NewScanner(stdout)
 	ready := make(chan bool, 1)
-	go func() { ready <- sc.Scan(); for sc.Scan() {} }()
+	go func() {
+		ready <- sc.Scan()
+		for sc.Scan() {
+		}
+	}()
 	select {
 	case ok := <-ready:
 		if !ok {
