@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -127,15 +128,24 @@ func Exec(ctx context.Context, eng Engine, id string, spec ExecSpec, stdio IO, o
 			att.CloseWrite()
 		}()
 	}
+	proc := &execProcess{eng: eng, execID: ex.ID, cid: id, pidfd: -1}
 	done := make(chan struct{})
-	go forwardToExec(eng, ex.ID, sigc, done, opts.StopGrace)
+	var fwd sync.WaitGroup
+	fwd.Add(1)
+	go func() { defer fwd.Done(); forwardToExec(proc, sigc, done, opts.StopGrace) }()
+	defer func() { close(done); fwd.Wait(); proc.close() }()
+	sink := &outputSink{}
 	if spec.Tty {
-		io.Copy(stdio.Stdout, att.Reader)
+		io.Copy(sink.wrap(stdio.Stdout), att.Reader)
 	} else {
-		stdcopy.StdCopy(stdio.Stdout, stdio.Stderr, att.Reader)
+		stdcopy.StdCopy(sink.wrap(stdio.Stdout), sink.wrap(stdio.Stderr), att.Reader)
 	}
-	close(done)
 	ended = time.Now()
+	if err := sink.failure(); err != nil {
+		// Nothing takes the output any more: this step's process ends.
+		proc.signal(syscall.SIGKILL)
+		return 0, started, ended, err
+	}
 	ictx, icancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer icancel()
 	st, err := eng.ExecInspect(ictx, ex.ID, client.ExecInspectOptions{})
@@ -216,22 +226,62 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 	return "", failf(ExitLaunchFailed, "container %q could not be created or found", name)
 }
 
-// forwardToExec relays signals to the step's process in the named
-// container. The engine has no signal call for execs, so the process is
-// signalled by the host pid the engine reports, as root.
-func forwardToExec(eng Engine, execID string, sigc <-chan os.Signal, done <-chan struct{}, grace time.Duration) {
-	pid := 0
-	lookup := func() int {
-		if pid == 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-			st, err := eng.ExecInspect(ctx, execID, client.ExecInspectOptions{})
-			cancel()
-			if err == nil && st.Running {
-				pid = st.PID
-			}
-		}
-		return pid
+// execProcess is the host process of one exec, held by a pidfd. The
+// engine has no signal call for execs, so containerjob signals the process
+// itself, as root; a raw pid could meanwhile belong to another user's
+// process, a pidfd cannot: it is taken while the engine reports the exec
+// running and the kernel places that pid in this container's cgroup, and
+// from then on names that process or none.
+type execProcess struct {
+	eng         Engine
+	execID, cid string
+	pidfd       int // -1 until taken
+}
+
+// fd returns the pidfd, taking it on first use; -1 when the process is
+// not (or no longer) running.
+func (p *execProcess) fd() int {
+	if p.pidfd >= 0 {
+		return p.pidfd
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	st, err := p.eng.ExecInspect(ctx, p.execID, client.ExecInspectOptions{})
+	if err != nil || !st.Running || st.PID <= 1 {
+		return -1
+	}
+	fd, err := unix.PidfdOpen(st.PID, 0)
+	if err != nil {
+		return -1
+	}
+	// Between the engine's answer and pidfd_open the pid may have been
+	// reused: the process the pidfd names must be in this container.
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", st.PID))
+	if err != nil || p.cid == "" || !strings.Contains(string(cg), p.cid) {
+		unix.Close(fd)
+		return -1
+	}
+	p.pidfd = fd
+	return fd
+}
+
+func (p *execProcess) signal(sig syscall.Signal) {
+	if fd := p.fd(); fd >= 0 {
+		unix.PidfdSendSignal(fd, sig, nil, 0)
+	}
+}
+
+func (p *execProcess) close() {
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+}
+
+// forwardToExec relays signals to the step's process in the named
+// container, through its pidfd; SIGTERM is followed by SIGKILL after the
+// grace period.
+func forwardToExec(proc *execProcess, sigc <-chan os.Signal, done <-chan struct{}, grace time.Duration) {
 	for {
 		select {
 		case <-done:
@@ -241,17 +291,13 @@ func forwardToExec(eng Engine, execID string, sigc <-chan os.Signal, done <-chan
 			if !ok || sig == syscall.SIGWINCH {
 				continue
 			}
-			p := lookup()
-			if p <= 1 {
-				continue
-			}
-			unix.Kill(p, sig)
+			proc.signal(sig)
 			if sig == syscall.SIGTERM {
 				go func() {
 					select {
 					case <-done:
 					case <-time.After(grace):
-						unix.Kill(p, syscall.SIGKILL)
+						proc.signal(syscall.SIGKILL)
 					}
 				}()
 			}
