@@ -58,7 +58,7 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 	}
 
 	hc := &container.HostConfig{
-		NetworkMode:    container.NetworkMode(d.Network),
+		NetworkMode:    container.NetworkMode(engineNetwork(d.Network)),
 		ReadonlyRootfs: d.ReadOnlyRoot,
 		ShmSize:        d.ShmSize,
 		CapDrop:        []string{"ALL"},
@@ -154,4 +154,23 @@ func ApprovedPorts(d *policy.Decision) []string {
 		out = append(out, p.HostBinding())
 	}
 	return out
+}
+
+// IsolatedBridge is the network a container asking for "bridge" joins:
+// containerjob's own bridge, created with inter-container traffic off
+// (enable_icc=false), so that no container reaches another's ports over
+// it, be they another user's or one's own; only published ports, from the
+// host, reach a container. Docker's default bridge (docker0) lets every
+// container reach every other one's unpublished ports.
+const IsolatedBridge = "containerjob-isolated"
+
+// isolatedBridgeOptions are the options IsolatedBridge is created with and
+// must still have when found.
+var isolatedBridgeOptions = map[string]string{"com.docker.network.bridge.enable_icc": "false"}
+
+func engineNetwork(n string) string {
+	if n == "bridge" {
+		return IsolatedBridge
+	}
+	return n
 }

@@ -111,6 +111,8 @@ func TestGuardRefuses(t *testing.T) {
 		{"host cgroupns", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.CgroupnsMode = "host" }, "cgroup namespace"},
 		{"host network unallowed", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.NetworkMode = "host" }, "host network"},
 		{"other container's netns", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.NetworkMode = "container:x" }, "network namespace"},
+		{"docker0, the shared default bridge", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.NetworkMode = "bridge" }, "shared default bridge"},
+		{"default network", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.NetworkMode = "default" }, "shared default bridge"},
 		{"binds string", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.Binds = []string{"/:/host"} }, "binds"},
 		{"volume driver", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.VolumeDriver = "local" }, "volume drivers"},
 		{"volume mount", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
@@ -151,16 +153,16 @@ func TestGuardRefuses(t *testing.T) {
 		{"no pids limit", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PidsLimit = &zero }, "pids"},
 		{"published ports", func(r *client.ContainerCreateOptions, _ *guard.Expect) { r.HostConfig.PublishAllPorts = true }, "ports"},
 		{"unapproved port binding", func(r *client.ContainerCreateOptions, _ *guard.Expect) {
-			r.HostConfig.NetworkMode = "bridge"
+			r.HostConfig.NetworkMode = IsolatedBridge
 			r.HostConfig.PortBindings = network.PortMap{network.MustParsePort("80/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: "8080"}}}
 		}, "host binding 127.0.0.1:8080/tcp not approved"},
 		{"binding on every address implicitly", func(r *client.ContainerCreateOptions, e *guard.Expect) {
-			r.HostConfig.NetworkMode = "bridge"
+			r.HostConfig.NetworkMode = IsolatedBridge
 			r.HostConfig.PortBindings = network.PortMap{network.MustParsePort("80/tcp"): {{HostPort: "8080"}}}
 			e.AllowedPorts = []string{"0.0.0.0:8080/tcp"}
 		}, "without an explicit 0.0.0.0"},
 		{"privileged host port even if approved", func(r *client.ContainerCreateOptions, e *guard.Expect) {
-			r.HostConfig.NetworkMode = "bridge"
+			r.HostConfig.NetworkMode = IsolatedBridge
 			r.HostConfig.PortBindings = network.PortMap{network.MustParsePort("22/tcp"): {{HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: "22"}}}
 			e.AllowedPorts = []string{"0.0.0.0:22/tcp"}
 		}, "not an unprivileged port"},

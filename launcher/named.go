@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -197,15 +198,11 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		cfg.Cmd = nil
 		cfg.Tty, cfg.OpenStdin, cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false, false, false
 		keep.Config = &cfg
-		if err := guard.Check(keep, opts.Guard); err != nil {
-			return "", &Error{Code: ExitLaunchFailed, Err: err}
-		}
-		if err := checkLimits(ctx, eng, d); err != nil {
+		created, err := guardedCreate(ctx, eng, d, keep, opts.Guard)
+		var lerr *Error
+		if errors.As(err, &lerr) {
 			return "", err
 		}
-		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		created, err := eng.ContainerCreate(cctx, keep)
-		cancel()
 		if cerrdefs.IsConflict(err) {
 			continue // another task of the step created it first
 		}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,6 +45,8 @@ type Engine interface {
 	ExecInspect(ctx context.Context, execID string, opts client.ExecInspectOptions) (client.ExecInspectResult, error)
 	ContainerLogs(ctx context.Context, id string, opts client.ContainerLogsOptions) (client.ContainerLogsResult, error)
 	ImageList(ctx context.Context, opts client.ImageListOptions) (client.ImageListResult, error)
+	NetworkInspect(ctx context.Context, id string, opts client.NetworkInspectOptions) (client.NetworkInspectResult, error)
+	NetworkCreate(ctx context.Context, name string, opts client.NetworkCreateOptions) (client.NetworkCreateResult, error)
 }
 
 func notify(c chan os.Signal)     { signal.Notify(c, ForwardedSignals...) }
@@ -141,10 +145,6 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	}
 	defer stage.Release()
 	phase("stage")
-	if err := guard.Check(req, opts.Guard); err != nil {
-		return res, &Error{Code: ExitLaunchFailed, Err: err}
-	}
-	phase("guard")
 
 	// Signals are caught before anything exists, so none is lost between
 	// create and the forwarding loop.
@@ -155,12 +155,12 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		defer stopNotify(sigc)
 	}
 
-	if err := checkLimits(ctx, eng, d); err != nil {
+	created, err := guardedCreate(ctx, eng, d, req, opts.Guard)
+	phase("guard")
+	var lerr *Error
+	if errors.As(err, &lerr) {
 		return res, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	created, err := eng.ContainerCreate(cctx, req)
-	cancel()
 	if err != nil {
 		return res, failf(ExitLaunchFailed, "creating the container failed: %v", err)
 	}
@@ -522,7 +522,44 @@ func prepare(ctx context.Context, eng Engine, d *policy.Decision, stdio IO) (cli
 	if err != nil {
 		return img, req, &Error{Code: ExitLaunchFailed, Err: err}
 	}
+	if req.HostConfig.NetworkMode == IsolatedBridge {
+		if err := EnsureIsolatedBridge(ctx, eng); err != nil {
+			return img, req, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+	}
 	return img, req, nil
+}
+
+// EnsureIsolatedBridge creates IsolatedBridge unless it exists, and
+// refuses to use one that lacks its isolation (made by hand, say).
+// Launches racing to create it are settled by the engine's unique names.
+func EnsureIsolatedBridge(ctx context.Context, eng Engine) error {
+	for attempt := 0; attempt < 2; attempt++ {
+		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+		n, err := eng.NetworkInspect(ictx, IsolatedBridge, client.NetworkInspectOptions{})
+		cancel()
+		if err == nil {
+			net := n.Network
+			for k, v := range isolatedBridgeOptions {
+				if net.Driver != "bridge" || net.Options[k] != v {
+					return fmt.Errorf("network %q exists without containerjob's isolation (driver %q, %s=%q); the admin removes it (docker network rm %s) and containerjob recreates it", IsolatedBridge, net.Driver, k, net.Options[k], IsolatedBridge)
+				}
+			}
+			return nil
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("inspecting network %q: %v", IsolatedBridge, err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		_, err = eng.NetworkCreate(cctx, IsolatedBridge, client.NetworkCreateOptions{
+			Driver: "bridge", Options: isolatedBridgeOptions, Labels: map[string]string{policy.LabelManaged: "1"},
+		})
+		cancel()
+		if err != nil && !cerrdefs.IsConflict(err) {
+			return fmt.Errorf("creating network %q: %v", IsolatedBridge, err)
+		}
+	}
+	return nil
 }
 
 // stageMounts binds the decision's user-controlled sources to private
@@ -548,24 +585,106 @@ func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *O
 	return stage, nil
 }
 
+// LaunchLock serialises, on this node, counting a caller's containers and
+// creating the next one, so that a burst of launches (20 tasks of one
+// srun) cannot all count before any creates. A variable for tests.
+var LaunchLock = "/run/containerjob/launch.lock"
+
+// guardedCreate is the one way a container is created: under the node's
+// launch lock, the decision's limits are checked against the containers
+// that exist (which may lower the pids limit to the caller's remaining
+// budget), the guard checks the final request, and the engine creates it.
+func guardedCreate(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, want guard.Expect) (client.ContainerCreateResult, error) {
+	var none client.ContainerCreateResult
+	unlock, err := lockLaunches()
+	if err != nil {
+		return none, failf(ExitLaunchFailed, "%v", err)
+	}
+	defer unlock()
+	if err := checkLimits(ctx, eng, d, &req); err != nil {
+		return none, err
+	}
+	if err := guard.Check(req, want); err != nil {
+		return none, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	return eng.ContainerCreate(cctx, req)
+}
+
+func lockLaunches() (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(LaunchLock), 0o700); err != nil {
+		return nil, fmt.Errorf("the node's launch lock: %v", err)
+	}
+	f, err := os.OpenFile(LaunchLock, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("the node's launch lock: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("the node's launch lock: %v", err)
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
 // checkLimits counts the containers that exist for each of the decision's
 // limits (by containerjob's own labels) and refuses when one is reached.
-// Launches racing each other can overshoot by the number in flight.
-func checkLimits(ctx context.Context, eng Engine, d *policy.Decision) error {
-	for _, l := range d.Limits {
+// With a per-user process budget, the new container's pids limit is what
+// is left of it after the caller's containers that can run (each carries
+// its own limit in a label), and none is left, the launch is refused.
+func checkLimits(ctx context.Context, eng Engine, d *policy.Decision, req *client.ContainerCreateOptions) error {
+	list := func(label, value string) ([]container.Summary, error) {
 		f := client.Filters{}
 		f.Add("label", policy.LabelManaged+"=1")
-		f.Add("label", l.Label+"="+l.Value)
+		f.Add("label", label+"="+value)
 		lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		defer cancel()
 		res, err := eng.ContainerList(lctx, client.ContainerListOptions{All: true, Filters: f})
-		cancel()
 		if err != nil {
-			return failf(ExitLaunchFailed, "counting containers: %v", err)
+			return nil, failf(ExitLaunchFailed, "counting containers: %v", err)
 		}
-		if int64(len(res.Items)) >= l.Max {
+		return res.Items, nil
+	}
+	for _, l := range d.Limits {
+		items, err := list(l.Label, l.Value)
+		if err != nil {
+			return err
+		}
+		if int64(len(items)) >= l.Max {
 			return &Error{Code: ExitLaunchFailed, Err: &policy.Refusal{
-				What: fmt.Sprintf("a container beyond the %d allowed (%d exist)", l.Max, len(res.Items)), Verb: "is refused by", Rule: l.Rule}}
+				What: fmt.Sprintf("a container beyond the %d allowed (%d exist)", l.Max, len(items)), Verb: "is refused by", Rule: l.Rule}}
 		}
 	}
+	if req.HostConfig.PidsLimit == nil {
+		return nil
+	}
+	own := *req.HostConfig.PidsLimit
+	if b := d.PidsPerUser; b.Max > 0 {
+		items, err := list(policy.LabelUID, d.Labels[policy.LabelUID])
+		if err != nil {
+			return err
+		}
+		used := int64(0)
+		for _, c := range items {
+			if c.State == container.StateExited || c.State == container.StateDead {
+				continue
+			}
+			n, err := strconv.ParseInt(c.Labels[policy.LabelPids], 10, 64)
+			if err != nil || n <= 0 {
+				n = own // made before this label existed: assume as much as this one
+			}
+			used += n
+		}
+		left := b.Max - used
+		if left < 1 {
+			return &Error{Code: ExitLaunchFailed, Err: &policy.Refusal{
+				What: fmt.Sprintf("another container while your containers on this node may already hold %d processes of the %d allowed", used, b.Max), Verb: "is refused by", Rule: b.Rule}}
+		}
+		if left < own {
+			own = left
+			req.HostConfig.PidsLimit = &own
+		}
+	}
+	req.Config.Labels[policy.LabelPids] = strconv.FormatInt(own, 10)
 	return nil
 }

@@ -125,9 +125,12 @@ type Decision struct {
 	// Limits on how many containers may exist, checked by the launcher
 	// against the engine right before create.
 	Limits []CountLimit
-	Spec   specs.Spec
-	Labels map[string]string
-	Trail  []Applied
+	// PidsPerUser caps the processes all of the caller's containers on
+	// the node may hold together (pids_limit_per_user); Max 0: no cap.
+	PidsPerUser CountLimit
+	Spec        specs.Spec
+	Labels      map[string]string
+	Trail       []Applied
 }
 
 // CountLimit caps the containers carrying Label=Value on this node.
@@ -168,7 +171,9 @@ const (
 	LabelImage     = "org.containerjob.image"
 	LabelName      = "org.containerjob.name"
 	LabelMounts    = "org.containerjob.mounts"
-	LabelGPUs      = "org.containerjob.gpus"
+	// LabelPids is the container's pids limit, for the per-user budget.
+	LabelPids = "org.containerjob.pids"
+	LabelGPUs = "org.containerjob.gpus"
 )
 
 func builtin(rule string) Origin { return Origin{Table: "built-in", Key: rule} }
@@ -478,6 +483,10 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 
 	if n := eff.MaxPerUser.Value; n > 0 {
 		d.Limits = append(d.Limits, CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(caller.UID), 10), Max: n, Rule: eff.MaxPerUser.Origin})
+	}
+	if n := eff.PidsPerUser.Value; n > 0 {
+		d.PidsPerUser = CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(caller.UID), 10), Max: n, Rule: eff.PidsPerUser.Origin}
+		trail("pids limit per user "+strconv.FormatInt(n, 10), "forced", eff.PidsPerUser.Origin)
 	}
 	if n := eff.MaxPerJob.Value; n > 0 && job.ID != "" {
 		d.Limits = append(d.Limits, CountLimit{Label: LabelJob, Value: job.ID, Max: n, Rule: eff.MaxPerJob.Origin})

@@ -70,6 +70,7 @@ type Effective struct {
 	ShmSizeMax    Int // 0: no maximum
 	MaxPerJob     Int // 0: no limit
 	MaxPerUser    Int // 0: no limit
+	PidsPerUser   Int
 	WorkdirForce  String
 }
 
@@ -80,7 +81,10 @@ type String struct {
 }
 
 // Built-in values of scalars no table sets.
-const defaultPidsLimit = 4096
+const (
+	defaultPidsLimit   = 4096
+	defaultPidsPerUser = 16384
+)
 
 // Effective merges the tables that apply to caller. Lists accumulate
 // defaults, then groups in name order, then the user table; deny lists always
@@ -100,6 +104,7 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		ShmSizeMax:   Int{Origin: builtin("shm_size_max (default none)")},
 		MaxPerJob:    Int{Origin: builtin("max_containers_per_job (default none)")},
 		MaxPerUser:   Int{Origin: builtin("max_containers_per_user (default none)")},
+		PidsPerUser:  Int{Value: defaultPidsPerUser, Origin: builtin("pids_limit_per_user (default 16384)")},
 		WorkdirForce: String{Origin: builtin("workdir_force (default none)")},
 	}
 	// Look up the caller's few groups rather than walk the policy's many,
@@ -170,6 +175,7 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		setInt(&e.PidsLimit, t, "pids_limit", r.PidsLimit, inGroup, false)
 		setInt(&e.MaxPerJob, t, "max_containers_per_job", r.MaxContainersPerJob, inGroup, true)
 		setInt(&e.MaxPerUser, t, "max_containers_per_user", r.MaxContainersPerUser, inGroup, true)
+		setInt(&e.PidsPerUser, t, "pids_limit_per_user", r.PidsLimitPerUser, inGroup, true)
 		if r.ShmSizeMax != nil {
 			n, _ := parseSize(*r.ShmSizeMax)
 			setInt(&e.ShmSizeMax, t, "shm_size_max", &n, inGroup, true)

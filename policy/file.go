@@ -100,6 +100,9 @@ type Rules struct {
 	// Container counts on this node.
 	MaxContainersPerJob  *int64 `toml:"max_containers_per_job"`
 	MaxContainersPerUser *int64 `toml:"max_containers_per_user"`
+	// PidsLimitPerUser caps the processes of all of a user's containers
+	// on a node together; each new container gets at most what is left.
+	PidsLimitPerUser *int64 `toml:"pids_limit_per_user"`
 	// PortsAllow: host ports users may publish with -p, [IP:]LOW[-HIGH][/PROTO].
 	PortsAllow []string `toml:"ports_allow"`
 }
@@ -446,7 +449,7 @@ func (p *Policy) validate(t table) error {
 	for _, v := range []struct {
 		key string
 		n   *int64
-	}{{"max_containers_per_job", r.MaxContainersPerJob}, {"max_containers_per_user", r.MaxContainersPerUser}} {
+	}{{"max_containers_per_job", r.MaxContainersPerJob}, {"max_containers_per_user", r.MaxContainersPerUser}, {"pids_limit_per_user", r.PidsLimitPerUser}} {
 		if v.n != nil && *v.n < 1 {
 			return fail(v.key, "", "must be at least 1")
 		}

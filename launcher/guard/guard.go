@@ -150,6 +150,8 @@ func checkNamespaces(r client.ContainerCreateOptions, want Expect) error {
 		return fmt.Errorf("host network without an explicit allow")
 	case strings.HasPrefix(string(h.NetworkMode), "container:"):
 		return fmt.Errorf("network namespace of another container")
+	case h.NetworkMode == "" || h.NetworkMode == "default" || h.NetworkMode == "bridge":
+		return fmt.Errorf("the engine's shared default bridge, where containers reach each other's unpublished ports")
 	}
 	return nil
 }

@@ -4,12 +4,16 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/containerjob/containerjob/internal/testutil"
 )
@@ -116,5 +120,57 @@ func TestDefaultMounts(t *testing.T) {
 	since := time.Now()
 	r = testutil.Run(t, bob, bob.Home, nil, bin, "alpine:3.20", "true")
 	refused(t, bob, since, r, `default mount "/srv/cjtest/default/cjbob" resolves to "/etc"`)
+	noContainers(t, alice)
+}
+
+// TestUsersIsolatedOnTheBridge: on --network bridge, a container of alice
+// cannot reach a port that bob's container listens on without publishing
+// it; the node itself can (the listener was there all along).
+func TestUsersIsolatedOnTheBridge(t *testing.T) {
+	cmd := testutil.Command(bob, bob.Home, nil, bin, "--network", "bridge", "alpine:3.20",
+		"sh", "-c", "echo ready; echo secret-of-bob | nc -l -p 8080")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait(); noContainers(t, bob) }()
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("bob's container said %q", line)
+	}
+	ids := testutil.Containers(t, docker, "org.containerjob.uid="+strconv.Itoa(int(bob.UID)))
+	if len(ids) != 1 {
+		t.Fatalf("bob's containers: %v", ids)
+	}
+	c, err := docker.ContainerInspect(context.Background(), ids[0], client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := c.Container.HostConfig.NetworkMode; mode != "containerjob-isolated" {
+		t.Errorf("--network bridge joined %q, want containerjob's isolated bridge", mode)
+	}
+	ep := c.Container.NetworkSettings.Networks["containerjob-isolated"]
+	if ep == nil || !ep.IPAddress.IsValid() {
+		t.Fatalf("bob's container has no address on the isolated bridge: %+v", c.Container.NetworkSettings.Networks)
+	}
+	addr := ep.IPAddress.String()
+	r := cj(t, alice, alice.Home, "--network", "bridge", "alpine:3.20", "sh", "-c", "nc -w 3 "+addr+" 8080 </dev/null; echo done")
+	if strings.Contains(r.Stdout, "secret-of-bob") || !strings.Contains(r.Stdout, "done") {
+		t.Errorf("alice's container reached bob's unpublished port: stdout %q stderr %q", r.Stdout, r.Stderr)
+	}
+	// The control: from the node, the listener answers.
+	var got string
+	for i := 0; i < 50 && got == ""; i++ {
+		if conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "8080"), time.Second); err == nil {
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			got, _ = bufio.NewReader(conn).ReadString('\n')
+			conn.Close()
+		}
+		if got == "" {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if got != "secret-of-bob\n" {
+		t.Errorf("the node could not reach bob's listener at %s:8080 (got %q): the isolation test proves nothing", addr, got)
+	}
 	noContainers(t, alice)
 }
