@@ -501,7 +501,15 @@ func detectJob(caller policy.Caller, jobEnv []string, cwd string, settings polic
 		if _, inPBSCgroup := scheduler.PBSCgroupJob(cgroups); pbsHint != "" || inPBSCgroup {
 			return detectPBSJob(caller, pbsHint, cgroups, settings)
 		}
-		return scheduler.Outside(cwd), nil
+		// Outside a job the caller's own confinement still holds: the CPU
+		// affinity they run with (taskset) and their cgroup's memory limit
+		// (a login node's per-user slice) become the container's.
+		job := scheduler.Outside(cwd)
+		if job.Alloc.CPUs, err = scheduler.CPUsFromAffinity(); err != nil {
+			return job, fmt.Errorf("reading the caller's CPU affinity: %v", err)
+		}
+		job.Alloc.MemoryBytes = scheduler.MemoryLimit(cgroups, "/sys/fs/cgroup")
+		return job, nil
 	}
 	s := scheduler.Slurm{Scontrol: settings.Scontrol, SlurmConf: settings.SlurmConf, Node: scheduler.Node()}
 	job, sj, err := s.VerifyStep(context.Background(), caller.UID, cg, hint)

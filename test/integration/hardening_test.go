@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,9 +36,9 @@ func privilegedProcesses(t *testing.T) []string {
 	return out
 }
 
-// startAs starts argv as alice and waits for the first line of output;
-// the returned stop ends it and waits.
-func startAs(t *testing.T, shell string, env ...string) (stop func() testutil.Result) {
+// startAs starts a shell command line as alice and waits for its first
+// line of output; stop sends sig (0: none) and waits for it to end.
+func startAs(t *testing.T, shell string, env ...string) (stop func(sig syscall.Signal) testutil.Result) {
 	t.Helper()
 	cmd := testutil.Command(alice, alice.Home, env, "sh", "-c", shell)
 	stdout, _ := cmd.StdoutPipe()
@@ -63,7 +64,10 @@ func startAs(t *testing.T, shell string, env ...string) (stop func() testutil.Re
 		cmd.Process.Kill()
 		t.Fatalf("%s: never became ready; stderr %q", shell, stderr.String())
 	}
-	return func() testutil.Result {
+	return func(sig syscall.Signal) testutil.Result {
+		if sig != 0 {
+			cmd.Process.Signal(sig)
+		}
 		cmd.Wait()
 		return testutil.Result{Stderr: stderr.String(), Code: cmd.ProcessState.ExitCode()}
 	}
@@ -100,7 +104,7 @@ func TestPrivilegedProcessOwnsItsResources(t *testing.T) {
 			}
 		}
 	}
-	if r := stop(); r.Code != 0 {
+	if r := stop(0); r.Code != 0 {
 		t.Errorf("launch under lowered ulimits: code %d stderr %q", r.Code, r.Stderr)
 	}
 	// The values still reach the container.
@@ -181,5 +185,39 @@ func TestNestedMountTargetRefused(t *testing.T) {
 	if r.Code != 0 {
 		t.Errorf("mount outside the job directory: code %d stderr %q", r.Code, r.Stderr)
 	}
+	noContainers(t, alice)
+}
+
+// TestOutsideJobConfinement: outside a job the caller's CPU affinity
+// still binds the container (taskset -c 0 gives it CPU 0 only).
+func TestOutsideJobConfinement(t *testing.T) {
+	r := testutil.Run(t, alice, alice.Home, nil, "taskset", "-c", "0", bin, "alpine:3.20", "grep", "Cpus_allowed_list", "/proc/self/status")
+	if r.Code != 0 || !strings.HasSuffix(strings.TrimSpace(r.Stdout), "\t0") {
+		t.Errorf("taskset -c 0: code %d stdout %q stderr %q; want Cpus_allowed_list 0", r.Code, r.Stdout, r.Stderr)
+	}
+	noContainers(t, alice)
+}
+
+// TestPidsBudgetPerUser: a user's containers together hold at most
+// pids_limit_per_user processes: the second container gets what is left
+// of it, the third none and is refused.
+func TestPidsBudgetPerUser(t *testing.T) {
+	usePolicy(t, strings.Replace(testPolicy, "pids_limit = 256\n", "pids_limit = 100\npids_limit_per_user = 150\n", 1))
+	first := startAs(t, bin+` alpine:3.20 sh -c 'echo ready; sleep 60'`)
+	r := cj(t, alice, alice.Home, "alpine:3.20", "cat", "/sys/fs/cgroup/pids/pids.max")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "50" {
+		t.Errorf("second container's pids.max: code %d stdout %q stderr %q; want the 50 left of 150", r.Code, r.Stdout, r.Stderr)
+	}
+	second := startAs(t, bin+` alpine:3.20 sh -c 'echo ready; sleep 60'`)
+	since := time.Now()
+	r = cj(t, alice, alice.Home, "alpine:3.20", "true")
+	if r.Code != 125 || !strings.Contains(r.Stderr, "may already hold 150 processes of the 150 allowed is refused by pids_limit_per_user") {
+		t.Errorf("third container: code %d stderr %q", r.Code, r.Stderr)
+	}
+	if ev := testutil.ContainerEvents(t, docker, alice.UID, since, "create"); len(ev) > 0 {
+		t.Errorf("the refused third container was created")
+	}
+	first(syscall.SIGTERM)
+	second(syscall.SIGTERM)
 	noContainers(t, alice)
 }
