@@ -58,6 +58,12 @@ func NormalizeImage(s string) (ImageRef, error) {
 	if t, ok := named.(reference.Tagged); ok {
 		ref.Tag = t.Tag()
 	}
+	// The normalized form (docker.io/library/..., :latest) is longer than
+	// what was written; it is what rules and the engine see, so it is
+	// what the bound holds for.
+	if len(ref.String()) > maxImageRefLen {
+		return ImageRef{}, fmt.Errorf("image reference is longer than %d bytes once normalized", maxImageRefLen)
+	}
 	return ref, nil
 }
 
