@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -290,5 +291,47 @@ echo "no-home $?"
 	}
 	if strings.Count(got, "home-is-mounted") != 1 {
 		t.Errorf("home visible without --container-mount-home: %q", got)
+	}
+}
+
+// TestGCKeepsWhenSlurmUnreachable: gc that cannot ask slurmctld (here its
+// slurm.conf names a port nobody listens on) keeps a running job's
+// container and says why; with Slurm reachable it keeps it too, because
+// the job runs.
+func TestGCKeepsWhenSlurmUnreachable(t *testing.T) {
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\nsrun containerjob alpine:3.20 sleep 60\n")
+	defer as(t, alice, dir, "scancel "+id)
+	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
+
+	conf, err := os.ReadFile(slurmConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := regexp.MustCompile(`(?m)^SlurmctldPort=.*$`).ReplaceAllString(string(conf), "")
+	broken = "SlurmctldPort=1\n" + broken
+	tmp := t.TempDir()
+	brokenConf := filepath.Join(tmp, "slurm.conf")
+	if err := os.WriteFile(brokenConf, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pol := strings.Replace(testPolicy, `slurm_conf = "`+slurmConf+`"`, `slurm_conf = "`+brokenConf+`"`, 1)
+	polPath := filepath.Join(tmp, "policy.toml")
+	if err := os.WriteFile(polPath, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "gc", "--grace", "0s", "--policy", polPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "keeping the containers of slurm job "+id) {
+		t.Errorf("gc with slurmctld unreachable: %v %q; want it to keep job %s's container and say so", err, out, id)
+	}
+	if len(jobContainers(t, id)) == 0 {
+		t.Fatalf("gc removed a running job's container while it could not ask Slurm")
+	}
+	out, err = exec.Command(bin, "gc", "--grace", "0s").CombinedOutput()
+	if err != nil || strings.Contains(string(out), id) && strings.Contains(string(out), "removing") {
+		t.Errorf("gc with Slurm reachable: %v %q", err, out)
+	}
+	if len(jobContainers(t, id)) == 0 {
+		t.Errorf("gc removed a running job's container")
 	}
 }
