@@ -88,6 +88,11 @@ func RemoveAll(ctx context.Context, eng Engine, cs []Managed) map[string]error {
 			if err != nil && cerrdefs.IsNotFound(err) {
 				err = nil
 			}
+			if err != nil && cerrdefs.IsConflict(err) {
+				// Another remover (a second epilogue of the job, gc) is at
+				// it: done when the container is gone.
+				err = awaitGone(rctx, eng, c.ID, err)
+			}
 			if err != nil {
 				err = fmt.Errorf("removing %.12s: %w", c.ID, err)
 			}
@@ -98,6 +103,22 @@ func RemoveAll(ctx context.Context, eng Engine, cs []Managed) map[string]error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// awaitGone waits for a container that someone else is removing to be
+// gone; cause is returned when it is still there when ctx ends.
+func awaitGone(ctx context.Context, eng Engine, id string, cause error) error {
+	for {
+		_, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if cerrdefs.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return cause
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Stop stops a container: SIGTERM, then SIGKILL after grace seconds.

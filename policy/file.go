@@ -177,6 +177,18 @@ type Policy struct {
 
 // Load reads the policy at path, refusing a file that a non-root user could
 // have written, then decodes it strictly.
+// BuiltinSettings is a policy with nothing but the built-in settings (the
+// default engine socket and audit log) and no rules: what the scheduler's
+// cleanup hooks fall back on when the site's policy cannot be used. It
+// allows nothing.
+func BuiltinSettings() *Policy {
+	p, err := Parse("built-in", nil)
+	if err != nil {
+		panic("the empty policy does not parse: " + err.Error())
+	}
+	return p
+}
+
 func Load(path string) (*Policy, error) {
 	data, err := readTrusted(path)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/syslog"
 	"os"
 	"slices"
 	"sort"
@@ -82,15 +83,31 @@ could not be removed.`,
 			if job == "" {
 				return usagef("no job id: pass --job, or run from the scheduler's hook environment")
 			}
+			// An admin's mistake in the policy (a typo, a wrong mode, a
+			// file missing mid-edit) must not fail this hook: Slurm would
+			// drain the node, and every node with it. Cleaning up needs only
+			// the engine's address, so the hook goes on with the built-in
+			// settings, says so, and exits 0; the job's container steps fail
+			// instead, each with the policy's own error line.
 			pol, err := adminPolicy(policyPath)
 			if err != nil {
-				return err
+				pol = policy.BuiltinSettings()
+				msg := fmt.Sprintf("%s for job %s: the policy cannot be used (%v); cleaning up with the built-in engine address %s", cmd.Name(), job, err, pol.Settings.DockerHost)
+				warningf("%s", msg)
+				if w, serr := syslog.New(syslog.LOG_AUTHPRIV|syslog.LOG_WARNING, "containerjob"); serr == nil {
+					w.Warning(msg)
+					w.Close()
+				}
 			}
-			trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
-			if err != nil {
-				return err
+			trail, terr := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
+			if terr != nil {
+				warningf("%s for job %s: %v; cleaning up without an audit trail", cmd.Name(), job, terr)
+				trail = nil
 			}
 			defer trail.Close()
+			if err != nil {
+				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
+			}
 			return cleanupJob(cmd, pol, trail, sched, job, cmd.Name())
 		},
 	}

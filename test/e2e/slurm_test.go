@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -334,4 +335,97 @@ func TestGCKeepsWhenSlurmUnreachable(t *testing.T) {
 	if len(jobContainers(t, id)) == 0 {
 		t.Errorf("gc removed a running job's container")
 	}
+}
+
+// TestPolicyMistakesNeverDrain: an admin's broken policy (a syntax error,
+// mode 0664, missing, or replaced while a job runs) fails the job's
+// container steps with a line naming the problem, while the prolog and
+// epilogue still succeed and clean up: the node never drains.
+func TestPolicyMistakesNeverDrain(t *testing.T) {
+	good, err := os.ReadFile(policyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := func() {
+		os.Remove(policyPath)
+		writeRootFile(policyPath, string(good))
+	}
+	defer restore()
+	nodeOK := func(when string) {
+		t.Helper()
+		out, _ := exec.Command("sinfo", "-h", "-N", "-o", "%N %T %E").Output()
+		if strings.Contains(strings.ToLower(string(out)), "drain") {
+			t.Errorf("%s: the node drained: %q", when, out)
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if f := strings.Fields(l); len(f) > 0 {
+					exec.Command("scontrol", "update", "nodename="+f[0], "state=resume").Run()
+				}
+			}
+		}
+	}
+	cases := []struct {
+		name   string
+		break_ func() error
+		want   string
+	}{
+		{"syntax error", func() error { return writeRootFile(policyPath, string(good)+"\n[defaults\n") }, "containerjob: error: " + policyPath + ":"},
+		{"mode 0664", func() error {
+			if err := writeRootFile(policyPath, string(good)); err != nil {
+				return err
+			}
+			return os.Chmod(policyPath, 0o664)
+		}, "containerjob: error: policy " + policyPath + " is writable by group or others"},
+		{"missing", func() error { return os.Remove(policyPath) }, "containerjob: error: policy file " + policyPath + " cannot be read"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer restore()
+			if err := c.break_(); err != nil {
+				t.Fatal(err)
+			}
+			dir := jobDir(t, alice)
+			id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 true; echo step=$?\n")
+			state, _ := waitJob(t, id, 2*time.Minute)
+			out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+			if state != "COMPLETED" || !strings.Contains(out, "step=125") || !strings.Contains(out, c.want) {
+				t.Errorf("job %s with a broken policy: state %s, output %q; want the step refused with a line naming the policy (%q)", id, state, out, c.want)
+			}
+			nodeOK(c.name)
+		})
+	}
+	t.Run("replaced while a job runs", func(t *testing.T) {
+		defer restore()
+		dir := jobDir(t, alice)
+		marker := "midjob-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		id := sbatch(t, alice, dir, "#!/bin/sh\nsrun containerjob alpine:3.20 sh -c 'echo "+marker+"; sleep 600'\n")
+		waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
+		// Leave the container to the epilogue: the client goes first.
+		killPrivileged(t, marker)
+		if err := writeRootFile(policyPath, string(good)+"\n[defaults\n"); err != nil {
+			t.Fatal(err)
+		}
+		as(t, alice, dir, "scancel "+id)
+		waitJob(t, id, 2*time.Minute)
+		waitFor(t, time.Minute, "the epilogue to remove the container under a broken policy", func() bool { return len(jobContainers(t, id)) == 0 })
+		nodeOK("replaced mid-job")
+	})
+}
+
+// killPrivileged SIGKILLs the privileged containerjob whose command line
+// holds marker (found by pid, not by name).
+func killPrivileged(t *testing.T, marker string) {
+	t.Helper()
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		exe, _ := os.Readlink(filepath.Join(d, "exe"))
+		if err != nil || exe != bin || !strings.Contains(string(cmdline), marker) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			return
+		}
+	}
+	t.Fatalf("no privileged containerjob running %s", marker)
 }
