@@ -41,6 +41,9 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 	if err != nil {
 		return err
 	}
+	if inv == viaSudo && resourceErr != nil {
+		return resourceErr
+	}
 	if inv == asUser {
 		argv := strings.Fields(cmd.CommandPath())[1:]
 		cmd.Flags().Visit(func(f *pflag.Flag) { argv = append(argv, "--"+f.Name+"="+f.Value.String()) })

@@ -157,6 +157,9 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	if inv == viaSudo && resourceErr != nil {
+		return resourceErr
+	}
 	if inv == asUser {
 		if fl.Changed("policy") || fl.Changed("as-user") {
 			return usagef("--policy and --as-user are for root only")

@@ -78,7 +78,7 @@ func startAs(t *testing.T, shell string, env ...string) (stop func(sig syscall.S
 // command line (readable by every user), the values of -e.
 func TestPrivilegedProcessOwnsItsResources(t *testing.T) {
 	const secret = "hunter2-cmdline-secret"
-	stop := startAs(t, `ulimit -t 1; ulimit -f 1; ulimit -n 64; exec `+bin+` -e TOKEN=`+secret+` -e FROMENV alpine:3.20 sh -c 'echo "ready $TOKEN $FROMENV"; sleep 3'`,
+	stop := startAs(t, `ulimit -S -t 1; ulimit -S -f 1; ulimit -S -n 64; exec `+bin+` -e TOKEN=`+secret+` -e FROMENV alpine:3.20 sh -c 'echo "ready $TOKEN $FROMENV"; sleep 3'`,
 		"FROMENV=env-"+secret)
 	procs := privilegedProcesses(t)
 	if len(procs) == 0 {
@@ -125,14 +125,49 @@ func TestClosedStdoutStopsTheContainer(t *testing.T) {
 	noContainers(t, alice)
 }
 
-// TestCPULimitOfTheCaller: with `ulimit -t 1` the privileged side streams
-// more output than one CPU second allows, and is not killed for it.
+// TestCPULimitOfTheCaller: with `ulimit -S -t 1` the privileged side
+// streams more output than one CPU second allows, and is not killed for it.
 func TestCPULimitOfTheCaller(t *testing.T) {
-	r := testutil.Run(t, alice, alice.Home, nil, "sh", "-c", `ulimit -t 1; `+bin+` alpine:3.20 sh -c 'head -c 600000000 /dev/zero' | wc -c`)
+	r := testutil.Run(t, alice, alice.Home, nil, "sh", "-c", `ulimit -S -t 1; `+bin+` alpine:3.20 sh -c 'head -c 600000000 /dev/zero' | wc -c`)
 	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "600000000" {
-		t.Errorf("600 MB under ulimit -t 1: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+		t.Errorf("600 MB under ulimit -S -t 1: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 	noContainers(t, alice)
+}
+
+// TestHardLimitsOfTheCaller: a hard limit the caller lowered is raised
+// back where root has CAP_SYS_RESOURCE (the launch runs); where it lacks
+// it (this CI's sandbox does), the launch is refused before anything is
+// created, never left to be killed mid-run.
+func TestHardLimitsOfTheCaller(t *testing.T) {
+	since := time.Now()
+	r := testutil.Run(t, alice, alice.Home, nil, "sh", "-c", `ulimit -t 1; ulimit -f 1; exec `+bin+` alpine:3.20 echo ran`)
+	if hasCapSysResource(t) {
+		if r.Code != 0 || r.Stdout != "ran\n" {
+			t.Errorf("hard ulimits with CAP_SYS_RESOURCE: code %d stdout %q stderr %q; want them raised and the launch run", r.Code, r.Stdout, r.Stderr)
+		}
+		return
+	}
+	refused(t, alice, since, r, "cpu time (ulimit -t) hard limit 1, file size (ulimit -f) hard limit 512")
+}
+
+// hasCapSysResource: may root here raise a hard rlimit?
+func hasCapSysResource(t *testing.T) bool {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:\t"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return caps&(1<<24) != 0 // CAP_SYS_RESOURCE
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
 }
 
 // TestAuditFailureRefuses: a decision the trail cannot record is a refused
