@@ -285,7 +285,10 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 				continue // the stream ended with the container; its exit follows
 			}
 			// Nothing can take the output any more: the container is
-			// stopped now, not left to block or run to the job's end.
+			// stopped now, not left to block or run to the job's end. The
+			// attach stream goes first: the engine would otherwise wait,
+			// kill and all, for someone to read what the container wrote.
+			att.Close()
 			kctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 			eng.ContainerKill(kctx, id, client.ContainerKillOptions{Signal: "SIGKILL"})
 			cancel()
