@@ -47,6 +47,7 @@ type Engine interface {
 	ImageList(ctx context.Context, opts client.ImageListOptions) (client.ImageListResult, error)
 	NetworkInspect(ctx context.Context, id string, opts client.NetworkInspectOptions) (client.NetworkInspectResult, error)
 	NetworkCreate(ctx context.Context, name string, opts client.NetworkCreateOptions) (client.NetworkCreateResult, error)
+	Info(ctx context.Context, opts client.InfoOptions) (client.SystemInfoResult, error)
 }
 
 func notify(c chan os.Signal)     { signal.Notify(c, ForwardedSignals...) }
@@ -102,6 +103,9 @@ type Options struct {
 	Created func(id string)
 	// Phase, when set, is called as each phase of Run ends, by name.
 	Phase func(name string)
+	// EngineSocket is the engine's unix socket path (the policy's
+	// docker_host), for what is cached per engine start.
+	EngineSocket string
 }
 
 // ForwardedSignals reach the container; SIGTERM stops it within the grace
@@ -155,6 +159,16 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		defer stopNotify(sigc)
 	}
 
+	// The exact usage totals come from a cgroup of this launch's own,
+	// where the engine's driver allows one (acct.go).
+	var acct *acctParent
+	if d.CgroupParent == "" {
+		if acct = newAcctParent(ctx, eng, opts.EngineSocket); acct != nil {
+			req.HostConfig.CgroupParent = acct.path
+			opts.Guard.AccountingParent = acct.path
+			defer acct.remove() // after the container's removal below
+		}
+	}
 	created, err := guardedCreate(ctx, eng, d, req, opts.Guard)
 	phase("guard")
 	var lerr *Error
@@ -266,6 +280,9 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 			}
 			res.Ended = time.Now()
 			res.Usage = usage.finish()
+			if u, ok := acct.read(); ok {
+				res.Usage = u
+			}
 			if err := sink.failure(); err != nil {
 				return res, err
 			}

@@ -206,6 +206,7 @@ func IsStaged(path string) bool {
 // CleanStale removes staging directories left by a killed containerjob
 // (their process is gone), for the epilogue and gc.
 func CleanStale() {
+	cleanStaleAcct()
 	entries, err := os.ReadDir(StageRoot)
 	if err != nil {
 		return

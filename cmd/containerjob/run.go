@@ -278,6 +278,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		ProbeTimeout: time.Duration(pol.Settings.MountProbeSeconds) * time.Second,
 		Guard:        want,
 		Phase:        clock.mark,
+		EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"),
 	})
 	end := map[string]any{
 		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
