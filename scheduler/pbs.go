@@ -160,7 +160,7 @@ func (p PBS) ShowJob(ctx context.Context, id string) (PBSJob, error) {
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(errb.String())
 		if strings.Contains(msg, "Unknown Job Id") || strings.Contains(msg, "Job has finished") {
-			return PBSJob{}, fmt.Errorf("qstat: job %s: %w", id, ErrNoSuchJob)
+			return PBSJob{}, fmt.Errorf("qstat -f %s: %s (%w)", id, msg, ErrNoSuchJob)
 		}
 		return PBSJob{}, &UnreachableError{fmt.Sprintf("qstat -f %s failed: %v: %s", id, err, msg)}
 	}

@@ -374,9 +374,9 @@ func (s Slurm) ShowJob(ctx context.Context, id string) (SlurmJob, error) {
 	return j, err
 }
 
-// ErrNoSuchJob: Slurm answered and does not know the job (it ended long
-// enough ago to have left slurmctld's memory).
-var ErrNoSuchJob = errors.New("Slurm has no such job")
+// ErrNoSuchJob: the scheduler answered and does not know the job (it
+// ended long enough ago to have left the server's memory).
+var ErrNoSuchJob = errors.New("the scheduler has no such job")
 
 // UnreachableError: Slurm could not be asked, so nothing is known about
 // the job; callers that remove things must keep them.

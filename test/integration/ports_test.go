@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,7 +134,7 @@ func TestUsersIsolatedOnTheBridge(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait(); noContainers(t, bob) }()
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait(); noContainers(t, bob) }()
 	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
 		t.Fatalf("bob's container said %q", line)
 	}
