@@ -189,6 +189,11 @@ func BuiltinSettings() *Policy {
 	return p
 }
 
+// UntrustedError: the policy file (or its directory) is not root's alone.
+type UntrustedError struct{ msg string }
+
+func (e *UntrustedError) Error() string { return e.msg }
+
 func Load(path string) (*Policy, error) {
 	data, err := readTrusted(path)
 	if err != nil {
@@ -238,10 +243,10 @@ func readTrusted(path string) ([]byte, error) {
 func checkRootOwned(path string, fi os.FileInfo) error {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok || st.Uid != 0 {
-		return fmt.Errorf("policy %s is not owned by root; run: chown root:root %s", path, path)
+		return &UntrustedError{fmt.Sprintf("policy %s is not owned by root; run: chown root:root %s", path, path)}
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("policy %s is writable by group or others; run: chmod go-w %s", path, path)
+		return &UntrustedError{fmt.Sprintf("policy %s is writable by group or others; run: chmod go-w %s", path, path)}
 	}
 	return nil
 }

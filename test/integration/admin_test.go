@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,5 +71,58 @@ func TestDoctor(t *testing.T) {
 	r := cj(t, alice, alice.Home, "doctor")
 	if r.Code != 125 || !strings.Contains(r.Stderr, "not by users") {
 		t.Errorf("doctor as a user: %d %q", r.Code, r.Stderr)
+	}
+}
+
+// TestPolicyExplain: the decision comes first; a user explains for
+// themselves; root must name the user (exit 2); an unknown user is an
+// error, not nobody.
+func TestPolicyExplain(t *testing.T) {
+	r := cj(t, alice, alice.Home, "policy", "explain", "--", "alpine:denied", "true")
+	if r.Code != 1 || !strings.HasPrefix(r.Stdout, "decision for "+alice.Name+": alpine:denied true\n  REFUSED: ") || !strings.Contains(r.Stdout, "images_deny") {
+		t.Errorf("explain as alice: code %d stdout %.400q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if !strings.Contains(r.Stdout, "policy "+policyPath+" for user "+alice.Name) {
+		t.Errorf("explain as alice does not show alice's effective policy: %.400q", r.Stdout)
+	}
+	out, err := exec.Command(bin, "policy", "explain").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--user is required") {
+		t.Errorf("explain as root without --user: %v %q; want exit 2 and --user is required", err, out)
+	}
+	out, err = exec.Command(bin, "policy", "explain", "--user", "cj-no-such-user").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `user "cj-no-such-user" is not in the user database`) || strings.Contains(string(out), "65534") {
+		t.Errorf("explain for an unknown user: %v %q", err, out)
+	}
+}
+
+// TestPolicyInstall: a candidate with an error changes nothing; a valid
+// one replaces the target whole, root-owned 0644.
+func TestPolicyInstall(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "policy.toml")
+	if err := os.WriteFile(target, []byte(testPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte(testPolicy+"\n[defaults\n"), 0o600)
+	out, err := exec.Command(bin, "policy", "check", "--install", bad, target).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not installed") {
+		t.Errorf("installing a broken candidate: %v %q", err, out)
+	}
+	if data, _ := os.ReadFile(target); string(data) != testPolicy {
+		t.Errorf("a broken candidate changed the policy")
+	}
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte(testPolicy+"# edited\n"), 0o600)
+	out, err = exec.Command(bin, "policy", "check", "--install", good, target).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "installed as "+target) {
+		t.Errorf("installing a valid candidate: %v %q", err, out)
+	}
+	fi, err := os.Stat(target)
+	if data, _ := os.ReadFile(target); err != nil || string(data) != testPolicy+"# edited\n" || fi.Mode().Perm() != 0o644 {
+		t.Errorf("installed policy: %v, mode %v", err, fi.Mode())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".policy-*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }
