@@ -248,12 +248,12 @@ func TestOutsideJobConfinement(t *testing.T) {
 // of it, the third none and is refused.
 func TestPidsBudgetPerUser(t *testing.T) {
 	usePolicy(t, strings.Replace(testPolicy, "pids_limit = 256\n", "pids_limit = 100\npids_limit_per_user = 150\n", 1))
-	first := startAs(t, bin+` alpine:3.20 sh -c 'echo ready; sleep 60'`)
+	first := startAs(t, `exec `+bin+` alpine:3.20 sh -c 'echo ready; sleep 60'`)
 	r := cj(t, alice, alice.Home, "alpine:3.20", "cat", "/sys/fs/cgroup/pids/pids.max")
 	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "50" {
 		t.Errorf("second container's pids.max: code %d stdout %q stderr %q; want the 50 left of 150", r.Code, r.Stdout, r.Stderr)
 	}
-	second := startAs(t, bin+` alpine:3.20 sh -c 'echo ready; sleep 60'`)
+	second := startAs(t, `exec `+bin+` alpine:3.20 sh -c 'echo ready; sleep 60'`)
 	since := time.Now()
 	r = cj(t, alice, alice.Home, "alpine:3.20", "true")
 	if r.Code != 125 || !strings.Contains(r.Stderr, "may already hold 150 processes of the 150 allowed is refused by pids_limit_per_user") {
