@@ -211,6 +211,12 @@ func slurmChecks(pol *policy.Policy) []check {
 	}
 	conf, err := os.ReadFile(confPath)
 	if err != nil {
+		// Slurm may run with its configuration elsewhere: then every job
+		// would fail to be verified, so say where it is.
+		if real := runningSlurmConf(); real != "" && real != confPath {
+			return []check{{name: "slurm_conf", info: fmt.Sprintf("Slurm runs with %s, the policy reads %s", real, confPath),
+				fix: fmt.Sprintf("set slurm_conf = %q in [settings]", real)}}
+		}
 		return []check{{name: "slurm", skip: true, info: "no " + confPath + " (not a Slurm node, or set slurm_conf)"}}
 	}
 	var out []check
@@ -231,6 +237,9 @@ func slurmChecks(pol *policy.Policy) []check {
 		} else {
 			out = append(out, check{name: k, info: fmt.Sprintf("%s=%q in %s", k, v, confPath), fix: "set " + k + "= from share/containerjob/slurm/slurm.conf.snippet"})
 		}
+	}
+	if pol != nil {
+		out = append(out, killWaitCheck(slurmConfValue(conf, "KillWait"), pol.Settings.StopGraceSeconds))
 	}
 	if v := slurmConfValue(conf, "ProctrackType"); v != "proctrack/cgroup" {
 		out = append(out, check{name: "ProctrackType", info: v, fix: "use proctrack/cgroup: containerjob takes the job from the caller's cgroup"})
@@ -288,4 +297,39 @@ func runcFixed(commit string) (fixed, known bool) {
 		v[i], _ = strconv.Atoi(m[i+1])
 	}
 	return v[0] > 1 || (v[0] == 1 && (v[1] > 1 || (v[1] == 1 && v[2] >= 14))), true
+}
+
+// killWaitCheck: Slurm sends SIGKILL KillWait seconds after SIGTERM; the
+// container must have been stopped (and removed) by containerjob before
+// that, so stop_grace_seconds must be shorter, with a few seconds to spare
+// for the removal.
+func killWaitCheck(killWait string, grace int) check {
+	kw := 30 // Slurm's default
+	if killWait != "" {
+		n, err := strconv.Atoi(killWait)
+		if err != nil {
+			return check{name: "KillWait", info: fmt.Sprintf("KillWait=%q is not a number of seconds", killWait), fix: "set KillWait in slurm.conf"}
+		}
+		kw = n
+	}
+	if kw < grace+5 {
+		return check{name: "KillWait", info: fmt.Sprintf("KillWait=%d but stop_grace_seconds=%d: Slurm kills containerjob before the container is stopped and removed", kw, grace),
+			fix: fmt.Sprintf("set KillWait to at least %d in slurm.conf, or lower stop_grace_seconds", grace+5)}
+	}
+	return check{name: "KillWait", ok: true, info: fmt.Sprintf("%d s, above stop_grace_seconds %d s with time to remove", kw, grace)}
+}
+
+// runningSlurmConf is the configuration file the Slurm tools on this node
+// use (scontrol show config), or "".
+func runningSlurmConf() string {
+	out, err := exec.Command("/usr/bin/scontrol", "show", "config").Output()
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "SLURM_CONF" && f[1] == "=" {
+			return f[2]
+		}
+	}
+	return ""
 }

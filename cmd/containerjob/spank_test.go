@@ -110,3 +110,23 @@ func TestRuncFixed(t *testing.T) {
 		}
 	}
 }
+
+func TestKillWaitCheck(t *testing.T) {
+	tests := []struct {
+		killWait string
+		grace    int
+		ok       bool
+	}{
+		{"", 10, true},    // Slurm's default 30
+		{"10", 10, false}, // the test cluster's old setting
+		{"15", 10, true},
+		{"14", 10, false},
+		{"8", 3, true},
+		{"x", 3, false},
+	}
+	for _, tt := range tests {
+		if c := killWaitCheck(tt.killWait, tt.grace); c.ok != tt.ok {
+			t.Errorf("killWaitCheck(%q, %d) = %+v, want ok %v", tt.killWait, tt.grace, c, tt.ok)
+		}
+	}
+}
