@@ -48,7 +48,7 @@ func newGenDocsCmd() *cobra.Command {
 			if err := os.MkdirAll(filepath.Join(dir, "man5"), 0o755); err != nil {
 				return err
 			}
-			page := append([]byte("% CONTAINERJOB-POLICY 5\n\n"), md...)
+			page := append([]byte("% CONTAINERJOB-POLICY 5\n\n# NAME\n\ncontainerjob-policy - the site policy of containerjob, /etc/containerjob/policy.toml\n\n"), md...)
 			if err := os.WriteFile(filepath.Join(dir, "man5", "containerjob-policy.5"), md2man.Render(page), 0o644); err != nil {
 				return err
 			}

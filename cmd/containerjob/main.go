@@ -17,7 +17,22 @@ func newRootCmd() *cobra.Command {
 		Short: "Run Docker images safely inside batch jobs",
 		Long: `containerjob runs Docker images for the users of a batch scheduler (Slurm,
 PBS) as themselves, with their job's directory and allocation, under a
-policy the cluster's admins control. Users never touch the docker command.`,
+policy the cluster's admins control. Users never touch the docker command.
+
+"containerjob IMAGE [COMMAND [ARG...]]" is short for "containerjob run IMAGE
+[COMMAND [ARG...]]": anything that is not a command below starts a run.
+
+Exit status of a run: the command's own; 125 when the policy refused the
+request or containerjob failed before the command ran (one "containerjob:
+error:" line on stderr says why, and a "containerjob: hint:" line what to
+do); 126 when the command cannot be run; 127 when it is not in the image;
+141 when the output's reader went away (like a shell pipeline); 128+N when
+the container was killed by signal N (137 also for running out of memory,
+which a line then says). Other commands exit 0 on success, 1 on failure,
+and 125 when refused or given a command line they cannot understand.`,
+		Example: `  containerjob alpine:3.20 sh -c 'id; pwd'
+  srun containerjob alpine:3.20 hostname
+  srun --container-image=alpine:3.20 hostname`,
 		Version:       launcher.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
