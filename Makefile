@@ -90,6 +90,10 @@ install: build spank man
 	for f in plugstack.conf slurm.conf.snippet; do \
 		$(SUBST) contrib/slurm/$$f > $(DESTDIR)$(DATADIR)/containerjob/slurm/$$f; done
 	install -m 0644 contrib/policy.toml $(DESTDIR)$(DATADIR)/containerjob/policy.toml.example
+	install -d -m 0755 $(DESTDIR)$(LIBDIR)/systemd/system
+	for f in containerjob-gc.service containerjob-gc.timer; do \
+		$(SUBST) contrib/systemd/$$f > $(DESTDIR)$(LIBDIR)/systemd/system/$$f && \
+		chmod 0644 $(DESTDIR)$(LIBDIR)/systemd/system/$$f; done
 	install -d -m 0755 $(DESTDIR)$(DATADIR)/containerjob/pbs/torque
 	$(SUBST) contrib/pbs/containerjob_hook.py > $(DESTDIR)$(DATADIR)/containerjob/pbs/containerjob_hook.py
 	install -m 0644 contrib/pbs/job.pbs $(DESTDIR)$(DATADIR)/containerjob/pbs/

@@ -38,6 +38,8 @@ func TestPackage(t *testing.T) {
 		{"/var/log/containerjob", 0o700 | os.ModeDir},
 		{"/usr/share/man/man5/containerjob-policy.5", 0o644},
 		{"/usr/share/containerjob/pbs/torque/epilogue", 0o755},
+		{"/usr/lib/systemd/system/containerjob-gc.timer", 0o644},
+		{"/usr/lib/systemd/system/containerjob-gc.service", 0o644},
 	} {
 		fi, err := os.Stat(f.path)
 		if err != nil {
