@@ -429,3 +429,35 @@ func killPrivileged(t *testing.T, marker string) {
 	}
 	t.Fatalf("no privileged containerjob running %s", marker)
 }
+
+// TestMaxContainersUnderBurst: 20 tasks of one step launch at once with
+// max_containers_per_job = 10; counting and creating under the node's
+// launch lock lets exactly 10 run and refuses the other 10.
+func TestMaxContainersUnderBurst(t *testing.T) {
+	good, err := os.ReadFile(policyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writeRootFile(policyPath, string(good))
+	if err := writeRootFile(policyPath, string(good)+"max_containers_per_job = 10\n"); err != nil {
+		t.Fatal(err)
+	}
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun -O -n20 containerjob alpine:3.20 sh -c 'echo started; sleep 600'\n", "-n20", "-O")
+	defer as(t, alice, dir, "scancel "+id)
+	out := filepath.Join(dir, "out-"+id+".txt")
+	waitFor(t, 4*time.Minute, "all 20 tasks to start or be refused", func() bool {
+		data, _ := os.ReadFile(out)
+		return strings.Count(string(data), "started")+strings.Count(string(data), "a container beyond the 10 allowed") >= 20
+	})
+	data, _ := os.ReadFile(out)
+	if n := strings.Count(string(data), "started"); n != 10 {
+		t.Errorf("%d containers started, want 10 (output %q)", n, data)
+	}
+	if n := len(jobContainers(t, id)); n != 10 {
+		t.Errorf("the engine holds %d containers of the job, want 10", n)
+	}
+	as(t, alice, dir, "scancel "+id)
+	waitJob(t, id, 2*time.Minute)
+	waitFor(t, time.Minute, "the job's containers to be removed", func() bool { return len(jobContainers(t, id)) == 0 })
+}
