@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,10 +19,15 @@ import (
 // it before the engine reports the exit), so its final CPU time and peak
 // memory cannot be read from it afterwards, and sampling misses the last
 // interval. Each container is therefore created under a cgroup of its own
-// launch, acctRoot/<random> (the engine's cgroupfs driver creates it):
-// the kernel charges that parent hierarchically, and it outlives the
+// launch, acctRoot/uid_U/<random> (the engine's cgroupfs driver creates
+// it): the kernel charges that parent hierarchically, and it outlives the
 // container, so the exact totals are read there after the exit, and the
 // directory is removed then.
+//
+// The level above, acctRoot/uid_U, holds all of a user's containers on
+// the node: its pids.max is pids_limit_per_user, so the kernel itself caps
+// the processes of all of them together (a container's own pids_limit
+// caps only that one).
 const acctRoot = "/containerjob"
 
 // cgroupRoot is where the cgroup hierarchies are mounted; a variable for
@@ -32,16 +38,48 @@ var cgroupRoot = "/sys/fs/cgroup"
 // hierarchy's root.
 type acctParent struct{ path string }
 
-// newAcctParent names a fresh accounting cgroup, for engines that use the
-// cgroupfs driver (the systemd driver takes only slices, which systemd
-// removes with their last unit): elsewhere usage is sampled.
-func newAcctParent(ctx context.Context, eng Engine, socket string) *acctParent {
+// newAcctParent names a fresh accounting cgroup under the caller's own,
+// whose process cap it sets first, for engines that use the cgroupfs
+// driver (the systemd driver takes only slices, which systemd removes with
+// their last unit): elsewhere usage is sampled and there is no per-user
+// cap (containerjob doctor says so). A cap that cannot be set fails the
+// launch: it is the admin's bound.
+func newAcctParent(ctx context.Context, eng Engine, socket, uid string, pidsPerUser int64) (*acctParent, error) {
 	if cgroupDriver(ctx, eng, socket) != "cgroupfs" {
-		return nil
+		return nil, nil
+	}
+	if _, err := strconv.ParseUint(uid, 10, 32); err != nil {
+		return nil, fmt.Errorf("accounting cgroup: uid %q", uid)
+	}
+	user := acctRoot + "/uid_" + uid
+	if pidsPerUser > 0 {
+		if err := capUserPids(user, pidsPerUser); err != nil {
+			return nil, fmt.Errorf("the per-user process cap (pids_limit_per_user %d) cannot be set: %v", pidsPerUser, err)
+		}
 	}
 	b := make([]byte, 8)
 	rand.Read(b)
-	return &acctParent{path: acctRoot + "/" + hex.EncodeToString(b)}
+	return &acctParent{path: user + "/" + hex.EncodeToString(b)}, nil
+}
+
+// capUserPids creates the user's cgroup in the pids hierarchy (v1) or the
+// unified one (v2) and writes its pids.max.
+func capUserPids(rel string, max int64) error {
+	dir := filepath.Join(cgroupRoot, "pids", rel)
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "pids")); err != nil {
+		// cgroup v2: the pids controller must be enabled for the levels
+		// below the root (runc enables it further down).
+		dir = filepath.Join(cgroupRoot, rel)
+		top := filepath.Join(cgroupRoot, strings.TrimPrefix(acctRoot, "/"))
+		if err := os.MkdirAll(top, 0o755); err != nil {
+			return err
+		}
+		os.WriteFile(filepath.Join(top, "cgroup.subtree_control"), []byte("+pids"), 0o644)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.FormatInt(max, 10)), 0o644)
 }
 
 // read returns the totals the kernel charged to the parent: CPU time and
@@ -86,16 +124,38 @@ func removeCgroupDir(rel string) {
 }
 
 // cleanStaleAcct removes accounting cgroups that launches killed before
-// their cleanup left behind: only empty ones can be removed, so one in use
-// is never touched.
+// their cleanup left behind, then the users' empty ones: only empty
+// cgroups can be removed, so one in use is never touched. Under the launch
+// lock, so that no launch between setting a user's cap and creating its
+// container finds the user's cgroup gone (and recreated without the cap).
 func cleanStaleAcct() {
+	unlock, err := lockLaunches()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	root := strings.TrimPrefix(acctRoot, "/")
 	seen := map[string]bool{}
-	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", strings.TrimPrefix(acctRoot, "/"), "*"))
-	v2, _ := filepath.Glob(filepath.Join(cgroupRoot, strings.TrimPrefix(acctRoot, "/"), "*"))
-	for _, d := range append(dirs, v2...) {
-		if name := filepath.Base(d); !seen[name] {
-			seen[name] = true
-			removeCgroupDir(acctRoot + "/" + name)
+	launches, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", root, "uid_*", "*"))
+	v2, _ := filepath.Glob(filepath.Join(cgroupRoot, root, "uid_*", "*"))
+	for _, d := range append(launches, v2...) {
+		fi, err := os.Stat(d)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		rel := acctRoot + "/" + filepath.Base(filepath.Dir(d)) + "/" + filepath.Base(d)
+		if !seen[rel] {
+			seen[rel] = true
+			removeCgroupDir(rel)
+		}
+	}
+	users, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", root, "uid_*"))
+	v2u, _ := filepath.Glob(filepath.Join(cgroupRoot, root, "uid_*"))
+	for _, d := range append(users, v2u...) {
+		rel := acctRoot + "/" + filepath.Base(d)
+		if !seen[rel] {
+			seen[rel] = true
+			removeCgroupDir(rel)
 		}
 	}
 }

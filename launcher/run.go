@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,7 +162,11 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	// where the engine's driver allows one (acct.go).
 	var acct *acctParent
 	if d.CgroupParent == "" {
-		if acct = newAcctParent(ctx, eng, opts.EngineSocket); acct != nil {
+		var err error
+		if acct, err = newAcctParent(ctx, eng, opts.EngineSocket, d.Labels[policy.LabelUID], d.PidsPerUser.Max); err != nil {
+			return res, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		if acct != nil {
 			req.HostConfig.CgroupParent = acct.path
 			opts.Guard.AccountingParent = acct.path
 			defer acct.remove() // after the container's removal below
@@ -649,9 +652,6 @@ func lockLaunches() (func(), error) {
 
 // checkLimits counts the containers that exist for each of the decision's
 // limits (by containerjob's own labels) and refuses when one is reached.
-// With a per-user process budget, the new container's pids limit is what
-// is left of it after the caller's containers that can run (each carries
-// its own limit in a label), and none is left, the launch is refused.
 func checkLimits(ctx context.Context, eng Engine, d *policy.Decision, req *client.ContainerCreateOptions) error {
 	list := func(label, value string) ([]container.Summary, error) {
 		f := client.Filters{}
@@ -675,36 +675,5 @@ func checkLimits(ctx context.Context, eng Engine, d *policy.Decision, req *clien
 				What: fmt.Sprintf("a container beyond the %d allowed (%d exist)", l.Max, len(items)), Verb: "is refused by", Rule: l.Rule}}
 		}
 	}
-	if req.HostConfig.PidsLimit == nil {
-		return nil
-	}
-	own := *req.HostConfig.PidsLimit
-	if b := d.PidsPerUser; b.Max > 0 {
-		items, err := list(policy.LabelUID, d.Labels[policy.LabelUID])
-		if err != nil {
-			return err
-		}
-		used := int64(0)
-		for _, c := range items {
-			if c.State == container.StateExited || c.State == container.StateDead {
-				continue
-			}
-			n, err := strconv.ParseInt(c.Labels[policy.LabelPids], 10, 64)
-			if err != nil || n <= 0 {
-				n = own // made before this label existed: assume as much as this one
-			}
-			used += n
-		}
-		left := b.Max - used
-		if left < 1 {
-			return &Error{Code: ExitLaunchFailed, Err: &policy.Refusal{
-				What: fmt.Sprintf("another container while your containers on this node may already hold %d processes of the %d allowed", used, b.Max), Verb: "is refused by", Rule: b.Rule}}
-		}
-		if left < own {
-			own = left
-			req.HostConfig.PidsLimit = &own
-		}
-	}
-	req.Config.Labels[policy.LabelPids] = strconv.FormatInt(own, 10)
 	return nil
 }

@@ -127,6 +127,8 @@ type Decision struct {
 	Limits []CountLimit
 	// PidsPerUser caps the processes all of the caller's containers on
 	// the node may hold together (pids_limit_per_user); Max 0: no cap.
+	// The kernel enforces it, on a cgroup of the caller's that is the
+	// parent of all their containers (launcher/acct.go).
 	PidsPerUser CountLimit
 	Spec        specs.Spec
 	Labels      map[string]string
@@ -171,8 +173,6 @@ const (
 	LabelImage     = "org.containerjob.image"
 	LabelName      = "org.containerjob.name"
 	LabelMounts    = "org.containerjob.mounts"
-	// LabelPids is the container's pids limit, for the per-user budget.
-	LabelPids = "org.containerjob.pids"
 	LabelGPUs = "org.containerjob.gpus"
 )
 

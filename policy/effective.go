@@ -83,7 +83,7 @@ type String struct {
 // Built-in values of scalars no table sets.
 const (
 	defaultPidsLimit   = 4096
-	defaultPidsPerUser = 16384
+	defaultPidsPerUser = 32768
 )
 
 // Effective merges the tables that apply to caller. Lists accumulate
@@ -104,7 +104,7 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		ShmSizeMax:   Int{Origin: builtin("shm_size_max (default none)")},
 		MaxPerJob:    Int{Origin: builtin("max_containers_per_job (default none)")},
 		MaxPerUser:   Int{Origin: builtin("max_containers_per_user (default none)")},
-		PidsPerUser:  Int{Value: defaultPidsPerUser, Origin: builtin("pids_limit_per_user (default 16384)")},
+		PidsPerUser:  Int{Value: defaultPidsPerUser, Origin: builtin("pids_limit_per_user (default 32768)")},
 		WorkdirForce: String{Origin: builtin("workdir_force (default none)")},
 	}
 	// Look up the caller's few groups rather than walk the policy's many,
