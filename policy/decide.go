@@ -173,7 +173,7 @@ const (
 	LabelImage     = "org.containerjob.image"
 	LabelName      = "org.containerjob.name"
 	LabelMounts    = "org.containerjob.mounts"
-	LabelGPUs = "org.containerjob.gpus"
+	LabelGPUs      = "org.containerjob.gpus"
 )
 
 func builtin(rule string) Origin { return Origin{Table: "built-in", Key: rule} }

@@ -4,8 +4,8 @@ package integration
 
 import (
 	"bufio"
-	"fmt"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
