@@ -30,6 +30,8 @@ type Managed struct {
 	ShortName string // the name the user gave with --name, if any
 	Image     string // the reference the policy approved
 	GPUs      string // allocated GPU devices, comma-separated
+	Step      string // the job step that created it
+	Node      string // the node it was created for
 }
 
 // ListManaged lists containerjob's containers, optionally only those of
@@ -54,6 +56,7 @@ func ListManaged(ctx context.Context, eng Engine, scheduler, job string) ([]Mana
 			User: c.Labels[policy.LabelUser], UID: c.Labels[policy.LabelUID],
 			Job: c.Labels[policy.LabelJob], Scheduler: c.Labels[policy.LabelScheduler],
 			ShortName: c.Labels[policy.LabelName], Image: c.Labels[policy.LabelImage], GPUs: c.Labels[policy.LabelGPUs],
+			Step: c.Labels[policy.LabelStep], Node: c.Labels[policy.LabelNode],
 		}
 		if len(c.Names) > 0 {
 			m.Name = c.Names[0]

@@ -21,9 +21,15 @@
  * plugstack.conf:
  *   required /usr/local/lib/containerjob/spank_containerjob.so containerjob=/usr/local/bin/containerjob
  */
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <slurm/slurm.h>
 #include <slurm/spank.h>
 #include <slurm/slurm_version.h>
 
@@ -175,8 +181,6 @@ static const char *tristate(int v)
  */
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
-	int argc = 0;
-	char **argv = NULL;
 	(void) ac; (void) av;
 
 	if (!spank_remote(sp) || opt_image == NULL)
@@ -204,19 +208,92 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		}
 	}
 #else
-	if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS ||
-	    argc < 1 || argv == NULL || argv[0] == NULL) {
-		slurm_error("containerjob: the task has no command");
-		return -1;
+	{
+		int argc = 0;
+		char **argv = NULL;
+
+		if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS ||
+		    argc < 1 || argv == NULL || argv[0] == NULL) {
+			slurm_error("containerjob: the task has no command");
+			return -1;
+		}
+		if (setenv_task(sp, "CONTAINERJOB_SPANK_MODE", "argv0") ||
+		    setenv_task(sp, "CONTAINERJOB_SPANK_ARGV0", argv[0]))
+			return -1;
+		/* slurmstepd execs task->argv, which is this array: the task now
+		 * starts containerjob, which finds the real command in the env. */
+		argv[0] = strdup(containerjob_path);
+		if (argv[0] == NULL)
+			return -1;
 	}
-	if (setenv_task(sp, "CONTAINERJOB_SPANK_MODE", "argv0") ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_ARGV0", argv[0]))
-		return -1;
-	/* slurmstepd execs task->argv, which is this array: the task now
-	 * starts containerjob, which finds the real command in the env. */
-	argv[0] = strdup(containerjob_path);
-	if (argv[0] == NULL)
-		return -1;
 #endif
+	return 0;
+}
+
+/* The step's name as containerjob labels it (from the step's cgroup). */
+static void step_name(uint32_t step, char *buf, size_t len)
+{
+	switch (step) {
+	case SLURM_BATCH_SCRIPT:
+		snprintf(buf, len, "batch");
+		break;
+	case SLURM_EXTERN_CONT:
+		snprintf(buf, len, "extern");
+		break;
+#ifdef SLURM_INTERACTIVE_STEP
+	case SLURM_INTERACTIVE_STEP:
+		snprintf(buf, len, "interactive");
+		break;
+#endif
+	default:
+		snprintf(buf, len, "%u", step);
+	}
+}
+
+/*
+ * Runs in slurmstepd, as root, when the step ends: whatever containers the
+ * step's tasks left on this node (a client killed with SIGKILL, a task
+ * that died mid-launch) are removed now, not at the job's end. The
+ * wrapper form (srun containerjob IMG) is covered too: the plugin sees
+ * every step. Named containers are kept for the job's later steps. A
+ * failure is logged and never fails the step: the epilogue and gc remain.
+ */
+int slurm_spank_exit(spank_t sp, int ac, char **av)
+{
+	uint32_t job = 0, step = 0;
+	char jobs[32], steps[32];
+	pid_t pid;
+	int status;
+	(void) ac; (void) av;
+
+	if (!spank_remote(sp))
+		return 0;
+	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS ||
+	    spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS)
+		return 0;
+	snprintf(jobs, sizeof(jobs), "%u", job);
+	step_name(step, steps, sizeof(steps));
+
+	pid = fork();
+	if (pid < 0) {
+		slurm_error("containerjob: step %s.%s: cannot fork the cleanup", jobs, steps);
+		return 0;
+	}
+	if (pid == 0) {
+		char *const argv[] = { containerjob_path, "epilog", "--scheduler", "slurm",
+			"--job", jobs, "--step", steps, "--quiet", NULL };
+		char *const envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", NULL };
+		int fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execve(containerjob_path, argv, envp);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) == pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		slurm_info("containerjob: step %s.%s: cleanup exited with status %d; the epilogue will remove what is left",
+			   jobs, steps, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	return 0;
 }

@@ -54,7 +54,8 @@ func jobFromHookEnv(sched string) string {
 }
 
 func newCleanupCmd(use, short string, prolog bool) *cobra.Command {
-	var sched, job, policyPath string
+	var sched, job, step, policyPath string
+	var quiet bool
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
@@ -108,16 +109,20 @@ could not be removed.`,
 			if err != nil {
 				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 			}
-			return cleanupJob(cmd, pol, trail, sched, job, cmd.Name())
+			return cleanupJob(cmd, pol, trail, sched, job, step, quiet, cmd.Name())
 		},
 	}
+	cmd.Flags().StringVar(&step, "step", "", "only the containers this step of the job created, named ones excepted (the SPANK plugin, at the step's end)")
+	cmd.Flags().BoolVar(&quiet, "quiet", false, "print only errors")
+	cmd.Flags().MarkHidden("step")
+	cmd.Flags().MarkHidden("quiet")
 	cmd.Flags().StringVar(&sched, "scheduler", "slurm", "slurm or pbs")
 	cmd.Flags().StringVar(&job, "job", "", "job id (default: from the hook's environment)")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
 	return cmd
 }
 
-func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched, job, hook string) error {
+func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched, job, step string, quiet bool, hook string) error {
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
 	if err != nil {
 		return err
@@ -130,16 +135,23 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 		trail.Record(hook, map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 		return nil
 	}
+	if step != "" {
+		// A step's end: its own containers, not the job's named ones,
+		// which later steps run in.
+		cs = slices.DeleteFunc(cs, func(c launcher.Managed) bool { return c.Step != step || c.ShortName != "" })
+	}
 	errs := launcher.RemoveAll(ctx, eng, cs)
-	launcher.CleanStale()
+	if step == "" {
+		launcher.CleanStale()
+	}
 	failed := 0
 	for _, c := range cs {
-		rec := map[string]any{"job": job, "scheduler": sched, "container": c.ID, "user": c.User, "uid": c.UID, "state": c.State}
+		rec := map[string]any{"job": job, "step": c.Step, "scheduler": sched, "container": c.ID, "user": c.User, "uid": c.UID, "state": c.State}
 		if err := errs[c.ID]; err != nil {
 			failed++
 			errorf("%s for job %s: %v", hook, job, err)
 			rec["error"] = err.Error()
-		} else {
+		} else if !quiet {
 			fmt.Fprintf(cmd.ErrOrStderr(), "containerjob: %s: removed container %.12s (%s, user %s, was %s)\n", hook, c.ID, c.Name, c.User, c.State)
 		}
 		trail.Record(hook+"-removed", rec)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
 )
 
 func TestWrapperInsideStep(t *testing.T) {
@@ -460,4 +463,34 @@ func TestMaxContainersUnderBurst(t *testing.T) {
 	as(t, alice, dir, "scancel "+id)
 	waitJob(t, id, 2*time.Minute)
 	waitFor(t, time.Minute, "the job's containers to be removed", func() bool { return len(jobContainers(t, id)) == 0 })
+}
+
+// TestStepEndRemovesItsContainers: a client killed with SIGKILL leaves its
+// container; the SPANK plugin removes it when the step ends, while the
+// job goes on, not at the job's end. Named containers stay for later steps.
+func TestStepEndRemovesItsContainers(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	marker := "stepend-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\n"+
+		"srun --container-image=alpine:3.20 --container-name=keep true\n"+
+		"srun containerjob alpine:3.20 sh -c 'echo "+marker+"; sleep 600'\n"+
+		"echo step-ended; sleep 600\n")
+	defer as(t, alice, dir, "scancel "+id)
+	waitFor(t, 2*time.Minute, "the step's container", func() bool { return len(jobContainers(t, id)) == 2 })
+	killPrivileged(t, marker)
+	waitFor(t, time.Minute, "the step's end to remove its container", func() bool {
+		out, _ := os.ReadFile(filepath.Join(dir, "out-"+id+".txt"))
+		return strings.Contains(string(out), "step-ended") && len(jobContainers(t, id)) == 1
+	})
+	if state, _ := jobState(t, id); state != "RUNNING" {
+		t.Errorf("job %s is %s; the step's container should go while the job runs", id, state)
+	}
+	ids := jobContainers(t, id)
+	if len(ids) == 1 {
+		c, err := docker.ContainerInspect(context.Background(), ids[0], client.ContainerInspectOptions{})
+		if err != nil || c.Container.Config.Labels["org.containerjob.name"] != "keep" {
+			t.Errorf("the container left is not the job's named one: %v %+v", err, c.Container.Config.Labels)
+		}
+	}
 }
