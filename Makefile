@@ -26,7 +26,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
+.PHONY: spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
 
 all: build spank
 
@@ -40,6 +40,11 @@ spank: bin/spank_containerjob.so
 bin/spank_containerjob.so: spank/containerjob.c spank/exports.map
 	@mkdir -p bin
 	$(CC) $(SPANK_CFLAGS) -shared -Wl,--version-script=spank/exports.map -o $@ spank/containerjob.c
+
+# The plugin with -Werror against the installed Slurm's headers and Debian
+# 13's (Slurm 24.11, fetched by name, headers only).
+spank-check:
+	./contrib/dev/spank-check
 
 # Unit tests: pure, no engine, no scheduler.
 unit:
@@ -143,7 +148,7 @@ guide: services
 
 # Everything CI runs: the guide on a fresh machine, then every test against
 # the installed package.
-check: guide rpm
+check: guide rpm spank-check
 	$(MAKE) test BINDIR=/usr/bin CONTAINERJOB_DEB=$(wildcard $(CURDIR)/bin/containerjob_*_amd64.deb) CONTAINERJOB_RPM=$(wildcard $(CURDIR)/bin/containerjob-*.x86_64.rpm)
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
