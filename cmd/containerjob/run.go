@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -222,7 +221,12 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		trail.Record("decision", record)
 		return err
 	}
-	pjob, gpuIDs, devices := policyJob(job)
+	pjob, gpuIDs, devices, err := policyJob(job, pol.Settings.GPUsMode)
+	if err != nil {
+		record["decision"], record["reason"] = "refused", err.Error()
+		trail.Record("decision", record)
+		return err
+	}
 	dec, err := pol.Decide(req, caller, pjob)
 	if err != nil {
 		record["decision"], record["reason"] = "refused", err.Error()
@@ -551,17 +555,30 @@ var gpuControlFiles = []string{"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia
 
 // policyJob turns the verified job into the policy's terms, and returns
 // what the guard independently allows: GPU ids in every form a device
-// request may use, and device files.
-func policyJob(job scheduler.Job) (policy.Job, []string, []string) {
+// request may use, and device files. In gpus_mode "nvidia" each GPU is
+// named to the engine by its UUID, read from the driver's record of that
+// very device; a GPU whose UUID cannot be established fails the launch
+// (an index could name another job's GPU).
+func policyJob(job scheduler.Job, gpusMode string) (policy.Job, []string, []string, error) {
 	pj := policy.Job{
 		Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files,
 		CPUs: job.Alloc.CPUs, MemoryBytes: job.Alloc.MemoryBytes, StepCgroup: job.Cgroup,
 	}
 	var ids, devices []string
-	uuids := gpuUUIDs()
+	var uuids map[int]string
+	if len(job.Alloc.GPUs) > 0 && gpusMode == "nvidia" {
+		var err error
+		if uuids, err = scheduler.NvidiaUUIDs("/proc"); err != nil {
+			return pj, nil, nil, fmt.Errorf("gpus_mode \"nvidia\" names GPUs by UUID, and %v; the admin checks the NVIDIA driver on this node, or sets gpus_mode = \"devices\" or \"cdi\"", err)
+		}
+	}
 	for _, g := range job.Alloc.GPUs {
 		id := strconv.Itoa(g.Minor)
-		if u, ok := uuids[g.Minor]; ok {
+		if uuids != nil {
+			u, ok := uuids[g.Minor]
+			if !ok {
+				return pj, nil, nil, fmt.Errorf("gpus_mode \"nvidia\": the NVIDIA driver has no GPU with device minor %d (%s, the job's); the admin checks gres.conf against /proc/driver/nvidia/gpus", g.Minor, g.Device)
+			}
 			id = u
 		}
 		pj.GPUs = append(pj.GPUs, policy.GPU{ID: id, Device: g.Device, Minor: int64(g.Minor)})
@@ -576,31 +593,7 @@ func policyJob(job scheduler.Job) (policy.Job, []string, []string) {
 			}
 		}
 	}
-	return pj, ids, devices
-}
-
-// gpuUUIDs maps NVIDIA device minors to GPU UUIDs with nvidia-smi, where
-// the driver is installed, so the engine is asked for exactly those GPUs
-// whatever its own numbering. Not available: indices are used.
-func gpuUUIDs() map[int]string {
-	const smi = "/usr/bin/nvidia-smi"
-	if _, err := os.Stat(smi); err != nil {
-		return nil
-	}
-	cmd := exec.Command(smi, "--query-gpu=minor_number,uuid", "--format=csv,noheader")
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	out, err := cmd.Output()
-	if err != nil {
-		return nil
-	}
-	m := map[int]string{}
-	for _, line := range strings.Split(string(out), "\n") {
-		minor, uuid, ok := strings.Cut(line, ",")
-		if n, err := strconv.Atoi(strings.TrimSpace(minor)); ok && err == nil {
-			m[n] = strings.TrimSpace(uuid)
-		}
-	}
-	return m
+	return pj, ids, devices, nil
 }
 
 // detectPBSJob verifies a PBS job the same way: qstat's record, and the

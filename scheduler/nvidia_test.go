@@ -1,0 +1,35 @@
+package scheduler
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The fixture is laid out as driver 580 keeps it (no nvidia-smi
+// minor_number any more); its bus order and minors disagree on purpose.
+func TestNvidiaUUIDs(t *testing.T) {
+	got, err := NvidiaUUIDs("testdata/proc-nvidia-580")
+	want := map[int]string{0: "GPU-0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6", 1: "GPU-5f9c4d0e-8a1b-4c2d-9e3f-0a1b2c3d4e5f"}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("NvidiaUUIDs = %v, %v; want %v", got, err, want)
+	}
+	bad := t.TempDir()
+	dir := filepath.Join(bad, "driver/nvidia/gpus/bus-01")
+	os.MkdirAll(dir, 0o755)
+	for _, tt := range []struct{ name, info, wantErr string }{
+		{"no minor", "GPU UUID: \t GPU-1\n", "no Device Minor"},
+		{"no uuid", "Device Minor: \t 0\n", "no Device Minor"},
+		{"uuid that is not one", "Device Minor: 0\nGPU UUID: GPU-1, GPU-2\n", "no Device Minor"},
+	} {
+		os.WriteFile(filepath.Join(dir, "information"), []byte(tt.info), 0o644)
+		if _, err := NvidiaUUIDs(bad); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%s: err %v, want %q", tt.name, err, tt.wantErr)
+		}
+	}
+	if _, err := NvidiaUUIDs(t.TempDir()); err == nil || !strings.Contains(err.Error(), "cannot be read") {
+		t.Errorf("no driver: err %v", err)
+	}
+}
