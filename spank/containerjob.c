@@ -183,7 +183,10 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void) ac; (void) av;
 
-	if (!spank_remote(sp) || opt_image == NULL)
+	/* A step with --container-name alone runs in the job's existing
+	 * container of that name (pyxis); containerjob refuses it when there
+	 * is none. It never runs on the host. */
+	if (!spank_remote(sp) || (opt_image == NULL && opt_name == NULL))
 		return 0;
 
 	if (setenv_task(sp, "CONTAINERJOB_SPANK", "1") ||

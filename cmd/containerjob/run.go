@@ -42,6 +42,7 @@ type runFlags struct {
 	capAdd      []string
 	publish     []string
 	noDefault   []string
+	existing    bool
 	// root only
 	policyPath string
 	asUser     string
@@ -91,6 +92,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the container the policy would create (JSON), create nothing")
 	fl.BoolVar(&f.timings, "timings", false, "print how long each phase of the launch took, on one stderr line (for make bench)")
 	fl.MarkHidden("timings")
+	fl.BoolVar(&f.existing, "existing", false, "run in the job's existing container named by --name, with its image (no IMAGE argument)")
+	fl.MarkHidden("existing")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
 	fl.MarkHidden("job-env-fd")
 	fl.StringVar(&f.policyPath, "policy", "", "policy file (root only)")
@@ -141,7 +144,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -210,7 +213,20 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	defer trail.Close()
 
+	if f.existing {
+		// A step with --container-name and no image (pyxis): the
+		// command runs in the job's container of that name, whose image
+		// stands in for the image argument; without one, it is refused,
+		// never run on the host.
+		if f.name == "" {
+			return usagef("--existing needs --name")
+		}
+		args = append([]string{existingImage}, args...)
+	}
 	req, job, err := buildRequest(fl, f, args, jobEnv, &caller, pol)
+	if err == nil && f.existing {
+		req.Image, err = existingNamedImage(pol, caller, job, f.name)
+	}
 	clock.mark("request")
 	record := map[string]any{
 		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": inv.String(),
@@ -630,4 +646,37 @@ func printDryRun(cmd *cobra.Command, eng launcher.Engine, dec *policy.Decision, 
 	enc := json.NewEncoder(cmd.OutOrStdout())
 	enc.SetIndent("", "  ")
 	return enc.Encode(map[string]any{"name": req.Name, "config": req.Config, "host_config": req.HostConfig, "rules": trail})
+}
+
+// existingImage stands for the image argument of a --existing run until
+// the named container's own image is known; it is never judged or run.
+const existingImage = "containerjob.invalid/existing:named"
+
+// existingNamedImage is the image of the caller's container called name in
+// the verified job on this node, as the policy approved it when the
+// container was created (the policy judges it again now).
+func existingNamedImage(pol *policy.Policy, caller policy.Caller, job scheduler.Job, name string) (string, error) {
+	refuse := func(why string) error {
+		return &policy.Refusal{What: fmt.Sprintf("--container-name %q without --container-image (%s); name the image on the step that creates the container", name, why),
+			Verb: "is refused by", Rule: policy.Origin{Table: "built-in", Key: "named-container"}}
+	}
+	if job.ID == "" {
+		return "", refuse("outside a job there are no named containers")
+	}
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return "", err
+	}
+	defer eng.Close()
+	cs, err := launcher.ListManaged(context.Background(), eng, job.Scheduler, job.ID)
+	if err != nil {
+		return "", fmt.Errorf("looking up container %q: %v", name, err)
+	}
+	uid := strconv.FormatUint(uint64(caller.UID), 10)
+	for _, c := range cs {
+		if c.UID == uid && c.ShortName == name && c.Image != "" && (c.Node == "" || c.Node == job.Node) {
+			return c.Image, nil
+		}
+	}
+	return "", refuse(fmt.Sprintf("job %s has no container of that name on this node", job.ID))
 }

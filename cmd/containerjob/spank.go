@@ -33,10 +33,15 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 		return nil, true, fmt.Errorf("the task has no command")
 	}
 	image := get("IMAGE")
-	if image == "" {
-		return nil, true, fmt.Errorf("--container-image is empty")
-	}
 	args = []string{"run"}
+	if image == "" {
+		// pyxis: --container-name alone runs in the job's existing
+		// container of that name.
+		if get("NAME") == "" {
+			return nil, true, fmt.Errorf("--container-image is empty")
+		}
+		args = append(args, "--existing")
+	}
 	if m := get("MOUNTS"); m != "" {
 		for _, spec := range strings.Split(m, ",") {
 			v, err := pyxisMount(spec)
@@ -81,7 +86,10 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 			os.Unsetenv(k)
 		}
 	}
-	args = append(args, "--", image)
+	args = append(args, "--")
+	if image != "" {
+		args = append(args, image)
+	}
 	return append(args, cmd...), true, nil
 }
 

@@ -494,3 +494,26 @@ func TestStepEndRemovesItsContainers(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerNameAloneNeverRunsOnTheHost: pyxis runs a step with only
+// --container-name in the job's existing container of that name; without
+// one, the step is refused (125, one line), never run on the host.
+func TestContainerNameAloneNeverRunsOnTheHost(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\n"+
+		"srun --container-name=nosuch sh -c 'echo ran-on-host'; echo rc=$?\n"+
+		"srun --container-image=alpine:3.20 --container-name=w sh -c 'echo inside > /tmp/mark'\n"+
+		"srun --container-name=w cat /tmp/mark; echo rc=$?\n")
+	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
+		t.Errorf("job %s: %s", id, state)
+	}
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	if strings.Contains(out, "ran-on-host") || !strings.Contains(out, "rc=125") ||
+		!strings.Contains(out, `containerjob: error: --container-name "nosuch" without --container-image (job `+id+` has no container of that name on this node)`) {
+		t.Errorf("a name-only step without the container: %q; want one refusal line and rc=125, nothing run", out)
+	}
+	if !strings.Contains(out, "inside\nrc=0") {
+		t.Errorf("a name-only step with the container did not run in it: %q", out)
+	}
+}
