@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,11 +50,14 @@ static char *opt_name;
 static int opt_mount_home = -1;  /* -1 unset, 0 no, 1 yes */
 static int opt_readonly = -1;
 static int opt_entrypoint = -1;
+static int opt_remap_root = -1;
+static char *opt_save;
 
 enum {
 	OPT_IMAGE = 1, OPT_MOUNTS, OPT_WORKDIR, OPT_ENV, OPT_NAME,
 	OPT_MOUNT_HOME, OPT_NO_MOUNT_HOME, OPT_READONLY, OPT_WRITABLE,
-	OPT_ENTRYPOINT, OPT_NO_ENTRYPOINT,
+	OPT_ENTRYPOINT, OPT_NO_ENTRYPOINT, OPT_REMAP_ROOT, OPT_NO_REMAP_ROOT,
+	OPT_SAVE, OPT_ENTRYPOINT_LOG,
 };
 
 /* Values are checked only for shape here; containerjob validates them. */
@@ -96,6 +100,10 @@ static int option_cb(int val, const char *optarg, int remote)
 	case OPT_WRITABLE:      opt_readonly = 0; return 0;
 	case OPT_ENTRYPOINT:    opt_entrypoint = 1; return 0;
 	case OPT_NO_ENTRYPOINT: opt_entrypoint = 0; return 0;
+	case OPT_REMAP_ROOT:    opt_remap_root = 1; return 0;
+	case OPT_NO_REMAP_ROOT: opt_remap_root = 0; return 0;
+	case OPT_SAVE:          return set_string(&opt_save, "container-save", optarg);
+	case OPT_ENTRYPOINT_LOG: return 0; /* the entrypoint's output is in the step's log already */
 	}
 	return -1;
 }
@@ -128,6 +136,14 @@ static struct spank_option options[] = {
 	  "[containerjob] run the image's entrypoint (default)", 0, OPT_ENTRYPOINT, option_cb },
 	{ "no-container-entrypoint", NULL,
 	  "[containerjob] do not run the image's entrypoint", 0, OPT_NO_ENTRYPOINT, option_cb },
+	{ "container-entrypoint-log", NULL,
+	  "[containerjob] accepted: the entrypoint's output is in the step's log anyway", 0, OPT_ENTRYPOINT_LOG, option_cb },
+	{ "container-remap-root", NULL,
+	  "[containerjob] refused: containers always run as your own uid", 0, OPT_REMAP_ROOT, option_cb },
+	{ "no-container-remap-root", NULL,
+	  "[containerjob] run as your own uid inside the container (always so)", 0, OPT_NO_REMAP_ROOT, option_cb },
+	{ "container-save", "PATH",
+	  "[containerjob] refused: containerjob does not save container filesystems", 1, OPT_SAVE, option_cb },
 	SPANK_OPTIONS_TABLE_END
 };
 
@@ -175,6 +191,60 @@ static const char *tristate(int v)
 	return v < 0 ? NULL : (v ? "1" : "0");
 }
 
+/* pyxis' yes/no spellings of its PYXIS_CONTAINER_* booleans. */
+static int parse_bool(const char *v)
+{
+	if (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "y") || !strcasecmp(v, "on"))
+		return 1;
+	if (!strcmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "n") || !strcasecmp(v, "off"))
+		return 0;
+	return -1;
+}
+
+/*
+ * The PYXIS_CONTAINER_* variables of the job's environment stand in for
+ * options that were not given, as with pyxis; they are the user's own
+ * words either way, and containerjob judges them the same.
+ */
+static int pyxis_env(spank_t sp)
+{
+	static const struct { const char *var; char **dst; const char *opt; } strs[] = {
+		{ "PYXIS_CONTAINER_IMAGE", &opt_image, "container-image" },
+		{ "PYXIS_CONTAINER_MOUNTS", &opt_mounts, "container-mounts" },
+		{ "PYXIS_CONTAINER_WORKDIR", &opt_workdir, "container-workdir" },
+		{ "PYXIS_CONTAINER_NAME", &opt_name, "container-name" },
+		{ "PYXIS_CONTAINER_SAVE", &opt_save, "container-save" },
+		{ "PYXIS_CONTAINER_ENV", &opt_env, "container-env" },
+	};
+	static const struct { const char *var; int *dst; int invert; } bools[] = {
+		{ "PYXIS_CONTAINER_MOUNT_HOME", &opt_mount_home, 0 },
+		{ "PYXIS_CONTAINER_REMAP_ROOT", &opt_remap_root, 0 },
+		{ "PYXIS_CONTAINER_ENTRYPOINT", &opt_entrypoint, 0 },
+		{ "PYXIS_CONTAINER_WRITABLE", &opt_readonly, 1 },
+		{ "PYXIS_CONTAINER_READONLY", &opt_readonly, 0 },
+	};
+	char buf[MAX_OPT_LEN + 1];
+	size_t i;
+
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		if (*strs[i].dst != NULL || spank_getenv(sp, strs[i].var, buf, sizeof(buf)) != ESPANK_SUCCESS)
+			continue;
+		if (set_string(strs[i].dst, strs[i].opt, buf))
+			return -1;
+	}
+	for (i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+		int v;
+		if (*bools[i].dst != -1 || spank_getenv(sp, bools[i].var, buf, sizeof(buf)) != ESPANK_SUCCESS)
+			continue;
+		if ((v = parse_bool(buf)) < 0) {
+			slurm_error("containerjob: %s=%s is not a yes or no", bools[i].var, buf);
+			return -1;
+		}
+		*bools[i].dst = bools[i].invert ? !v : v;
+	}
+	return 0;
+}
+
 /*
  * Runs in the task, as the job's user, just before slurmstepd's own
  * TaskProlog, rlimits and execve.
@@ -183,10 +253,14 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void) ac; (void) av;
 
+	if (!spank_remote(sp))
+		return 0;
+	if (pyxis_env(sp))
+		return -1;
 	/* A step with --container-name alone runs in the job's existing
 	 * container of that name (pyxis); containerjob refuses it when there
 	 * is none. It never runs on the host. */
-	if (!spank_remote(sp) || (opt_image == NULL && opt_name == NULL))
+	if (opt_image == NULL && opt_name == NULL)
 		return 0;
 
 	if (setenv_task(sp, "CONTAINERJOB_SPANK", "1") ||
@@ -197,7 +271,9 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	    setenv_task(sp, "CONTAINERJOB_SPANK_NAME", opt_name) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_MOUNT_HOME", tristate(opt_mount_home)) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_READONLY", tristate(opt_readonly)) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT", tristate(opt_entrypoint)))
+	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT", tristate(opt_entrypoint)) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_REMAP_ROOT", tristate(opt_remap_root)) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_SAVE", opt_save))
 		return -1;
 
 #if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 11, 0)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,8 @@ type runFlags struct {
 	publish     []string
 	noDefault   []string
 	existing    bool
+	localOnly   bool
+	mountHome   bool
 	// root only
 	policyPath string
 	asUser     string
@@ -92,6 +95,10 @@ Flags go before the image; everything after it is the command.`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the container the policy would create (JSON), create nothing")
 	fl.BoolVar(&f.timings, "timings", false, "print how long each phase of the launch took, on one stderr line (for make bench)")
 	fl.MarkHidden("timings")
+	fl.BoolVar(&f.localOnly, "local-only", false, "use the image on this node only, never pull it (pyxis dockerd://)")
+	fl.MarkHidden("local-only")
+	fl.BoolVar(&f.mountHome, "mount-home", false, "bind your home directory at its path, unless a default mount already does (pyxis --container-mount-home)")
+	fl.MarkHidden("mount-home")
 	fl.BoolVar(&f.existing, "existing", false, "run in the job's existing container named by --name, with its image (no IMAGE argument)")
 	fl.MarkHidden("existing")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
@@ -144,7 +151,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing", "local-only", "mount-home"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -391,6 +398,12 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 	if fl.Changed("entrypoint") {
 		req.Entrypoint = &f.entrypoint
 	}
+	if f.localOnly {
+		if f.pull != "" && f.pull != "never" {
+			return req, nil, usagef("--pull %s contradicts the image's dockerd:// (never pull)", f.pull)
+		}
+		req.Pull = "never"
+	}
 	for _, e := range f.env {
 		if !strings.Contains(e, "=") {
 			// Under sudo the unprivileged side already turned NAME into
@@ -496,6 +509,16 @@ func buildRequest(fl *pflag.FlagSet, f *runFlags, args, jobEnv []string, caller 
 			if src, err := userfs.Resolve(dm.Path, "/"); err == nil {
 				req.DefaultMounts = append(req.DefaultMounts, policy.MountRequest{Given: dm.Path, Source: src, Target: dm.Path, ReadOnly: dm.ReadOnly})
 			}
+		}
+		// --mount-home: a no-op where a default mount (not opted out of)
+		// shows home already, as pyxis treats a home enroot mounts.
+		if f.mountHome && !slices.ContainsFunc(req.DefaultMounts, func(m policy.MountRequest) bool {
+			return m.Target == caller.Home && !slices.Contains(req.NoDefaultMounts, m.Target) && !slices.Contains(req.NoDefaultMounts, "all")
+		}) {
+			if !slices.Contains(req.Flags, "volume") {
+				req.Flags = append(req.Flags, "volume")
+			}
+			req.Mounts = append(req.Mounts, policy.MountRequest{Given: caller.Home, Source: caller.Home, Target: caller.Home})
 		}
 		return nil
 	})

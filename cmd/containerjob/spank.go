@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/containerjob/containerjob/policy"
 )
 
 // The SPANK plugin (spank/containerjob.c) makes each task of a step start
@@ -32,8 +34,22 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	if len(cmd) == 0 || cmd[0] == "" {
 		return nil, true, fmt.Errorf("the task has no command")
 	}
-	image := get("IMAGE")
+	// What containerjob cannot honour safely is refused with one line,
+	// never silently done otherwise.
+	if get("REMAP_ROOT") == "1" {
+		return nil, true, spankRefusal("--container-remap-root", "Docker cannot make you root inside a container without making the container's root the node's root (no user namespace per container here); containers run as your own uid, as --no-container-remap-root asks")
+	}
+	if get("SAVE") != "" {
+		return nil, true, spankRefusal("--container-save", "containerjob does not write container filesystems to files; the node's images are the admin's (image-store rule)")
+	}
+	image, localOnly, err := pyxisImage(get("IMAGE"))
+	if err != nil {
+		return nil, true, err
+	}
 	args = []string{"run"}
+	if localOnly {
+		args = append(args, "--local-only")
+	}
 	if image == "" {
 		// pyxis: --container-name alone runs in the job's existing
 		// container of that name.
@@ -56,7 +72,8 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	if home := os.Getenv("HOME"); home != "" {
 		switch get("MOUNT_HOME") {
 		case "1":
-			args = append(args, "--volume="+home+":"+home)
+			// Mounted unless the site's default mounts already do.
+			args = append(args, "--mount-home")
 		case "0":
 			args = append(args, "--no-default-mount="+home)
 		}
@@ -93,21 +110,75 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	return append(args, cmd...), true, nil
 }
 
+// spankRefusal is a --container-* option containerjob does not offer.
+func spankRefusal(opt, why string) error {
+	return &policy.Refusal{What: opt, Verb: "is refused (" + why + ") by", Rule: policy.Origin{Table: "built-in", Key: "pyxis-options"}}
+}
+
+// pyxisImage turns pyxis' image syntax into a Docker reference:
+// [USER@][REGISTRY#]IMAGE[:TAG] (the user is enroot's credentials name,
+// not part of the image), docker://REF, and dockerd://REF, the local
+// engine's image (localOnly: never pulled). A path is a squashfs file,
+// which is not a Docker image.
+func pyxisImage(s string) (ref string, localOnly bool, err error) {
+	switch {
+	case s == "":
+		return "", false, nil
+	case strings.HasPrefix(s, "/") || strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") ||
+		strings.HasSuffix(s, ".sqsh") || strings.HasSuffix(s, ".squashfs"):
+		return "", false, spankRefusal("--container-image "+s, "a squashfs file is not a Docker image; name an image by its reference, e.g. nvcr.io#nvidia/pytorch:24.01-py3")
+	}
+	if rest, ok := strings.CutPrefix(s, "dockerd://"); ok {
+		s, localOnly = rest, true
+	} else if rest, ok := strings.CutPrefix(s, "docker://"); ok {
+		s = rest
+	}
+	if user, rest, ok := strings.Cut(s, "@"); ok && strings.Contains(rest, "#") && !strings.ContainsAny(user, "/:#") {
+		s = rest // USER@REGISTRY#IMAGE: the user names enroot credentials
+	}
+	if registry, image, ok := strings.Cut(s, "#"); ok {
+		if registry == "" || image == "" || strings.Contains(image, "#") {
+			return "", false, fmt.Errorf("--container-image %q is not [USER@][REGISTRY#]IMAGE[:TAG]", s)
+		}
+		s = registry + "/" + image
+	}
+	return s, localOnly, nil
+}
+
 // pyxisMount converts pyxis' SRC[:DST[:FLAGS]] to -v syntax; a lone SRC is
-// mounted at the same path.
+// mounted at the same path. FLAGS are enroot's mount options joined with
+// "+": ro and rw set the access; what containerjob does anyway (recursive
+// binds, private propagation, no setuid or device access: no-new-
+// privileges and the device cgroup) is accepted; anything else is refused
+// rather than silently dropped.
 func pyxisMount(spec string) (string, error) {
 	parts := strings.Split(spec, ":")
-	switch len(parts) {
-	case 1:
-		return parts[0] + ":" + parts[0], nil
-	case 2:
-		return spec, nil
-	case 3:
-		switch parts[2] {
-		case "ro", "rw":
-			return spec, nil
-		}
-		return "", fmt.Errorf("--container-mounts %q: flag %q is not ro or rw", spec, parts[2])
+	if len(parts) > 3 || parts[0] == "" || (len(parts) > 1 && parts[1] == "") {
+		return "", fmt.Errorf("--container-mounts %q is not SRC[:DST[:FLAGS]]", spec)
 	}
-	return "", fmt.Errorf("--container-mounts %q is not SRC[:DST[:ro]]", spec)
+	if parts[0] == "tmpfs" || parts[0] == "umount" {
+		return "", spankRefusal("--container-mounts "+spec, "only host directories can be mounted")
+	}
+	if len(parts) == 1 {
+		return parts[0] + ":" + parts[0], nil
+	}
+	mode := ""
+	if len(parts) == 3 && parts[2] != "" {
+		for _, f := range strings.Split(parts[2], "+") {
+			switch {
+			case f == "ro" || f == "rw":
+				if mode != "" && mode != f {
+					return "", fmt.Errorf("--container-mounts %q: both ro and rw", spec)
+				}
+				mode = f
+			case f == "rbind", f == "bind", f == "rprivate", f == "private", f == "nosuid", f == "nodev", strings.HasPrefix(f, "x-create="):
+			default:
+				return "", spankRefusal("--container-mounts "+spec, fmt.Sprintf("mount flag %q cannot be honoured: bind mounts here are recursive and private, without setuid or device access, read-only or read-write", f))
+			}
+		}
+	}
+	if mode == "" {
+		return parts[0] + ":" + parts[1], nil
+	}
+	return parts[0] + ":" + parts[1] + ":" + mode, nil
 }

@@ -35,7 +35,7 @@ func TestSpankArgs(t *testing.T) {
 			[]string{"containerjob", "true"}, "run --volume=/data:/data --volume=/scratch:/s --volume=/ref:/ref:ro -- alpine true", ""},
 		{"mount home",
 			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNT_HOME": "1"},
-			[]string{"containerjob", "true"}, "run --volume=/home/alice:/home/alice -- alpine true", ""},
+			[]string{"containerjob", "true"}, "run --mount-home -- alpine true", ""},
 		{"no mount home leaves out the default",
 			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNT_HOME": "0"},
 			[]string{"containerjob", "true"}, "run --no-default-mount=/home/alice -- alpine true", ""},
@@ -51,9 +51,35 @@ func TestSpankArgs(t *testing.T) {
 			map[string]string{"": "1", "MODE": "prepend", "IMAGE": "--privileged"},
 			[]string{"containerjob", "true"}, "run -- --privileged true", ""},
 		{"bad mount flag", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/a:/b:rshared"},
-			[]string{"containerjob", "true"}, "", `flag "rshared" is not ro or rw`},
+			[]string{"containerjob", "true"}, "", `mount flag "rshared" cannot be honoured`},
 		{"too many colons", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/a:/b:ro:x"},
-			[]string{"containerjob", "true"}, "", "is not SRC[:DST[:ro]]"},
+			[]string{"containerjob", "true"}, "", "is not SRC[:DST[:FLAGS]]"},
+		{"pyxis mount flags joined with +", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/a:/b:ro+rprivate,/c:/d:rw+rbind+nosuid,/e:/f:x-create=dir"},
+			[]string{"containerjob", "true"}, "run --volume=/a:/b:ro --volume=/c:/d:rw --volume=/e:/f -- alpine true", ""},
+		{"noexec cannot be honoured", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/a:/b:ro+noexec"},
+			[]string{"containerjob", "true"}, "", `mount flag "noexec" cannot be honoured`},
+		{"ro and rw", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "/a:/b:ro+rw"},
+			[]string{"containerjob", "true"}, "", "both ro and rw"},
+		{"tmpfs source", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "MOUNTS": "tmpfs:/scratch"},
+			[]string{"containerjob", "true"}, "", "only host directories can be mounted"},
+		{"registry#image", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "nvcr.io#nvidia/pytorch:24.01-py3"},
+			[]string{"containerjob", "true"}, "run -- nvcr.io/nvidia/pytorch:24.01-py3 true", ""},
+		{"user@registry#image", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alice@docker.io#alpine:3.20"},
+			[]string{"containerjob", "true"}, "run -- docker.io/alpine:3.20 true", ""},
+		{"docker://", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "docker://alpine:3.20"},
+			[]string{"containerjob", "true"}, "run -- alpine:3.20 true", ""},
+		{"dockerd:// never pulls", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "dockerd://alpine:3.20"},
+			[]string{"containerjob", "true"}, "run --local-only -- alpine:3.20 true", ""},
+		{"digest stays a digest", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine@sha256:" + strings.Repeat("a", 64)},
+			[]string{"containerjob", "true"}, "run -- alpine@sha256:" + strings.Repeat("a", 64) + " true", ""},
+		{"squashfs path", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "/scratch/alice/pytorch.sqsh"},
+			[]string{"containerjob", "true"}, "", "a squashfs file is not a Docker image"},
+		{"remap root refused", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "REMAP_ROOT": "1"},
+			[]string{"containerjob", "true"}, "", "--container-remap-root is refused"},
+		{"no remap root is what happens anyway", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "REMAP_ROOT": "0"},
+			[]string{"containerjob", "true"}, "run -- alpine true", ""},
+		{"container-save refused", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "SAVE": "/tmp/x.sqsh"},
+			[]string{"containerjob", "true"}, "", "--container-save is refused"},
 		{"no image", map[string]string{"": "1", "MODE": "prepend"}, []string{"containerjob", "true"}, "", "--container-image is empty"},
 		{"no command", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine"}, []string{"containerjob"}, "", "the task has no command"},
 		{"unknown mode", map[string]string{"": "1", "MODE": "exec", "IMAGE": "alpine"}, []string{"containerjob", "true"}, "", `MODE "exec"`},
@@ -61,7 +87,7 @@ func TestSpankArgs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("HOME", "/home/alice")
-			for _, k := range []string{"", "MODE", "ARGV0", "IMAGE", "MOUNTS", "MOUNT_HOME", "WORKDIR", "ENV", "NAME", "READONLY", "ENTRYPOINT"} {
+			for _, k := range []string{"", "MODE", "ARGV0", "IMAGE", "MOUNTS", "MOUNT_HOME", "WORKDIR", "ENV", "NAME", "READONLY", "ENTRYPOINT", "REMAP_ROOT", "SAVE"} {
 				name := spankPrefix
 				if k != "" {
 					name += "_" + k
