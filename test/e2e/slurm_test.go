@@ -517,3 +517,31 @@ func TestContainerNameAloneNeverRunsOnTheHost(t *testing.T) {
 		t.Errorf("a name-only step with the container did not run in it: %q", out)
 	}
 }
+
+// TestPyxisSyntax: job scripts written for pyxis run unchanged, or are
+// refused with one line: enroot image syntax, +-joined mount flags, the
+// remap-root pair, PYXIS_CONTAINER_* variables.
+func TestPyxisSyntax(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\n"+
+		"srun --container-image=docker.io#alpine:3.20 sh -c 'echo hash-form $(grep -c containerjob /etc/os-release)'\n"+
+		"srun --container-image=docker://alpine:3.20 --no-container-remap-root sh -c 'echo uri-form $(id -u)'\n"+
+		"srun --container-image=dockerd://alpine:3.20 --container-mounts=/srv/cje2e:/in:ro+rprivate sh -c 'cat /in/input; touch /in/x 2>/dev/null || echo read-only'\n"+
+		"srun --container-image=alpine:3.20 --container-remap-root id -u; echo remap=$?\n"+
+		"srun --container-image=/scratch/x.sqsh true; echo sqsh=$?\n"+
+		"PYXIS_CONTAINER_IMAGE=alpine:3.20 srun sh -c 'echo env-form $(grep -c containerjob /etc/os-release)'\n")
+	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
+		t.Errorf("job %s: %s", id, state)
+	}
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	for _, want := range []string{
+		"hash-form 1\n", "uri-form " + strconv.Itoa(int(alice.UID)) + "\n", "e2e input\nread-only\n",
+		"containerjob: error: container options from srun/sbatch: --container-remap-root is refused", "remap=125",
+		"a squashfs file is not a Docker image", "sqsh=125", "env-form 1\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
