@@ -52,12 +52,13 @@ static int opt_readonly = -1;
 static int opt_entrypoint = -1;
 static int opt_remap_root = -1;
 static char *opt_save;
+static char *opt_unshare;
 
 enum {
 	OPT_IMAGE = 1, OPT_MOUNTS, OPT_WORKDIR, OPT_ENV, OPT_NAME,
 	OPT_MOUNT_HOME, OPT_NO_MOUNT_HOME, OPT_READONLY, OPT_WRITABLE,
 	OPT_ENTRYPOINT, OPT_NO_ENTRYPOINT, OPT_REMAP_ROOT, OPT_NO_REMAP_ROOT,
-	OPT_SAVE, OPT_ENTRYPOINT_LOG,
+	OPT_SAVE, OPT_ENTRYPOINT_LOG, OPT_UNSHARE,
 };
 
 /* Values are checked only for shape here; containerjob validates them. */
@@ -104,6 +105,7 @@ static int option_cb(int val, const char *optarg, int remote)
 	case OPT_NO_REMAP_ROOT: opt_remap_root = 0; return 0;
 	case OPT_SAVE:          return set_string(&opt_save, "container-save", optarg);
 	case OPT_ENTRYPOINT_LOG: return 0; /* the entrypoint's output is in the step's log already */
+	case OPT_UNSHARE:       return set_string(&opt_unshare, "container-unshare", optarg);
 	}
 	return -1;
 }
@@ -144,6 +146,8 @@ static struct spank_option options[] = {
 	  "[containerjob] run as your own uid inside the container (always so)", 0, OPT_NO_REMAP_ROOT, option_cb },
 	{ "container-save", "PATH",
 	  "[containerjob] refused: containerjob does not save container filesystems", 1, OPT_SAVE, option_cb },
+	{ "container-unshare", "NAMESPACES",
+	  "[containerjob] refused: containerjob sets the container's namespaces", 1, OPT_UNSHARE, option_cb },
 	SPANK_OPTIONS_TABLE_END
 };
 
@@ -273,7 +277,8 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	    setenv_task(sp, "CONTAINERJOB_SPANK_READONLY", tristate(opt_readonly)) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT", tristate(opt_entrypoint)) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_REMAP_ROOT", tristate(opt_remap_root)) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_SAVE", opt_save))
+	    setenv_task(sp, "CONTAINERJOB_SPANK_SAVE", opt_save) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_UNSHARE", opt_unshare))
 		return -1;
 
 #if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 11, 0)

@@ -42,9 +42,24 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	if get("SAVE") != "" {
 		return nil, true, spankRefusal("--container-save", "containerjob does not write container filesystems to files; the node's images are the admin's (image-store rule)")
 	}
+	if get("UNSHARE") != "" {
+		return nil, true, spankRefusal("--container-unshare", "the container's namespaces are containerjob's to set: private pid, ipc and mount namespaces, the network the policy allows")
+	}
 	image, localOnly, err := pyxisImage(get("IMAGE"))
 	if err != nil {
 		return nil, true, err
+	}
+	// --container-name=NAME[:auto|:exec]: auto runs in the job's container
+	// of that name, creating it if needed; exec only in an existing one.
+	name, flag, _ := strings.Cut(get("NAME"), ":")
+	switch flag {
+	case "", "auto":
+	case "exec":
+		image, localOnly = "", false
+	case "create", "no_exec":
+		return nil, true, spankRefusal("--container-name "+get("NAME"), "the :"+flag+" suffix is not offered: a named container here is one running container per job and node, and every step with its name runs in it")
+	default:
+		return nil, true, fmt.Errorf("--container-name %q: the suffix is not :auto, :create, :exec or :no_exec", get("NAME"))
 	}
 	args = []string{"run"}
 	if localOnly {
@@ -53,7 +68,7 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	if image == "" {
 		// pyxis: --container-name alone runs in the job's existing
 		// container of that name.
-		if get("NAME") == "" {
+		if name == "" {
 			return nil, true, fmt.Errorf("--container-image is empty")
 		}
 		args = append(args, "--existing")
@@ -88,8 +103,8 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 			}
 		}
 	}
-	if n := get("NAME"); n != "" {
-		args = append(args, "--name="+n)
+	if name != "" {
+		args = append(args, "--name="+name)
 	}
 	if get("READONLY") == "1" {
 		args = append(args, "--read-only")

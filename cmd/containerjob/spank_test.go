@@ -78,6 +78,16 @@ func TestSpankArgs(t *testing.T) {
 			[]string{"containerjob", "true"}, "", "--container-remap-root is refused"},
 		{"no remap root is what happens anyway", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "REMAP_ROOT": "0"},
 			[]string{"containerjob", "true"}, "run -- alpine true", ""},
+		{"name:exec runs only in the existing container", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "NAME": "w:exec"},
+			[]string{"containerjob", "true"}, "run --existing --name=w -- true", ""},
+		{"name:auto is the default", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "NAME": "w:auto"},
+			[]string{"containerjob", "true"}, "run --name=w -- alpine true", ""},
+		{"name:create refused", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "NAME": "w:create"},
+			[]string{"containerjob", "true"}, "", "the :create suffix is not offered"},
+		{"name:bogus", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "NAME": "w:bogus"},
+			[]string{"containerjob", "true"}, "", "the suffix is not"},
+		{"unshare refused", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "UNSHARE": "net"},
+			[]string{"containerjob", "true"}, "", "--container-unshare is refused"},
 		{"container-save refused", map[string]string{"": "1", "MODE": "prepend", "IMAGE": "alpine", "SAVE": "/tmp/x.sqsh"},
 			[]string{"containerjob", "true"}, "", "--container-save is refused"},
 		{"no image", map[string]string{"": "1", "MODE": "prepend"}, []string{"containerjob", "true"}, "", "--container-image is empty"},
@@ -87,7 +97,7 @@ func TestSpankArgs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv("HOME", "/home/alice")
-			for _, k := range []string{"", "MODE", "ARGV0", "IMAGE", "MOUNTS", "MOUNT_HOME", "WORKDIR", "ENV", "NAME", "READONLY", "ENTRYPOINT", "REMAP_ROOT", "SAVE"} {
+			for _, k := range []string{"", "MODE", "ARGV0", "IMAGE", "MOUNTS", "MOUNT_HOME", "WORKDIR", "ENV", "NAME", "READONLY", "ENTRYPOINT", "REMAP_ROOT", "SAVE", "UNSHARE"} {
 				name := spankPrefix
 				if k != "" {
 					name += "_" + k
