@@ -545,3 +545,34 @@ func TestPyxisSyntax(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentEpilogues: two epilogues of one job at once (Slurm can run
+// them on requeue or retry) both succeed, and the job's containers go.
+func TestConcurrentEpilogues(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	marker := "twoepi-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	id := sbatch(t, alice, dir, "#!/bin/sh\nsrun containerjob alpine:3.20 sh -c 'echo "+marker+"; sleep 600'\n")
+	defer as(t, alice, dir, "scancel "+id)
+	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
+	killPrivileged(t, marker) // the container is the epilogues' to remove
+	type result struct {
+		out []byte
+		err error
+	}
+	results := make(chan result, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			out, err := exec.Command(bin, "epilog", "--scheduler", "slurm", "--job", id).CombinedOutput()
+			results <- result{out, err}
+		}()
+	}
+	for i := 0; i < 2; i++ {
+		if r := <-results; r.err != nil {
+			t.Errorf("epilog %d of 2 at once: %v %q", i+1, r.err, r.out)
+		}
+	}
+	if ids := jobContainers(t, id); len(ids) > 0 {
+		t.Errorf("containers left after two epilogues: %v", ids)
+	}
+}

@@ -266,3 +266,14 @@ func TestPidsBudgetPerUser(t *testing.T) {
 		t.Errorf("the second container holds %d processes beside the first's 80; want at most %d (the user's cap 150)", n, 150-80)
 	}
 }
+
+// TestFullDiskStopsTheContainer: output that cannot be written (ENOSPC:
+// the job directory's filesystem is full) stops the container with one
+// line naming the cause, instead of leaving both hanging.
+func TestFullDiskStopsTheContainer(t *testing.T) {
+	r := testutil.Run(t, alice, alice.Home, nil, "sh", "-c", bin+` alpine:3.20 yes > /dev/full; echo "status $?" >&2`)
+	if !strings.Contains(r.Stderr, "the disk or quota is full") || !strings.Contains(r.Stderr, "status 125") {
+		t.Errorf("yes > /dev/full: stderr %q; want one line naming the full disk and status 125", r.Stderr)
+	}
+	noContainers(t, alice)
+}
