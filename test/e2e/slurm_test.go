@@ -345,13 +345,10 @@ func TestGCKeepsWhenSlurmUnreachable(t *testing.T) {
 // container steps with a line naming the problem, while the prolog and
 // epilogue still succeed and clean up: the node never drains.
 func TestPolicyMistakesNeverDrain(t *testing.T) {
-	good, err := os.ReadFile(policyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := testPolicy // what TestMain installed
 	restore := func() {
 		os.Remove(policyPath)
-		writeRootFile(policyPath, string(good))
+		writeRootFile(policyPath, good)
 	}
 	defer restore()
 	nodeOK := func(when string) {
@@ -371,9 +368,9 @@ func TestPolicyMistakesNeverDrain(t *testing.T) {
 		break_ func() error
 		want   string
 	}{
-		{"syntax error", func() error { return writeRootFile(policyPath, string(good)+"\n[defaults\n") }, "containerjob: error: " + policyPath + ":"},
+		{"syntax error", func() error { return writeRootFile(policyPath, good+"\n[defaults\n") }, "containerjob: error: " + policyPath + ":"},
 		{"mode 0664", func() error {
-			if err := writeRootFile(policyPath, string(good)); err != nil {
+			if err := writeRootFile(policyPath, good); err != nil {
 				return err
 			}
 			return os.Chmod(policyPath, 0o664)
@@ -404,7 +401,7 @@ func TestPolicyMistakesNeverDrain(t *testing.T) {
 		waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
 		// Leave the container to the epilogue: the client goes first.
 		killPrivileged(t, marker)
-		if err := writeRootFile(policyPath, string(good)+"\n[defaults\n"); err != nil {
+		if err := writeRootFile(policyPath, good+"\n[defaults\n"); err != nil {
 			t.Fatal(err)
 		}
 		as(t, alice, dir, "scancel "+id)
@@ -437,12 +434,8 @@ func killPrivileged(t *testing.T, marker string) {
 // max_containers_per_job = 10; counting and creating under the node's
 // launch lock lets exactly 10 run and refuses the other 10.
 func TestMaxContainersUnderBurst(t *testing.T) {
-	good, err := os.ReadFile(policyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer writeRootFile(policyPath, string(good))
-	if err := writeRootFile(policyPath, string(good)+"max_containers_per_job = 10\n"); err != nil {
+	defer writeRootFile(policyPath, testPolicy)
+	if err := writeRootFile(policyPath, testPolicy+"max_containers_per_job = 10\n"); err != nil {
 		t.Fatal(err)
 	}
 	dir := jobDir(t, alice)
