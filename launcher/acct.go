@@ -57,9 +57,12 @@ func newAcctParent(ctx context.Context, eng Engine, socket, uid string, pidsPerU
 			return nil, fmt.Errorf("the per-user process cap (pids_limit_per_user %d) cannot be set: %v", pidsPerUser, err)
 		}
 	}
-	b := make([]byte, 8)
+	// Named by this process, which lives as long as the container runs:
+	// cleanStaleAcct leaves the cgroups of live launches alone (runc makes
+	// them only at start, after the launch lock is released).
+	b := make([]byte, 4)
 	rand.Read(b)
-	return &acctParent{path: user + "/" + hex.EncodeToString(b)}, nil
+	return &acctParent{path: user + "/" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b)}, nil
 }
 
 // capUserPids creates the user's cgroup in the pids hierarchy (v1) or the
@@ -123,36 +126,25 @@ func removeCgroupDir(rel string) {
 	}
 }
 
-// cleanStaleAcct removes accounting cgroups that launches killed before
-// their cleanup left behind, then the users' empty ones: only empty
-// cgroups can be removed, so one in use is never touched. Under the launch
-// lock, so that no launch between setting a user's cap and creating its
-// container finds the user's cgroup gone (and recreated without the cap).
+// cleanStaleAcct removes the accounting cgroups of launches that ended
+// without their cleanup (killed): those whose launching process is gone.
+// A live launch's is never touched, nor is a user's own cgroup, which
+// holds the user's process cap (pids.max) and stays until the node
+// reboots: removing it between a launch's cap and runc's making of the
+// container's cgroups below it would drop the cap, or fail the start.
 func cleanStaleAcct() {
-	unlock, err := lockLaunches()
-	if err != nil {
-		return
-	}
-	defer unlock()
 	root := strings.TrimPrefix(acctRoot, "/")
+	launches, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", root, "uid_*", "*-*"))
+	v2, _ := filepath.Glob(filepath.Join(cgroupRoot, root, "uid_*", "*-*"))
 	seen := map[string]bool{}
-	launches, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", root, "uid_*", "*"))
-	v2, _ := filepath.Glob(filepath.Join(cgroupRoot, root, "uid_*", "*"))
 	for _, d := range append(launches, v2...) {
-		fi, err := os.Stat(d)
-		if err != nil || !fi.IsDir() {
-			continue
+		name := filepath.Base(d)
+		pidText, _, _ := strings.Cut(name, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid <= 0 || unix.Kill(pid, 0) == nil {
+			continue // not a launch's, or its launch still runs
 		}
-		rel := acctRoot + "/" + filepath.Base(filepath.Dir(d)) + "/" + filepath.Base(d)
-		if !seen[rel] {
-			seen[rel] = true
-			removeCgroupDir(rel)
-		}
-	}
-	users, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", root, "uid_*"))
-	v2u, _ := filepath.Glob(filepath.Join(cgroupRoot, root, "uid_*"))
-	for _, d := range append(users, v2u...) {
-		rel := acctRoot + "/" + filepath.Base(d)
+		rel := acctRoot + "/" + filepath.Base(filepath.Dir(d)) + "/" + name
 		if !seen[rel] {
 			seen[rel] = true
 			removeCgroupDir(rel)

@@ -3,6 +3,7 @@ package launcher
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -51,5 +52,31 @@ func TestAcctParentRead(t *testing.T) {
 	v1.remove()
 	if _, err := os.Stat(filepath.Join(root, "cpuacct/containerjob/aa")); err != nil {
 		t.Errorf("a non-empty accounting cgroup was removed: %v", err)
+	}
+}
+
+// TestCleanStaleAcct: only the accounting cgroups of launches whose
+// process is gone are removed; a live launch's and the user's own stay.
+func TestCleanStaleAcct(t *testing.T) {
+	root := t.TempDir()
+	old := cgroupRoot
+	cgroupRoot = root
+	defer func() { cgroupRoot = old }()
+	live := filepath.Join(root, "memory/containerjob/uid_5", strconv.Itoa(os.Getpid())+"-aa")
+	dead := filepath.Join(root, "memory/containerjob/uid_5", "2147483646-bb") // no such pid
+	for _, d := range []string{live, dead} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cleanStaleAcct()
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live launch's cgroup was removed: %v", err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("a dead launch's cgroup was left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "memory/containerjob/uid_5")); err != nil {
+		t.Errorf("the user's cgroup was removed: %v", err)
 	}
 }

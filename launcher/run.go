@@ -440,6 +440,8 @@ func unixSignalName(s syscall.Signal) string {
 func startError(err error, gpuDriver string) error {
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "unable to apply cgroup configuration"):
+		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine could not set up the container's cgroups: %s", runtimeCause(msg))}
 	case gpuDriver != "" && (strings.Contains(msg, "could not select device driver") || strings.Contains(msg, "CDI")):
 		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine cannot give the job's GPUs as gpus_mode %q asks (%s); the admin installs nvidia-container-toolkit or enables CDI, or sets another gpus_mode in the policy (containerjob doctor checks this)", gpuDriver, runtimeCause(msg))}
 	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
