@@ -160,10 +160,7 @@ func TestEpilogueRemovesOrphan(t *testing.T) {
 	marker := "orphan-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun containerjob alpine:3.20 sh -c 'echo "+marker+"; sleep 600'\necho step-ended\n")
 	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
-	out, err := exec.Command("pkill", "-9", "-u", "0", "-f", "^"+bin+" run .*"+marker).CombinedOutput()
-	if err != nil {
-		t.Fatalf("pkill: %v %s", err, out)
-	}
+	killPrivileged(t, marker)
 	waitJob(t, id, 2*time.Minute)
 	waitFor(t, 30*time.Second, "the epilogue to remove the orphan", func() bool { return len(jobContainers(t, id)) == 0 })
 	if !strings.Contains(readOutput(t, filepath.Join(dir, "out-"+id+".txt")), "step-ended") {
