@@ -46,6 +46,7 @@ type runFlags struct {
 	existing    bool
 	localOnly   bool
 	mountHome   bool
+	stepStdin   bool
 	// root only
 	policyPath string
 	asUser     string
@@ -99,6 +100,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.MarkHidden("local-only")
 	fl.BoolVar(&f.mountHome, "mount-home", false, "bind your home directory at its path, unless a default mount already does (pyxis --container-mount-home)")
 	fl.MarkHidden("mount-home")
+	fl.BoolVar(&f.stepStdin, "step-stdin", false, "pass stdin as srun does, with a terminal when it is one (the SPANK plugin's steps, as pyxis does)")
+	fl.MarkHidden("step-stdin")
 	fl.BoolVar(&f.existing, "existing", false, "run in the job's existing container named by --name, with its image (no IMAGE argument)")
 	fl.MarkHidden("existing")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
@@ -151,7 +154,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing", "local-only", "mount-home"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing", "local-only", "mount-home", "step-stdin"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -296,7 +299,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		})
 	}
 	stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-	if f.tty && isTerminal(os.Stdin) {
+	if (f.tty || f.stepStdin) && isTerminal(os.Stdin) {
 		stdio.Terminal = os.Stdin
 	}
 	res, err := launcher.Run(context.Background(), eng, dec, stdio, launcher.Options{
@@ -397,6 +400,14 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 	}
 	if fl.Changed("entrypoint") {
 		req.Entrypoint = &f.entrypoint
+	}
+	// A Slurm step's tasks read their stdin (srun forwards it to task 0,
+	// the others get /dev/null) and, under srun --pty, a terminal: a
+	// containerized step does the same, as under pyxis. Not a user flag:
+	// nothing of the container's confinement depends on it.
+	if f.stepStdin {
+		req.Interactive = true
+		req.Tty = req.Tty || isTerminal(os.Stdin)
 	}
 	if f.localOnly {
 		if f.pull != "" && f.pull != "never" {

@@ -61,7 +61,7 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	default:
 		return nil, true, fmt.Errorf("--container-name %q: the suffix is not :auto, :create, :exec or :no_exec", get("NAME"))
 	}
-	args = []string{"run"}
+	args = []string{"run", "--step-stdin"}
 	if localOnly {
 		args = append(args, "--local-only")
 	}

@@ -566,3 +566,22 @@ func TestConcurrentEpilogues(t *testing.T) {
 		t.Errorf("containers left after two epilogues: %v", ids)
 	}
 }
+
+// TestStepStdinAndPty: a containerized step reads its stdin as srun gives
+// it (piped, or a file), and srun --pty gives it a terminal, as pyxis does.
+func TestStepStdinAndPty(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	if err := os.WriteFile(filepath.Join(dir, "input"), []byte(strings.Repeat("x", 100000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := as(t, alice, dir, `echo piped-line | srun --container-image=alpine:3.20 cat; srun --container-image=alpine:3.20 wc -c < input; srun containerjob alpine:3.20 wc -c < input`)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "piped-line\n") || strings.Count(r.Stdout, "100000") != 1 {
+		t.Errorf("stdin of steps: code %d stdout %q stderr %q; want the piped line and 100000 bytes through the plugin", r.Code, r.Stdout, r.Stderr)
+	}
+	// A real terminal: script(1) gives srun one, srun --pty gives the task one.
+	r = as(t, alice, dir, `script -qec "srun --pty --container-image=alpine:3.20 sh -c 'tty; echo pty-done'" /dev/null`)
+	if !strings.Contains(r.Stdout, "/dev/pts/") || !strings.Contains(r.Stdout, "pty-done") {
+		t.Errorf("srun --pty: code %d stdout %q stderr %q; want a terminal inside", r.Code, r.Stdout, r.Stderr)
+	}
+}
