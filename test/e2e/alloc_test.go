@@ -32,13 +32,18 @@ func TestTwoJobsConfinedToTheirAllocation(t *testing.T) {
 	}
 	script := `#!/bin/sh
 #SBATCH -o out-%j.txt
-srun containerjob alpine:3.20 sh -c 'echo DEVICES $(ls /dev/nvidia[0-9]* | tr "\n" " "); echo CUDA $CUDA_VISIBLE_DEVICES; grep Cpus_allowed_list /proc/self/status; echo MEM $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); cat /dev/nvidia9 2>&1 | head -1; sleep 4'
+srun containerjob alpine:3.20 sh -c 'echo DEVICES $(ls /dev/nvidia[0-9]* | tr "\n" " "); echo CUDA $CUDA_VISIBLE_DEVICES; grep Cpus_allowed_list /proc/self/status; echo MEM $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); cat /dev/nvidia9 2>&1 | head -1; while [ ! -e release ]; do sleep 0.2; done'
 `
 	for _, j := range jobs {
 		j.dir = jobDir(t, alice)
 		j.dir = filepath.Join(j.dir)
 		j.id = sbatch(t, alice, j.dir, script, j.args)
 	}
+	t.Cleanup(func() { // also when an assertion below stops the test
+		for _, j := range jobs {
+			os.WriteFile(filepath.Join(j.dir, "release"), nil, 0o644)
+		}
+	})
 	// While both run: the engine's own record of each container.
 	hostCPUs := map[string]string{}
 	for _, j := range jobs {
@@ -68,6 +73,13 @@ srun containerjob alpine:3.20 sh -c 'echo DEVICES $(ls /dev/nvidia[0-9]* | tr "\
 	for _, j := range jobs {
 		if r.Code != 0 || !strings.Contains(r.Stdout, j.id) || !strings.Contains(r.Stdout, "/dev/nvidia") {
 			t.Errorf("ps --gpus lacks job %s: code %d stdout %q stderr %q", j.id, r.Code, r.Stdout, r.Stderr)
+		}
+	}
+	// Both containers run until now, whatever the machine's speed; the
+	// test lets them end.
+	for _, j := range jobs {
+		if err := os.WriteFile(filepath.Join(j.dir, "release"), nil, 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if hostCPUs["a"] == hostCPUs["b"] {
