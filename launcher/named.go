@@ -232,11 +232,12 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 type execProcess struct {
 	eng         Engine
 	execID, cid string
-	pidfd       int // -1 until taken
+	mu          sync.Mutex // the forwarder, its SIGKILL timer and Exec itself signal
+	pidfd       int        // -1 until taken
 }
 
 // fd returns the pidfd, taking it on first use; -1 when the process is
-// not (or no longer) running.
+// not (or no longer) running. Called with mu held.
 func (p *execProcess) fd() int {
 	if p.pidfd >= 0 {
 		return p.pidfd
@@ -263,12 +264,16 @@ func (p *execProcess) fd() int {
 }
 
 func (p *execProcess) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if fd := p.fd(); fd >= 0 {
 		unix.PidfdSendSignal(fd, sig, nil, 0)
 	}
 }
 
 func (p *execProcess) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
 		p.pidfd = -1
