@@ -258,7 +258,12 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		resize(ctx, eng, id, stdio.Terminal)
 	}
 
-	usage := startUsage(ctx, eng, id)
+	// With an accounting cgroup the exact totals are read at the end;
+	// sampling is for engines without one.
+	usage := idleUsage()
+	if acct == nil {
+		usage = startUsage(ctx, eng, id)
+	}
 	defer usage.finish()
 	var fwd sync.WaitGroup
 	stopForwarding := make(chan struct{})

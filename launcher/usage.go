@@ -42,19 +42,17 @@ type cgroupFiles struct {
 // startUsage finds the container's cgroup through its init pid and samples
 // it until stopped. Failure to find it only means no usage is reported.
 func startUsage(ctx context.Context, eng Engine, id string) *usageSampler {
-	s := &usageSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
 	c, err := eng.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
 	cancel()
 	if err != nil || c.Container.State == nil || c.Container.State.Pid <= 0 {
-		close(s.done)
-		return s
+		return idleUsage()
 	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", c.Container.State.Pid))
 	if err != nil {
-		close(s.done)
-		return s
+		return idleUsage()
 	}
+	s := &usageSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	for _, line := range strings.Split(string(data), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
@@ -72,6 +70,13 @@ func startUsage(ctx context.Context, eng Engine, id string) *usageSampler {
 		}
 	}
 	go s.loop()
+	return s
+}
+
+// idleUsage samples nothing and reports no usage.
+func idleUsage() *usageSampler {
+	s := &usageSampler{stop: make(chan struct{}), done: make(chan struct{})}
+	close(s.done)
 	return s
 }
 

@@ -271,25 +271,23 @@ type jobState struct {
 // unknown, never taken for "over": a slurmctld that is restarting must
 // not cost running jobs their containers.
 func jobVerdict(ctx context.Context, s scheduler.Slurm, pbs scheduler.PBS, sched, job string) jobState {
+	var running bool
+	var err error
 	if sched == "slurm" {
-		sj, err := s.ShowJob(ctx, job)
-		switch {
-		case errors.Is(err, scheduler.ErrNoSuchJob):
-			return jobState{}
-		case err != nil:
-			return jobState{unknown: err}
-		}
-		if _, ok := sj.Nodes[s.Node]; sj.State != "RUNNING" || (!ok && len(sj.Nodes) > 0) {
-			return jobState{}
-		}
-		return jobState{running: true}
+		var sj scheduler.SlurmJob
+		sj, err = s.ShowJob(ctx, job)
+		_, here := sj.Nodes[s.Node]
+		running = sj.State == "RUNNING" && (here || len(sj.Nodes) == 0)
+	} else {
+		var pj scheduler.PBSJob
+		pj, err = pbs.ShowJob(ctx, job)
+		running = pj.State == "R" && slices.Contains(pj.Hosts, pbs.Node)
 	}
-	pj, err := pbs.ShowJob(ctx, job)
 	switch {
 	case errors.Is(err, scheduler.ErrNoSuchJob):
 		return jobState{}
 	case err != nil:
 		return jobState{unknown: err}
 	}
-	return jobState{running: pj.State == "R" && slices.Contains(pj.Hosts, pbs.Node)}
+	return jobState{running: running}
 }

@@ -243,12 +243,4 @@ func readPassedEnv(fd int) (passedEnv, error) {
 }
 
 // envValue returns the last value of name in env.
-func envValue(env []string, name string) string {
-	v := ""
-	for _, kv := range env {
-		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
-			v = val
-		}
-	}
-	return v
-}
+func envValue(env []string, name string) string { return identity.EnvValue(env, name) }

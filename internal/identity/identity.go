@@ -72,7 +72,7 @@ func Establish(p Probe) (Invocation, uint32, error) {
 	if !sudoVars {
 		return AsRoot, 0, nil
 	}
-	v := lookup(p.Env, "SUDO_UID")
+	v := EnvValue(p.Env, "SUDO_UID")
 	uid, err := strconv.ParseUint(v, 10, 32)
 	if err != nil {
 		return AsRoot, 0, fmt.Errorf("started as root with SUDO_* variables but SUDO_UID %q is not a uid; run containerjob through sudo, or clear the SUDO_* variables to act as root", v)
@@ -92,7 +92,7 @@ func Establish(p Probe) (Invocation, uint32, error) {
 // running for uid (sudo stays as the parent when it keeps a pty or a PAM
 // session, and execs the command in its own place otherwise).
 func (p Probe) startedBySudo(uid uint32) bool {
-	prog, _, _ := strings.Cut(lookup(p.Env, "SUDO_COMMAND"), " ")
+	prog, _, _ := strings.Cut(EnvValue(p.Env, "SUDO_COMMAND"), " ")
 	if prog != "" {
 		if !filepath.IsAbs(prog) {
 			prog = filepath.Join(p.Cwd, prog)
@@ -138,7 +138,9 @@ func RealUID(procDir string) (uint32, bool) {
 	return 0, false
 }
 
-func lookup(env []string, name string) string {
+// EnvValue is the last value of name in env ("" when unset), as a
+// process would read it.
+func EnvValue(env []string, name string) string {
 	v := ""
 	for _, kv := range env {
 		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
