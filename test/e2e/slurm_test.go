@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/internal/testutil"
 )
 
 func TestWrapperInsideStep(t *testing.T) {
@@ -302,7 +304,7 @@ echo "no-home $?"
 func TestGCKeepsWhenSlurmUnreachable(t *testing.T) {
 	dir := jobDir(t, alice)
 	id := sbatch(t, alice, dir, "#!/bin/sh\nsrun containerjob alpine:3.20 sleep 60\n")
-	defer as(t, alice, dir, "scancel "+id)
+	defer cancelAndClean(t, alice, dir, id)
 	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
 
 	conf, err := os.ReadFile(slurmConf)
@@ -437,7 +439,7 @@ func TestMaxContainersUnderBurst(t *testing.T) {
 	}
 	dir := jobDir(t, alice)
 	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun -O -n20 containerjob alpine:3.20 sh -c 'echo started; sleep 600'\n", "-n20", "-O")
-	defer as(t, alice, dir, "scancel "+id)
+	defer cancelAndClean(t, alice, dir, id)
 	out := filepath.Join(dir, "out-"+id+".txt")
 	waitFor(t, 4*time.Minute, "all 20 tasks to start or be refused", func() bool {
 		data, _ := os.ReadFile(out)
@@ -450,9 +452,6 @@ func TestMaxContainersUnderBurst(t *testing.T) {
 	if n := len(jobContainers(t, id)); n != 10 {
 		t.Errorf("the engine holds %d containers of the job, want 10", n)
 	}
-	as(t, alice, dir, "scancel "+id)
-	waitJob(t, id, 2*time.Minute)
-	waitFor(t, time.Minute, "the job's containers to be removed", func() bool { return len(jobContainers(t, id)) == 0 })
 }
 
 // TestStepEndRemovesItsContainers: a client killed with SIGKILL leaves its
@@ -466,7 +465,7 @@ func TestStepEndRemovesItsContainers(t *testing.T) {
 		"srun --container-image=alpine:3.20 --container-name=keep true\n"+
 		"srun containerjob alpine:3.20 sh -c 'echo "+marker+"; sleep 600'\n"+
 		"echo step-ended; sleep 600\n")
-	defer as(t, alice, dir, "scancel "+id)
+	defer cancelAndClean(t, alice, dir, id)
 	waitFor(t, 2*time.Minute, "the step's container", func() bool { return len(jobContainers(t, id)) == 2 })
 	killPrivileged(t, marker)
 	waitFor(t, time.Minute, "the step's end to remove its container", func() bool {
@@ -543,7 +542,7 @@ func TestConcurrentEpilogues(t *testing.T) {
 	dir := jobDir(t, alice)
 	marker := "twoepi-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	id := sbatch(t, alice, dir, "#!/bin/sh\nsrun containerjob alpine:3.20 sh -c 'echo "+marker+"; sleep 600'\n")
-	defer as(t, alice, dir, "scancel "+id)
+	defer cancelAndClean(t, alice, dir, id)
 	waitFor(t, 2*time.Minute, "the job's container", func() bool { return len(jobContainers(t, id)) > 0 })
 	killPrivileged(t, marker) // the container is the epilogues' to remove
 	type result struct {
@@ -584,4 +583,14 @@ func TestStepStdinAndPty(t *testing.T) {
 	if !strings.Contains(r.Stdout, "/dev/pts/") || !strings.Contains(r.Stdout, "pty-done") {
 		t.Errorf("srun --pty: code %d stdout %q stderr %q; want a terminal inside", r.Code, r.Stdout, r.Stderr)
 	}
+}
+
+// cancelAndClean cancels job id and waits until it has ended and its
+// epilogue has removed its containers (named ones included), so that no
+// test leaves a container for the suite's final check to find.
+func cancelAndClean(t *testing.T, u testutil.User, dir, id string) {
+	t.Helper()
+	as(t, u, dir, "scancel "+id)
+	waitJob(t, id, 2*time.Minute)
+	waitFor(t, time.Minute, "job "+id+"'s containers to be removed", func() bool { return len(jobContainers(t, id)) == 0 })
 }
