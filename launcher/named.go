@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -187,12 +188,16 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		if !cerrdefs.IsNotFound(err) {
 			return "", failf(ExitLaunchFailed, "looking up container %q failed: %v", name, err)
 		}
-		stage, err := stageMounts(d, &req, &opts)
+		// Staging rewrites the request; each attempt starts from the original.
+		keep := req
+		hc := *req.HostConfig
+		hc.Mounts = slices.Clone(req.HostConfig.Mounts)
+		keep.HostConfig = &hc
+		stage, err := stageLaunch(ctx, eng, d, imageID, &keep, &opts)
 		if err != nil {
 			return "", err
 		}
 		defer stage.Release()
-		keep := req
 		cfg := *req.Config
 		cfg.Entrypoint = []string{"/bin/sh", "-c", keeper}
 		cfg.Cmd = nil

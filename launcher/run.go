@@ -47,6 +47,8 @@ type Engine interface {
 	NetworkInspect(ctx context.Context, id string, opts client.NetworkInspectOptions) (client.NetworkInspectResult, error)
 	NetworkCreate(ctx context.Context, name string, opts client.NetworkCreateOptions) (client.NetworkCreateResult, error)
 	Info(ctx context.Context, opts client.InfoOptions) (client.SystemInfoResult, error)
+	ContainerStatPath(ctx context.Context, id string, opts client.ContainerStatPathOptions) (client.ContainerStatPathResult, error)
+	CopyFromContainer(ctx context.Context, id string, opts client.CopyFromContainerOptions) (client.CopyFromContainerResult, error)
 }
 
 func notify(c chan os.Signal)     { signal.Notify(c, ForwardedSignals...) }
@@ -105,6 +107,9 @@ type Options struct {
 	// EngineSocket is the engine's unix socket path (the policy's
 	// docker_host), for what is cached per engine start.
 	EngineSocket string
+	// Account is the caller's entry for the container's /etc/passwd and
+	// /etc/group (nil: none added).
+	Account *Account
 }
 
 // ForwardedSignals reach the container; SIGTERM stops it within the grace
@@ -142,7 +147,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	}
 	res.ImageID = img.ID
 	phase("image")
-	stage, err := stageMounts(d, &req, &opts)
+	stage, err := stageLaunch(ctx, eng, d, img.ID, &req, &opts)
 	if err != nil {
 		return res, err
 	}
@@ -612,6 +617,19 @@ func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *O
 		req.HostConfig.Mounts[i].Source = stage.Path(m.Source)
 	}
 	opts.Guard.Staged, opts.Guard.StageRoot = stage.Sources, StageRoot
+	return stage, nil
+}
+
+// stageLaunch stages the mount sources and the generated account files.
+func stageLaunch(ctx context.Context, eng Engine, d *policy.Decision, imageID string, req *client.ContainerCreateOptions, opts *Options) (*Stage, error) {
+	stage, err := stageMounts(d, req, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := addAccounts(ctx, eng, d, imageID, req, stage, opts); err != nil {
+		stage.Release()
+		return nil, err
+	}
 	return stage, nil
 }
 

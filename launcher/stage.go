@@ -34,13 +34,16 @@ type Stage struct {
 	mounts []string
 	// Sources maps each staged path to the user's path it stands for.
 	Sources map[string]string
+	// Generated maps each file containerjob wrote for this launch to the
+	// container path it is bound at (read-only).
+	Generated map[string]string
 }
 
 // NewStage opens and binds sources (absolute, resolved, symlink-free paths)
 // for the caller id. On error nothing is left mounted. A source that does
 // not answer within timeout (a hung NFS server) fails the launch.
 func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Stage, error) {
-	s := &Stage{Sources: map[string]string{}}
+	s := &Stage{Sources: map[string]string{}, Generated: map[string]string{}}
 	if len(sources) == 0 {
 		return s, nil
 	}
@@ -72,14 +75,8 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 		return nil, err
 	}
 	defer closeAll(fds)
-	if err := os.MkdirAll(StageRoot, 0o711); err != nil {
-		return nil, fmt.Errorf("staging mounts: %v", err)
-	}
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	s.dir = filepath.Join(StageRoot, strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
-	if err := os.Mkdir(s.dir, 0o711); err != nil {
-		return nil, fmt.Errorf("staging mounts: %v", err)
+	if err := s.makeDir(); err != nil {
+		return nil, err
 	}
 	for i, src := range sources {
 		var st unix.Stat_t
@@ -109,6 +106,51 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 		s.Sources[target] = src
 	}
 	return s, nil
+}
+
+// makeDir creates the launch's own staging directory, named by its pid
+// so that CleanStale knows when it is left over.
+func (s *Stage) makeDir() error {
+	if s.dir != "" {
+		return nil
+	}
+	if err := os.MkdirAll(StageRoot, 0o711); err != nil {
+		return fmt.Errorf("staging mounts: %v", err)
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	dir := filepath.Join(StageRoot, strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		return fmt.Errorf("staging mounts: %v", err)
+	}
+	s.dir = dir
+	return nil
+}
+
+// AddFile writes a file of this launch's own (root-owned, world-readable:
+// the container's user reads it) for a read-only bind at target, and
+// returns its path.
+func (s *Stage) AddFile(name string, content []byte, target string) (string, error) {
+	if err := s.makeDir(); err != nil {
+		return "", err
+	}
+	p := filepath.Join(s.dir, "gen-"+name)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("staging %s: %v", target, err)
+	}
+	_, err = f.Write(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("staging %s: %v", target, err)
+	}
+	if s.Generated == nil {
+		s.Generated = map[string]string{}
+	}
+	s.Generated[p] = target
+	return p, nil
 }
 
 func closeAll(fds []int) {

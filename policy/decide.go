@@ -122,6 +122,9 @@ type Decision struct {
 	// NestedMounts: the guard lets a bind target lie inside another
 	// (nested_mounts = "allow").
 	NestedMounts bool
+	// UserEntries: the launcher adds the caller to the container's
+	// /etc/passwd and /etc/group (user_entries = "add").
+	UserEntries bool
 	// Limits on how many containers may exist, checked by the launcher
 	// against the engine right before create.
 	Limits []CountLimit
@@ -220,7 +223,7 @@ func validNetworkName(n string) error {
 // job directory arrive resolved. A refusal is returned as *Refusal.
 func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) {
 	eff := p.Effective(caller)
-	d := &Decision{Labels: map[string]string{}, LogDriver: p.Settings.ContainerLogs}
+	d := &Decision{Labels: map[string]string{}, LogDriver: p.Settings.ContainerLogs, UserEntries: p.Settings.UserEntries != "off"}
 	trail := func(item, action string, o Origin) {
 		d.Trail = append(d.Trail, Applied{Item: item, Action: action, Rule: o})
 	}

@@ -68,6 +68,10 @@ type Settings struct {
 	// creates directories as root outside the container. "allow" only
 	// where containerjob doctor reports runc 1.1.14 or later.
 	NestedMounts string `toml:"nested_mounts"`
+	// Whether the caller's user and groups are added to the container's
+	// /etc/passwd and /etc/group (generated files bound read-only over the
+	// image's, which keep their own entries): "add" (default) or "off".
+	UserEntries string `toml:"user_entries"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -315,6 +319,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 		{"container_logs", &p.Settings.ContainerLogs, []string{"none", "json-file", "local"}},
 		{"qstat_format", &p.Settings.QstatFormat, []string{"json", "text"}},
 		{"nested_mounts", &p.Settings.NestedMounts, []string{"refuse", "allow"}},
+		{"user_entries", &p.Settings.UserEntries, []string{"add", "off"}},
 	} {
 		if *e.value == "" {
 			*e.value = e.allowed[0]

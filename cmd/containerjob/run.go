@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/launcher/guard"
@@ -309,6 +311,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		Guard:        want,
 		Phase:        clock.mark,
 		EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"),
+		Account:      containerAccount(caller),
 	})
 	end := map[string]any{
 		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
@@ -713,4 +716,20 @@ func existingNamedImage(pol *policy.Policy, caller policy.Caller, job scheduler.
 		}
 	}
 	return "", refuse(fmt.Sprintf("job %s has no container of that name on this node", job.ID))
+}
+
+// containerAccount is the caller's entry for the container's /etc/passwd
+// and /etc/group, from the host's user database; nil (no entries added)
+// where it cannot be written as lines. Groups without a name are left out.
+func containerAccount(caller policy.Caller) *launcher.Account {
+	a := &launcher.Account{Name: caller.User, UID: caller.UID, GID: caller.GID, Home: caller.Home, LoginShell: identity.LoginShell(caller.UID)}
+	for _, gid := range append([]uint32{caller.GID}, caller.Groups...) {
+		if g, err := user.LookupGroupId(strconv.FormatUint(uint64(gid), 10)); err == nil {
+			a.Groups = append(a.Groups, launcher.Group{Name: g.Name, GID: gid})
+		}
+	}
+	if launcher.ValidAccount(*a) != nil {
+		return nil
+	}
+	return a
 }

@@ -35,6 +35,10 @@ type Expect struct {
 	// paths they bind; every other source must be a plain host path.
 	Staged    map[string]string
 	StageRoot string
+	// Generated maps the files this launch wrote under StageRoot (the
+	// container's /etc/passwd and /etc/group) to the one target each may
+	// be bound at, read-only.
+	Generated map[string]string
 	// AllowNestedMounts lets a bind target lie inside another bind
 	// mount's target (policy nested_mounts = "allow", runc >= 1.1.14).
 	AllowNestedMounts bool
@@ -176,6 +180,12 @@ func checkMounts(r client.ContainerCreateOptions, want Expect) error {
 			return fmt.Errorf("mount source %q is not absolute and clean", src)
 		}
 		if want.StageRoot != "" && (src == want.StageRoot || strings.HasPrefix(src, want.StageRoot+"/")) {
+			if target, ok := want.Generated[src]; ok {
+				if m.Target != target || !m.ReadOnly {
+					return fmt.Errorf("generated file %q bound at %q (read-only %v), want read-only at %q", src, m.Target, m.ReadOnly, target)
+				}
+				continue
+			}
 			orig, ok := want.Staged[src]
 			if !ok {
 				return fmt.Errorf("mount source %q is a staging path not made by this launch", src)

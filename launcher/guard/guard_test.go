@@ -34,3 +34,32 @@ func TestCheckMountTargets(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckMountsGeneratedFiles(t *testing.T) {
+	const root = "/run/containerjob/stage"
+	gen := root + "/1-ab/gen-passwd"
+	want := Expect{StageRoot: root, Generated: map[string]string{gen: "/etc/passwd"}, Staged: map[string]string{root + "/1-ab/0": "/home/a"}}
+	bind := func(src, dst string, ro bool) mount.Mount {
+		return mount.Mount{Type: mount.TypeBind, Source: src, Target: dst, ReadOnly: ro}
+	}
+	tests := []struct {
+		name    string
+		m       mount.Mount
+		wantErr string
+	}{
+		{"generated, read-only, at its target", bind(gen, "/etc/passwd", true), ""},
+		{"generated, writable", bind(gen, "/etc/passwd", false), "want read-only"},
+		{"generated, elsewhere", bind(gen, "/etc/shadow", true), "want read-only"},
+		{"staged user path", bind(root+"/1-ab/0", "/home/a", false), ""},
+		{"another launch's file", bind(root+"/2-cd/gen-passwd", "/etc/passwd", true), "not made by this launch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := client.ContainerCreateOptions{Config: &container.Config{}, HostConfig: &container.HostConfig{Mounts: []mount.Mount{tt.m}}}
+			err := checkMounts(req, want)
+			if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("checkMounts(%v) = %v; want %q", tt.m, err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -594,3 +594,22 @@ func cancelAndClean(t *testing.T, u testutil.User, dir, id string) {
 	waitJob(t, id, 2*time.Minute)
 	waitFor(t, time.Minute, "job "+id+"'s containers to be removed", func() bool { return len(jobContainers(t, id)) == 0 })
 }
+
+// TestUserKnownInsideJob: in a batch script under #SBATCH --container-image
+// and in an srun step of the plugin, the caller has a name inside.
+func TestUserKnownInsideJob(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH --container-image=alpine:3.20\n#SBATCH -o out-%j.txt\n"+
+		"echo batch=$(id -un)/$(whoami)\n")
+	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
+		t.Errorf("job %s: %s", id, state)
+	}
+	if out := readOutput(t, filepath.Join(dir, "out-"+id+".txt")); !strings.Contains(out, "batch="+alice.Name+"/"+alice.Name+"\n") {
+		t.Errorf("batch script: %q", out)
+	}
+	r := as(t, alice, dir, `srun --container-image=alpine:3.20 sh -c 'echo step=$(id -un); grep "^`+alice.Name+`:" /etc/passwd'`)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "step="+alice.Name+"\n") || !strings.Contains(r.Stdout, alice.Name+":x:"+strconv.Itoa(int(alice.UID))+":") {
+		t.Errorf("srun step: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+}
