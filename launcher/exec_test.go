@@ -75,3 +75,23 @@ func TestExecSignalsOnlyTheContainersProcess(t *testing.T) {
 		})
 	}
 }
+
+func TestExecFailureHoldsOnlyTheEnginesMessage(t *testing.T) {
+	var b strings.Builder
+	e := &execFailure{w: &b}
+	e.Write([]byte("OCI runtime exec failed: exec failed: x\r\n"))
+	if b.Len() != 0 || e.held == nil {
+		t.Fatalf("the engine's message was not held: %q", b.String())
+	}
+	e.Write([]byte("more\n"))
+	if b.String() != "OCI runtime exec failed: exec failed: x\r\nmore\n" {
+		t.Fatalf("held output not flushed in order: %q", b.String())
+	}
+	var c strings.Builder
+	e = &execFailure{w: &c}
+	e.Write([]byte("hello\n"))
+	e.Write([]byte("OCI runtime exec failed: later output is the process's own\n"))
+	if e.held != nil || c.String() != "hello\nOCI runtime exec failed: later output is the process's own\n" {
+		t.Fatalf("only a first write may be held: %q", c.String())
+	}
+}

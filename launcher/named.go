@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -137,10 +138,11 @@ func Exec(ctx context.Context, eng Engine, id string, spec ExecSpec, stdio IO, o
 	go func() { defer fwd.Done(); forwardToExec(proc, sigc, done, opts.StopGrace) }()
 	defer func() { close(done); fwd.Wait(); proc.close() }()
 	sink := &outputSink{}
+	out := &execFailure{w: sink.wrap(stdio.Stdout)}
 	if spec.Tty {
-		io.Copy(sink.wrap(stdio.Stdout), att.Reader)
+		io.Copy(out, att.Reader)
 	} else {
-		stdcopy.StdCopy(sink.wrap(stdio.Stdout), sink.wrap(stdio.Stderr), att.Reader)
+		stdcopy.StdCopy(out, sink.wrap(stdio.Stderr), att.Reader)
 	}
 	ended = time.Now()
 	if err := sink.failure(); err != nil {
@@ -152,9 +154,50 @@ func Exec(ctx context.Context, eng Engine, id string, spec ExecSpec, stdio IO, o
 	defer icancel()
 	st, err := eng.ExecInspect(ictx, ex.ID, client.ExecInspectOptions{})
 	if err != nil {
+		out.flush()
 		return 0, started, ended, failf(ExitLaunchFailed, "the exit status is unknown: %v", err)
 	}
+	if out.held != nil && st.PID == 0 {
+		// The process never started: the engine's message is ours to
+		// translate, as run's start errors are.
+		return 0, started, ended, startError(errors.New(strings.TrimSpace(string(out.held))), "")
+	}
+	out.flush()
 	return st.ExitCode, started, ended, nil
+}
+
+// execFailure holds back an exec's output when it opens with the engine's
+// own failure message (which the engine writes into the process's stdout
+// stream) until the exec's record says whether the process ever ran.
+type execFailure struct {
+	w       io.Writer
+	decided bool
+	held    []byte
+}
+
+func (e *execFailure) Write(p []byte) (int, error) {
+	if !e.decided {
+		e.decided = true
+		if bytes.HasPrefix(p, []byte("OCI runtime exec failed")) {
+			e.held = bytes.Clone(p)
+			return len(p), nil
+		}
+	}
+	if err := e.flush(); err != nil {
+		return 0, err
+	}
+	return e.w.Write(p)
+}
+
+// flush writes what was held: it was the process's own output after all.
+func (e *execFailure) flush() error {
+	if e.held == nil {
+		return nil
+	}
+	held := e.held
+	e.held = nil
+	_, err := e.w.Write(held)
+	return err
 }
 
 // namedContainer finds the job's container of that name or creates it.

@@ -110,6 +110,10 @@ type Options struct {
 	// Account is the caller's entry for the container's /etc/passwd and
 	// /etc/group (nil: none added).
 	Account *Account
+	// Interpreter is the #! interpreter of the batch script the container
+	// runs ("" for other commands): one the image lacks fails the launch
+	// with its name, not the runtime's "exec ...: no such file".
+	Interpreter string
 }
 
 // ForwardedSignals reach the container; SIGTERM stops it within the grace
@@ -202,6 +206,10 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		}
 		phase("remove")
 	}()
+
+	if err := checkInterpreter(ctx, eng, id, d, opts.Interpreter); err != nil {
+		return res, err
+	}
 
 	// Attach before start so no byte of output is lost.
 	actx, acancel := context.WithCancel(context.Background())
@@ -460,6 +468,21 @@ func startError(err error, gpuDriver string) error {
 		return &Error{Code: ExitCannotInvoke, Err: fmt.Errorf("the command cannot be run: %s", runtimeCause(msg))}
 	}
 	return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("starting the container failed: %s", msg)}
+}
+
+// checkInterpreter looks for the batch script's interpreter in the created
+// container (its image and mounts), before anything runs.
+func checkInterpreter(ctx context.Context, eng Engine, id string, d *policy.Decision, interp string) error {
+	if interp == "" {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	_, err := eng.ContainerStatPath(sctx, id, client.ContainerStatPathOptions{Path: interp})
+	if cerrdefs.IsNotFound(err) {
+		return &Error{Code: ExitCommandMissing, Err: fmt.Errorf("the batch script starts with #!%s, which image %s does not have; start the script with an interpreter the image has (#!/bin/sh), or choose an image with %s", interp, d.Image.String(), interp)}
+	}
+	return nil // anything else is left to the runtime to report
 }
 
 // runtimeCause trims the runtime's nested prefixes down to the part a user

@@ -91,7 +91,9 @@ func main() {
 	root := newRootCmd()
 	args, fromSpank, err := spankArgs(os.Args)
 	if err != nil {
-		errorf("container options from srun/sbatch: %v", err)
+		if firstLocalTask() {
+			errorf("container options from srun/sbatch: %v", err)
+		}
 		os.Exit(launcher.ExitLaunchFailed)
 	}
 	if !fromSpank {

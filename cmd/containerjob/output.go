@@ -18,6 +18,11 @@ import (
 
 var stderr io.Writer = os.Stderr
 
+// quietRefusals: this task is not its step's first on the node
+// (--quiet-refusals, set by the SPANK path), so refusals that the request
+// alone decides are left to that first task to print.
+var quietRefusals bool
+
 func errorf(format string, args ...any) {
 	fmt.Fprintf(stderr, "containerjob: error: %s\n", oneLine(fmt.Sprintf(format, args...)))
 }
@@ -70,13 +75,17 @@ func exitCode(err error) int {
 	}
 	var ref *policy.Refusal
 	if errors.As(err, &ref) {
-		errorf("%v", ref)
+		if !quietRefusals {
+			errorf("%v", ref)
+		}
 		return launcher.ExitLaunchFailed
 	}
 	var uerr usageError
 	if errors.As(err, &uerr) {
-		errorf("%v", uerr.err)
-		hintf("see 'containerjob run --help'")
+		if !quietRefusals {
+			errorf("%v", uerr.err)
+			hintf("see 'containerjob run --help'")
+		}
 		return launcher.ExitLaunchFailed
 	}
 	errorf("%v", err)

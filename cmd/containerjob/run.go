@@ -49,6 +49,7 @@ type runFlags struct {
 	localOnly   bool
 	mountHome   bool
 	stepStdin   bool
+	quiet       bool
 	// root only
 	policyPath string
 	asUser     string
@@ -104,6 +105,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.MarkHidden("mount-home")
 	fl.BoolVar(&f.stepStdin, "step-stdin", false, "pass stdin as srun does, with a terminal when it is one (the SPANK plugin's steps, as pyxis does)")
 	fl.MarkHidden("step-stdin")
+	fl.BoolVar(&f.quiet, "quiet-refusals", false, "leave refusals the request alone decides to the step's first task on the node (the SPANK plugin's other tasks)")
+	fl.MarkHidden("quiet-refusals")
 	fl.BoolVar(&f.existing, "existing", false, "run in the job's existing container named by --name, with its image (no IMAGE argument)")
 	fl.MarkHidden("existing")
 	fl.IntVar(&f.jobEnvFD, "job-env-fd", -1, "internal: descriptor carrying the job's environment")
@@ -156,7 +159,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing", "local-only", "mount-home", "step-stdin"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing", "local-only", "mount-home", "step-stdin", "quiet-refusals"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -167,6 +170,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 
 func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	fl := cmd.Flags()
+	quietRefusals = f.quiet
 	inv, sudoUID, err := currentInvocation()
 	if err != nil {
 		return err
@@ -312,6 +316,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		Phase:        clock.mark,
 		EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"),
 		Account:      containerAccount(caller),
+		Interpreter:  scriptInterpreter(job, pol.Settings, dec.Cmd),
 	})
 	end := map[string]any{
 		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
@@ -732,4 +737,37 @@ func containerAccount(caller policy.Caller) *launcher.Account {
 		return nil
 	}
 	return a
+}
+
+// scriptInterpreter is the absolute #! interpreter of the job's batch
+// script when that is what the container runs, "" otherwise. The script
+// is slurmd's copy (root's), read as root, its first line only.
+func scriptInterpreter(job scheduler.Job, settings policy.Settings, cmd []string) string {
+	script := batchScript(job, settings)
+	if script == "" || len(cmd) == 0 || cmd[0] != script {
+		return ""
+	}
+	f, err := os.OpenFile(script, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, _ := io.ReadFull(f, buf)
+	return shebangInterpreter(buf[:n])
+}
+
+// shebangInterpreter returns the interpreter a "#!" first line names, if
+// it is an absolute, clean path; "" otherwise.
+func shebangInterpreter(head []byte) string {
+	line, _, _ := strings.Cut(string(head), "\n")
+	rest, ok := strings.CutPrefix(line, "#!")
+	if !ok {
+		return ""
+	}
+	fields := strings.Fields(rest)
+	if len(fields) == 0 || !filepath.IsAbs(fields[0]) || filepath.Clean(fields[0]) != fields[0] {
+		return ""
+	}
+	return fields[0]
 }

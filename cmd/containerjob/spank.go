@@ -62,6 +62,9 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 		return nil, true, fmt.Errorf("--container-name %q: the suffix is not :auto, :create, :exec or :no_exec", get("NAME"))
 	}
 	args = []string{"run", "--step-stdin"}
+	if !firstLocalTask() {
+		args = append(args, "--quiet-refusals")
+	}
 	if localOnly {
 		args = append(args, "--local-only")
 	}
@@ -196,4 +199,14 @@ func pyxisMount(spec string) (string, error) {
 		return parts[0] + ":" + parts[1], nil
 	}
 	return parts[0] + ":" + parts[1] + ":" + mode, nil
+}
+
+// firstLocalTask: whether this task is the step's first on this node. A
+// refusal that follows from the request alone (the policy's, a malformed
+// option) is the same for every task of the step, so only this one prints
+// it; the others exit 125 silently. SLURM_LOCALID is the user's to change,
+// and so is, then, only whether their own message is printed.
+func firstLocalTask() bool {
+	id := os.Getenv("SLURM_LOCALID")
+	return id == "" || id == "0"
 }

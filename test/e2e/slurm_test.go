@@ -613,3 +613,58 @@ func TestUserKnownInsideJob(t *testing.T) {
 		t.Errorf("srun step: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 }
+
+// TestRefusalOncePerStep: a refusal that the request alone decides is the
+// same for every task of a step; the step's log gets it once per node, not
+// once per task, and the step still fails with 125.
+func TestRefusalOncePerStep(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -n2\n#SBATCH -o out-%j.txt\n"+
+		"srun -n2 --container-image=alpine:denied true; echo rc=$?\n"+
+		"srun -n2 --container-image=alpine:3.20 --container-remap-root true; echo rc=$?\n")
+	waitJob(t, id, 2*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	for _, want := range []string{`image "alpine:denied" is denied by images_deny`, "--container-remap-root is refused"} {
+		if n := strings.Count(out, want); n != 1 {
+			t.Errorf("%q printed %d times, want once:\n%s", want, n, out)
+		}
+	}
+	if strings.Count(out, "rc=125") != 2 {
+		t.Errorf("want both steps to fail with 125:\n%s", out)
+	}
+}
+
+// TestErrorsUsersCanActOn: a batch script whose interpreter the image lacks
+// says which, in one line; a named container's exec failures are
+// translated as run's are, not passed through raw.
+func TestErrorsUsersCanActOn(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/bash\n#SBATCH --container-image=alpine:3.20\n#SBATCH -o out-%j.txt\necho ran\n")
+	state, exit := waitJob(t, id, 2*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	if state != "FAILED" || exit != "127:0" || strings.Contains(out, "ran") ||
+		strings.TrimSpace(out) != "containerjob: error: the batch script starts with #!/bin/bash, which image docker.io/library/alpine:3.20 does not have; start the script with an interpreter the image has (#!/bin/sh), or choose an image with /bin/bash" {
+		t.Errorf("job %s: %s %s, output %q", id, state, exit, out)
+	}
+	id = sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\n"+
+		"srun --container-image=alpine:3.20 --container-name=e true\n"+
+		"srun --container-name=e nosuchcmd; echo rc=$?\n"+
+		"srun --container-name=e /etc/passwd; echo rc=$?\n"+
+		"srun --container-name=e sh -c 'echo OCI runtime exec failed; exit 3'; echo rc=$?\n")
+	waitJob(t, id, 2*time.Minute)
+	out = readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	for _, want := range []string{
+		"containerjob: error: the command was not found in the image: \"nosuchcmd\": executable file not found in $PATH\n", "rc=127\n",
+		"containerjob: error: the command cannot be run: \"/etc/passwd\": permission denied\n", "rc=126\n",
+		"OCI runtime exec failed\n", "rc=3\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "OCI runtime") != 1 {
+		t.Errorf("a raw engine message reached the log:\n%s", out)
+	}
+}
