@@ -19,7 +19,8 @@ import (
 // StageRoot holds the private bind mounts the engine is given instead of
 // user-controlled paths. Root-owned; users cannot create, swap or remove
 // anything in it.
-const StageRoot = "/run/containerjob/stage"
+// A variable for tests; the guard is told it with every launch.
+var StageRoot = "/run/containerjob/stage"
 
 // Stage closes the window between checking a mount source and the runtime
 // mounting it. A path is checked, then mounted by runc much later, by name:

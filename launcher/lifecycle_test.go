@@ -1,0 +1,433 @@
+package launcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/containerjob/containerjob/policy"
+)
+
+const lifecyclePolicy = `
+[defaults]
+images_allow = ["alpine:*"]
+pull = ["never", "missing"]
+mount_job_dir = false
+flags_allow = ["name", "tty", "interactive"]
+max_containers_per_job = 3
+`
+
+// lifecycle sets up a launch against the fake engine: a decision for bob
+// in job 7 without host mounts (nothing to stage, so no root needed), and
+// the node's lock, caches and staging under the test's own directory.
+func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision, Options) {
+	t.Helper()
+	dir := t.TempDir()
+	oldLock, oldCache, oldStage := LaunchLock, AccountsCache, StageRoot
+	LaunchLock, AccountsCache, StageRoot = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage")
+	t.Cleanup(func() { LaunchLock, AccountsCache, StageRoot = oldLock, oldCache, oldStage })
+	pol, err := policy.Parse("/p.toml", []byte(lifecyclePolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Image == "" {
+		req.Image = "alpine:3.20"
+	}
+	caller := policy.Caller{User: "bob", UID: 1002, GID: 1002, Groups: []uint32{3000, 3001}, GroupNames: []string{"bob"}, Home: "/home/bob"}
+	d, err := pol.Decide(req, caller, policy.Job{Scheduler: "slurm", ID: "7", Step: "0", Node: "n1"})
+	if err != nil {
+		t.Fatalf("Decide: %v", err)
+	}
+	if len(d.StageSources) > 0 {
+		t.Fatalf("the lifecycle decision stages %v; it must need no root", d.StageSources)
+	}
+	return newFakeEngine(t), d, Options{Guard: expect(), Signals: make(chan os.Signal, 4)}
+}
+
+// lineWriter collects output and reports each line as it completes.
+type lineWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	lines chan string
+	err   error // returned by every write, once set
+}
+
+func newLineWriter() *lineWriter { return &lineWriter{lines: make(chan string, 64)} }
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.buf.Write(p)
+	for {
+		line, err := w.buf.ReadString('\n')
+		if err != nil {
+			w.buf.WriteString(line)
+			return len(p), nil
+		}
+		w.lines <- strings.TrimSuffix(line, "\n")
+	}
+}
+
+func (w *lineWriter) await(t *testing.T, want string) {
+	t.Helper()
+	for l := range w.lines {
+		if l == want {
+			return
+		}
+	}
+}
+
+func (w *lineWriter) all() string {
+	close(w.lines)
+	var out []string
+	for l := range w.lines {
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestRunStreamsExitCodeAndRemoves(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"work", "a b"}})
+	eng.program["work"] = func(p *fakeProc) int {
+		fmt.Fprintf(p.Stdout, "args %q\n", p.Args)
+		fmt.Fprintln(p.Stderr, "to stderr")
+		return 3
+	}
+	var phases []string
+	opts.Phase = func(n string) { phases = append(phases, n) }
+	stdout, stderr := newLineWriter(), newLineWriter()
+	res, err := Run(context.Background(), eng, d, IO{Stdout: stdout, Stderr: stderr}, opts)
+	if err != nil || res.ExitCode != 3 {
+		t.Fatalf("Run = %+v, %v; want exit 3", res, err)
+	}
+	if got := stdout.all(); got != `args ["work" "a b"]` {
+		t.Errorf("stdout %q", got)
+	}
+	if got := stderr.all(); got != "to stderr" {
+		t.Errorf("stderr %q", got)
+	}
+	if len(eng.live()) != 0 {
+		t.Errorf("containers left: %d", len(eng.live()))
+	}
+	// Attach and wait come before start: no output and no exit is missed.
+	calls := strings.Join(eng.calls, ",")
+	if a, w, s := strings.Index(calls, "ContainerAttach"), strings.Index(calls, "ContainerWait"), strings.Index(calls, "ContainerStart"); a < 0 || w < 0 || s < a || s < w {
+		t.Errorf("engine calls in order %s", calls)
+	}
+	if want := []string{"image", "stage", "guard", "create", "attach", "start", "exit", "remove"}; !slices.Equal(phases, want) {
+		t.Errorf("phases %v, want %v", phases, want)
+	}
+}
+
+func TestRunForwardsSignalsAndStopsOnTerm(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"wait"}})
+	eng.program["wait"] = func(p *fakeProc) int {
+		fmt.Fprintln(p.Stdout, "ready")
+		for s := range p.Signals {
+			fmt.Fprintln(p.Stdout, "got "+s)
+			if s == "SIGTERM" {
+				return 143
+			}
+		}
+		return 0
+	}
+	stdout := newLineWriter()
+	done := make(chan error, 1)
+	var res Result
+	go func() {
+		var err error
+		res, err = Run(context.Background(), eng, d, IO{Stdout: stdout, Stderr: newLineWriter()}, opts)
+		done <- err
+	}()
+	stdout.await(t, "ready")
+	opts.Signals <- syscall.SIGUSR1
+	stdout.await(t, "got SIGUSR1")
+	opts.Signals <- syscall.SIGTERM
+	if err := <-done; err != nil || res.ExitCode != 143 {
+		t.Fatalf("Run = %+v, %v; want 143 after SIGTERM", res, err)
+	}
+	if !slices.Contains(eng.calls, "ContainerStop") {
+		t.Errorf("SIGTERM did not become a stop with grace: %v", eng.calls)
+	}
+}
+
+func TestRunReportsOOM(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"hog"}})
+	eng.program["hog"] = func(*fakeProc) int { return 137 }
+	eng.oomOnExit137 = true
+	stderr := newLineWriter()
+	res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts)
+	if err != nil || res.ExitCode != 137 {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	if got := stderr.all(); !strings.Contains(got, "containerjob: error: the container was killed for using more than") {
+		t.Errorf("stderr %q: no OOM line", got)
+	}
+}
+
+func TestRunFailures(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    func(e *fakeEngine)
+		wantCode int
+		wantErr  string
+	}{
+		{"create fails", func(e *fakeEngine) { e.createErr = errors.New("no space left on device") }, ExitLaunchFailed, "creating the container failed: no space left on device"},
+		{"command not found", func(e *fakeEngine) {
+			e.startErr = errors.New(`OCI runtime create failed: runc create failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown`)
+		}, ExitCommandMissing, `the command was not found in the image: "nosuch": executable file not found in $PATH`},
+		{"not executable", func(e *fakeEngine) {
+			e.startErr = errors.New(`OCI runtime create failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown`)
+		}, ExitCannotInvoke, `the command cannot be run: "/etc/passwd": permission denied`},
+		{"attach fails", func(e *fakeEngine) { e.attachErr = errors.New("hijack refused") }, ExitLaunchFailed, "attaching to the container failed"},
+		{"engine lost mid-run", func(e *fakeEngine) { e.waitErr = errors.New("unexpected EOF") }, ExitLaunchFailed, "the connection to the container engine was lost while the container ran (unexpected EOF)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+			tt.setup(eng)
+			_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+			var lerr *Error
+			if !errors.As(err, &lerr) || lerr.Code != tt.wantCode || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Run error %v; want code %d and %q", err, tt.wantCode, tt.wantErr)
+			}
+			if n := len(eng.live()); n != 0 {
+				t.Errorf("%d containers left after %s", n, tt.name)
+			}
+		})
+	}
+}
+
+func TestRunStopsWhenOutputBreaks(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"chatty"}})
+	eng.program["chatty"] = func(p *fakeProc) int {
+		for {
+			if _, err := fmt.Fprintln(p.Stdout, "line"); err != nil {
+				return 1
+			}
+			select {
+			case s := <-p.Signals:
+				_ = s
+			default:
+			}
+		}
+	}
+	stdout := newLineWriter()
+	stdout.err = syscall.EPIPE
+	_, err := Run(context.Background(), eng, d, IO{Stdout: stdout, Stderr: newLineWriter()}, opts)
+	var lerr *Error
+	if !errors.As(err, &lerr) || lerr.Code != ExitBrokenPipe {
+		t.Fatalf("Run error %v; want exit %d", err, ExitBrokenPipe)
+	}
+	if !slices.Contains(eng.calls, "ContainerKill SIGKILL") {
+		t.Errorf("the container was not killed: %v", eng.calls)
+	}
+}
+
+func TestRunPullsMissingImageOnce(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Image: "alpine:3.21", Pull: "missing", Cmd: []string{"true"}})
+	stderr := newLineWriter()
+	res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	if !slices.Equal(eng.pulls, []string{"docker.io/library/alpine:3.21"}) {
+		t.Errorf("pulls %v", eng.pulls)
+	}
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || len(eng.pulls) != 1 {
+		t.Errorf("second run: %v, pulls %v; the image is there now", err, eng.pulls)
+	}
+}
+
+func TestRunNeverPullsWhenTheModeSaysNever(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Image: "alpine:3.21", Pull: "never", Cmd: []string{"true"}})
+	_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+	if err == nil || len(eng.pulls) != 0 {
+		t.Fatalf("Run error %v, pulls %v; want a refusal and no pull", err, eng.pulls)
+	}
+}
+
+func TestRunAddsTheCallersAccount(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+	opts.Account = &Account{Name: "bob", UID: 1002, GID: 1002, Home: "/home/bob", LoginShell: "/bin/bash", Groups: []Group{{"bob", 1002}, {"proj", 3000}}}
+	var created string
+	opts.Created = func(id string) { created = id }
+	eng.program["true"] = func(p *fakeProc) int {
+		// The generated files exist while the container starts.
+		c, _ := eng.find(created)
+		for _, m := range c.req.HostConfig.Mounts {
+			fmt.Fprintf(p.Stdout, "%s ro=%v %q\n", m.Target, m.ReadOnly, c.mounted[m.Target])
+		}
+		return 0
+	}
+	stdout := newLineWriter()
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: stdout, Stderr: newLineWriter()}, opts); err != nil {
+		t.Fatal(err)
+	}
+	want := "/etc/passwd ro=true \"root:x:0:0:root:/root:/bin/sh\\nbob:x:1002:1002::/home/bob:/bin/sh\\n\"\n" +
+		"/etc/group ro=true \"root:x:0:\\nbob:x:1002:\\nproj:x:3000:bob\\n\""
+	if got := stdout.all(); got != want {
+		t.Errorf("mounts seen inside:\n%s\nwant:\n%s", got, want)
+	}
+	// The image was read once, from a probe container that never started
+	// and is gone; a second launch reads the node's cache.
+	probes := 0
+	for _, c := range eng.containers {
+		if c.req.Config.Labels[LabelProbe] == "1" {
+			probes++
+			if !c.removed || c.state != "created" {
+				t.Errorf("probe container state %s removed %v", c.state, c.removed)
+			}
+		}
+	}
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range eng.containers {
+		if c.req.Config.Labels[LabelProbe] == "1" {
+			probes--
+		}
+	}
+	if probes != 0 {
+		t.Errorf("the second launch probed the image again")
+	}
+	if entries, _ := os.ReadDir(StageRoot); len(entries) != 0 {
+		t.Errorf("staging left behind: %v", entries)
+	}
+}
+
+func TestRunSkipsAccountsForASymlinkedPasswd(t *testing.T) {
+	eng, _, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+	eng.addImage("docker.io/library/alpine:evil", map[string]fakeFile{
+		"/etc":        {mode: os.ModeDir | 0o755},
+		"/etc/passwd": {mode: os.ModeSymlink | 0o777, link: "/home/bob/steer"},
+	})
+	_, d, _ := lifecycle(t, policy.Request{Image: "alpine:evil", Cmd: []string{"true"}})
+	opts.Account = &Account{Name: "bob", UID: 1002, GID: 1002, Home: "/home/bob", Groups: []Group{{"bob", 1002}}}
+	var created string
+	opts.Created = func(id string) { created = id }
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if c := eng.containers[created]; len(c.req.HostConfig.Mounts) != 0 {
+		t.Errorf("mounts %v over a symlinked /etc/passwd", c.req.HostConfig.Mounts)
+	}
+}
+
+func TestRunNamesAMissingInterpreter(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"/job/slurm_script"}})
+	opts.Interpreter = "/bin/bash"
+	_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+	var lerr *Error
+	if !errors.As(err, &lerr) || lerr.Code != ExitCommandMissing || !strings.Contains(err.Error(), "the batch script starts with #!/bin/bash, which image docker.io/library/alpine:3.20 does not have") {
+		t.Fatalf("Run error %v", err)
+	}
+	if slices.Contains(eng.calls, "ContainerStart") {
+		t.Errorf("the container was started")
+	}
+	opts.Interpreter = "/bin/sh"
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+		t.Errorf("an interpreter the image has: %v", err)
+	}
+}
+
+func TestRunRefusesBeyondTheJobsLimit(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"hold"}})
+	release := make(chan struct{})
+	eng.program["hold"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "up"); <-release; return 0 }
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		out := newLineWriter()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := Run(context.Background(), eng, d, IO{Stdout: out, Stderr: newLineWriter()}, opts); err != nil {
+				t.Errorf("launch within the limit: %v", err)
+			}
+		}()
+		out.await(t, "up")
+	}
+	_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+	close(release)
+	wg.Wait()
+	var ref *policy.Refusal
+	if !errors.As(err, &ref) || !strings.Contains(err.Error(), "max_containers_per_job") {
+		t.Fatalf("a fourth container: %v; want the job's limit", err)
+	}
+}
+
+func TestRunNamedSharesOneContainer(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Name: "w", Cmd: []string{"step"}})
+	if !d.Persist {
+		t.Fatal("a named launch in a job must persist")
+	}
+	eng.program["/bin/sh"] = func(p *fakeProc) int { <-make(chan struct{}); return 0 } // the keeper
+	eng.program["step"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "in step"); return 5 }
+	// Two tasks at once: the engine's unique names settle who creates.
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+			if err != nil {
+				t.Errorf("task %d: %v", i, err)
+			}
+			codes[i] = res.ExitCode
+		}()
+	}
+	wg.Wait()
+	live := eng.live()
+	if len(live) != 1 || live[0].name != d.Name || codes[0] != 5 || codes[1] != 5 {
+		t.Fatalf("containers %d, exit codes %v; want one named container and both steps' 5", len(live), codes)
+	}
+	// An exec that never starts is translated, not passed through.
+	eng.execStartErr = `OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown`
+	stdout := newLineWriter()
+	_, err := Run(context.Background(), eng, d, IO{Stdout: stdout, Stderr: newLineWriter()}, opts)
+	var lerr *Error
+	if !errors.As(err, &lerr) || lerr.Code != ExitCommandMissing || stdout.all() != "" {
+		t.Errorf("failed exec: %v; want 127 and nothing raw on stdout", err)
+	}
+	// The epilogue's part: list the job's containers and remove them.
+	cs, err := ListManaged(context.Background(), eng, "slurm", "7")
+	if err != nil || len(cs) != 1 || cs[0].ShortName != "w" {
+		t.Fatalf("ListManaged = %+v, %v", cs, err)
+	}
+	for id, err := range RemoveAll(context.Background(), eng, cs) {
+		if err != nil {
+			t.Errorf("removing %s: %v", id, err)
+		}
+	}
+	if len(eng.live()) != 0 {
+		t.Errorf("the named container survived RemoveAll")
+	}
+}
+
+func TestRunNamedRefusesAnotherImage(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Name: "w", Cmd: []string{"true"}})
+	eng.program["/bin/sh"] = func(p *fakeProc) int { <-make(chan struct{}); return 0 }
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+		t.Fatal(err)
+	}
+	eng.addImage("docker.io/library/alpine:3.21", map[string]fakeFile{})
+	_, d2, _ := lifecycle(t, policy.Request{Image: "alpine:3.21", Name: "w", Cmd: []string{"true"}})
+	_, err := Run(context.Background(), eng, d2, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+	if err == nil || !strings.Contains(err.Error(), `container "w" runs another image`) {
+		t.Fatalf("another image in the named container: %v", err)
+	}
+	cs, _ := ListManaged(context.Background(), eng, "slurm", "7")
+	RemoveAll(context.Background(), eng, cs)
+}
