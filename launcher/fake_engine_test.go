@@ -10,6 +10,7 @@ import (
 	"iter"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
 )
@@ -46,6 +48,8 @@ type fakeEngine struct {
 	waitErr                        error // delivered on the wait's error channel
 	oomOnExit137                   bool
 	execStartErr                   string // written into the exec's stdout, as the engine does
+	network                        map[string]string // the isolated bridge's options, once created
+	called                         *sync.Cond
 }
 
 type fakeImage struct {
@@ -65,7 +69,9 @@ type fakeContainer struct {
 	image    fakeImage
 	state    string // created, running, exited
 	exitCode int
-	server   net.Conn // the engine's end of the attach stream
+	server   net.Conn   // the engine's end of the first attach (stdin)
+	attached []net.Conn // every attach's end: output goes to all
+	done     chan struct{}
 	waiters  []chan container.WaitResponse
 	errWait  []chan error
 	proc     *fakeProc
@@ -91,6 +97,7 @@ type fakeProc struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Signals        chan string
+	Killed         <-chan struct{} // closed when the container ends
 }
 
 func newFakeEngine(t *testing.T) *fakeEngine {
@@ -133,7 +140,46 @@ func (e *fakeEngine) addImage(ref string, files map[string]fakeFile) string {
 func (e *fakeEngine) call(name string) {
 	e.mu.Lock()
 	e.calls = append(e.calls, name)
+	if e.called == nil {
+		e.called = sync.NewCond(&e.mu)
+	}
+	e.called.Broadcast()
 	e.mu.Unlock()
+}
+
+// count is how often the engine was called by that name so far.
+func (e *fakeEngine) count(name string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, c := range e.calls {
+		if c == name {
+			n++
+		}
+	}
+	return n
+}
+
+// awaitCalls blocks until the engine was called by that name n times.
+func (e *fakeEngine) awaitCalls(name string, n int) {
+	for {
+		e.mu.Lock()
+		if e.called == nil {
+			e.called = sync.NewCond(&e.mu)
+		}
+		got := 0
+		for _, c := range e.calls {
+			if c == name {
+				got++
+			}
+		}
+		if got >= n {
+			e.mu.Unlock()
+			return
+		}
+		e.called.Wait()
+		e.mu.Unlock()
+	}
 }
 
 func (e *fakeEngine) live() []*fakeContainer {
@@ -241,7 +287,10 @@ func (e *fakeEngine) ContainerAttach(_ context.Context, id string, _ client.Cont
 	}
 	cl, srv := socketPair()
 	e.mu.Lock()
-	c.server = srv
+	if c.server == nil {
+		c.server = srv
+	}
+	c.attached = append(c.attached, srv)
 	e.mu.Unlock()
 	return client.ContainerAttachResult{HijackedResponse: client.NewHijackedResponse(cl, "")}, nil
 }
@@ -273,29 +322,42 @@ func (e *fakeEngine) ContainerStart(_ context.Context, id string, _ client.Conta
 		}
 	}
 	args := append(append([]string{}, c.req.Config.Entrypoint...), c.req.Config.Cmd...)
-	p := &fakeProc{Args: args, Env: c.req.Config.Env, Signals: make(chan string, 16)}
+	c.done = make(chan struct{})
+	p := &fakeProc{Args: args, Env: c.req.Config.Env, Signals: make(chan string, 16), Killed: c.done, Stdin: strings.NewReader("")}
+	if c.server != nil {
+		p.Stdin = c.server
+	}
+	out := fanout{e, c}
+	if c.req.Config.Tty {
+		p.Stdout, p.Stderr = out, out
+	} else {
+		p.Stdout, p.Stderr = muxWriter{out, 1}, muxWriter{out, 2}
+	}
 	c.proc = p
-	srv := c.server
-	tty := c.req.Config.Tty
 	e.mu.Unlock()
-	go func() {
-		out := io.Discard
-		if srv != nil {
-			out = srv
-		}
-		p.Stdin = strings.NewReader("")
-		if srv != nil {
-			p.Stdin = srv
-		}
-		if tty {
-			p.Stdout, p.Stderr = out, out
-		} else {
-			p.Stdout, p.Stderr = muxWriter{out, 1}, muxWriter{out, 2}
-		}
-		code := e.run(p)
-		e.exit(c, code)
-	}()
+	go func() { e.exit(c, e.run(p)) }()
 	return client.ContainerStartResult{}, nil
+}
+
+// fanout writes a container's output to every attached stream, as the
+// engine does; a stream that went away is skipped. Once the container
+// has ended, writes fail.
+type fanout struct {
+	e *fakeEngine
+	c *fakeContainer
+}
+
+func (f fanout) Write(p []byte) (int, error) {
+	f.e.mu.Lock()
+	conns, ended := slices.Clone(f.c.attached), f.c.state != "running"
+	f.e.mu.Unlock()
+	if ended {
+		return 0, io.ErrClosedPipe
+	}
+	for _, c := range conns {
+		c.Write(p)
+	}
+	return len(p), nil
 }
 
 func (e *fakeEngine) run(p *fakeProc) int {
@@ -318,8 +380,12 @@ func (e *fakeEngine) exit(c *fakeContainer, code int) {
 		return
 	}
 	c.state, c.exitCode = "exited", code
-	if c.server != nil {
-		c.server.Close()
+	for _, conn := range c.attached {
+		conn.Close()
+	}
+	c.attached = nil
+	if c.done != nil {
+		close(c.done)
 	}
 	for _, w := range c.waiters {
 		w <- container.WaitResponse{StatusCode: int64(code)}
@@ -524,10 +590,20 @@ func (e *fakeEngine) ImageList(context.Context, client.ImageListOptions) (client
 }
 
 func (e *fakeEngine) NetworkInspect(_ context.Context, id string, _ client.NetworkInspectOptions) (client.NetworkInspectResult, error) {
-	return client.NetworkInspectResult{}, notFound("network " + id)
+	e.call("NetworkInspect")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.network == nil {
+		return client.NetworkInspectResult{}, notFound("network " + id)
+	}
+	return client.NetworkInspectResult{Network: network.Inspect{Network: network.Network{Name: id, Driver: "bridge", Options: e.network}}}, nil
 }
 
-func (e *fakeEngine) NetworkCreate(context.Context, string, client.NetworkCreateOptions) (client.NetworkCreateResult, error) {
+func (e *fakeEngine) NetworkCreate(_ context.Context, _ string, opts client.NetworkCreateOptions) (client.NetworkCreateResult, error) {
+	e.call("NetworkCreate")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.network = opts.Options
 	return client.NetworkCreateResult{}, nil
 }
 

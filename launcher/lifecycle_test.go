@@ -217,8 +217,8 @@ func TestRunStopsWhenOutputBreaks(t *testing.T) {
 				return 1
 			}
 			select {
-			case s := <-p.Signals:
-				_ = s
+			case <-p.Killed:
+				return 137
 			default:
 			}
 		}
@@ -345,7 +345,14 @@ func TestRunNamesAMissingInterpreter(t *testing.T) {
 func TestRunRefusesBeyondTheJobsLimit(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"hold"}})
 	release := make(chan struct{})
-	eng.program["hold"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "up"); <-release; return 0 }
+	eng.program["hold"] = func(p *fakeProc) int {
+		fmt.Fprintln(p.Stdout, "up")
+		select {
+		case <-release:
+		case <-p.Killed:
+		}
+		return 0
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < 3; i++ {
 		out := newLineWriter()
@@ -372,7 +379,7 @@ func TestRunNamedSharesOneContainer(t *testing.T) {
 	if !d.Persist {
 		t.Fatal("a named launch in a job must persist")
 	}
-	eng.program["/bin/sh"] = func(p *fakeProc) int { <-make(chan struct{}); return 0 } // the keeper
+	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
 	eng.program["step"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "in step"); return 5 }
 	// Two tasks at once: the engine's unique names settle who creates.
 	var wg sync.WaitGroup
@@ -418,7 +425,7 @@ func TestRunNamedSharesOneContainer(t *testing.T) {
 
 func TestRunNamedRefusesAnotherImage(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Name: "w", Cmd: []string{"true"}})
-	eng.program["/bin/sh"] = func(p *fakeProc) int { <-make(chan struct{}); return 0 }
+	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
 	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,136 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containerjob/containerjob/policy"
+)
+
+// TestOwnContainerOperations: what ps/inspect/attach/stop/kill do to a
+// running named container, against the fake engine.
+func TestOwnContainerOperations(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Name: "svc", Cmd: []string{"true"}})
+	eng.program["/bin/sh"] = func(p *fakeProc) int {
+		fmt.Fprintln(p.Stdout, "keeper up")
+		for s := range p.Signals {
+			fmt.Fprintln(p.Stdout, "keeper got "+s)
+			if s == "SIGTERM" {
+				return 143
+			}
+		}
+		return 0
+	}
+	ctx := context.Background()
+	if _, err := Run(ctx, eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := ListManaged(ctx, eng, "slurm", "7")
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("ListManaged = %v, %v", cs, err)
+	}
+	id := cs[0].ID
+
+	info, err := InspectOwn(ctx, eng, id)
+	if err != nil || info.State != "running" || info.User != "1002:1002" || info.Labels[policy.LabelName] != "svc" || info.Name != "svc" {
+		t.Fatalf("InspectOwn = %+v, %v", info, err)
+	}
+	for k := range info.Labels {
+		if !strings.HasPrefix(k, "org.containerjob.") {
+			t.Errorf("InspectOwn shows a label %q not containerjob's", k)
+		}
+	}
+	if err := Logs(ctx, eng, id, newLineWriter(), newLineWriter()); err == nil || !strings.Contains(err.Error(), "container_logs = none") {
+		t.Errorf("Logs without kept output: %v", err)
+	}
+
+	if err := Kill(ctx, eng, id, "rm -rf"); err == nil {
+		t.Errorf("Kill accepted a malformed signal name")
+	}
+	out := newLineWriter()
+	attached := make(chan error, 1)
+	var code int
+	var ended bool
+	go func() {
+		var err error
+		code, ended, err = Attach(ctx, eng, id, out, newLineWriter())
+		attached <- err
+	}()
+	// Attach is registered once the engine records a second attach.
+	eng.awaitCalls("ContainerWait", 1) // the named step itself waits on no container
+	if err := Kill(ctx, eng, id, "SIGUSR1"); err != nil {
+		t.Fatal(err)
+	}
+	out.await(t, "keeper got SIGUSR1")
+	if err := Stop(ctx, eng, id, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-attached; err != nil || !ended || code != 143 {
+		t.Errorf("Attach = %d %v %v; want the container's end, 143", code, ended, err)
+	}
+	if _, _, err := Attach(ctx, eng, id, newLineWriter(), newLineWriter()); err == nil || !strings.Contains(err.Error(), "is not running") {
+		t.Errorf("Attach to a stopped container: %v", err)
+	}
+	RemoveAll(ctx, eng, cs)
+	// Removing again is not an error: already gone counts as removed.
+	for id, err := range RemoveAll(ctx, eng, cs) {
+		if err != nil {
+			t.Errorf("second removal of %s: %v", id, err)
+		}
+	}
+}
+
+func TestImagesAndPull(t *testing.T) {
+	eng := newFakeEngine(t)
+	ctx := context.Background()
+	progress := newLineWriter()
+	id, err := Pull(ctx, eng, "docker.io/library/alpine:3.22", progress, false)
+	if err != nil || !strings.HasPrefix(id, "sha256:") {
+		t.Fatalf("Pull = %q, %v", id, err)
+	}
+	if got := progress.all(); got == "" {
+		t.Errorf("no progress lines")
+	}
+	if _, err := Pull(ctx, eng, "registry.unreachable/x:1", newLineWriter(), false); err == nil || !strings.Contains(err.Error(), `pulling image "registry.unreachable/x:1" failed`) {
+		t.Errorf("Pull from an unreachable registry: %v", err)
+	}
+	imgs, err := Images(ctx, eng)
+	if err != nil || !slices.ContainsFunc(imgs, func(i ImageInfo) bool { return i.Ref == "docker.io/library/alpine:3.22" && i.ID == id }) {
+		t.Errorf("Images = %+v, %v", imgs, err)
+	}
+}
+
+func TestDryRunCreatesNothing(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+	req, err := DryRun(context.Background(), eng, d, opts.Guard)
+	if err != nil || req.Config.User != "1002:1002" || !strings.HasPrefix(req.Config.Image, "sha256:") {
+		t.Fatalf("DryRun = %+v, %v", req.Config, err)
+	}
+	if slices.Contains(eng.calls, "ContainerCreate") || len(eng.pulls) > 0 {
+		t.Errorf("a dry run called %v", eng.calls)
+	}
+	want := opts.Guard
+	want.UID = 4242
+	if _, err := DryRun(context.Background(), eng, d, want); err == nil || !strings.Contains(err.Error(), `guard "user"`) {
+		t.Errorf("DryRun does not guard: %v", err)
+	}
+}
+
+func TestIsolatedBridgeIsCreatedOnce(t *testing.T) {
+	eng := newFakeEngine(t)
+	if err := EnsureIsolatedBridge(context.Background(), eng); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(eng.calls, "NetworkCreate") {
+		t.Errorf("calls %v", eng.calls)
+	}
+	eng.network = map[string]string{"com.docker.network.bridge.enable_icc": "true"}
+	if err := EnsureIsolatedBridge(context.Background(), eng); err == nil || !strings.Contains(err.Error(), "exists without containerjob's isolation") {
+		t.Errorf("a bridge without isolation: %v", err)
+	}
+	_ = os.Getpid
+}
