@@ -18,13 +18,13 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // fakeEngine is an in-memory engine for the launcher's lifecycle: it keeps
@@ -47,7 +47,7 @@ type fakeEngine struct {
 	createErr, startErr, attachErr error
 	waitErr                        error // delivered on the wait's error channel
 	oomOnExit137                   bool
-	execStartErr                   string // written into the exec's stdout, as the engine does
+	execStartErr                   string            // written into the exec's stdout, as the engine does
 	network                        map[string]string // the isolated bridge's options, once created
 	called                         *sync.Cond
 }
