@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/containerjob/containerjob/internal/testutil"
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
+)
+
+// cli runs the CLI in-process as main does, and returns what it printed
+// and the exit status it chose.
+func cli(t *testing.T, args ...string) (stdout, errout string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	old := stderr
+	stderr = &errb
+	defer func() { stderr = old }()
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(withImplicitRun(root, args))
+	code = exitCode(root.Execute())
+	return out.String(), errb.String(), code
+}
+
+// trustedPolicy writes a policy where policy.Load trusts it: root-owned,
+// in a directory only root may write. Unit tests run as root in CI.
+func trustedPolicy(t *testing.T, text string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testutil.Unavailable(t, "policy files are trusted only when root owns them; run as root")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	p := filepath.Join(dir, "policy.toml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const cliPolicy = `[settings]
+audit_log = "/dev/null"
+
+[defaults]
+images_allow = ["alpine:*"]
+images_deny = ["alpine:denied"]
+flags_allow = ["env", "workdir"]
+`
+
+func TestCLIPolicyCheck(t *testing.T) {
+	good := trustedPolicy(t, cliPolicy)
+	if out, _, code := cli(t, "policy", "check", good); code != 0 || !strings.Contains(out, good+": ok") {
+		t.Errorf("check of a good policy: %d %q", code, out)
+	}
+	bad := trustedPolicy(t, cliPolicy+"images_alow = [\"x\"]\n")
+	if out, _, code := cli(t, "policy", "check", bad); code != 1 || !strings.Contains(out, bad+":8") {
+		t.Errorf("check of a typo: %d %q; want exit 1 naming line 8", code, out)
+	}
+	if _, errout, code := cli(t, "policy", "check", "a", "b"); code != launcher.ExitLaunchFailed || !strings.Contains(errout, "containerjob: hint:") {
+		t.Errorf("two files: %d %q", code, errout)
+	}
+	// --install refuses a broken candidate and leaves the target alone.
+	target := trustedPolicy(t, cliPolicy)
+	if _, _, code := cli(t, "policy", "check", "--install", bad, target); code != 1 {
+		t.Errorf("install of a broken candidate: exit %d", code)
+	}
+	if b, _ := os.ReadFile(target); string(b) != cliPolicy {
+		t.Errorf("the target changed: %q", b)
+	}
+	if _, _, code := cli(t, "policy", "check", "--install", good, target); code != 0 {
+		t.Errorf("install of a good candidate: exit %d", code)
+	}
+}
+
+func TestCLIPolicyExplain(t *testing.T) {
+	p := trustedPolicy(t, cliPolicy)
+	out, _, code := cli(t, "policy", "explain", "--policy", p, "--user", "nobody", "--", "-e", "A=1", "alpine:3.20", "id")
+	if code != 0 || !strings.Contains(out, "allowed") || !strings.Contains(out, "images_allow") {
+		t.Errorf("explain of an allowed run: %d\n%s", code, out)
+	}
+	out, _, code = cli(t, "policy", "explain", "--policy", p, "--user", "nobody", "--", "alpine:denied")
+	if code != 1 || !strings.Contains(out, "images_deny") {
+		t.Errorf("explain of a denied image: %d\n%s", code, out)
+	}
+	if _, errout, code := cli(t, "policy", "explain", "--policy", p); code != 2 || !strings.Contains(errout, "--user is required") {
+		t.Errorf("explain as root without --user: %d %q", code, errout)
+	}
+	if _, errout, code := cli(t, "policy", "explain", "--policy", p, "--user", "no-such-user-here"); code != launcher.ExitLaunchFailed || !strings.Contains(errout, "not in the user database") {
+		t.Errorf("explain for an unknown user: %d %q", code, errout)
+	}
+}
+
+func TestCLIVersionHelpAndImplicitRun(t *testing.T) {
+	if out, _, code := cli(t, "version"); code != 0 || !strings.Contains(out, launcher.Version) {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if out, _, code := cli(t, "--help"); code != 0 || !strings.Contains(out, "Exit status of a run") {
+		t.Errorf("help: %d", code)
+	}
+	root := newRootCmd()
+	for _, c := range []struct {
+		in   []string
+		want []string
+	}{
+		{[]string{"alpine:3.20", "id"}, []string{"run", "alpine:3.20", "id"}},
+		{[]string{"ps"}, []string{"ps"}},
+		{[]string{"--help"}, []string{"--help"}},
+		{nil, nil},
+	} {
+		if got := withImplicitRun(root, c.in); !slices.Equal(got, c.want) {
+			t.Errorf("withImplicitRun(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	if _, errout, code := cli(t, "run", "--no-such-flag", "alpine:3.20"); code != launcher.ExitLaunchFailed || !strings.Contains(errout, "unknown flag") || !strings.Contains(errout, "containerjob: hint: see 'containerjob run --help'") {
+		t.Errorf("unknown flag: %d %q", code, errout)
+	}
+}
+
+// TestExitCodeContract: what each kind of error prints and exits with.
+func TestExitCodeContract(t *testing.T) {
+	tests := []struct {
+		name  string
+		err   error
+		quiet bool
+		code  int
+		lines []string
+	}{
+		{"none", nil, false, 0, nil},
+		{"the container's own status", exitStatus(3), false, 3, nil},
+		{"launcher error", &launcher.Error{Code: 127, Err: errors.New("the command was not found in the image")}, false, 127, []string{"containerjob: error: the command was not found in the image"}},
+		{"refusal", &policy.Refusal{What: `image "x"`, Verb: "is denied by", Rule: policy.Origin{Table: "defaults", Key: "images_deny"}}, false, 125, []string{`containerjob: error: image "x" is denied by`}},
+		{"refusal, not the first task", &policy.Refusal{What: `image "x"`, Verb: "is denied by"}, true, 125, nil},
+		{"usage", usagef("bad flag"), false, 125, []string{"containerjob: error: bad flag", "containerjob: hint: see 'containerjob run --help'"}},
+		{"multi-line error stays one line", errors.New("a\nb"), false, 125, []string{"containerjob: error: a b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			old, oldQuiet := stderr, quietRefusals
+			stderr, quietRefusals = &b, tt.quiet
+			defer func() { stderr, quietRefusals = old, oldQuiet }()
+			if code := exitCode(tt.err); code != tt.code {
+				t.Errorf("code %d, want %d", code, tt.code)
+			}
+			var got []string
+			for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+				if l != "" {
+					got = append(got, l)
+				}
+			}
+			if len(got) != len(tt.lines) {
+				t.Fatalf("printed %q, want %d lines %q", got, len(tt.lines), tt.lines)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tt.lines[i]) {
+					t.Errorf("line %d %q, want prefix %q", i, got[i], tt.lines[i])
+				}
+			}
+		})
+	}
+}
+
+// TestRebuildArgs: what crosses sudo is rebuilt from parsed flags only, and
+// -e values never go on the command line.
+func TestRebuildArgs(t *testing.T) {
+	f := &runFlags{}
+	cmd := newRunCmdWith(f)
+	t.Setenv("CJ_SECRET", "s3cret")
+	if err := cmd.ParseFlags([]string{"-e", "CJ_SECRET", "-e", "B=2", "-v", "/a:/b:ro", "-w", "/w", "--read-only", "--name", "n", "--quiet-refusals"}); err != nil {
+		t.Fatal(err)
+	}
+	argv, pass := rebuildArgs(cmd.Flags(), f, []string{"alpine:3.20", "id"})
+	want := []string{"run", "--volume=/a:/b:ro", "--workdir=/w", "--name=n", "--read-only=true", "--quiet-refusals=true", "--", "alpine:3.20", "id"}
+	if !slices.Equal(argv, want) {
+		t.Errorf("argv %q\nwant %q", argv, want)
+	}
+	if pass == nil || !slices.Equal(pass.Env, []string{"CJ_SECRET=s3cret", "B=2"}) {
+		t.Errorf("passed env %+v", pass)
+	}
+	if strings.Contains(strings.Join(argv, " "), "s3cret") {
+		t.Errorf("a secret on the command line: %q", argv)
+	}
+}
+
+func TestBatchScriptAndPolicyJob(t *testing.T) {
+	s := policy.Settings{SlurmdSpoolDir: "/var/spool/slurmd"}
+	for _, c := range []struct {
+		job  scheduler.Job
+		want string
+	}{
+		{scheduler.Job{Scheduler: "slurm", ID: "42", Step: "batch"}, "/var/spool/slurmd/job00042/slurm_script"},
+		{scheduler.Job{Scheduler: "slurm", ID: "42", Step: "0"}, ""},
+		{scheduler.Job{Scheduler: "slurm", ID: "../x", Step: "batch"}, ""},
+		{scheduler.Job{Scheduler: "pbs", ID: "42", Step: "batch"}, ""},
+	} {
+		if got := batchScript(c.job, s); got != c.want {
+			t.Errorf("batchScript(%+v) = %q, want %q", c.job, got, c.want)
+		}
+	}
+	if got := scriptInterpreter(scheduler.Job{Scheduler: "slurm", ID: "42", Step: "0"}, s, []string{"x"}); got != "" {
+		t.Errorf("scriptInterpreter outside a batch step = %q", got)
+	}
+	job := scheduler.Job{Scheduler: "slurm", ID: "9", Step: "0", Node: "n1", Alloc: scheduler.Allocation{CPUs: "0-1", MemoryBytes: 1 << 30,
+		GPUs: []scheduler.GPU{{Index: 1, Device: "/dev/nvidia3", Minor: 3}}}}
+	pj, ids, devs, err := policyJob(job, "devices")
+	if err != nil || pj.ID != "9" || pj.Node != "n1" || pj.CPUs != "0-1" || pj.MemoryBytes != 1<<30 ||
+		len(pj.GPUs) != 1 || pj.GPUs[0].ID != "3" || !slices.Equal(ids, []string{"3", "nvidia.com/gpu=3"}) || devs[0] != "/dev/nvidia3" {
+		t.Errorf("policyJob = %+v %v %v %v", pj, ids, devs, err)
+	}
+}
+
+func TestPrivilegedCaller(t *testing.T) {
+	c, err := privilegedCaller(asRoot, 0, "nobody")
+	if err != nil || c.User != "nobody" || c.UID == 0 {
+		t.Fatalf("root naming nobody: %+v %v", c, err)
+	}
+	if c2, err := privilegedCaller(asRoot, 0, strconv.Itoa(int(c.UID))); err != nil || c2.User != "nobody" {
+		t.Errorf("root naming nobody by uid: %+v %v", c2, err)
+	}
+	for _, tt := range []struct {
+		inv  invocation
+		uid  uint32
+		flag string
+		want string
+	}{
+		{asRoot, 0, "", "containers never run as root"},
+		{asRoot, 0, "root", "containers never run as root"},
+		{asRoot, 0, "no-such-user-here", "is not in the user database"},
+		{viaSudo, c.UID, "nobody", "--as-user is for root only"},
+		{viaSudo, 4294967290, "", "is not in the user database"},
+		{asUser, 1000, "", "not privileged"},
+	} {
+		if _, err := privilegedCaller(tt.inv, tt.uid, tt.flag); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("privilegedCaller(%v, %d, %q) = %v, want %q", tt.inv, tt.uid, tt.flag, err, tt.want)
+		}
+	}
+	if a := containerAccount(c); a == nil || a.Name != "nobody" || a.UID != c.UID || len(a.Groups) == 0 || a.Groups[0].GID != c.GID {
+		t.Errorf("containerAccount(nobody) = %+v", a)
+	}
+	if a := containerAccount(policy.Caller{User: "x:y", UID: 5, GID: 5}); a != nil {
+		t.Errorf("an account that cannot be written as a line: %+v", a)
+	}
+}
+
+// TestCleanupHooksNeverFailOnTheEngine: an epilogue or prolog whose engine
+// cannot be reached says so and exits 0 (a failing hook drains the node);
+// a malformed invocation is a usage error.
+func TestCleanupHooksNeverFailOnTheEngine(t *testing.T) {
+	p := trustedPolicy(t, "[settings]\naudit_log = \"/dev/null\"\ndocker_host = \"unix://"+t.TempDir()+"/no-engine.sock\"\n")
+	t.Setenv("SUDO_UID", "")
+	os.Unsetenv("SUDO_UID")
+	for _, hook := range []string{"epilog", "prolog"} {
+		_, errout, code := cli(t, hook, "--policy", p, "--job", "5", "--step", "0")
+		if code != 0 || !strings.Contains(errout, "containerjob: warning: "+hook+" for job 5: the engine cannot be reached") {
+			t.Errorf("%s with the engine down: %d %q", hook, code, errout)
+		}
+	}
+	if _, errout, code := cli(t, "epilog", "--policy", p, "--scheduler", "lsf", "--job", "5"); code != launcher.ExitLaunchFailed || !strings.Contains(errout, `--scheduler "lsf" is not slurm or pbs`) {
+		t.Errorf("unknown scheduler: %d %q", code, errout)
+	}
+	t.Setenv("SLURM_JOB_ID", "")
+	if _, errout, code := cli(t, "epilog", "--policy", p); code != launcher.ExitLaunchFailed || !strings.Contains(errout, "no job id") {
+		t.Errorf("no job: %d %q", code, errout)
+	}
+	t.Setenv("SLURM_JOB_ID", "77")
+	if _, errout, code := cli(t, "epilog", "--policy", p); code != 0 || !strings.Contains(errout, "for job 77") {
+		t.Errorf("job from the hook's environment: %d %q", code, errout)
+	}
+	if _, errout, code := cli(t, "gc", "--policy", p, "--dry-run"); code != launcher.ExitLaunchFailed || !strings.Contains(errout, "listing containers") {
+		t.Errorf("gc with the engine down: %d %q", code, errout)
+	}
+}
