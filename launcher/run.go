@@ -720,7 +720,8 @@ func checkLimits(ctx context.Context, eng Engine, d *policy.Decision, req *clien
 		}
 		if int64(len(items)) >= l.Max {
 			return &Error{Code: ExitLaunchFailed, Err: &policy.Refusal{
-				What: fmt.Sprintf("a container beyond the %d allowed (%d exist)", l.Max, len(items)), Verb: "is refused by", Rule: l.Rule}}
+				Item: fmt.Sprintf("a container beyond the %d allowed (%d exist)", l.Max, len(items)), Reason: "is refused", Rule: l.Rule,
+				Hint: "wait for one of your containers to end, or stop one (containerjob ps, containerjob stop)"}}
 		}
 	}
 	return nil

@@ -155,12 +155,19 @@ type Applied struct {
 // Refusal is a request the policy does not allow. Its message is the single
 // line the user sees.
 type Refusal struct {
-	What string // `image "ubuntu:14.04"`
-	Verb string // "is denied by", "is not allowed by"
-	Rule Origin
+	Item   string // what was asked: `image "ubuntu:14.04"`
+	Reason string // why not, as a predicate: "is denied", "must be an absolute, clean path"; "" when Item says it
+	Rule   Origin // the rule that decided
+	Hint   string // what the user can do instead, printed on a line of its own; "" when the rule says it
 }
 
-func (r *Refusal) Error() string { return r.What + " " + r.Verb + " " + r.Rule.String() }
+// Error is the refusal's one line: ITEM REASON, says RULE.
+func (r *Refusal) Error() string {
+	if r.Reason == "" {
+		return r.Item + ", says " + r.Rule.String()
+	}
+	return r.Item + " " + r.Reason + ", says " + r.Rule.String()
+}
 
 // Labels containerjob sets, and the only labels it trusts when it looks for
 // its containers; users cannot set labels at all.
@@ -229,13 +236,13 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	}
 
 	if job.ID == "" && !eff.OutsideJobs.Value {
-		return nil, &Refusal{What: "a launch outside a scheduler job", Verb: "is not allowed by", Rule: eff.OutsideJobs.Origin}
+		return nil, &Refusal{Item: "a launch outside a scheduler job", Reason: "is not allowed", Rule: eff.OutsideJobs.Origin, Hint: "run it in a job: srun containerjob ..., or #SBATCH --container-image"}
 	}
 
 	for _, f := range req.Flags {
 		o, ok := eff.FlagsAllow.find(f)
 		if !ok {
-			return nil, &Refusal{What: fmt.Sprintf("flag --%s", f), Verb: "is not allowed by", Rule: eff.FlagsAllow.missing("flags_allow")}
+			return nil, &Refusal{Item: fmt.Sprintf("flag --%s", f), Reason: "is not allowed", Rule: eff.FlagsAllow.missing("flags_allow")}
 		}
 		trail("flag --"+f, "allowed", o)
 	}
@@ -250,7 +257,7 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	d.Pull = req.Pull
 	if eff.LocalOnly.Value {
 		if d.Pull != "" && d.Pull != "never" {
-			return nil, &Refusal{What: fmt.Sprintf("pull mode %q", d.Pull), Verb: "is not allowed (only images on this node may run) by", Rule: eff.LocalOnly.Origin}
+			return nil, &Refusal{Item: fmt.Sprintf("pull mode %q", d.Pull), Reason: "is not allowed", Rule: eff.LocalOnly.Origin, Hint: "only images already on this node may run here; leave out --pull"}
 		}
 		d.Pull = "never"
 		trail("pull never", "forced", eff.LocalOnly.Origin)
@@ -261,11 +268,11 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		}
 	} else {
 		if _, err := parsePull(d.Pull); err != nil {
-			return nil, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("pull-mode")}
+			return nil, &Refusal{Item: err.Error(), Rule: builtin("pull-mode")}
 		}
 		o, ok := eff.Pull.find(d.Pull)
 		if !ok && d.Pull != "never" {
-			return nil, &Refusal{What: fmt.Sprintf("pull mode %q", d.Pull), Verb: "is not allowed by", Rule: eff.Pull.missing("pull")}
+			return nil, &Refusal{Item: fmt.Sprintf("pull mode %q", d.Pull), Reason: "is not allowed", Rule: eff.Pull.missing("pull")}
 		}
 		trail("pull "+d.Pull, "allowed", o)
 	}
@@ -300,10 +307,10 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	for _, kv := range req.Env {
 		name, value, _ := strings.Cut(kv, "=")
 		if !envNameRE.MatchString(name) || !utf8.ValidString(value) || strings.ContainsRune(value, 0) {
-			return nil, &Refusal{What: fmt.Sprintf("environment variable %q", truncate(name, 64)), Verb: "is malformed and refused by", Rule: builtin("env-syntax")}
+			return nil, &Refusal{Item: fmt.Sprintf("environment variable %q", truncate(name, 64)), Reason: "is malformed", Rule: builtin("env-syntax")}
 		}
 		if reservedEnv[name] {
-			return nil, &Refusal{What: fmt.Sprintf("environment variable %s", name), Verb: "is set only from the job's GPU allocation, by", Rule: builtin("reserved-env")}
+			return nil, &Refusal{Item: fmt.Sprintf("environment variable %s", name), Reason: "is set only from the job's GPU allocation", Rule: builtin("reserved-env"), Hint: "ask for GPUs with srun --gpus (or --gres=gpu:N); the container sees exactly those"}
 		}
 		env.set(name, value)
 	}
@@ -319,7 +326,7 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		name := strings.TrimPrefix(strings.ToUpper(c), "CAP_")
 		o, ok := eff.CapsAllow.find(name)
 		if !ok || name == "ALL" {
-			return nil, &Refusal{What: fmt.Sprintf("capability %s", truncate(name, 32)), Verb: "is not allowed by", Rule: eff.CapsAllow.missing("capabilities_allow")}
+			return nil, &Refusal{Item: fmt.Sprintf("capability %s", truncate(name, 32)), Reason: "is not allowed", Rule: eff.CapsAllow.missing("capabilities_allow")}
 		}
 		proc.Capabilities.Effective = append(proc.Capabilities.Effective, name)
 		trail("capability "+name, "allowed", o)
@@ -374,14 +381,14 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 
 	if w := eff.WorkdirForce; w.Value != "" {
 		if req.Workdir != "" && req.Workdir != w.Value {
-			return nil, &Refusal{What: fmt.Sprintf("working directory %q", truncate(req.Workdir, 256)), Verb: "cannot be chosen; it is " + strconv.Quote(w.Value) + " by", Rule: w.Origin}
+			return nil, &Refusal{Item: fmt.Sprintf("working directory %q", truncate(req.Workdir, 256)), Reason: "cannot be chosen; it is " + strconv.Quote(w.Value), Rule: w.Origin, Hint: "leave out --workdir"}
 		}
 		req.Workdir = w.Value
 	}
 	switch {
 	case req.Workdir != "":
 		if !filepath.IsAbs(req.Workdir) || filepath.Clean(req.Workdir) != req.Workdir || strings.ContainsRune(req.Workdir, 0) {
-			return nil, &Refusal{What: fmt.Sprintf("working directory %q", truncate(req.Workdir, 256)), Verb: "must be an absolute, clean path, says", Rule: builtin("workdir-syntax")}
+			return nil, &Refusal{Item: fmt.Sprintf("working directory %q", truncate(req.Workdir, 256)), Reason: "must be an absolute, clean path", Rule: builtin("workdir-syntax")}
 		}
 		proc.Cwd = req.Workdir
 	case req.Cwd != "" && underAnyMount(req.Cwd, d.Spec.Mounts):
@@ -401,7 +408,7 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	d.Cmd = req.Cmd
 	for _, a := range append(slices.Clone(req.Cmd), d.Entrypoint...) {
 		if strings.ContainsRune(a, 0) {
-			return nil, &Refusal{What: "a command argument with a NUL byte", Verb: "is refused by", Rule: builtin("argv-syntax")}
+			return nil, &Refusal{Item: "a command argument with a NUL byte", Reason: "is refused", Rule: builtin("argv-syntax")}
 		}
 	}
 	d.Tty, d.Interactive, d.ReadOnlyRoot = req.Tty, req.Interactive, req.ReadOnly || eff.ReadOnlyRoot.Value
@@ -413,10 +420,10 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 	}
 
 	if req.ShmSize < 0 {
-		return nil, &Refusal{What: "a negative --shm-size", Verb: "is refused by", Rule: builtin("shm-size")}
+		return nil, &Refusal{Item: "a negative --shm-size", Reason: "is refused", Rule: builtin("shm-size")}
 	}
 	if max := eff.ShmSizeMax.Value; max > 0 && req.ShmSize > max {
-		return nil, &Refusal{What: fmt.Sprintf("--shm-size of %d bytes", req.ShmSize), Verb: fmt.Sprintf("is above the %d allowed by", max), Rule: eff.ShmSizeMax.Origin}
+		return nil, &Refusal{Item: fmt.Sprintf("--shm-size of %d bytes", req.ShmSize), Reason: fmt.Sprintf("is above the %d allowed", max), Rule: eff.ShmSizeMax.Origin}
 	}
 	d.ShmSize = req.ShmSize
 
@@ -435,12 +442,12 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		}
 	}
 	if err := validNetworkName(d.Network); err != nil {
-		return nil, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("network-name")}
+		return nil, &Refusal{Item: err.Error(), Rule: builtin("network-name")}
 	}
 	if d.Network != "none" {
 		o, ok := eff.NetworksAllow.find(d.Network)
 		if !ok {
-			return nil, &Refusal{What: fmt.Sprintf("network %q", d.Network), Verb: "is not allowed by", Rule: eff.NetworksAllow.missing("networks_allow")}
+			return nil, &Refusal{Item: fmt.Sprintf("network %q", d.Network), Reason: "is not allowed", Rule: eff.NetworksAllow.missing("networks_allow")}
 		}
 		trail("network "+d.Network, "allowed", o)
 	}
@@ -451,7 +458,7 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 
 	if req.Name != "" {
 		if !nameRE.MatchString(req.Name) {
-			return nil, &Refusal{What: fmt.Sprintf("container name %q", truncate(req.Name, 64)), Verb: "must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}, says", Rule: builtin("container-name")}
+			return nil, &Refusal{Item: fmt.Sprintf("container name %q", truncate(req.Name, 64)), Reason: "must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", Rule: builtin("container-name")}
 		}
 		// Names are engine-wide: prefixing the caller's identity keeps one
 		// user from squatting a name another user (or job) relies on.
@@ -639,7 +646,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 	}
 	if eff.MountJobDir.Value && job.Dir != "" {
 		if why := ForbiddenMountSource(job.Dir); why != "" {
-			return &Refusal{What: fmt.Sprintf("job directory %q (%s)", job.Dir, why), Verb: "cannot be mounted, says", Rule: builtin("never-mount")}
+			return &Refusal{Item: fmt.Sprintf("job directory %q (%s)", job.Dir, why), Reason: "cannot be mounted", Rule: builtin("never-mount"), Hint: "submit the job from a directory of your own (sbatch -D DIR)"}
 		}
 		add(job.Dir, job.Dir, false)
 		d.StageSources = append(d.StageSources, job.Dir)
@@ -683,7 +690,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 		}
 		src := req.DefaultMounts[given].Source
 		if why := ForbiddenMountSource(src); why != "" {
-			return &Refusal{What: fmt.Sprintf("default mount %q resolves to %q (%s) and", dm.Path, src, why), Verb: "can never be mounted; opt out with --no-default-mount, or ask the admin about", Rule: dm.Origin}
+			return &Refusal{Item: fmt.Sprintf("default mount %q resolves to %q (%s) and", dm.Path, src, why), Reason: "can never be mounted", Rule: dm.Origin, Hint: "opt out with --no-default-mount=" + dm.Path + ", or ask the admin about the rule"}
 		}
 		add(src, dm.Path, dm.ReadOnly)
 		d.StageSources = append(d.StageSources, src)
@@ -691,13 +698,13 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 	}
 	for _, m := range req.Mounts {
 		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) != m.Target || m.Target == "/" || strings.ContainsRune(m.Target, 0) {
-			return &Refusal{What: fmt.Sprintf("mount target %q", truncate(m.Target, 256)), Verb: "must be an absolute, clean path other than /, says", Rule: builtin("mount-target")}
+			return &Refusal{Item: fmt.Sprintf("mount target %q", truncate(m.Target, 256)), Reason: "must be an absolute, clean path other than /", Rule: builtin("mount-target")}
 		}
 		if targets[m.Target] {
-			return &Refusal{What: fmt.Sprintf("mount target %q", m.Target), Verb: "is already taken by a mount the admin forces, says", Rule: builtin("mount-target")}
+			return &Refusal{Item: fmt.Sprintf("mount target %q", m.Target), Reason: "is already taken by a mount the admin forces", Rule: builtin("mount-target"), Hint: "mount it at another path"}
 		}
 		if why := ForbiddenMountSource(m.Source); why != "" {
-			return &Refusal{What: fmt.Sprintf("mount source %q (%s)", m.Given, why), Verb: "can never be mounted, says", Rule: builtin("never-mount")}
+			return &Refusal{Item: fmt.Sprintf("mount source %q (%s)", m.Given, why), Reason: "can never be mounted", Rule: builtin("never-mount")}
 		}
 		// The longest allowed prefix decides, so an admin can allow /data
 		// read-only and /data/$USER read-write.
@@ -713,7 +720,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 			}
 		}
 		if bestLen < 0 {
-			return &Refusal{What: fmt.Sprintf("mount source %q", m.Given), Verb: "is not under any path allowed by", Rule: eff.MountsAllow.missing("mounts_allow")}
+			return &Refusal{Item: fmt.Sprintf("mount source %q", m.Given), Reason: "is not under any path allowed", Rule: eff.MountsAllow.missing("mounts_allow")}
 		}
 		ro := m.ReadOnly || bestRO
 		add(m.Source, m.Target, ro)
@@ -764,8 +771,9 @@ func (p *Policy) decideNesting(d *Decision) error {
 			d.Trail = append(d.Trail, Applied{Item: "mount " + m.Source + ":" + m.Destination, Action: "already shown by an enclosing mount; not mounted again", Rule: builtin("nested-mount")})
 		case outer != nil && !d.NestedMounts:
 			return &Refusal{
-				What: fmt.Sprintf("mount target %q lies inside the mount of %q, a host directory whose contents the caller may change while the container starts, and", m.Destination, outer.Destination),
-				Verb: "is refused (runc before 1.1.14 can be raced into creating it outside the container, CVE-2024-45310; mount it outside " + outer.Destination + ", e.g. under /mnt) by", Rule: Origin{Table: "settings", Key: "nested_mounts"}}
+				Item:   fmt.Sprintf("mount target %q lies inside the mount of %q, a host directory whose contents the caller may change while the container starts, and", m.Destination, outer.Destination),
+				Reason: "is refused (runc before 1.1.14 can be raced into creating it outside the container, CVE-2024-45310)", Rule: Origin{Table: "settings", Key: "nested_mounts"},
+				Hint:   "mount it outside " + outer.Destination + ", e.g. under /mnt"}
 		default:
 			kept = append(kept, m)
 		}
@@ -815,13 +823,13 @@ func (p *Policy) decidePorts(d *Decision, req Request, eff *Effective) error {
 	for _, s := range req.Publish {
 		pt, err := ParsePublish(s)
 		if err != nil {
-			return &Refusal{What: truncate(err.Error(), 256), Verb: "and is refused by", Rule: builtin("publish-syntax")}
+			return &Refusal{Item: truncate(err.Error(), 256), Rule: builtin("publish-syntax")}
 		}
 		if d.Network == "none" || d.Network == "host" {
-			return &Refusal{What: fmt.Sprintf("--publish %s on network %q", pt, d.Network), Verb: "has nothing to forward (use --network bridge or a named network), says", Rule: builtin("publish-network")}
+			return &Refusal{Item: fmt.Sprintf("--publish %s on network %q", pt, d.Network), Reason: "has nothing to forward", Rule: builtin("publish-network"), Hint: "use --network bridge or a named network"}
 		}
 		if slices.ContainsFunc(d.Ports, func(q Port) bool { return q.HostIP == pt.HostIP && q.HostPort == pt.HostPort && q.Proto == pt.Proto }) {
-			return &Refusal{What: fmt.Sprintf("--publish %s", pt), Verb: "publishes the same host port twice, says", Rule: builtin("publish-syntax")}
+			return &Refusal{Item: fmt.Sprintf("--publish %s", pt), Reason: "publishes the same host port twice", Rule: builtin("publish-syntax")}
 		}
 		found := -1
 		for i, e := range eff.PortsAllow {
@@ -831,7 +839,7 @@ func (p *Policy) decidePorts(d *Decision, req Request, eff *Effective) error {
 			}
 		}
 		if found < 0 {
-			return &Refusal{What: fmt.Sprintf("publishing host port %s", pt), Verb: "is not allowed by", Rule: eff.PortsAllow.missing("ports_allow")}
+			return &Refusal{Item: fmt.Sprintf("publishing host port %s", pt), Reason: "is not allowed", Rule: eff.PortsAllow.missing("ports_allow")}
 		}
 		d.Ports = append(d.Ports, pt)
 		d.Trail = append(d.Trail, Applied{Item: "publish " + pt.String(), Action: "allowed", Rule: eff.PortsAllow[found].Origin})

@@ -224,14 +224,14 @@ func (p *Policy) ImageAllowed(caller Caller, ref string) bool {
 func (p *Policy) judgeImage(eff *Effective, image string) (ImageRef, Origin, error) {
 	ref, err := NormalizeImage(image)
 	if err != nil {
-		return ref, Origin{}, &Refusal{What: err.Error(), Verb: "and is refused by", Rule: builtin("image-reference")}
+		return ref, Origin{}, &Refusal{Item: err.Error(), Rule: builtin("image-reference")}
 	}
 	if o, ok := p.matchImage(eff.ImagesDeny, ref); ok {
-		return ref, Origin{}, &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is denied by", Rule: o}
+		return ref, Origin{}, &Refusal{Item: fmt.Sprintf("image %q", image), Reason: "is denied", Rule: o}
 	}
 	o, ok := p.matchImage(eff.ImagesAllow, ref)
 	if !ok {
-		return ref, Origin{}, &Refusal{What: fmt.Sprintf("image %q", image), Verb: "is not allowed by", Rule: eff.ImagesAllow.missing("images_allow")}
+		return ref, Origin{}, &Refusal{Item: fmt.Sprintf("image %q", image), Reason: "is not allowed", Rule: eff.ImagesAllow.missing("images_allow")}
 	}
 	return ref, o, nil
 }

@@ -130,7 +130,10 @@ func (o Origin) String() string {
 	if o.Table == "built-in" {
 		return "built-in rule " + o.Key
 	}
-	if o.Line > 0 {
+	switch {
+	case o.File == "":
+		return fmt.Sprintf("%s in [%s]", o.Key, o.Table)
+	case o.Line > 0:
 		return fmt.Sprintf("%s in [%s] (%s:%d)", o.Key, o.Table, o.File, o.Line)
 	}
 	return fmt.Sprintf("%s in [%s] (%s)", o.Key, o.Table, o.File)

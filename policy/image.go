@@ -194,7 +194,7 @@ func (p *Policy) DecidePull(caller Caller, image string) (ImageRef, string, erro
 		return ref, "", err
 	}
 	if eff.LocalOnly.Value {
-		return ref, "", &Refusal{What: "pulling images", Verb: "is not allowed (only images already on this node may run) by", Rule: eff.LocalOnly.Origin}
+		return ref, "", &Refusal{Item: "pulling images", Reason: "is not allowed", Rule: eff.LocalOnly.Origin, Hint: "only images already on this node may run here"}
 	}
 	if _, ok := eff.Pull.find("always"); ok {
 		return ref, "always", nil
@@ -202,5 +202,5 @@ func (p *Policy) DecidePull(caller Caller, image string) (ImageRef, string, erro
 	if _, ok := eff.Pull.find("missing"); ok {
 		return ref, "missing", nil
 	}
-	return ref, "", &Refusal{What: "pulling images", Verb: "is not allowed by", Rule: eff.Pull.missing("pull")}
+	return ref, "", &Refusal{Item: "pulling images", Reason: "is not allowed", Rule: eff.Pull.missing("pull")}
 }

@@ -137,11 +137,11 @@ images_allow = ["busybox"]
 	}{
 		{"missing from defaults", who("bob"), "alpine:3.20", "missing"},
 		{"always from a group", who("carol", "fresh"), "registry.local/lab/tool:1", "always"},
-		{"denied image", who("carol", "fresh"), "alpine:bad", `image "alpine:bad" is denied by images_deny in [defaults] (/p.toml:3)`},
-		{"not allowed image", who("bob"), "ubuntu:24.04", "is not allowed by images_allow"},
-		{"alias of a denied image", who("bob"), "docker.io/library/alpine:bad", "is denied by"},
-		{"local only", who("dave", "offline"), "alpine:3.20", "pulling images is not allowed (only images already on this node may run) by local_only in [group.offline] (/p.toml:10)"},
-		{"malformed", who("bob"), "Alpine:UPPER case", "refused by built-in rule image-reference"},
+		{"denied image", who("carol", "fresh"), "alpine:bad", `image "alpine:bad" is denied, says images_deny in [defaults] (/p.toml:3)`},
+		{"not allowed image", who("bob"), "ubuntu:24.04", "is not allowed, says images_allow"},
+		{"alias of a denied image", who("bob"), "docker.io/library/alpine:bad", "is denied, says"},
+		{"local only", who("dave", "offline"), "alpine:3.20", "pulling images is not allowed, says local_only in [group.offline] (/p.toml:10)"},
+		{"malformed", who("bob"), "Alpine:UPPER case", ", says built-in rule image-reference"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,7 +156,7 @@ images_allow = ["busybox"]
 		})
 	}
 	nopull, _ := Parse("/p.toml", []byte("[defaults]\nimages_allow = [\"alpine:*\"]\npull = [\"never\"]\n"))
-	if _, _, err := nopull.DecidePull(who("bob"), "alpine:3.20"); err == nil || !strings.Contains(err.Error(), "pulling images is not allowed by pull in [defaults] (/p.toml:3)") {
+	if _, _, err := nopull.DecidePull(who("bob"), "alpine:3.20"); err == nil || !strings.Contains(err.Error(), "pulling images is not allowed, says pull in [defaults] (/p.toml:3)") {
 		t.Errorf("pull = [never]: %v", err)
 	}
 }

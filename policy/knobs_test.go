@@ -58,7 +58,7 @@ func TestForcedKnobs(t *testing.T) {
 				}
 			}},
 		{name: "workdir cannot be chosen", req: Request{Image: "alpine:3.20", Workdir: "/tmp", Flags: []string{"workdir"}},
-			wantErr: `working directory "/tmp" cannot be chosen; it is "/work" by workdir_force in [defaults] (/etc/containerjob/policy.toml:6)`},
+			wantErr: `working directory "/tmp" cannot be chosen; it is "/work", says workdir_force in [defaults] (/etc/containerjob/policy.toml:6)`},
 		{name: "capability allowed", req: Request{Image: "alpine:3.20", CapAdd: []string{"cap_net_raw"}, Flags: []string{"cap-add"}},
 			check: func(t *testing.T, d *Decision) {
 				if !slices.Equal(d.Spec.Process.Capabilities.Effective, []string{"NET_RAW"}) {
@@ -66,11 +66,11 @@ func TestForcedKnobs(t *testing.T) {
 				}
 			}},
 		{name: "capability not allowed", req: Request{Image: "alpine:3.20", CapAdd: []string{"SYS_ADMIN"}, Flags: []string{"cap-add"}},
-			wantErr: "capability SYS_ADMIN is not allowed by capabilities_allow in [defaults] (/etc/containerjob/policy.toml:11)"},
+			wantErr: "capability SYS_ADMIN is not allowed, says capabilities_allow in [defaults] (/etc/containerjob/policy.toml:11)"},
 		{name: "ALL never", req: Request{Image: "alpine:3.20", CapAdd: []string{"ALL"}, Flags: []string{"cap-add"}},
 			wantErr: "capability ALL is not allowed"},
 		{name: "shm above maximum", req: Request{Image: "alpine:3.20", ShmSize: 1 << 30, Flags: []string{"shm-size"}},
-			wantErr: "is above the 67108864 allowed by shm_size_max"},
+			wantErr: "is above the 67108864 allowed, says shm_size_max"},
 		{name: "lenient group lifts read-only, raises the user limit", groups: []string{"lenient"}, req: Request{Image: "alpine:3.20"},
 			check: func(t *testing.T, d *Decision) {
 				if d.ReadOnlyRoot || d.Limits[0].Max != 32 {
@@ -84,7 +84,7 @@ func TestForcedKnobs(t *testing.T) {
 				}
 			}},
 		{name: "local_only forbids pulls", groups: []string{"strict"}, req: Request{Image: "alpine:3.20", Pull: "missing", Flags: []string{"pull"}},
-			wantErr: `pull mode "missing" is not allowed (only images on this node may run) by local_only in [group.strict]`},
+			wantErr: `pull mode "missing" is not allowed, says local_only in [group.strict]`},
 		{name: "local_only forces never", groups: []string{"strict"}, req: Request{Image: "alpine:3.20"},
 			check: func(t *testing.T, d *Decision) {
 				if d.Pull != "never" {

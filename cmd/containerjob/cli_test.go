@@ -138,8 +138,10 @@ func TestExitCodeContract(t *testing.T) {
 		{"none", nil, false, 0, nil},
 		{"the container's own status", exitStatus(3), false, 3, nil},
 		{"launcher error", &launcher.Error{Code: 127, Err: errors.New("the command was not found in the image")}, false, 127, []string{"containerjob: error: the command was not found in the image"}},
-		{"refusal", &policy.Refusal{What: `image "x"`, Verb: "is denied by", Rule: policy.Origin{Table: "defaults", Key: "images_deny"}}, false, 125, []string{`containerjob: error: image "x" is denied by`}},
-		{"refusal, not the first task", &policy.Refusal{What: `image "x"`, Verb: "is denied by"}, true, 125, nil},
+		{"refusal", &policy.Refusal{Item: `image "x"`, Reason: "is denied", Rule: policy.Origin{Table: "defaults", Key: "images_deny", File: "/p", Line: 3}}, false, 125, []string{`containerjob: error: image "x" is denied, says images_deny in [defaults] (/p:3)`}},
+		{"refusal with a hint", &policy.Refusal{Item: "flag --cap-add", Reason: "is not allowed", Rule: policy.Origin{Table: "built-in", Key: "x"}, Hint: "ask"}, false, 125, []string{"containerjob: error: flag --cap-add is not allowed, says built-in rule x", "containerjob: hint: ask"}},
+		{"refusal inside a launch error", &launcher.Error{Code: 125, Err: &policy.Refusal{Item: "a container beyond the 2 allowed", Reason: "is refused", Hint: "wait"}}, false, 125, []string{"containerjob: error: a container beyond the 2 allowed is refused, says", "containerjob: hint: wait"}},
+		{"refusal, not the first task", &policy.Refusal{Item: `image "x"`, Reason: "is denied"}, true, 125, nil},
 		{"usage", usagef("bad flag"), false, 125, []string{"containerjob: error: bad flag", "containerjob: hint: see 'containerjob run --help'"}},
 		{"multi-line error stays one line", errors.New("a\nb"), false, 125, []string{"containerjob: error: a b"}},
 	}

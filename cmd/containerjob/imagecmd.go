@@ -78,8 +78,9 @@ func newNotOfferedCmd(name, why string) *cobra.Command {
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			refusal := &policy.Refusal{
-				What: "containerjob " + name,
-				Verb: "is not offered (" + why + "; ask your admin to provide the image) by",
+				Item:   "containerjob " + name,
+				Reason: "is not offered (" + why + ")",
+				Hint:   "ask your admin to provide the image",
 				Rule: policy.Origin{Table: "built-in", Key: "image-store"},
 			}
 			// Escalate only to leave the refusal in the audit trail.

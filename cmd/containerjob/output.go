@@ -69,14 +69,20 @@ func exitCode(err error) int {
 		return int(st)
 	}
 	var lerr *launcher.Error
+	var ref *policy.Refusal
 	if errors.As(err, &lerr) {
 		errorf("%v", lerr.Err)
+		if errors.As(lerr.Err, &ref) && ref.Hint != "" {
+			hintf("%s", ref.Hint)
+		}
 		return lerr.Code
 	}
-	var ref *policy.Refusal
 	if errors.As(err, &ref) {
 		if !quietRefusals {
 			errorf("%v", ref)
+			if ref.Hint != "" {
+				hintf("%s", ref.Hint)
+			}
 		}
 		return launcher.ExitLaunchFailed
 	}

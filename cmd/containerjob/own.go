@@ -270,7 +270,7 @@ interactive flags, as for run.`,
 				eff := o.pol.Effective(o.caller)
 				for name, used := range map[string]bool{"tty": tty, "interactive": interactive} {
 					if _, ok := eff.FlagsAllow.Has(name); used && !ok {
-						return &policy.Refusal{What: "flag --" + name, Verb: "is not allowed by", Rule: eff.FlagsAllow.Missing("flags_allow")}
+						return &policy.Refusal{Item: "flag --" + name, Reason: "is not allowed", Rule: eff.FlagsAllow.Missing("flags_allow")}
 					}
 				}
 				stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}

@@ -256,6 +256,10 @@ func explainDecision(out io.Writer, pol *policy.Policy, caller policy.Caller, jo
 	d, err := pol.Decide(req, caller, job)
 	if err != nil {
 		fmt.Fprintf(out, "  REFUSED: %v\n", err)
+		var ref *policy.Refusal
+		if errors.As(err, &ref) && ref.Hint != "" {
+			fmt.Fprintf(out, "  hint: %s\n", ref.Hint)
+		}
 		return true, nil
 	}
 	fmt.Fprintln(out, "  ALLOWED")

@@ -699,8 +699,8 @@ const existingImage = "containerjob.invalid/existing:named"
 // container was created (the policy judges it again now).
 func existingNamedImage(pol *policy.Policy, caller policy.Caller, job scheduler.Job, name string) (string, error) {
 	refuse := func(why string) error {
-		return &policy.Refusal{What: fmt.Sprintf("--container-name %q without --container-image (%s); name the image on the step that creates the container", name, why),
-			Verb: "is refused by", Rule: policy.Origin{Table: "built-in", Key: "named-container"}}
+		return &policy.Refusal{Item: fmt.Sprintf("--container-name %q without --container-image (%s)", name, why),
+			Reason: "is refused", Rule: policy.Origin{Table: "built-in", Key: "named-container"}, Hint: "name the image (--container-image) on the step that creates the container"}
 	}
 	if job.ID == "" {
 		return "", refuse("outside a job there are no named containers")

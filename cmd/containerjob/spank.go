@@ -130,7 +130,7 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 
 // spankRefusal is a --container-* option containerjob does not offer.
 func spankRefusal(opt, why string) error {
-	return &policy.Refusal{What: opt, Verb: "is refused (" + why + ") by", Rule: policy.Origin{Table: "built-in", Key: "pyxis-options"}}
+	return &policy.Refusal{Item: opt, Reason: "is refused (" + why + ")", Rule: policy.Origin{Table: "built-in", Key: "pyxis-options"}}
 }
 
 // pyxisImage turns pyxis' image syntax into a Docker reference:

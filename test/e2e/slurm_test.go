@@ -83,7 +83,7 @@ echo "step exit $?"
 	waitJob(t, id, 2*time.Minute)
 	out := readOutput(t, filepath.Join(dir, "slurm-"+id+".out"))
 	for _, want := range []string{
-		`containerjob: error: image "alpine:denied" is denied by images_deny in [defaults] (/etc/containerjob/policy.toml:12)`,
+		`containerjob: error: image "alpine:denied" is denied, says images_deny in [defaults] (/etc/containerjob/policy.toml:12)`,
 		`mount source "/etc" (the host's /etc) can never be mounted`,
 		"step exit 125",
 	} {
@@ -121,7 +121,7 @@ func TestSpoofedJobIDRefused(t *testing.T) {
 	}
 	// Outside any job with no claim: the policy's outside_jobs decides.
 	r = as(t, alice, dir, `containerjob alpine:3.20 true`)
-	if r.Code != 125 || !strings.Contains(r.Stderr, "a launch outside a scheduler job is not allowed by outside_jobs in [defaults] (/etc/containerjob/policy.toml:17)") {
+	if r.Code != 125 || !strings.Contains(r.Stderr, "a launch outside a scheduler job is not allowed, says outside_jobs in [defaults] (/etc/containerjob/policy.toml:17)") {
 		t.Errorf("outside a job: code %d stderr %q", r.Code, r.Stderr)
 	}
 }
@@ -625,7 +625,7 @@ func TestRefusalOncePerStep(t *testing.T) {
 		"srun -n2 --container-image=alpine:3.20 --container-remap-root true; echo rc=$?\n")
 	waitJob(t, id, 2*time.Minute)
 	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
-	for _, want := range []string{`image "alpine:denied" is denied by images_deny`, "--container-remap-root is refused"} {
+	for _, want := range []string{`image "alpine:denied" is denied, says images_deny`, "--container-remap-root is refused"} {
 		if n := strings.Count(out, want); n != 1 {
 			t.Errorf("%q printed %d times, want once:\n%s", want, n, out)
 		}

@@ -103,7 +103,7 @@ pull = ["always"]
 	}
 	since := time.Now()
 	r = cj(t, bob, bob.Home, "pull", ref)
-	refused(t, bob, since, r, `image "`+ref+`" is not allowed by images_allow in [defaults]`)
+	refused(t, bob, since, r, `image "`+ref+`" is not allowed, says images_allow in [defaults]`)
 	for _, args := range [][]string{{"load"}, {"tag", "alpine:3.20", "alpine:mine"}, {"rmi", "alpine:3.20"}, {"import", "x.tar"}, {"commit", "abc"}, {"build", "."}, {"push", ref}} {
 		since := time.Now()
 		r := cj(t, bob, bob.Home, args...)

@@ -65,9 +65,9 @@ func TestPublishedPorts(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"every interface needs the admin's rule", alice, []string{"-p", "0.0.0.0:18080:8080"}, "publishing host port 0.0.0.0:18080:8080/tcp is not allowed by ports_allow in [defaults]"},
-		{"port outside the range", alice, []string{"-p", "2222:22"}, "publishing host port 127.0.0.1:2222:22/tcp is not allowed by ports_allow"},
-		{"flag not allowed for others", bob, []string{"-p", "18080:8080"}, "flag --publish is not allowed by flags_allow"},
+		{"every interface needs the admin's rule", alice, []string{"-p", "0.0.0.0:18080:8080"}, "publishing host port 0.0.0.0:18080:8080/tcp is not allowed, says ports_allow in [defaults]"},
+		{"port outside the range", alice, []string{"-p", "2222:22"}, "publishing host port 127.0.0.1:2222:22/tcp is not allowed, says ports_allow"},
+		{"flag not allowed for others", bob, []string{"-p", "18080:8080"}, "flag --publish is not allowed, says flags_allow"},
 		{"no network to publish on", alice, []string{"--network", "none", "-p", "18080:8080"}, "has nothing to forward"},
 	}
 	for _, tt := range tests {

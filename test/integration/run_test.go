@@ -25,7 +25,8 @@ func TestIdentityStreamsAndExitCode(t *testing.T) {
 	if r.Code != 3 {
 		t.Fatalf("exit code %d, want 3; stderr %q", r.Code, r.Stderr)
 	}
-	wantID := fmt.Sprintf("uid=%d gid=%d", alice.UID, alice.GID)
+	// The caller has a name inside (user_entries): id prints it.
+	wantID := fmt.Sprintf("uid=%d(%s) gid=%d(%s)", alice.UID, alice.Name, alice.GID, alice.Name)
 	if !strings.Contains(r.Stdout, wantID) {
 		t.Errorf("stdout %q lacks %q", r.Stdout, wantID)
 	}
@@ -307,7 +308,7 @@ func TestForcedEnvUlimitsAndUserLimit(t *testing.T) {
 	}
 	since := time.Now()
 	r = cj(t, bob, bob.Home, "alpine:3.20", "true")
-	if r.Code != 125 || !strings.Contains(r.Stderr, "a container beyond the 4 allowed (4 exist) is refused by max_containers_per_user in [defaults] (/etc/containerjob/policy.toml:17)") {
+	if r.Code != 125 || !strings.Contains(r.Stderr, "a container beyond the 4 allowed (4 exist) is refused, says max_containers_per_user in [defaults] (/etc/containerjob/policy.toml:17)") {
 		t.Errorf("fifth container: code %d stderr %q", r.Code, r.Stderr)
 	}
 	if ev := testutil.ContainerEvents(t, docker, bob.UID, since, "create"); len(ev) > 0 {
