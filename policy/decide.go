@@ -773,7 +773,7 @@ func (p *Policy) decideNesting(d *Decision) error {
 			return &Refusal{
 				Item:   fmt.Sprintf("mount target %q lies inside the mount of %q, a host directory whose contents the caller may change while the container starts, and", m.Destination, outer.Destination),
 				Reason: "is refused (runc before 1.1.14 can be raced into creating it outside the container, CVE-2024-45310)", Rule: Origin{Table: "settings", Key: "nested_mounts"},
-				Hint:   "mount it outside " + outer.Destination + ", e.g. under /mnt"}
+				Hint: "mount it outside " + outer.Destination + ", e.g. under /mnt"}
 		default:
 			kept = append(kept, m)
 		}

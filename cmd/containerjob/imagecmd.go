@@ -81,7 +81,7 @@ func newNotOfferedCmd(name, why string) *cobra.Command {
 				Item:   "containerjob " + name,
 				Reason: "is not offered (" + why + ")",
 				Hint:   "ask your admin to provide the image",
-				Rule: policy.Origin{Table: "built-in", Key: "image-store"},
+				Rule:   policy.Origin{Table: "built-in", Key: "image-store"},
 			}
 			// Escalate only to leave the refusal in the audit trail.
 			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
