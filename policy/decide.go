@@ -152,6 +152,22 @@ type Applied struct {
 	Rule   Origin
 }
 
+// DecideExec decides a command run in one of the caller's existing
+// containers: the container already holds everything else the policy
+// decided, so only the flags of exec are judged, as run's are.
+func (p *Policy) DecideExec(caller Caller, flags []string) error {
+	eff := p.Effective(caller)
+	for _, f := range flags {
+		if !slices.Contains(ExecFlags, f) {
+			return &Refusal{Item: fmt.Sprintf("flag --%s", truncate(f, 32)), Reason: "is not a flag of exec", Rule: builtin("exec-flags")}
+		}
+		if _, ok := eff.FlagsAllow.find(f); !ok {
+			return &Refusal{Item: fmt.Sprintf("flag --%s", f), Reason: "is not allowed", Rule: eff.FlagsAllow.missing("flags_allow")}
+		}
+	}
+	return nil
+}
+
 // Refusal is a request the policy does not allow. Its message is the single
 // line the user sees.
 type Refusal struct {

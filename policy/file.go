@@ -387,12 +387,21 @@ func sortedKeys(m map[string]table) []string {
 	return keys
 }
 
-// Flags users may be allowed; the names are the long forms of `run` flags.
-var knownFlags = map[string]bool{
-	"env": true, "volume": true, "workdir": true, "entrypoint": true, "tty": true,
-	"interactive": true, "name": true, "read-only": true, "shm-size": true,
-	"network": true, "pull": true, "cap-add": true, "publish": true,
-}
+// UserFlags are the flags of `run` (by long name) that the policy's
+// flags_allow governs: the one list the CLI, the policy and its checks use.
+// A test ties it to the flags the CLI registers.
+var UserFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull", "cap-add", "publish"}
+
+// ExecFlags are the user flags `exec` has.
+var ExecFlags = []string{"tty", "interactive"}
+
+var knownFlags = func() map[string]bool {
+	m := map[string]bool{}
+	for _, f := range UserFlags {
+		m[f] = true
+	}
+	return m
+}()
 
 func (p *Policy) validate(t table) error {
 	fail := func(key, value, format string, args ...any) error {

@@ -128,3 +128,25 @@ func TestKnobErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestDecideExec(t *testing.T) {
+	pol, err := Parse("/p.toml", []byte("[defaults]\nflags_allow = [\"tty\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := Caller{User: "bob", UID: 1002, GID: 1002, GroupNames: []string{"bob"}}
+	for _, tt := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"tty"}, ""},
+		{[]string{"tty", "interactive"}, "flag --interactive is not allowed, says flags_allow in [defaults]"},
+		{[]string{"volume"}, "flag --volume is not a flag of exec, says built-in rule exec-flags"},
+	} {
+		err := pol.DecideExec(bob, tt.flags)
+		if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("DecideExec(%v) = %v, want %q", tt.flags, err, tt.want)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/containerjob/containerjob/internal/testutil"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
@@ -280,5 +282,53 @@ func TestCleanupHooksNeverFailOnTheEngine(t *testing.T) {
 	}
 	if _, errout, code := cli(t, "gc", "--policy", p, "--dry-run"); code != launcher.ExitLaunchFailed || !strings.Contains(errout, "listing containers") {
 		t.Errorf("gc with the engine down: %d %q", code, errout)
+	}
+}
+
+// TestUserFlagsAreTheCLIsFlags ties the policy's one list of user flags to
+// what the CLI registers: every user flag is a flag of run, every flag of
+// run is either a user flag or one of containerjob's own, exec's user flags
+// are among them, and every flag the SPANK path produces is a flag of run.
+func TestUserFlagsAreTheCLIsFlags(t *testing.T) {
+	own := []string{"no-default-mount", "dry-run", "timings", "local-only", "mount-home", "step-stdin", "quiet-refusals", "existing", "job-env-fd", "policy", "as-user", "help"}
+	run := newRunCmd()
+	run.InitDefaultHelpFlag()
+	for _, f := range policy.UserFlags {
+		if run.Flags().Lookup(f) == nil {
+			t.Errorf("user flag %q is not a flag of run", f)
+		}
+	}
+	run.Flags().VisitAll(func(f *pflag.Flag) {
+		if !slices.Contains(policy.UserFlags, f.Name) && !slices.Contains(own, f.Name) {
+			t.Errorf("run flag --%s is neither a user flag (policy.UserFlags, which flags_allow governs) nor one of containerjob's own", f.Name)
+		}
+	})
+	exec := newExecCmd()
+	for _, f := range policy.ExecFlags {
+		if exec.Flags().Lookup(f) == nil || !slices.Contains(policy.UserFlags, f) {
+			t.Errorf("exec flag %q: not registered, or not a user flag", f)
+		}
+	}
+	// Every pyxis option at once: each flag it becomes is a flag of run.
+	for k, v := range map[string]string{"": "1", "_MODE": "prepend", "_IMAGE": "alpine:3.20", "_MOUNTS": "/a:/b:ro", "_WORKDIR": "/w",
+		"_NAME": "n", "_ENV": "A", "_MOUNT_HOME": "1", "_ENTRYPOINT": "0", "_READONLY": "1"} {
+		t.Setenv(spankPrefix+k, v)
+	}
+	args, ok, err := spankArgs([]string{"containerjob", "true"})
+	if !ok || err != nil {
+		t.Fatalf("spankArgs = %v, %v", ok, err)
+	}
+	flags := 0
+	for _, a := range args {
+		if name, found := strings.CutPrefix(a, "--"); found && name != "" {
+			flags++
+			name, _, _ = strings.Cut(name, "=")
+			if run.Flags().Lookup(name) == nil {
+				t.Errorf("the SPANK path produces --%s, which run does not have", name)
+			}
+		}
+	}
+	if flags < 6 {
+		t.Errorf("the SPANK path produced only %d flags from every option: %q", flags, args)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -267,11 +268,14 @@ interactive flags, as for run.`,
 				if c.State != "running" {
 					return fmt.Errorf("container %.12s is %s, not running", c.ID, c.State)
 				}
-				eff := o.pol.Effective(o.caller)
-				for name, used := range map[string]bool{"tty": tty, "interactive": interactive} {
-					if _, ok := eff.FlagsAllow.Has(name); used && !ok {
-						return &policy.Refusal{Item: "flag --" + name, Reason: "is not allowed", Rule: eff.FlagsAllow.Missing("flags_allow")}
+				var flags []string
+				cmd.Flags().Visit(func(f *pflag.Flag) {
+					if slices.Contains(policy.UserFlags, f.Name) {
+						flags = append(flags, f.Name)
 					}
+				})
+				if err := o.pol.DecideExec(o.caller, flags); err != nil {
+					return err
 				}
 				stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 				code, _, _, err := launcher.Exec(ctx, o.eng, c.ID, launcher.ExecSpec{

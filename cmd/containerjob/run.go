@@ -55,9 +55,6 @@ type runFlags struct {
 	asUser     string
 }
 
-// userFlags are the flags a user may set, by long name; the policy's
-// flags_allow speaks of these names.
-var userFlags = []string{"env", "volume", "workdir", "entrypoint", "tty", "interactive", "name", "read-only", "shm-size", "network", "pull", "cap-add", "publish"}
 
 func newRunCmd() *cobra.Command { return newRunCmdWith(&runFlags{}) }
 
@@ -401,7 +398,7 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 		}
 		req.NoDefaultMounts = append(req.NoDefaultMounts, p)
 	}
-	for _, name := range userFlags {
+	for _, name := range policy.UserFlags {
 		if fl.Changed(name) {
 			req.Flags = append(req.Flags, name)
 		}
