@@ -80,8 +80,7 @@ var imageIDRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 // that share their name or id. Skipped where the policy turns it off, where
 // the caller mounts something over those files, or where the image's /etc
 // is not plain (then the container simply lacks the entries).
-func addAccounts(ctx context.Context, eng Engine, d *policy.Decision, imageID string, req *client.ContainerCreateOptions, stage *Stage, opts *Options) error {
-	a := opts.Account
+func addAccounts(ctx context.Context, eng Engine, d *policy.Decision, imageID string, req *client.ContainerCreateOptions, stage *Stage, a *Account) error {
 	if !d.UserEntries || a == nil {
 		return nil
 	}
@@ -107,8 +106,6 @@ func addAccounts(ctx context.Context, eng Engine, d *policy.Decision, imageID st
 		}
 		req.HostConfig.Mounts = append(req.HostConfig.Mounts, bindReadOnly(src, f.target))
 	}
-	opts.Guard.Generated = stage.Generated
-	opts.Guard.StageRoot = StageRoot
 	return nil
 }
 
@@ -208,11 +205,8 @@ func readImageAccounts(ctx context.Context, eng Engine, d *policy.Decision, imag
 	if err != nil {
 		return img, err
 	}
-	if b, err := json.Marshal(img); err == nil && os.MkdirAll(AccountsCache, 0o700) == nil {
-		tmp := fmt.Sprintf("%s.%d", cache, os.Getpid())
-		if os.WriteFile(tmp, b, 0o600) == nil {
-			os.Rename(tmp, cache)
-		}
+	if b, err := json.Marshal(img); err == nil {
+		writeNodeCache(cache, b)
 	}
 	return img, nil
 }

@@ -186,11 +186,24 @@ func cgroupDriver(ctx context.Context, eng Engine, socket string) string {
 		return ""
 	}
 	driver := info.Info.CgroupDriver
-	if os.MkdirAll(filepath.Dir(cache), 0o700) == nil {
-		tmp := cache + ".tmp"
-		if os.WriteFile(tmp, []byte(driver+"\n"), 0o600) == nil {
-			os.Rename(tmp, cache)
-		}
-	}
+	writeNodeCache(cache, []byte(driver+"\n"))
 	return driver
+}
+
+// writeNodeCache replaces a root-only cache file of this node whole: the
+// launch that finds it reads either the old content or the new, never half.
+// Each writer has its own temporary name, so concurrent launches do not
+// interleave. A cache that cannot be written is only asked for again.
+func writeNodeCache(path string, data []byte) {
+	if os.MkdirAll(filepath.Dir(path), 0o700) != nil {
+		return
+	}
+	tmp := path + "." + strconv.Itoa(os.Getpid())
+	if os.WriteFile(tmp, data, 0o600) != nil {
+		os.Remove(tmp)
+		return
+	}
+	if os.Rename(tmp, path) != nil {
+		os.Remove(tmp)
+	}
 }

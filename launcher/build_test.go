@@ -24,12 +24,19 @@ ports_allow = ["8000-8099", "0.0.0.0:9000"]
 
 func decision(t *testing.T, req policy.Request) *policy.Decision {
 	t.Helper()
-	pol, err := policy.Parse("/p.toml", []byte(buildPolicy))
+	return decideFor(t, buildPolicy, req, policy.Job{Scheduler: "slurm", ID: "7", Dir: "/home/bob/job", Node: "n1"})
+}
+
+// decideFor is the decision of policy text for bob (uid 1002, the caller
+// expect() holds the guard to) in job.
+func decideFor(t *testing.T, text string, req policy.Request, job policy.Job) *policy.Decision {
+	t.Helper()
+	pol, err := policy.Parse("/p.toml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
 	caller := policy.Caller{User: "bob", UID: 1002, GID: 1002, Groups: []uint32{3000, 3001}, GroupNames: []string{"bob"}, Home: "/home/bob"}
-	d, err := pol.Decide(req, caller, policy.Job{Scheduler: "slurm", ID: "7", Dir: "/home/bob/job", Node: "n1"})
+	d, err := pol.Decide(req, caller, job)
 	if err != nil {
 		t.Fatalf("Decide: %v", err)
 	}

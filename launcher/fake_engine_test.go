@@ -100,6 +100,21 @@ type fakeProc struct {
 	Killed         <-chan struct{} // closed when the container ends
 }
 
+// untilTerm is a program that says "PREFIXup", then "PREFIXgot SIG" for
+// each signal it receives, and exits 143 on SIGTERM.
+func untilTerm(prefix string) func(p *fakeProc) int {
+	return func(p *fakeProc) int {
+		fmt.Fprintln(p.Stdout, prefix+"up")
+		for s := range p.Signals {
+			fmt.Fprintln(p.Stdout, prefix+"got "+s)
+			if s == "SIGTERM" {
+				return 143
+			}
+		}
+		return 0
+	}
+}
+
 func newFakeEngine(t *testing.T) *fakeEngine {
 	e := &fakeEngine{
 		images:     map[string]fakeImage{},

@@ -34,18 +34,10 @@ func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision,
 	oldLock, oldCache, oldStage := LaunchLock, AccountsCache, StageRoot
 	LaunchLock, AccountsCache, StageRoot = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage")
 	t.Cleanup(func() { LaunchLock, AccountsCache, StageRoot = oldLock, oldCache, oldStage })
-	pol, err := policy.Parse("/p.toml", []byte(lifecyclePolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if req.Image == "" {
 		req.Image = "alpine:3.20"
 	}
-	caller := policy.Caller{User: "bob", UID: 1002, GID: 1002, Groups: []uint32{3000, 3001}, GroupNames: []string{"bob"}, Home: "/home/bob"}
-	d, err := pol.Decide(req, caller, policy.Job{Scheduler: "slurm", ID: "7", Step: "0", Node: "n1"})
-	if err != nil {
-		t.Fatalf("Decide: %v", err)
-	}
+	d := decideFor(t, lifecyclePolicy, req, policy.Job{Scheduler: "slurm", ID: "7", Step: "0", Node: "n1"})
 	if len(d.StageSources) > 0 {
 		t.Fatalf("the lifecycle decision stages %v; it must need no root", d.StageSources)
 	}
@@ -132,16 +124,7 @@ func TestRunStreamsExitCodeAndRemoves(t *testing.T) {
 
 func TestRunForwardsSignalsAndStopsOnTerm(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"wait"}})
-	eng.program["wait"] = func(p *fakeProc) int {
-		fmt.Fprintln(p.Stdout, "ready")
-		for s := range p.Signals {
-			fmt.Fprintln(p.Stdout, "got "+s)
-			if s == "SIGTERM" {
-				return 143
-			}
-		}
-		return 0
-	}
+	eng.program["wait"] = untilTerm("")
 	stdout := newLineWriter()
 	done := make(chan error, 1)
 	var res Result
@@ -150,7 +133,7 @@ func TestRunForwardsSignalsAndStopsOnTerm(t *testing.T) {
 		res, err = Run(context.Background(), eng, d, IO{Stdout: stdout, Stderr: newLineWriter()}, opts)
 		done <- err
 	}()
-	stdout.await(t, "ready")
+	stdout.await(t, "up")
 	opts.Signals <- syscall.SIGUSR1
 	stdout.await(t, "got SIGUSR1")
 	opts.Signals <- syscall.SIGTERM

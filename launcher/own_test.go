@@ -2,7 +2,6 @@ package launcher
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -15,16 +14,7 @@ import (
 // running named container, against the fake engine.
 func TestOwnContainerOperations(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Name: "svc", Cmd: []string{"true"}})
-	eng.program["/bin/sh"] = func(p *fakeProc) int {
-		fmt.Fprintln(p.Stdout, "keeper up")
-		for s := range p.Signals {
-			fmt.Fprintln(p.Stdout, "keeper got "+s)
-			if s == "SIGTERM" {
-				return 143
-			}
-		}
-		return 0
-	}
+	eng.program["/bin/sh"] = untilTerm("keeper ")
 	ctx := context.Background()
 	if _, err := Run(ctx, eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 		t.Fatal(err)

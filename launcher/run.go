@@ -639,7 +639,9 @@ func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *O
 	for i, m := range req.HostConfig.Mounts {
 		req.HostConfig.Mounts[i].Source = stage.Path(m.Source)
 	}
-	opts.Guard.Staged, opts.Guard.StageRoot = stage.Sources, StageRoot
+	// The guard sees the stage's maps themselves: files the launch adds
+	// later (addAccounts) are known to it as they are written.
+	opts.Guard.Staged, opts.Guard.Generated, opts.Guard.StageRoot = stage.Sources, stage.Generated, StageRoot
 	return stage, nil
 }
 
@@ -649,7 +651,7 @@ func stageLaunch(ctx context.Context, eng Engine, d *policy.Decision, imageID st
 	if err != nil {
 		return nil, err
 	}
-	if err := addAccounts(ctx, eng, d, imageID, req, stage, opts); err != nil {
+	if err := addAccounts(ctx, eng, d, imageID, req, stage, opts.Account); err != nil {
 		stage.Release()
 		return nil, err
 	}

@@ -147,9 +147,6 @@ func (s *Stage) AddFile(name string, content []byte, target string) (string, err
 	if err != nil {
 		return "", fmt.Errorf("staging %s: %v", target, err)
 	}
-	if s.Generated == nil {
-		s.Generated = map[string]string{}
-	}
 	s.Generated[p] = target
 	return p, nil
 }

@@ -69,20 +69,14 @@ func exitCode(err error) int {
 		return int(st)
 	}
 	var lerr *launcher.Error
-	var ref *policy.Refusal
 	if errors.As(err, &lerr) {
-		errorf("%v", lerr.Err)
-		if errors.As(lerr.Err, &ref) && ref.Hint != "" {
-			hintf("%s", ref.Hint)
-		}
+		printWithHint(lerr.Err)
 		return lerr.Code
 	}
+	var ref *policy.Refusal
 	if errors.As(err, &ref) {
 		if !quietRefusals {
-			errorf("%v", ref)
-			if ref.Hint != "" {
-				hintf("%s", ref.Hint)
-			}
+			printWithHint(ref)
 		}
 		return launcher.ExitLaunchFailed
 	}
@@ -96,4 +90,14 @@ func exitCode(err error) int {
 	}
 	errorf("%v", err)
 	return launcher.ExitLaunchFailed
+}
+
+// printWithHint prints err's line and, when it is a refusal with a hint,
+// the hint's line.
+func printWithHint(err error) {
+	errorf("%v", err)
+	var ref *policy.Refusal
+	if errors.As(err, &ref) && ref.Hint != "" {
+		hintf("%s", ref.Hint)
+	}
 }

@@ -55,7 +55,6 @@ type runFlags struct {
 	asUser     string
 }
 
-
 func newRunCmd() *cobra.Command { return newRunCmdWith(&runFlags{}) }
 
 func newRunCmdWith(f *runFlags) *cobra.Command {

@@ -42,18 +42,7 @@ func TestPublishedPorts(t *testing.T) {
 	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
 		t.Fatalf("container said %q", line)
 	}
-	var got string
-	for i := 0; i < 50 && got == ""; i++ {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:18080", time.Second); err == nil {
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			got, _ = bufio.NewReader(c).ReadString('\n')
-			c.Close()
-		}
-		if got == "" {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	if got != "hello-from-container\n" {
+	if got := firstLine("127.0.0.1:18080"); got != "hello-from-container\n" {
 		t.Errorf("127.0.0.1:18080 answered %q", got)
 	}
 	cmd.Wait()
@@ -159,19 +148,27 @@ func TestUsersIsolatedOnTheBridge(t *testing.T) {
 		t.Errorf("alice's container reached bob's unpublished port: stdout %q stderr %q", r.Stdout, r.Stderr)
 	}
 	// The control: from the node, the listener answers.
-	var got string
-	for i := 0; i < 50 && got == ""; i++ {
-		if conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "8080"), time.Second); err == nil {
-			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-			got, _ = bufio.NewReader(conn).ReadString('\n')
-			conn.Close()
-		}
-		if got == "" {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	if got != "secret-of-bob\n" {
+	if got := firstLine(net.JoinHostPort(addr, "8080")); got != "secret-of-bob\n" {
 		t.Errorf("the node could not reach bob's listener at %s:8080 (got %q): the isolation test proves nothing", addr, got)
 	}
 	noContainers(t, alice)
+}
+
+// firstLine connects to a TCP listener the container is bringing up and
+// returns the first line it sends, trying for up to 50 connections (the
+// listener starts after the container says it is ready); "" when none
+// answered.
+func firstLine(addr string) string {
+	for i := 0; i < 50; i++ {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			got, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if got != "" {
+				return got
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return ""
 }
