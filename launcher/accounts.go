@@ -231,12 +231,7 @@ func probeImageAccounts(ctx context.Context, eng Engine, d *policy.Decision, ima
 			LogConfig: container.LogConfig{Type: "none"}, Resources: container.Resources{PidsLimit: &probePids},
 		},
 	}
-	if err := guard.Check(req, guard.Expect{UID: 65534, GID: 65534}); err != nil {
-		return img, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	created, err := eng.ContainerCreate(cctx, req)
-	cancel()
+	created, err := guardedCreate(ctx, eng, nil, req, guard.Expect{UID: 65534, GID: 65534})
 	if err != nil {
 		return img, err
 	}

@@ -151,11 +151,16 @@ func TestRunReportsOOM(t *testing.T) {
 	eng.oomOnExit137 = true
 	stderr := newLineWriter()
 	res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts)
-	if err != nil || res.ExitCode != 137 {
-		t.Fatalf("Run = %+v, %v", res, err)
+	if err != nil || res.ExitCode != 137 || !res.OOMKilled {
+		t.Fatalf("Run = %+v, %v; want exit 137, killed for its memory", res, err)
 	}
-	if got := stderr.all(); !strings.Contains(got, "containerjob: error: the container was killed for using more than") {
-		t.Errorf("stderr %q: no OOM line", got)
+	if got := stderr.all(); got != "" {
+		t.Errorf("the launcher printed %q itself", got)
+	}
+	// A 137 from a kill is not reported as memory.
+	eng.oomOnExit137 = false
+	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts); err != nil || res.ExitCode != 137 || res.OOMKilled {
+		t.Errorf("Run after a plain SIGKILL = %+v, %v", res, err)
 	}
 }
 

@@ -49,7 +49,7 @@ func mountsDigest(req client.ContainerCreateOptions) string {
 // The container is left for later steps; the job's epilogue removes it.
 func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
-	img, req, err := prepare(ctx, eng, d, stdio)
+	img, req, err := prepare(ctx, eng, d, opts)
 	if err != nil {
 		return res, err
 	}
@@ -246,7 +246,7 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		cfg.Cmd = nil
 		cfg.Tty, cfg.OpenStdin, cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false, false, false
 		keep.Config = &cfg
-		created, err := guardedCreate(ctx, eng, d, keep, opts.Guard)
+		created, err := guardedCreate(ctx, eng, d.Limits, keep, opts.Guard)
 		var lerr *Error
 		if errors.As(err, &lerr) {
 			return "", err

@@ -114,6 +114,30 @@ type Options struct {
 	// runs ("" for other commands): one the image lacks fails the launch
 	// with its name, not the runtime's "exec ...: no such file".
 	Interpreter string
+	// Notify receives what the launcher has to tell while it runs (nil:
+	// nothing is told). The launcher prints nothing itself; the CLI's
+	// output contract renders these.
+	Notify func(Notice)
+}
+
+// Notice is something the job's log should say while a launch runs.
+type Notice struct {
+	Kind NoticeKind
+	Text string
+}
+
+// NoticeKind says what a Notice is.
+type NoticeKind int
+
+const (
+	NoticeWarning NoticeKind = iota // something went wrong that the launch survives
+	NoticePulling                   // the image is being pulled; Text is the reference
+)
+
+func (o Options) notify(kind NoticeKind, format string, args ...any) {
+	if o.Notify != nil {
+		o.Notify(Notice{Kind: kind, Text: fmt.Sprintf(format, args...)})
+	}
 }
 
 // ForwardedSignals reach the container; SIGTERM stops it within the grace
@@ -131,6 +155,11 @@ type Result struct {
 	Started     time.Time
 	Ended       time.Time
 	Usage       Usage
+	// OOMKilled: the kernel killed the container for exceeding its memory,
+	// which a bare 137 does not tell; MemoryLimit is that limit in bytes
+	// (0 when the decision set none).
+	OOMKilled   bool
+	MemoryLimit int64
 }
 
 // Run pulls (as allowed), creates, attaches, starts, waits for and removes
@@ -145,7 +174,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if phase == nil {
 		phase = func(string) {}
 	}
-	img, req, err := prepare(ctx, eng, d, stdio)
+	img, req, err := prepare(ctx, eng, d, opts)
 	if err != nil {
 		return res, err
 	}
@@ -181,7 +210,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 			defer acct.remove() // after the container's removal below
 		}
 	}
-	created, err := guardedCreate(ctx, eng, d, req, opts.Guard)
+	created, err := guardedCreate(ctx, eng, d.Limits, req, opts.Guard)
 	phase("guard")
 	var lerr *Error
 	if errors.As(err, &lerr) {
@@ -202,7 +231,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 		defer cancel()
 		if _, err := eng.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-			fmt.Fprintf(stdio.Stderr, "containerjob: warning: container %.12s could not be removed: %v; the job's epilogue will remove it\n", id, err)
+			opts.notify(NoticeWarning, "container %.12s could not be removed: %v; the job's epilogue will remove it", id, err)
 		}
 		phase("remove")
 	}()
@@ -283,7 +312,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	fwd.Add(1)
 	go func() {
 		defer fwd.Done()
-		forwardSignals(eng, id, sigc, stopForwarding, opts.StopGrace, stdio)
+		forwardSignals(eng, id, sigc, stopForwarding, opts)
 	}()
 	defer func() {
 		close(stopForwarding)
@@ -312,7 +341,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 			}
 			res.ExitCode = int(w.StatusCode)
 			if res.ExitCode == 137 {
-				reportOOM(eng, id, d, stdio.Stderr)
+				res.OOMKilled, res.MemoryLimit = oomKilled(eng, id, d)
 			}
 			return res, nil
 		case err := <-waitRes.Error:
@@ -400,7 +429,8 @@ func engineLost(eng Engine, id string, err error) error {
 
 // forwardSignals relays what the caller receives to the container. SIGTERM
 // becomes a stop with a grace period, after which the engine kills.
-func forwardSignals(eng Engine, id string, sigc <-chan os.Signal, stop <-chan struct{}, grace time.Duration, stdio IO) {
+func forwardSignals(eng Engine, id string, sigc <-chan os.Signal, stop <-chan struct{}, opts Options) {
+	grace := opts.StopGrace
 	for {
 		select {
 		case <-stop:
@@ -424,7 +454,7 @@ func forwardSignals(eng Engine, id string, sigc <-chan os.Signal, stop <-chan st
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 			if _, err := eng.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: unixSignalName(sig)}); err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
-				fmt.Fprintf(stdio.Stderr, "containerjob: warning: forwarding %s failed: %v\n", unixSignalName(sig), err)
+				opts.notify(NoticeWarning, "forwarding %s failed: %v", unixSignalName(sig), err)
 			}
 			cancel()
 		}
@@ -496,7 +526,7 @@ func runtimeCause(msg string) string {
 
 // ensureImage makes the image available as the pull mode allows and returns
 // what the engine knows of it.
-func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, progress io.Writer) (client.ImageInspectResult, error) {
+func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Options) (client.ImageInspectResult, error) {
 	ref := d.Image.String()
 	var none client.ImageInspectResult
 	inspect := func() (client.ImageInspectResult, error) {
@@ -522,7 +552,7 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, progress i
 	if err != nil {
 		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
 	}
-	fmt.Fprintf(progress, "containerjob: pulling %s\n", ref)
+	opts.notify(NoticePulling, "%s", ref)
 	if err := resp.Wait(pctx); err != nil {
 		resp.Close()
 		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
@@ -535,20 +565,21 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, progress i
 	return img, nil
 }
 
-// reportOOM says, in one line of the job's log, that the kernel killed the
-// container for exceeding its memory, which a bare 137 does not tell.
-func reportOOM(eng Engine, id string, d *policy.Decision, w io.Writer) {
+// oomKilled asks the engine whether the kernel killed the container for
+// exceeding its memory, and returns the limit the decision set.
+func oomKilled(eng Engine, id string, d *policy.Decision) (bool, int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	c, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil || c.Container.State == nil || !c.Container.State.OOMKilled {
-		return
+		return false, 0
 	}
-	limit := "its memory limit"
-	if r := d.Spec.Linux.Resources; r != nil && r.Memory != nil && r.Memory.Limit != nil {
-		limit = fmt.Sprintf("the job's memory on this node (%d MiB)", *r.Memory.Limit>>20)
+	if d.Spec.Linux != nil {
+		if r := d.Spec.Linux.Resources; r != nil && r.Memory != nil && r.Memory.Limit != nil {
+			return true, *r.Memory.Limit
+		}
 	}
-	fmt.Fprintf(w, "containerjob: error: the container was killed for using more than %s; ask for more memory (e.g. sbatch --mem)\n", limit)
+	return true, 0
 }
 
 // DryRun builds and guards the create request for d without creating
@@ -571,8 +602,8 @@ func DryRun(ctx context.Context, eng Engine, d *policy.Decision, want guard.Expe
 }
 
 // prepare makes the image available and builds the create request from it.
-func prepare(ctx context.Context, eng Engine, d *policy.Decision, stdio IO) (client.ImageInspectResult, client.ContainerCreateOptions, error) {
-	img, err := ensureImage(ctx, eng, d, stdio.Stderr)
+func prepare(ctx context.Context, eng Engine, d *policy.Decision, opts Options) (client.ImageInspectResult, client.ContainerCreateOptions, error) {
+	img, err := ensureImage(ctx, eng, d, opts)
 	if err != nil {
 		return img, client.ContainerCreateOptions{}, err
 	}
@@ -663,18 +694,19 @@ func stageLaunch(ctx context.Context, eng Engine, d *policy.Decision, imageID st
 // srun) cannot all count before any creates. A variable for tests.
 var LaunchLock = "/run/containerjob/launch.lock"
 
-// guardedCreate is the one way a container is created: under the node's
-// launch lock, the decision's limits are checked against the containers
-// that exist (which may lower the pids limit to the caller's remaining
-// budget), the guard checks the final request, and the engine creates it.
-func guardedCreate(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, want guard.Expect) (client.ContainerCreateResult, error) {
+// guardedCreate is the one way a container is created (a run's, a named
+// one, the never-started probe that reads an image's accounts): under the
+// node's launch lock, the decision's limits are checked against the
+// containers that exist, the guard checks the final request, and the
+// engine creates it.
+func guardedCreate(ctx context.Context, eng Engine, limits []policy.CountLimit, req client.ContainerCreateOptions, want guard.Expect) (client.ContainerCreateResult, error) {
 	var none client.ContainerCreateResult
 	unlock, err := lockLaunches()
 	if err != nil {
 		return none, failf(ExitLaunchFailed, "%v", err)
 	}
 	defer unlock()
-	if err := checkLimits(ctx, eng, d, &req); err != nil {
+	if err := checkLimits(ctx, eng, limits); err != nil {
 		return none, err
 	}
 	if err := guard.Check(req, want); err != nil {
@@ -702,7 +734,7 @@ func lockLaunches() (func(), error) {
 
 // checkLimits counts the containers that exist for each of the decision's
 // limits (by containerjob's own labels) and refuses when one is reached.
-func checkLimits(ctx context.Context, eng Engine, d *policy.Decision, req *client.ContainerCreateOptions) error {
+func checkLimits(ctx context.Context, eng Engine, limits []policy.CountLimit) error {
 	list := func(label, value string) ([]container.Summary, error) {
 		f := client.Filters{}
 		f.Add("label", policy.LabelManaged+"=1")
@@ -715,7 +747,7 @@ func checkLimits(ctx context.Context, eng Engine, d *policy.Decision, req *clien
 		}
 		return res.Items, nil
 	}
-	for _, l := range d.Limits {
+	for _, l := range limits {
 		items, err := list(l.Label, l.Value)
 		if err != nil {
 			return err

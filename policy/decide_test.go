@@ -293,7 +293,7 @@ func TestNestedMounts(t *testing.T) {
 mounts_default = ["$HOME:ro"]`, 1))
 	homeRW := mustParse(t, strings.Replace(testPolicy, `mounts_always = ["/etc/passwd:ro"]`, `mounts_always = ["/etc/passwd:ro"]
 mounts_default = ["$HOME"]`, 1))
-	home := []MountRequest{{Given: "/home/alice", Source: "/home/alice", Target: "/home/alice"}}
+	home := []DefaultMount{{Path: "/home/alice", Source: "/home/alice"}}
 	src := MountRequest{Given: "/home/alice/src", Source: "/home/alice/src", Target: "/home/alice/run/race/x"}
 	tests := []struct {
 		name     string
@@ -330,7 +330,15 @@ mounts_default = ["$HOME"]`, 1))
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := tt.pol.Decide(tt.req, alice, inJob)
+			req := tt.req
+			if req.DefaultMounts != nil {
+				// The policy's own list, each default present at its path.
+				req.DefaultMounts = tt.pol.DefaultMounts(alice, inJob)
+				for i := range req.DefaultMounts {
+					req.DefaultMounts[i].Source = req.DefaultMounts[i].Path
+				}
+			}
+			d, err := tt.pol.Decide(req, alice, inJob)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Decide(%+v) err = %v, want %q", tt.req.Mounts, err, tt.wantErr)

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -145,4 +146,33 @@ func ParsePublish(s string) (Port, error) {
 // allows reports whether the rule covers publishing p on the node.
 func (r portRule) allows(p Port) bool {
 	return r.ip == p.HostIP && r.proto == p.Proto && p.HostPort >= r.low && p.HostPort <= r.high
+}
+
+// covered by a ports_allow rule, on a network that can publish.
+func (p *Policy) decidePorts(d *Decision, req Request, eff *Effective) error {
+	for _, s := range req.Publish {
+		pt, err := ParsePublish(s)
+		if err != nil {
+			return &Refusal{Item: truncate(err.Error(), 256), Rule: builtin("publish-syntax")}
+		}
+		if d.Network == "none" || d.Network == "host" {
+			return &Refusal{Item: fmt.Sprintf("--publish %s on network %q", pt, d.Network), Reason: "has nothing to forward", Rule: builtin("publish-network"), Hint: "use --network bridge or a named network"}
+		}
+		if slices.ContainsFunc(d.Ports, func(q Port) bool { return q.HostIP == pt.HostIP && q.HostPort == pt.HostPort && q.Proto == pt.Proto }) {
+			return &Refusal{Item: fmt.Sprintf("--publish %s", pt), Reason: "publishes the same host port twice", Rule: builtin("publish-syntax")}
+		}
+		found := -1
+		for i, e := range eff.PortsAllow {
+			if r, ok := p.ports[e.Value]; ok && r.allows(pt) {
+				found = i
+				break
+			}
+		}
+		if found < 0 {
+			return &Refusal{Item: fmt.Sprintf("publishing host port %s", pt), Reason: "is not allowed", Rule: eff.PortsAllow.missing("ports_allow")}
+		}
+		d.Ports = append(d.Ports, pt)
+		d.Trail = append(d.Trail, Applied{Item: "publish " + pt.String(), Action: "allowed", Rule: eff.PortsAllow[found].Origin})
+	}
+	return nil
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -73,17 +75,17 @@ func TestPortRuleSyntax(t *testing.T) {
 func TestDefaultMounts(t *testing.T) {
 	pol := mustParse(t, portsPolicy)
 	job := Job{Scheduler: "slurm", ID: "7", Dir: "/home/bob/run", Node: "n1"}
-	present := func(paths ...string) []MountRequest {
-		var out []MountRequest
+	present := func(paths ...string) map[string]string {
+		out := map[string]string{}
 		for _, p := range paths {
-			out = append(out, MountRequest{Given: p, Source: p, Target: p})
+			out[p] = p
 		}
 		return out
 	}
 	tests := []struct {
 		name    string
 		job     Job
-		given   []MountRequest
+		given   map[string]string // default mount path -> where it resolves; absent: not on the node
 		optOut  []string
 		want    string // mounts as SRC:DST:opts, or the refusal
 		wantErr bool
@@ -100,15 +102,17 @@ func TestDefaultMounts(t *testing.T) {
 		{"job dir entries need a job", Job{Dir: "/home/bob"}, present("/home/bob", "/scratch/bob"), nil,
 			"/home/bob:/home/bob /etc/passwd:/etc/passwd:ro /shared/bob:/shared/bob /scratch/bob:/scratch/bob:ro", false},
 		{"a default the user pointed at /etc is refused", job,
-			[]MountRequest{{Given: "/scratch/bob", Source: "/etc", Target: "/scratch/bob"}}, nil,
+			map[string]string{"/scratch/bob": "/etc"}, nil,
 			`default mount "/scratch/bob" resolves to "/etc"`, true},
-		{"a request cannot add a default the policy lacks", job,
-			[]MountRequest{{Given: "/root", Source: "/root", Target: "/root"}}, nil,
-			"/home/bob/run:/home/bob/run /etc/passwd:/etc/passwd:ro /shared/bob:/shared/bob", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := pol.Decide(Request{Image: "alpine:3.20", DefaultMounts: tt.given, NoDefaultMounts: tt.optOut}, bob, tt.job)
+			// The exchange: the policy lists, the launch resolves, Decide judges.
+			answer := pol.DefaultMounts(bob, tt.job)
+			for i := range answer {
+				answer[i].Source = tt.given[answer[i].Path]
+			}
+			d, err := pol.Decide(Request{Image: "alpine:3.20", DefaultMounts: answer, NoDefaultMounts: tt.optOut}, bob, tt.job)
 			if tt.wantErr {
 				if err == nil || !strings.Contains(err.Error(), tt.want) {
 					t.Fatalf("err %v, want %q", err, tt.want)
@@ -136,5 +140,40 @@ func TestDefaultMounts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDefaultMountsAnswerIsHeldToTheList: the answer to DefaultMounts may
+// only fill in where each entry resolves; an entry the policy lacks, a
+// changed one, or more entries than listed are refused, never mounted.
+func TestDefaultMountsAnswerIsHeldToTheList(t *testing.T) {
+	pol := mustParse(t, portsPolicy)
+	job := Job{Scheduler: "slurm", ID: "7", Dir: "/home/bob/run", Node: "n1"}
+	plan := pol.DefaultMounts(bob, job)
+	if len(plan) < 2 {
+		t.Fatalf("the test policy lists %d default mounts", len(plan))
+	}
+	changed := slices.Clone(plan)
+	changed[0].ReadOnly = !changed[0].ReadOnly
+	for name, answer := range map[string][]DefaultMount{
+		"an entry the policy lacks": {{Path: "/root", Source: "/root"}},
+		"a changed entry":           changed,
+		"more entries than listed":  append(slices.Clone(plan), DefaultMount{Path: "/root", Source: "/root"}),
+	} {
+		_, err := pol.Decide(Request{Image: "alpine:3.20", DefaultMounts: answer}, bob, job)
+		var ref *Refusal
+		if !errors.As(err, &ref) || ref.Rule.Key != "default-mounts" {
+			t.Errorf("%s: %v, want a default-mounts refusal", name, err)
+		}
+	}
+	// No answer at all: every default is absent.
+	d, err := pol.Decide(Request{Image: "alpine:3.20"}, bob, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range d.Spec.Mounts {
+		if slices.ContainsFunc(plan, func(dm DefaultMount) bool { return dm.Path == m.Destination }) {
+			t.Errorf("default mount %s mounted without an answer", m.Destination)
+		}
 	}
 }

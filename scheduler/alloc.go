@@ -29,6 +29,9 @@ type GPU struct {
 	Index  int
 	Device string // /dev/nvidiaN
 	Minor  int    // N, the NVIDIA device minor
+	// UUID is the driver's name for this very device, set by Detect when
+	// the site names GPUs by UUID; "" otherwise.
+	UUID string
 }
 
 // CPUsFromAffinity is this process's affinity: inherited from the task,

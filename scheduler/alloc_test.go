@@ -55,7 +55,7 @@ NodeName=vm Name=gpu File=/dev/nvidia[0-3]
 NodeName=other Name=gpu Type=a100 File=/dev/nvidia[4-5]
 `
 	got, err := GPUDevices([]int{1, 3}, []byte(conf), "vm")
-	want := []GPU{{1, "/dev/nvidia1", 1}, {3, "/dev/nvidia3", 3}}
+	want := []GPU{{Index: 1, Device: "/dev/nvidia1", Minor: 1}, {Index: 3, Device: "/dev/nvidia3", Minor: 3}}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("GPUDevices = %v, %v; want %v", got, err, want)
 	}

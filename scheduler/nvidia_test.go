@@ -33,3 +33,49 @@ func TestNvidiaUUIDs(t *testing.T) {
 		t.Errorf("no driver: err %v", err)
 	}
 }
+
+func TestBatchScript(t *testing.T) {
+	for _, c := range []struct {
+		job  Job
+		want string
+	}{
+		{Job{Scheduler: "slurm", ID: "42", Step: "batch"}, "/var/spool/slurmd/job00042/slurm_script"},
+		{Job{Scheduler: "slurm", ID: "123456", Step: "batch"}, "/var/spool/slurmd/job123456/slurm_script"},
+		{Job{Scheduler: "slurm", ID: "42", Step: "0"}, ""},
+		{Job{Scheduler: "slurm", ID: "../x", Step: "batch"}, ""},
+		{Job{Scheduler: "pbs", ID: "42", Step: "batch"}, ""},
+	} {
+		if got := BatchScript(c.job, "/var/spool/slurmd"); got != c.want {
+			t.Errorf("BatchScript(%+v) = %q, want %q", c.job, got, c.want)
+		}
+	}
+}
+
+// TestNameGPUs: each GPU gets the UUID the driver records for its minor,
+// and a GPU the driver does not know fails rather than falling back.
+func TestNameGPUs(t *testing.T) {
+	proc := t.TempDir()
+	for bus, info := range map[string]string{
+		"0000:19:00.0": "Device Minor: \t 2\nGPU UUID: \t GPU-two\n",
+		"0000:3b:00.0": "Device Minor: \t 0\nGPU UUID: \t GPU-zero\n",
+	} {
+		dir := filepath.Join(proc, "driver", "nvidia", "gpus", bus)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "information"), []byte(info), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gpus := []GPU{{Index: 0, Device: "/dev/nvidia2", Minor: 2}, {Index: 1, Device: "/dev/nvidia0", Minor: 0}}
+	if err := nameGPUs(gpus, proc); err != nil || gpus[0].UUID != "GPU-two" || gpus[1].UUID != "GPU-zero" {
+		t.Errorf("nameGPUs = %+v, %v", gpus, err)
+	}
+	missing := []GPU{{Index: 0, Device: "/dev/nvidia5", Minor: 5}}
+	if err := nameGPUs(missing, proc); err == nil || !strings.Contains(err.Error(), "no GPU with device minor 5") || missing[0].UUID != "" {
+		t.Errorf("a GPU the driver lacks: %+v, %v", missing, err)
+	}
+	if err := nameGPUs(gpus, t.TempDir()); err == nil || !strings.Contains(err.Error(), "gpus_mode = \"devices\"") {
+		t.Errorf("no driver records: %v", err)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/containerjob/containerjob/internal/testutil"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
-	"github.com/containerjob/containerjob/scheduler"
 )
 
 // cli runs the CLI in-process as main does, and returns what it printed
@@ -193,66 +191,6 @@ func TestRebuildArgs(t *testing.T) {
 	}
 	if strings.Contains(strings.Join(argv, " "), "s3cret") {
 		t.Errorf("a secret on the command line: %q", argv)
-	}
-}
-
-func TestBatchScriptAndPolicyJob(t *testing.T) {
-	s := policy.Settings{SlurmdSpoolDir: "/var/spool/slurmd"}
-	for _, c := range []struct {
-		job  scheduler.Job
-		want string
-	}{
-		{scheduler.Job{Scheduler: "slurm", ID: "42", Step: "batch"}, "/var/spool/slurmd/job00042/slurm_script"},
-		{scheduler.Job{Scheduler: "slurm", ID: "42", Step: "0"}, ""},
-		{scheduler.Job{Scheduler: "slurm", ID: "../x", Step: "batch"}, ""},
-		{scheduler.Job{Scheduler: "pbs", ID: "42", Step: "batch"}, ""},
-	} {
-		if got := batchScript(c.job, s); got != c.want {
-			t.Errorf("batchScript(%+v) = %q, want %q", c.job, got, c.want)
-		}
-	}
-	if got := scriptInterpreter(scheduler.Job{Scheduler: "slurm", ID: "42", Step: "0"}, s, []string{"x"}); got != "" {
-		t.Errorf("scriptInterpreter outside a batch step = %q", got)
-	}
-	job := scheduler.Job{Scheduler: "slurm", ID: "9", Step: "0", Node: "n1", Alloc: scheduler.Allocation{CPUs: "0-1", MemoryBytes: 1 << 30,
-		GPUs: []scheduler.GPU{{Index: 1, Device: "/dev/nvidia3", Minor: 3}}}}
-	pj, ids, devs, err := policyJob(job, "devices")
-	if err != nil || pj.ID != "9" || pj.Node != "n1" || pj.CPUs != "0-1" || pj.MemoryBytes != 1<<30 ||
-		len(pj.GPUs) != 1 || pj.GPUs[0].ID != "3" || !slices.Equal(ids, []string{"3", "nvidia.com/gpu=3"}) || devs[0] != "/dev/nvidia3" {
-		t.Errorf("policyJob = %+v %v %v %v", pj, ids, devs, err)
-	}
-}
-
-func TestPrivilegedCaller(t *testing.T) {
-	c, err := privilegedCaller(asRoot, 0, "nobody")
-	if err != nil || c.User != "nobody" || c.UID == 0 {
-		t.Fatalf("root naming nobody: %+v %v", c, err)
-	}
-	if c2, err := privilegedCaller(asRoot, 0, strconv.Itoa(int(c.UID))); err != nil || c2.User != "nobody" {
-		t.Errorf("root naming nobody by uid: %+v %v", c2, err)
-	}
-	for _, tt := range []struct {
-		inv  invocation
-		uid  uint32
-		flag string
-		want string
-	}{
-		{asRoot, 0, "", "containers never run as root"},
-		{asRoot, 0, "root", "containers never run as root"},
-		{asRoot, 0, "no-such-user-here", "is not in the user database"},
-		{viaSudo, c.UID, "nobody", "--as-user is for root only"},
-		{viaSudo, 4294967290, "", "is not in the user database"},
-		{asUser, 1000, "", "not privileged"},
-	} {
-		if _, err := privilegedCaller(tt.inv, tt.uid, tt.flag); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("privilegedCaller(%v, %d, %q) = %v, want %q", tt.inv, tt.uid, tt.flag, err, tt.want)
-		}
-	}
-	if a := containerAccount(c); a == nil || a.Name != "nobody" || a.UID != c.UID || len(a.Groups) == 0 || a.Groups[0].GID != c.GID {
-		t.Errorf("containerAccount(nobody) = %+v", a)
-	}
-	if a := containerAccount(policy.Caller{User: "x:y", UID: 5, GID: 5}); a != nil {
-		t.Errorf("an account that cannot be written as a line: %+v", a)
 	}
 }
 

@@ -24,7 +24,7 @@ func FuzzRunArgs(f *testing.F) {
 		if len(rest) == 0 {
 			return
 		}
-		req, _, err := requestFromFlags(fl, f, rest)
+		req, err := requestFromFlags(fl, f, rest)
 		if err != nil {
 			return
 		}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/user"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/identity"
-	"github.com/containerjob/containerjob/policy"
 )
 
 // Fixed at build time (Makefile, -X): escalation never looks anything up in
@@ -41,85 +38,10 @@ func currentInvocation() (invocation, uint32, error) {
 	return identity.Establish(identity.Current(sudoPath))
 }
 
-// lookupCaller builds the caller from the user database. gid, when not
-// nil, is the group sudo reports; it must be one the user really has.
-func lookupCaller(u *user.User, gid *uint32) (policy.Caller, error) {
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return policy.Caller{}, fmt.Errorf("user %q has a non-numeric uid", u.Username)
-	}
-	primary, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return policy.Caller{}, fmt.Errorf("user %q has a non-numeric gid", u.Username)
-	}
-	gids, err := u.GroupIds()
-	if err != nil {
-		return policy.Caller{}, fmt.Errorf("groups of user %q cannot be listed: %v", u.Username, err)
-	}
-	c := policy.Caller{User: u.Username, UID: uint32(uid), GID: uint32(primary), Home: u.HomeDir}
-	all := []uint32{uint32(primary)}
-	for _, g := range gids {
-		n, err := strconv.ParseUint(g, 10, 32)
-		if err != nil {
-			continue
-		}
-		if !slices.Contains(all, uint32(n)) {
-			all = append(all, uint32(n))
-		}
-	}
-	if gid != nil {
-		if !slices.Contains(all, *gid) {
-			return policy.Caller{}, fmt.Errorf("group %d is not one of user %q's groups", *gid, u.Username)
-		}
-		c.GID = *gid
-	}
-	for _, g := range all {
-		if g != c.GID {
-			c.Groups = append(c.Groups, g)
-		}
-		if grp, err := user.LookupGroupId(strconv.FormatUint(uint64(g), 10)); err == nil {
-			c.GroupNames = append(c.GroupNames, grp.Name)
-		}
-	}
-	if c.UID == 0 {
-		return policy.Caller{}, fmt.Errorf("containers never run as root; name an ordinary user")
-	}
-	return c, nil
-}
-
-// privilegedCaller decides whose request this is, once we are root.
-func privilegedCaller(inv invocation, sudoUID uint32, asUserFlag string) (policy.Caller, error) {
-	switch inv {
-	case viaSudo:
-		if asUserFlag != "" {
-			return policy.Caller{}, fmt.Errorf("--as-user is for root only")
-		}
-		u, err := user.LookupId(strconv.FormatUint(uint64(sudoUID), 10))
-		if err != nil {
-			return policy.Caller{}, fmt.Errorf("uid %d is not in the user database: %v", sudoUID, err)
-		}
-		var gid *uint32
-		if g, err := strconv.ParseUint(os.Getenv("SUDO_GID"), 10, 32); err == nil {
-			v := uint32(g)
-			gid = &v
-		}
-		return lookupCaller(u, gid)
-	case asRoot:
-		if asUserFlag == "" {
-			return policy.Caller{}, fmt.Errorf("containers never run as root; as root, name the job's owner with --as-user")
-		}
-		u, err := user.Lookup(asUserFlag)
-		if err != nil {
-			if _, nerr := strconv.ParseUint(asUserFlag, 10, 32); nerr == nil {
-				u, err = user.LookupId(asUserFlag)
-			}
-		}
-		if err != nil {
-			return policy.Caller{}, fmt.Errorf("--as-user %q is not in the user database", asUserFlag)
-		}
-		return lookupCaller(u, nil)
-	}
-	return policy.Caller{}, fmt.Errorf("not privileged")
+// privilegedCaller decides whose request this is, once we are root, from
+// the node's user database (internal/identity).
+func privilegedCaller(inv invocation, sudoUID uint32, asUserFlag string) (identity.Caller, error) {
+	return identity.Privileged(identity.System, inv, sudoUID, os.Getenv("SUDO_GID"), asUserFlag)
 }
 
 // jobEnvFD is the descriptor that carries, from the unprivileged side to
@@ -241,6 +163,3 @@ func readPassedEnv(fd int) (passedEnv, error) {
 	p.Environ = keep
 	return p, nil
 }
-
-// envValue returns the last value of name in env.
-func envValue(env []string, name string) string { return identity.EnvValue(env, name) }

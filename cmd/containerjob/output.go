@@ -7,14 +7,16 @@ import (
 	"os"
 	"strings"
 
+	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 )
 
 // The whole output contract of the CLI lives here: every message containerjob
 // itself prints goes to stderr (which is the job's log) as one line starting
-// "containerjob: error:", "containerjob: hint:" or "containerjob: warning:",
-// and exit codes are decided in exitCode alone.
+// "containerjob: error:", "containerjob: hint:", "containerjob: warning:",
+// "containerjob: pulling" or "containerjob: usage:", and exit codes are
+// decided in exitCode alone. The packages below print nothing.
 
 var stderr io.Writer = os.Stderr
 
@@ -90,6 +92,34 @@ func exitCode(err error) int {
 	}
 	errorf("%v", err)
 	return launcher.ExitLaunchFailed
+}
+
+// printNotice prints what the launcher tells while it runs.
+func printNotice(n launcher.Notice) {
+	switch n.Kind {
+	case launcher.NoticePulling:
+		fmt.Fprintf(stderr, "containerjob: pulling %s\n", oneLine(n.Text))
+	default:
+		warningf("%s", n.Text)
+	}
+}
+
+// printOutcome prints what a finished launch has to say besides its exit
+// status: that the kernel killed it for its memory, and its usage when
+// the policy asks for it (report_usage).
+func printOutcome(out launch.Outcome) {
+	res := out.Result
+	if res.OOMKilled {
+		limit := "its memory limit"
+		if res.MemoryLimit > 0 {
+			limit = fmt.Sprintf("the job's memory on this node (%d MiB)", res.MemoryLimit>>20)
+		}
+		errorf("the container was killed for using more than %s; ask for more memory (e.g. sbatch --mem)", limit)
+	}
+	if out.ReportUsage && res.Usage.Sampled {
+		fmt.Fprintf(stderr, "containerjob: usage: cpu %.2f s, peak memory %.1f MiB, wall %.2f s, exit %d\n",
+			res.Usage.CPU.Seconds(), float64(res.Usage.PeakMemory)/(1<<20), res.Ended.Sub(res.Started).Seconds(), res.ExitCode)
+	}
 }
 
 // printWithHint prints err's line and, when it is a refusal with a hint,

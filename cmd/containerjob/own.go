@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -64,7 +65,7 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 		return err
 	}
 	defer eng.Close()
-	return fn(context.Background(), ownContext{caller: caller, eng: eng, pol: pol})
+	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), eng: eng, pol: pol})
 }
 
 // mine lists the caller's containers.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/containerjob/containerjob/internal/identity"
+	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -198,10 +200,11 @@ resolved as the user). An unknown user is an error.`,
 			if err != nil {
 				return fmt.Errorf("user %q is not in the user database; explain needs a real user (their groups decide the rules)", userName)
 			}
-			caller, err := lookupCaller(u, nil)
+			who, err := identity.CallerOf(identity.System, u, nil)
 			if err != nil {
 				return err
 			}
+			caller := launch.PolicyCaller(who)
 			if groups != nil {
 				caller.GroupNames = groups
 			}
@@ -241,7 +244,7 @@ func explainDecision(out io.Writer, pol *policy.Policy, caller policy.Caller, jo
 	if len(rest) == 0 {
 		return false, usagef("no image in the command line to explain")
 	}
-	req, _, err := requestFromFlags(fl, f, rest)
+	req, err := requestFromFlags(fl, f, rest)
 	if err != nil {
 		return false, err
 	}
@@ -249,8 +252,9 @@ func explainDecision(out io.Writer, pol *policy.Policy, caller policy.Caller, jo
 	job := policy.Job{Dir: jobDir, Scheduler: "slurm", ID: "EXPLAIN", Node: "node"}
 	req.Cwd = jobDir
 	// Default mounts as if each existed on the node.
-	for _, dm := range pol.DefaultMounts(caller, job) {
-		req.DefaultMounts = append(req.DefaultMounts, policy.MountRequest{Given: dm.Path, Source: dm.Path, Target: dm.Path, ReadOnly: dm.ReadOnly})
+	req.DefaultMounts = pol.DefaultMounts(caller, job)
+	for i := range req.DefaultMounts {
+		req.DefaultMounts[i].Source = req.DefaultMounts[i].Path
 	}
 	fmt.Fprintf(out, "decision for %s: %s\n", caller.User, strings.Join(args, " "))
 	d, err := pol.Decide(req, caller, job)

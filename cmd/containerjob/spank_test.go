@@ -172,20 +172,3 @@ func TestKillWaitCheck(t *testing.T) {
 		}
 	}
 }
-
-func TestShebangInterpreter(t *testing.T) {
-	for _, c := range []struct{ head, want string }{
-		{"#!/bin/bash\necho hi\n", "/bin/bash"},
-		{"#! /usr/bin/env python3\n", "/usr/bin/env"},
-		{"#!/bin/sh -e", "/bin/sh"},
-		{"#!bash\n", ""},
-		{"#!/bin/../bin/bash\n", ""},
-		{"echo no shebang\n", ""},
-		{"", ""},
-		{"#!\n", ""},
-	} {
-		if got := shebangInterpreter([]byte(c.head)); got != c.want {
-			t.Errorf("shebangInterpreter(%q) = %q, want %q", c.head, got, c.want)
-		}
-	}
-}

@@ -1,0 +1,65 @@
+package launch
+
+import (
+	"os"
+	"strconv"
+
+	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
+)
+
+// gpuControlFiles are the NVIDIA devices every GPU process needs besides
+// its GPUs'; passed in "devices" mode when present on the node.
+var gpuControlFiles = []string{"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"}
+
+// presentControlFiles is the control files the node has (a variable, so
+// tests do not depend on the machine's devices).
+var presentControlFiles = func() []string {
+	var out []string
+	for _, f := range gpuControlFiles {
+		if _, err := os.Stat(f); err == nil {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// PolicyJob is the verified job in the policy's terms. Each GPU is named
+// to the engine by the UUID scheduler.Detect read from the driver's record
+// of that very device when the site names GPUs by UUID (gpus_mode
+// "nvidia"), else by its device minor.
+func PolicyJob(job scheduler.Job) policy.Job {
+	pj := policy.Job{
+		Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files,
+		CPUs: job.Alloc.CPUs, MemoryBytes: job.Alloc.MemoryBytes, StepCgroup: job.Cgroup,
+	}
+	for _, g := range job.Alloc.GPUs {
+		id := g.UUID
+		if id == "" {
+			id = strconv.Itoa(g.Minor)
+		}
+		pj.GPUs = append(pj.GPUs, policy.GPU{ID: id, Device: g.Device, Minor: int64(g.Minor)})
+	}
+	if len(pj.GPUs) > 0 {
+		pj.ControlFiles = presentControlFiles()
+	}
+	return pj
+}
+
+// jobDevices is what the guard independently allows of a job's GPUs: ids
+// in every form a device request may name them (UUID or minor, and the
+// CDI name), and device files, its GPUs' and the control files.
+func jobDevices(job scheduler.Job) (ids, devices []string) {
+	for _, g := range job.Alloc.GPUs {
+		id := g.UUID
+		if id == "" {
+			id = strconv.Itoa(g.Minor)
+		}
+		ids = append(ids, id, "nvidia.com/gpu="+strconv.Itoa(g.Minor))
+		devices = append(devices, g.Device)
+	}
+	if len(job.Alloc.GPUs) > 0 {
+		devices = append(devices, presentControlFiles()...)
+	}
+	return ids, devices
+}

@@ -1,0 +1,145 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/identity"
+)
+
+// Config is what Detect needs from the site: where the scheduler's tools
+// and files are, and how GPUs are to be named. The launch fills it from
+// the policy's settings; scheduler does not know the policy.
+type Config struct {
+	Scontrol       string // e.g. /usr/bin/scontrol
+	SlurmConf      string // SLURM_CONF for Slurm's tools, "" for the default
+	SlurmdSpoolDir string // where slurmd keeps batch scripts
+	Qstat          string // PBS's qstat
+	QstatJSON      bool   // qstat -F json (OpenPBS, PBS Pro); false: Torque's text
+	// GPUUUIDs: name each GPU by its UUID from the NVIDIA driver's own
+	// records (gpus_mode "nvidia"). A GPU whose UUID cannot be read fails
+	// detection: an index could name another job's GPU.
+	GPUUUIDs bool
+	// Proc is procfs's root, "/proc" (tests pass recorded files).
+	Proc string
+}
+
+// Caller is who asks, as identity established it: only the uid and the
+// user name are compared with the scheduler's records.
+type Caller struct {
+	UID  uint32
+	User string
+}
+
+// JobError is a job context that could not be verified: refused like a
+// policy refusal, since the request cannot be attributed.
+type JobError struct{ Msg string }
+
+func (e *JobError) Error() string { return "job context refused: " + e.Msg }
+
+// Detect finds the scheduler job the caller runs in, from the kernel's
+// cgroup of this process (inherited from the job step through sudo) and
+// the scheduler's own records. jobEnv, the job's environment as the caller
+// passed it, gives hints only (SLURM_JOB_ID, PBS_JOBID). Outside a job the
+// caller's own confinement still holds: the CPU affinity they run with
+// (taskset) and their cgroup's memory limit (a login node's per-user
+// slice) become the container's, and the job directory is cwd.
+func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd string) (Job, error) {
+	cgroups, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return Job{}, fmt.Errorf("reading /proc/self/cgroup: %v", err)
+	}
+	hint := identity.EnvValue(jobEnv, "SLURM_JOB_ID")
+	cg, inSlurm := ParseCgroup(cgroups)
+	var job Job
+	switch {
+	case inSlurm:
+		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: Node()}
+		var sj SlurmJob
+		if job, sj, err = s.VerifyStep(ctx, caller.UID, cg, hint); err != nil {
+			return Job{}, &JobError{err.Error()}
+		}
+		if job.Alloc, err = s.Allocation(sj, cgroups); err != nil {
+			return Job{}, &JobError{"the job's allocation on this node cannot be read: " + err.Error()}
+		}
+	case hint != "":
+		return Job{}, &JobError{fmt.Sprintf("SLURM_JOB_ID=%q is set, but this process is not in a Slurm job step on this node; run it with srun inside the job", hint)}
+	default:
+		pbsHint := identity.EnvValue(jobEnv, "PBS_JOBID")
+		if _, inPBSCgroup := PBSCgroupJob(cgroups); pbsHint != "" || inPBSCgroup {
+			if job, err = detectPBS(ctx, cfg, caller, pbsHint, cgroups); err != nil {
+				return Job{}, &JobError{err.Error()}
+			}
+		} else {
+			job = Outside(cwd)
+			if job.Alloc.CPUs, err = CPUsFromAffinity(); err != nil {
+				return job, fmt.Errorf("reading the caller's CPU affinity: %v", err)
+			}
+			job.Alloc.MemoryBytes = MemoryLimit(cgroups, "/sys/fs/cgroup")
+		}
+	}
+	if len(job.Alloc.GPUs) > 0 && cfg.GPUUUIDs {
+		if err := nameGPUs(job.Alloc.GPUs, cfg.Proc); err != nil {
+			return Job{}, err
+		}
+	}
+	return job, nil
+}
+
+// detectPBS verifies a PBS job the same way: qstat's record, and the
+// kernel's word that the caller is inside the job (its cgroup or session).
+func detectPBS(ctx context.Context, cfg Config, caller Caller, hint string, cgroups []byte) (Job, error) {
+	p := PBS{Qstat: cfg.Qstat, JSON: cfg.QstatJSON, Node: Node()}
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		return Job{}, err
+	}
+	job, _, err := p.VerifyPBS(ctx, caller.User, hint, cgroups, sid)
+	if err != nil {
+		return Job{}, err
+	}
+	if job.Alloc.CPUs, err = CPUsFromAffinity(); err != nil {
+		return Job{}, err
+	}
+	job.Alloc.MemoryBytes = MemoryLimit(cgroups, "/sys/fs/cgroup")
+	return job, nil
+}
+
+// nameGPUs sets each GPU's UUID from the driver's record of that very
+// device minor, or fails naming what the admin checks.
+func nameGPUs(gpus []GPU, proc string) error {
+	if proc == "" {
+		proc = "/proc"
+	}
+	uuids, err := NvidiaUUIDs(proc)
+	if err != nil {
+		return fmt.Errorf("gpus_mode \"nvidia\" names GPUs by UUID, and %v; the admin checks the NVIDIA driver on this node, or sets gpus_mode = \"devices\" or \"cdi\"", err)
+	}
+	for i, g := range gpus {
+		u, ok := uuids[g.Minor]
+		if !ok {
+			return fmt.Errorf("gpus_mode \"nvidia\": the NVIDIA driver has no GPU with device minor %d (%s, the job's); the admin checks gres.conf against /proc/driver/nvidia/gpus", g.Minor, g.Device)
+		}
+		gpus[i].UUID = u
+	}
+	return nil
+}
+
+// BatchScript is where slurmd keeps the batch script of a verified job's
+// batch step, "" for any other step; it is mounted read-only so the script
+// can run in the image.
+func BatchScript(job Job, spoolDir string) string {
+	if job.Scheduler != "slurm" || job.Step != "batch" {
+		return ""
+	}
+	n, err := strconv.ParseUint(job.ID, 10, 32)
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(spoolDir, fmt.Sprintf("job%05d", n), "slurm_script")
+}
