@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/policy"
 	"github.com/containerjob/containerjob/scheduler"
 )
@@ -24,14 +25,38 @@ var presentControlFiles = func() []string {
 	return out
 }
 
+// presentFabric is the fabric devices of the policy's list that this node
+// has as character devices (a variable, as presentControlFiles is).
+var presentFabric = func(devs []string) []string {
+	var out []string
+	for _, d := range devs {
+		if st, err := os.Stat(d); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // PolicyJob is the verified job in the policy's terms. Each GPU is named
 // to the engine by the UUID scheduler.Detect read from the driver's record
 // of that very device when the site names GPUs by UUID (gpus_mode
-// "nvidia"), else by its device minor.
-func PolicyJob(job scheduler.Job) policy.Job {
+// "nvidia"), else by its device minor. jobEnv gives hints only: how many
+// tasks the step has and its srun --mpi, which choose between outcomes
+// the policy allows anyway.
+func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) policy.Job {
 	pj := policy.Job{
 		Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files,
 		CPUs: job.Alloc.CPUs, MemoryBytes: job.Alloc.MemoryBytes, StepCgroup: job.Cgroup,
+	}
+	if job.Scheduler == "slurm" {
+		pj.StepTasks, _ = strconv.Atoi(identity.EnvValue(jobEnv, "SLURM_STEP_NUM_TASKS"))
+		pj.MPIType = identity.EnvValue(jobEnv, "SLURM_MPI_TYPE")
+		if job.PMIxDir != "" {
+			pj.MPIDirs = []string{job.PMIxDir}
+		}
+	}
+	if job.ID != "" {
+		pj.FabricDevices = presentFabric(settings.FabricDevices)
 	}
 	for _, g := range job.Alloc.GPUs {
 		id := g.UUID
@@ -49,7 +74,10 @@ func PolicyJob(job scheduler.Job) policy.Job {
 // jobDevices is what the guard independently allows of a job's GPUs: ids
 // in every form a device request may name them (UUID or minor, and the
 // CDI name), and device files, its GPUs' and the control files.
-func jobDevices(job scheduler.Job) (ids, devices []string) {
+func jobDevices(job scheduler.Job, fabric []string) (ids, devices []string) {
+	if job.ID != "" {
+		devices = append(devices, fabric...)
+	}
 	for _, g := range job.Alloc.GPUs {
 		id := g.UUID
 		if id == "" {

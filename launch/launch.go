@@ -126,7 +126,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	if err != nil {
 		return refuse(err)
 	}
-	pjob := PolicyJob(job)
+	pjob := PolicyJob(job, req.JobEnv, pol.Settings)
 	dec, err := pol.Decide(req, caller, pjob)
 	if err != nil {
 		return refuse(err)
@@ -146,7 +146,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		return out, err
 	}
 	defer eng.Close()
-	want := GuardBounds(caller, job, dec)
+	want := GuardBounds(caller, job, dec, pjob.FabricDevices)
 	if in.DryRun {
 		cr, err := launcher.DryRun(ctx, eng, dec, want)
 		if err != nil {
@@ -232,8 +232,8 @@ func SchedulerConfig(s policy.Settings) scheduler.Config {
 // caller's identity, and bounds computed from the verified job (devices,
 // GPU ids), not from the decision, so a mistake in the decision or the
 // build is caught; a dry run is guarded alike.
-func GuardBounds(caller policy.Caller, job scheduler.Job, dec *policy.Decision) guard.Expect {
-	ids, devices := jobDevices(job)
+func GuardBounds(caller policy.Caller, job scheduler.Job, dec *policy.Decision, fabric []string) guard.Expect {
+	ids, devices := jobDevices(job, fabric)
 	return guard.Expect{
 		UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
 		AllowHostNetwork:  dec.Network == "host",

@@ -71,25 +71,25 @@ func TestPolicyJobAndGuardBounds(t *testing.T) {
 	t.Cleanup(func() { presentControlFiles = old })
 	job := scheduler.Job{Scheduler: "slurm", ID: "9", Step: "0", Node: "n1", Alloc: scheduler.Allocation{CPUs: "0-1", MemoryBytes: 1 << 30,
 		GPUs: []scheduler.GPU{{Index: 1, Device: "/dev/nvidia3", Minor: 3}}}}
-	pj := PolicyJob(job)
+	pj := PolicyJob(job, nil, policy.Settings{})
 	if pj.ID != "9" || pj.Node != "n1" || pj.CPUs != "0-1" || pj.MemoryBytes != 1<<30 ||
 		len(pj.GPUs) != 1 || pj.GPUs[0].ID != "3" || !slices.Equal(pj.ControlFiles, []string{"/dev/nvidiactl"}) {
 		t.Errorf("PolicyJob without UUIDs = %+v", pj)
 	}
 	// With the UUID the driver reported, the engine is asked for it.
 	job.Alloc.GPUs[0].UUID = "GPU-abc"
-	pj = PolicyJob(job)
+	pj = PolicyJob(job, nil, policy.Settings{})
 	if pj.GPUs[0].ID != "GPU-abc" || pj.GPUs[0].Minor != 3 {
 		t.Errorf("PolicyJob with a UUID = %+v", pj.GPUs)
 	}
-	want := GuardBounds(policy.Caller{UID: 5, GID: 6}, job, &policy.Decision{Network: "none"})
+	want := GuardBounds(policy.Caller{UID: 5, GID: 6}, job, &policy.Decision{Network: "none"}, nil)
 	if want.UID != 5 || want.GID != 6 || want.AllowHostNetwork ||
 		!slices.Equal(want.AllowedGPUIDs, []string{"GPU-abc", "nvidia.com/gpu=3"}) ||
 		!slices.Equal(want.AllowedDevices, []string{"/dev/nvidia3", "/dev/nvidiactl"}) {
 		t.Errorf("GuardBounds = %+v", want)
 	}
 	// No GPUs: no device at all, whatever the node has.
-	if want := GuardBounds(policy.Caller{UID: 5, GID: 6}, scheduler.Job{}, &policy.Decision{}); len(want.AllowedDevices)+len(want.AllowedGPUIDs) != 0 {
+	if want := GuardBounds(policy.Caller{UID: 5, GID: 6}, scheduler.Job{}, &policy.Decision{}, nil); len(want.AllowedDevices)+len(want.AllowedGPUIDs) != 0 {
 		t.Errorf("GuardBounds without GPUs = %+v", want)
 	}
 }

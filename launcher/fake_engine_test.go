@@ -87,6 +87,7 @@ type fakeExec struct {
 	opts    client.ExecCreateOptions
 	pid     int
 	running bool
+	ended   bool // the engine drops an ended exec from its container's ExecIDs
 	code    int
 }
 
@@ -496,8 +497,14 @@ func (e *fakeEngine) ContainerInspect(_ context.Context, id string, _ client.Con
 	if c.state == "running" {
 		st.Pid = 4242
 	}
+	var execs []string
+	for _, x := range e.execs {
+		if x.cid == c.id && !x.ended {
+			execs = append(execs, x.id)
+		}
+	}
 	return client.ContainerInspectResult{Container: container.InspectResponse{
-		ID: c.id, Name: "/" + c.name, Image: c.image.id, State: st, Config: c.req.Config, HostConfig: c.req.HostConfig,
+		ID: c.id, Name: "/" + c.name, Image: c.image.id, State: st, Config: c.req.Config, HostConfig: c.req.HostConfig, ExecIDs: execs,
 	}}, nil
 }
 
@@ -561,7 +568,7 @@ func (e *fakeEngine) ExecAttach(_ context.Context, execID string, opts client.Ex
 			// The engine reports a failed start in the process's own stream.
 			stdout.Write([]byte(startErr + "\r\n"))
 			e.mu.Lock()
-			x.code = 126
+			x.code, x.ended = 126, true
 			e.mu.Unlock()
 			return
 		}
@@ -571,7 +578,7 @@ func (e *fakeEngine) ExecAttach(_ context.Context, execID string, opts client.Ex
 		e.mu.Unlock()
 		code := e.run(p)
 		e.mu.Lock()
-		x.running, x.code = false, code
+		x.running, x.code, x.ended = false, code, true
 		e.mu.Unlock()
 	}()
 	return client.ExecAttachResult{HijackedResponse: client.NewHijackedResponse(cl, "")}, nil

@@ -31,9 +31,9 @@ max_containers_per_job = 3
 func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision, Options) {
 	t.Helper()
 	dir := t.TempDir()
-	oldLock, oldCache, oldStage := LaunchLock, AccountsCache, StageRoot
-	LaunchLock, AccountsCache, StageRoot = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage")
-	t.Cleanup(func() { LaunchLock, AccountsCache, StageRoot = oldLock, oldCache, oldStage })
+	oldLock, oldStep, oldCache, oldStage := LaunchLock, StepLock, AccountsCache, StageRoot
+	LaunchLock, StepLock, AccountsCache, StageRoot = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage")
+	t.Cleanup(func() { LaunchLock, StepLock, AccountsCache, StageRoot = oldLock, oldStep, oldCache, oldStage })
 	if req.Image == "" {
 		req.Image = "alpine:3.20"
 	}
@@ -408,6 +408,78 @@ func TestRunNamedSharesOneContainer(t *testing.T) {
 	}
 	if len(eng.live()) != 0 {
 		t.Errorf("the named container survived RemoveAll")
+	}
+}
+
+// TestStepSharesOneContainerPerNode: the tasks of a multi-task step on a
+// node run in one container, each its own exec with its own environment
+// and exit status; the container stays while any task runs and is gone
+// after the last one, and a later step of the job gets a new one.
+func TestStepSharesOneContainerPerNode(t *testing.T) {
+	eng, _, opts := lifecycle(t, policy.Request{})
+	job := policy.Job{Scheduler: "slurm", ID: "7", Step: "3", Node: "n1", StepTasks: 3}
+	task := func(rank int) *policy.Decision {
+		return decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20", Cmd: []string{"rank"},
+			JobEnv: []string{fmt.Sprintf("SLURM_PROCID=%d", rank)}}, job)
+	}
+	if d := task(0); !d.StepShared || d.Name != "cj-1002-7-n1_step.3" {
+		t.Fatalf("a 3-task step: shared %v, name %q", d.StepShared, d.Name)
+	}
+	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
+	release := make(chan struct{})
+	eng.program["rank"] = func(p *fakeProc) int {
+		rank := 0
+		for _, e := range p.Env {
+			fmt.Sscanf(e, "SLURM_PROCID=%d", &rank)
+		}
+		fmt.Fprintf(p.Stdout, "rank %d\n", rank)
+		if rank == 2 {
+			return 3 // ends first, while the others run
+		}
+		<-release
+		return rank
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 3)
+	outs := make([]*lineWriter, 3)
+	for rank := range codes {
+		outs[rank] = newLineWriter()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := Run(context.Background(), eng, task(rank), IO{Stdout: outs[rank], Stderr: newLineWriter()}, opts)
+			if err != nil {
+				t.Errorf("rank %d: %v", rank, err)
+			}
+			codes[rank] = res.ExitCode
+		}()
+	}
+	for rank := range outs {
+		outs[rank].await(t, fmt.Sprintf("rank %d", rank))
+	}
+	eng.awaitCalls("ExecInspect", 2) // rank 2 has ended (its status) and found another running
+	if live := eng.live(); len(live) != 1 || live[0].name != "cj-1002-7-n1_step.3" {
+		t.Fatalf("while ranks 0 and 1 run: %d containers; want the step's one", len(live))
+	}
+	close(release)
+	wg.Wait()
+	if codes[0] != 0 || codes[1] != 1 || codes[2] != 3 {
+		t.Errorf("exit codes %v; want each rank's own (0, 1, 3)", codes)
+	}
+	if live := eng.live(); len(live) != 0 {
+		t.Errorf("%d containers left after the step's last task", len(live))
+	}
+	if n := eng.count("ContainerCreate"); n != 1 {
+		t.Errorf("%d creates for one step on one node", n)
+	}
+	// One task alone, or per-task containers by policy: not shared.
+	job.StepTasks = 1
+	if d := decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20"}, job); d.StepShared {
+		t.Error("a one-task step was shared")
+	}
+	job.StepTasks = 4
+	if d := decideFor(t, lifecyclePolicy+"\n[settings]\nstep_containers = \"per-task\"\n", policy.Request{Image: "alpine:3.20"}, job); d.StepShared {
+		t.Error("step_containers = per-task was shared")
 	}
 }
 

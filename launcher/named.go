@@ -44,14 +44,36 @@ func mountsDigest(req client.ContainerCreateOptions) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// RunNamed runs the decision's command in the job's named container,
-// creating and starting that container first if this is its first step.
-// The container is left for later steps; the job's epilogue removes it.
+// StepLock serialises, on a node, what the tasks of shared step containers
+// do with them: find or create the container and register a task's exec,
+// against the last task's check for running execs and the removal. A
+// lock of its own: guardedCreate takes LaunchLock inside it.
+var StepLock = "/run/containerjob/step.lock"
+
+// RunNamed runs the decision's command in the job's named container, or
+// in the step's shared container on this node, creating and starting that
+// container first if this task or step is the first. A named container is
+// left for later steps (the job's epilogue removes it); a step's is
+// removed by the last of the node's tasks to end.
 func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
 	img, req, err := prepare(ctx, eng, d, opts)
 	if err != nil {
 		return res, err
+	}
+	// A step's tasks all start at once: the engine settles who creates the
+	// container (by its name); the lock keeps the last task's removal from
+	// falling between another task's finding the container and its exec.
+	release := func() {}
+	if d.StepShared {
+		unlock, err := lockFile(StepLock)
+		if err != nil {
+			return res, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		var once sync.Once
+		release = func() { once.Do(unlock) }
+		defer release()
+		opts.execCreated = release
 	}
 	res.ImageID = img.ID
 	if err := guard.Check(req, opts.Guard); err != nil {
@@ -83,7 +105,40 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 		User: req.Config.User, Env: p.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
 	}, stdio, opts)
 	res.Started, res.Ended, res.ExitCode = started, ended, code
+	if d.StepShared {
+		release()
+		endStepTask(eng, id, opts)
+	}
 	return res, err
+}
+
+// endStepTask removes the step's container when no task of the step on
+// this node is left in it: no exec in it runs or waits to be started (the
+// engine drops an exec from the container's list when it ends). A task
+// killed outright leaves its share to the step's end (the SPANK plugin's
+// epilog --step) or the job's epilogue.
+func endStepTask(eng Engine, id string, opts Options) {
+	unlock, err := lockFile(StepLock)
+	if err != nil {
+		opts.notify(NoticeWarning, "%v; the step's container is left to the step's end", err)
+		return
+	}
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	c, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return // gone already
+	}
+	for _, ex := range c.Container.ExecIDs {
+		st, err := eng.ExecInspect(ctx, ex, client.ExecInspectOptions{})
+		if err == nil && (st.Running || st.PID == 0) {
+			return // another task of the step runs, or is about to
+		}
+	}
+	if _, err := eng.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		opts.notify(NoticeWarning, "the step's container %.12s could not be removed: %v; the step's end or the job's epilogue will remove it", id, err)
+	}
 }
 
 // ExecSpec is a process to start in a running container. User must be
@@ -110,6 +165,9 @@ func Exec(ctx context.Context, eng Engine, id string, spec ExecSpec, stdio IO, o
 		AttachStdin: spec.Interactive, AttachStdout: true, AttachStderr: true,
 	})
 	cancel()
+	if opts.execCreated != nil {
+		opts.execCreated()
+	}
 	if err != nil {
 		return 0, started, ended, failf(ExitLaunchFailed, "starting the process in container %.12s failed: %v", id, err)
 	}

@@ -118,6 +118,9 @@ type Options struct {
 	// nothing is told). The launcher prints nothing itself; the CLI's
 	// output contract renders these.
 	Notify func(Notice)
+	// execCreated, when set, is called once Exec has registered its
+	// process with the engine (RunNamed's step lock is released then).
+	execCreated func()
 }
 
 // Notice is something the job's log should say while a launch runs.
@@ -167,7 +170,7 @@ type Result struct {
 // process ran is an *Error with the docker-run exit code.
 func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
-	if d.Persist {
+	if d.Persist || d.StepShared {
 		return RunNamed(ctx, eng, d, stdio, opts)
 	}
 	phase := opts.Phase
@@ -717,11 +720,14 @@ func guardedCreate(ctx context.Context, eng Engine, limits []policy.CountLimit, 
 	return eng.ContainerCreate(cctx, req)
 }
 
-func lockLaunches() (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(LaunchLock), 0o700); err != nil {
+func lockLaunches() (func(), error) { return lockFile(LaunchLock) }
+
+// lockFile takes an exclusive lock on path (created root's, 0600).
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("the node's launch lock: %v", err)
 	}
-	f, err := os.OpenFile(LaunchLock, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("the node's launch lock: %v", err)
 	}
@@ -735,10 +741,13 @@ func lockLaunches() (func(), error) {
 // checkLimits counts the containers that exist for each of the decision's
 // limits (by containerjob's own labels) and refuses when one is reached.
 func checkLimits(ctx context.Context, eng Engine, limits []policy.CountLimit) error {
-	list := func(label, value string) ([]container.Summary, error) {
+	list := func(label, value, node string) ([]container.Summary, error) {
 		f := client.Filters{}
 		f.Add("label", policy.LabelManaged+"=1")
 		f.Add("label", label+"="+value)
+		if node != "" {
+			f.Add("label", policy.LabelNode+"="+node)
+		}
 		lctx, cancel := context.WithTimeout(ctx, apiTimeout)
 		defer cancel()
 		res, err := eng.ContainerList(lctx, client.ContainerListOptions{All: true, Filters: f})
@@ -748,7 +757,7 @@ func checkLimits(ctx context.Context, eng Engine, limits []policy.CountLimit) er
 		return res.Items, nil
 	}
 	for _, l := range limits {
-		items, err := list(l.Label, l.Value)
+		items, err := list(l.Label, l.Value, l.Node)
 		if err != nil {
 			return err
 		}

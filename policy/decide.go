@@ -66,7 +66,7 @@ func (p *Policy) Decide(req Request, caller Caller, job Job) (*Decision, error) 
 		d: &Decision{Labels: map[string]string{}, LogDriver: p.Settings.ContainerLogs, UserEntries: p.Settings.UserEntries != "off"}}
 	for _, step := range []func() error{
 		s.outsideJobs, s.flags, s.image, s.pull, s.mounts, s.identity, s.environment, s.capabilities,
-		s.gpus, s.workdir, s.command, s.shm, s.network, s.ports, s.name, s.resources, s.limits, s.labels,
+		s.gpus, s.fabric, s.workdir, s.command, s.shm, s.network, s.mpi, s.ports, s.name, s.resources, s.limits, s.labels,
 	} {
 		if err := step(); err != nil {
 			return nil, err
@@ -370,8 +370,60 @@ func (s *decider) ports() error {
 	return nil
 }
 
+// mpi: what srun --mpi sets up must be able to reach the container.
+// PMI-2 hands each task an inherited descriptor (PMI_FD), which cannot
+// cross the engine; PMIx's server listens on the node's loopback, which
+// only the host network reaches.
+func (s *decider) mpi() error {
+	if s.job.ID == "" {
+		return nil
+	}
+	switch s.job.MPIType {
+	case "pmi2", "pmi1", "mpich1_p4", "mpich1_shmem", "mvapich", "lam", "mpichmx", "mpichgm":
+		return &Refusal{Item: fmt.Sprintf("srun --mpi=%s", truncate(s.job.MPIType, 16)), Reason: "cannot reach a container (PMI over a descriptor the engine cannot pass)", Rule: builtin("mpi"),
+			Hint: "use srun --mpi=pmix; the step's PMIx server is bound into the container"}
+	}
+	if len(s.job.MPIDirs) > 0 && s.d.Network != "host" {
+		return &Refusal{Item: fmt.Sprintf("srun --mpi=pmix on network %q", s.d.Network), Reason: "cannot reach the node's PMIx server, which listens on the node's 127.0.0.1", Rule: builtin("mpi"),
+			Hint: "run MPI steps with --network host (--container-network=host), which the policy's networks_allow must include"}
+	}
+	return nil
+}
+
+// fabric: the node's RDMA devices that fabric_devices lists, for every
+// container of a job.
+func (s *decider) fabric() error {
+	if s.job.ID == "" {
+		return nil
+	}
+	for _, dev := range s.job.FabricDevices {
+		if !slices.Contains(s.p.Settings.FabricDevices, dev) {
+			return &Refusal{Item: fmt.Sprintf("fabric device %q", dev), Reason: "is not in fabric_devices", Rule: Origin{Table: "settings", Key: "fabric_devices"}}
+		}
+		s.d.Spec.Linux.Devices = append(s.d.Spec.Linux.Devices, specs.LinuxDevice{Path: dev, Type: "c"})
+		s.trail("device "+dev, "forced", Origin{Table: "settings", Key: "fabric_devices"})
+	}
+	return nil
+}
+
+// sharedStep: a Slurm step of several tasks runs, per node, in one
+// container of the step (step_containers = "shared"); the batch step and
+// the extern step have one task each.
+func (s *decider) sharedStep() bool {
+	switch s.job.Step {
+	case "", "batch", "extern", "interactive":
+		return false
+	}
+	return s.job.Scheduler == "slurm" && s.job.StepTasks > 1 && s.p.Settings.StepContainers == "shared" && s.req.Name == ""
+}
+
 // name: the container's name and hostname.
 func (s *decider) name() error {
+	if s.sharedStep() {
+		s.d.Name = StepContainerName(s.caller, s.job)
+		s.d.StepShared = true
+		s.trail("one container for step "+s.job.Step+" on node "+s.job.Node, "forced", Origin{Table: "settings", Key: "step_containers"})
+	}
 	if s.req.Name != "" {
 		if !nameRE.MatchString(s.req.Name) {
 			return &Refusal{Item: fmt.Sprintf("container name %q", truncate(s.req.Name, 64)), Reason: "must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", Rule: builtin("container-name")}
@@ -416,14 +468,14 @@ func (s *decider) resources() error {
 // limits: how many containers and processes may exist.
 func (s *decider) limits() error {
 	if n := s.eff.MaxPerUser.Value; n > 0 {
-		s.d.Limits = append(s.d.Limits, CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(s.caller.UID), 10), Max: n, Rule: s.eff.MaxPerUser.Origin})
+		s.d.Limits = append(s.d.Limits, CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(s.caller.UID), 10), Max: n, Rule: s.eff.MaxPerUser.Origin, Node: s.job.Node})
 	}
 	if n := s.eff.PidsPerUser.Value; n > 0 {
 		s.d.PidsPerUser = CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(s.caller.UID), 10), Max: n, Rule: s.eff.PidsPerUser.Origin}
 		s.trail("pids limit per user "+strconv.FormatInt(n, 10), "forced", s.eff.PidsPerUser.Origin)
 	}
 	if n := s.eff.MaxPerJob.Value; n > 0 && s.job.ID != "" {
-		s.d.Limits = append(s.d.Limits, CountLimit{Label: LabelJob, Value: s.job.ID, Max: n, Rule: s.eff.MaxPerJob.Origin})
+		s.d.Limits = append(s.d.Limits, CountLimit{Label: LabelJob, Value: s.job.ID, Max: n, Rule: s.eff.MaxPerJob.Origin, Node: s.job.Node})
 	}
 	return nil
 }
@@ -442,13 +494,22 @@ func (s *decider) labels() error {
 }
 
 // ContainerName is the engine-wide name of a user-named container: the uid
-// and job make it impossible for one user to take another's name.
+// and job make it impossible for one user to take another's name, and the
+// node keeps the nodes of a job that share one engine apart.
 func ContainerName(caller Caller, job Job, name string) string {
-	j := job.ID
-	if j == "" {
-		j = "nojob"
+	if job.ID == "" {
+		return fmt.Sprintf("cj-%d-nojob-%s", caller.UID, name)
 	}
-	return fmt.Sprintf("cj-%d-%s-%s", caller.UID, userLabelRE.ReplaceAllString(j, "_"), name)
+	return fmt.Sprintf("cj-%d-%s-%s-%s", caller.UID, userLabelRE.ReplaceAllString(job.ID, "_"), userLabelRE.ReplaceAllString(job.Node, "_"), name)
+}
+
+// StepContainerName is the engine-wide name of a step's shared container
+// on a node. The engine settles the race between the node's tasks, which
+// all start at once: the first create by this name wins, the others find
+// it. "_step." cannot end a user's name part (it must start alphanumeric
+// after the node's "-").
+func StepContainerName(caller Caller, job Job) string {
+	return fmt.Sprintf("cj-%d-%s-%s_step.%s", caller.UID, userLabelRE.ReplaceAllString(job.ID, "_"), userLabelRE.ReplaceAllString(job.Node, "_"), userLabelRE.ReplaceAllString(job.Step, "_"))
 }
 
 func truncate(s string, n int) string {

@@ -184,7 +184,7 @@ func TestDecide(t *testing.T) {
 			wantErr: "is not one of never, missing, always"},
 		{name: "container name namespaced by uid and job", caller: bob, job: inJob, req: Request{Image: "alpine:3.20", Name: "web"},
 			check: func(t *testing.T, d *Decision) {
-				if d.Name != "cj-1002-42-web" {
+				if d.Name != "cj-1002-42-n1-web" {
 					t.Errorf("name %q", d.Name)
 				}
 			}},

@@ -72,6 +72,16 @@ type Settings struct {
 	// /etc/passwd and /etc/group (generated files bound read-only over the
 	// image's, which keep their own entries): "add" (default) or "off".
 	UserEntries string `toml:"user_entries"`
+	// How a Slurm step with several tasks runs: "shared" (default, as
+	// pyxis does) gives each node one container for the step, which the
+	// node's first task creates and every task of the step on that node
+	// runs in (through the engine's exec), so ranks share /dev/shm, IPC
+	// and PIDs; "per-task" gives each task its own container.
+	StepContainers string `toml:"step_containers"`
+	// RDMA character devices under /dev/infiniband (uverbs0, rdma_cm) that
+	// every container of a job step gets, where the node has them; for
+	// MPI over InfiniBand or RoCE, with ulimits = ["memlock=-1"].
+	FabricDevices []string `toml:"fabric_devices"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -323,12 +333,18 @@ func Parse(path string, data []byte) (*Policy, error) {
 		{"qstat_format", &p.Settings.QstatFormat, []string{"json", "text"}},
 		{"nested_mounts", &p.Settings.NestedMounts, []string{"refuse", "allow"}},
 		{"user_entries", &p.Settings.UserEntries, []string{"add", "off"}},
+		{"step_containers", &p.Settings.StepContainers, []string{"shared", "per-task"}},
 	} {
 		if *e.value == "" {
 			*e.value = e.allowed[0]
 		}
 		if !slices.Contains(e.allowed, *e.value) {
 			return nil, fmt.Errorf("%s:%d: %s %q is not %s", path, loc.line("settings", e.key, ""), e.key, *e.value, orList(e.allowed))
+		}
+	}
+	for _, dev := range p.Settings.FabricDevices {
+		if !strings.HasPrefix(dev, "/dev/infiniband/") || filepath.Clean(dev) != dev || strings.Count(dev, "/") != 3 {
+			return nil, fmt.Errorf("%s:%d: fabric_devices: %q is not a device directly under /dev/infiniband/ (such as /dev/infiniband/uverbs0 or /dev/infiniband/rdma_cm)", path, loc.line("settings", "fabric_devices", ""), dev)
 		}
 	}
 	if p.Settings.Qstat == "" {

@@ -33,12 +33,24 @@ func ParseUlimit(s string) (Ulimit, error) {
 	if !hasHard {
 		hard = soft
 	}
-	a, err1 := strconv.ParseInt(soft, 10, 64)
-	b, err2 := strconv.ParseInt(hard, 10, 64)
-	if err1 != nil || err2 != nil || a < 0 || b < a {
-		return Ulimit{}, fmt.Errorf("ulimit %q needs 0 <= SOFT <= HARD", s)
+	a, err1 := parseLimit(soft)
+	b, err2 := parseLimit(hard)
+	// -1 is unlimited (memlock=-1 for RDMA), above every number.
+	if err1 != nil || err2 != nil || (b != -1 && (a == -1 || b < a)) {
+		return Ulimit{}, fmt.Errorf("ulimit %q needs 0 <= SOFT <= HARD (-1 or unlimited: no limit)", s)
 	}
 	return Ulimit{Name: name, Soft: a, Hard: b}, nil
+}
+
+func parseLimit(s string) (int64, error) {
+	if s == "unlimited" || s == "-1" {
+		return -1, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err == nil && n < 0 {
+		err = fmt.Errorf("negative")
+	}
+	return n, err
 }
 
 func parseSize(s string) (int64, error) {

@@ -93,6 +93,13 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 			d.Trail = append(d.Trail, Applied{Item: "mount " + f + " (job file)", Action: "forced", Rule: builtin("job-files")})
 		}
 	}
+	for _, dir := range job.MPIDirs {
+		if !targets[dir] {
+			add(dir, dir, false)
+			d.StageSources = append(d.StageSources, dir)
+			d.Trail = append(d.Trail, Applied{Item: "mount " + dir + " (the step's PMIx server)", Action: "forced", Rule: builtin("pmix")})
+		}
+	}
 	for _, e := range eff.MountsAlways {
 		raw, ro, _ := splitMountRule(e.Value)
 		path := filepath.Clean(vars.Replace(raw))

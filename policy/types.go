@@ -33,6 +33,18 @@ type Job struct {
 	GPUs         []GPU
 	StepCgroup   string
 	ControlFiles []string // /dev/nvidiactl, /dev/nvidia-uvm...: present on the node
+	// StepTasks is how many tasks the step has in all (Slurm's
+	// SLURM_STEP_NUM_TASKS, a hint: it only chooses between a shared and
+	// a per-task container, both within the policy); 0 unknown.
+	StepTasks int
+	// MPIDirs are the step's PMIx server directories on this node, found
+	// and checked as root by the scheduler package; bound at their path.
+	MPIDirs []string
+	// MPIType is the step's srun --mpi (SLURM_MPI_TYPE, a hint: it only
+	// turns a launch that cannot work into a refusal that says why).
+	MPIType string
+	// FabricDevices are the policy's fabric_devices that this node has.
+	FabricDevices []string
 }
 
 // GPU is one allocated GPU: ID is what the engine is asked for (a UUID
@@ -98,7 +110,11 @@ type Decision struct {
 	Cmd          []string
 	// Persist: a named container inside a job lives until the job's
 	// epilogue; later steps with the same name run in it.
-	Persist   bool
+	Persist bool
+	// StepShared: the container is this step's on this node (Name), made
+	// by its first task; every task of the step on the node runs in it,
+	// and the last one to end removes it (step_containers = "shared").
+	StepShared bool
 	Hostname  string
 	LogDriver string
 	// StageSources are the bind sources the caller or the job decides
@@ -137,6 +153,9 @@ type CountLimit struct {
 	Label, Value string
 	Max          int64
 	Rule         Origin
+	// Node is the node counted (its LabelNode): nodes that share one
+	// engine each have their own budget. "" counts every container.
+	Node string
 }
 
 // Applied records which rule allowed, forced or refused an item.

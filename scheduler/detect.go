@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -59,7 +60,13 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 	var job Job
 	switch {
 	case inSlurm:
-		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: Node()}
+		// With several slurmd on a host the step's cgroup names the node
+		// (slurmstepd made it, root's); else the node is the host.
+		node := cg.Node
+		if node == "" {
+			node = Node()
+		}
+		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: node}
 		var sj SlurmJob
 		if job, sj, err = s.VerifyStep(ctx, caller.UID, cg, hint); err != nil {
 			return Job{}, &JobError{err.Error()}
@@ -86,6 +93,11 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 	if len(job.Alloc.GPUs) > 0 && cfg.GPUUUIDs {
 		if err := nameGPUs(job.Alloc.GPUs, cfg.Proc); err != nil {
 			return Job{}, err
+		}
+	}
+	if job.Scheduler == "slurm" {
+		if job.PMIxDir, err = PMIxDir(job, cfg.SlurmdSpoolDir, caller.UID); err != nil {
+			return Job{}, &JobError{err.Error()}
 		}
 	}
 	return job, nil
@@ -141,5 +153,44 @@ func BatchScript(job Job, spoolDir string) string {
 	if err != nil {
 		return ""
 	}
-	return filepath.Join(spoolDir, fmt.Sprintf("job%05d", n), "slurm_script")
+	return filepath.Join(SpoolDir(spoolDir, job.Node), fmt.Sprintf("job%05d", n), "slurm_script")
+}
+
+// SpoolDir is slurmd's spool directory for node: slurm.conf's
+// SlurmdSpoolDir with %n (the node's name, for several slurmd on one
+// host) expanded.
+func SpoolDir(conf, node string) string { return strings.ReplaceAll(conf, "%n", node) }
+
+// PMIxDir is the directory that Slurm's mpi/pmix plugin makes for a step
+// on this node (SlurmdSpoolDir/pmix.JOB.STEP), holding what its tasks
+// need to reach the node's PMIx server; "" when the step has none. It is
+// found from the verified job and step, never from the task's
+// environment, and checked as root: a real directory (no symlink at any
+// level below the spool directory), owned by root or the job's owner.
+func PMIxDir(job Job, spoolDir string, owner uint32) (string, error) {
+	if job.Scheduler != "slurm" {
+		return "", nil
+	}
+	if _, err := strconv.ParseUint(job.ID, 10, 32); err != nil {
+		return "", nil
+	}
+	if _, err := strconv.ParseUint(job.Step, 10, 32); err != nil {
+		return "", nil // batch, extern, interactive: no MPI step
+	}
+	spool := SpoolDir(spoolDir, job.Node)
+	dir := filepath.Join(spool, "pmix."+job.ID+"."+job.Step)
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", nil
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", fmt.Errorf("%s is not a directory; the PMIx server's directory cannot be bound", dir)
+	}
+	if st.Uid != 0 && st.Uid != owner {
+		return "", fmt.Errorf("%s belongs to uid %d, neither root nor the job's owner", dir, st.Uid)
+	}
+	if real, err := filepath.EvalSymlinks(dir); err != nil || real != filepath.Clean(dir) {
+		return "", fmt.Errorf("%s does not resolve to itself; the PMIx server's directory cannot be bound", dir)
+	}
+	return dir, nil
 }

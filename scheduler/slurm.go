@@ -24,6 +24,10 @@ type CgroupJob struct {
 	Job  string
 	Step string
 	Path string // the cgroup path it was read from
+	// Node is the node the path names where slurmd puts it there (several
+	// slurmd per host: /slurm_NODE on v1, NODE_slurmstepd.scope on v2);
+	// "" where the path does not say.
+	Node string
 }
 
 // Slurm's cgroup layouts:
@@ -34,8 +38,8 @@ type CgroupJob struct {
 // Slurm 26.05 may name job directories by SLUID (job_<sluid>) unless
 // CgroupJobIdPaths=yes; the job component is taken as it is written.
 var (
-	cgroupV1RE = regexp.MustCompile(`^/slurm(?:_[^/]+)?/uid_(\d+)/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
-	cgroupV2RE = regexp.MustCompile(`/slurmstepd\.scope/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
+	cgroupV1RE = regexp.MustCompile(`^/slurm(?:_([^/]+))?/uid_(\d+)/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
+	cgroupV2RE = regexp.MustCompile(`/(?:([^/]+)_)?slurmstepd\.scope/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
 )
 
 // ParseCgroup reads /proc/PID/cgroup content. The freezer controller is
@@ -50,11 +54,11 @@ func ParseCgroup(data []byte) (CgroupJob, bool) {
 		}
 		ctrls, path := parts[1], parts[2]
 		if m := cgroupV1RE.FindStringSubmatch(path); m != nil {
-			uid, err := strconv.ParseUint(m[1], 10, 32)
+			uid, err := strconv.ParseUint(m[2], 10, 32)
 			if err != nil {
 				continue
 			}
-			cj := CgroupJob{UID: uint32(uid), Job: m[2], Step: m[3], Path: path}
+			cj := CgroupJob{UID: uint32(uid), Job: m[3], Step: m[4], Path: path, Node: m[1]}
 			if !found || ctrls == "freezer" {
 				best, found = cj, true
 			}
@@ -62,7 +66,7 @@ func ParseCgroup(data []byte) (CgroupJob, bool) {
 		}
 		if parts[0] == "0" && ctrls == "" {
 			if m := cgroupV2RE.FindStringSubmatch(path); m != nil && !found {
-				best, found = CgroupJob{Job: m[1], Step: m[2], Path: path}, true
+				best, found = CgroupJob{Job: m[2], Step: m[3], Path: path, Node: m[1]}, true
 			}
 		}
 	}

@@ -19,11 +19,13 @@ func TestParseCgroup(t *testing.T) {
 		ok   bool
 	}{
 		{"recorded v1 step with node-named root", string(recorded),
-			CgroupJob{UID: 1002, Job: "2", Step: "0", Path: "/slurm_vm/uid_1002/job_2/step_0"}, true},
+			CgroupJob{UID: 1002, Job: "2", Step: "0", Path: "/slurm_vm/uid_1002/job_2/step_0", Node: "vm"}, true},
 		{"v1 plain slurm root, batch step", "6:freezer:/slurm/uid_1000/job_77/step_batch\n",
 			CgroupJob{UID: 1000, Job: "77", Step: "batch", Path: "/slurm/uid_1000/job_77/step_batch"}, true},
 		{"v2 stepd scope", "0::/system.slice/slurmstepd.scope/job_12/step_3/user/task_0\n",
 			CgroupJob{Job: "12", Step: "3", Path: "/system.slice/slurmstepd.scope/job_12/step_3/user/task_0"}, true},
+		{"v2 stepd scope of one of several slurmd", "0::/system.slice/gpu_n2_slurmstepd.scope/job_12/step_3/user/task_0\n",
+			CgroupJob{Job: "12", Step: "3", Path: "/system.slice/gpu_n2_slurmstepd.scope/job_12/step_3/user/task_0", Node: "gpu_n2"}, true},
 		{"not in a job", "4:memory:/user.slice\n0::/user.slice/user-1000.slice/session-3.scope\n", CgroupJob{}, false},
 		{"lookalike path outside slurm root", "6:freezer:/evil/slurm/uid_1000/job_1/step_0\n", CgroupJob{}, false},
 		{"uid out of range", "6:freezer:/slurm/uid_99999999999/job_1/step_0\n", CgroupJob{}, false},

@@ -41,6 +41,24 @@ func adminPolicy(path string) (*policy.Policy, error) {
 	return policy.Load(path)
 }
 
+// hookNode is the node a scheduler hook acts for: the one slurmd names in
+// its hooks' environment (SLURMD_NODENAME; the hook is root's, started by
+// slurmd), else this host's name. Nodes that share one engine (several
+// slurmd per host) each clean up only their own containers.
+func hookNode(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if n := os.Getenv("SLURMD_NODENAME"); n != "" {
+		return n
+	}
+	return scheduler.Node()
+}
+
+// onNode: a container of this node, or one from before containers were
+// labelled with their node.
+func onNode(c launcher.Managed, node string) bool { return c.Node == "" || c.Node == node }
+
 // jobFromHookEnv is the job id a scheduler hook was started for. The hook
 // runs as root, started by slurmd or pbs_mom, so its environment is theirs.
 func jobFromHookEnv(sched string) string {
@@ -54,7 +72,7 @@ func jobFromHookEnv(sched string) string {
 }
 
 func newCleanupCmd(use, short string, prolog bool) *cobra.Command {
-	var sched, job, step, policyPath string
+	var sched, job, step, node, policyPath string
 	var quiet bool
 	cmd := &cobra.Command{
 		Use:   use,
@@ -109,7 +127,7 @@ could not be removed.`,
 			if err != nil {
 				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 			}
-			return cleanupJob(cmd, pol, trail, sched, job, step, quiet, cmd.Name())
+			return cleanupJob(cmd, pol, trail, sched, job, step, hookNode(node), quiet, cmd.Name())
 		},
 	}
 	cmd.Flags().StringVar(&step, "step", "", "only the containers this step of the job created, named ones excepted (the SPANK plugin, at the step's end)")
@@ -118,11 +136,12 @@ could not be removed.`,
 	cmd.Flags().MarkHidden("quiet")
 	cmd.Flags().StringVar(&sched, "scheduler", "slurm", "slurm or pbs")
 	cmd.Flags().StringVar(&job, "job", "", "job id (default: from the hook's environment)")
+	cmd.Flags().StringVar(&node, "node", "", "the node whose containers to remove (default: SLURMD_NODENAME from the hook's environment, else this host's name)")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
 	return cmd
 }
 
-func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched, job, step string, quiet bool, hook string) error {
+func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched, job, step, node string, quiet bool, hook string) error {
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
 	if err != nil {
 		return err
@@ -135,6 +154,8 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 		trail.Record(hook, map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 		return nil
 	}
+	// Another node's containers are not this hook's, even on one engine.
+	cs = slices.DeleteFunc(cs, func(c launcher.Managed) bool { return !onNode(c, node) })
 	if step != "" {
 		// A step's end: its own containers, not the job's named ones,
 		// which later steps run in.
@@ -165,7 +186,7 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 func newGCCmd() *cobra.Command {
 	var dryRun bool
 	var grace time.Duration
-	var policyPath string
+	var policyPath, node string
 	cmd := &cobra.Command{
 		Use:   "gc",
 		Short: "Remove containers whose job is no longer running on this node",
@@ -198,12 +219,12 @@ Containers started outside any job are removed once they have exited.`,
 			if err != nil {
 				return fmt.Errorf("listing containers: %v", err)
 			}
-			s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: scheduler.Node()}
+			s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: hookNode(node)}
 			pbs := scheduler.PBS{Qstat: pol.Settings.Qstat, JSON: pol.Settings.QstatFormat == "json", Node: s.Node}
 			alive := map[string]jobState{}
 			var doomed []launcher.Managed
 			for _, c := range cs {
-				if time.Since(c.Created) < grace {
+				if time.Since(c.Created) < grace || !onNode(c, s.Node) {
 					continue
 				}
 				switch {
@@ -255,6 +276,7 @@ Containers started outside any job are removed once they have exited.`,
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
 	cmd.Flags().DurationVar(&grace, "grace", 5*time.Minute, "leave containers younger than this alone")
+	cmd.Flags().StringVar(&node, "node", "", "the node whose containers to judge (default: this host's name; nodes sharing an engine each run their own gc)")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
 	return cmd
 }

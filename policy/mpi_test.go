@@ -1,0 +1,98 @@
+package policy
+
+import (
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"slices"
+	"strings"
+	"testing"
+)
+
+const mpiPolicy = `[settings]
+fabric_devices = ["/dev/infiniband/uverbs0", "/dev/infiniband/rdma_cm"]
+
+[defaults]
+images_allow = ["mpi-test:*"]
+flags_allow = ["network"]
+networks_allow = ["none", "host"]
+ulimits = ["memlock=-1"]
+`
+
+// TestMPISteps: what srun --mpi sets up reaches the container or the
+// launch is refused with the reason; the step's PMIx directory is bound at
+// its path, and the fabric devices the node has are given to job steps.
+func TestMPISteps(t *testing.T) {
+	pol := mustParse(t, mpiPolicy)
+	pmix := Job{Scheduler: "slurm", ID: "42", Step: "1", Node: "n1", StepTasks: 4, MPIType: "pmix",
+		MPIDirs: []string{"/var/spool/slurmd/pmix.42.1"}, FabricDevices: []string{"/dev/infiniband/uverbs0"}}
+	host := Request{Image: "mpi-test:1", Network: "host", Flags: []string{"network"}}
+
+	d, err := pol.Decide(host, bob, pmix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(d.Spec.Mounts, func(m specsMount) bool {
+		return m.Source == "/var/spool/slurmd/pmix.42.1" && m.Destination == m.Source && !slices.Contains(m.Options, "ro")
+	}) {
+		t.Errorf("the PMIx directory is not bound read-write at its path: %+v", d.Spec.Mounts)
+	}
+	if !slices.ContainsFunc(d.Spec.Linux.Devices, func(dev specsDevice) bool { return dev.Path == "/dev/infiniband/uverbs0" }) {
+		t.Errorf("the fabric device is missing: %+v", d.Spec.Linux.Devices)
+	}
+	if !slices.ContainsFunc(d.Spec.Process.Rlimits, func(r specsRlimit) bool { return r.Type == "RLIMIT_MEMLOCK" }) {
+		t.Errorf("memlock=-1 is missing: %+v", d.Spec.Process.Rlimits)
+	}
+	if !d.StepShared || d.Name != "cj-1002-42-n1_step.1" {
+		t.Errorf("a 4-task step: shared %v, name %q", d.StepShared, d.Name)
+	}
+
+	for _, tt := range []struct {
+		name     string
+		job      func(Job) Job
+		req      Request
+		wantErr  string
+		wantHint string
+	}{
+		{"pmix off the host network", func(j Job) Job { return j }, Request{Image: "mpi-test:1"},
+			`srun --mpi=pmix on network "none" cannot reach the node's PMIx server`, "--network host"},
+		{"pmi2", func(j Job) Job { j.MPIType, j.MPIDirs = "pmi2", nil; return j }, host,
+			"srun --mpi=pmi2 cannot reach a container", "use srun --mpi=pmix"},
+		{"a fabric device the policy does not list", func(j Job) Job { j.FabricDevices = []string{"/dev/infiniband/umad0"}; return j }, host,
+			`fabric device "/dev/infiniband/umad0" is not in fabric_devices`, ""},
+	} {
+		_, err := pol.Decide(tt.req, bob, tt.job(pmix))
+		ref, ok := err.(*Refusal)
+		if !ok || !strings.Contains(ref.Error(), tt.wantErr) || !strings.Contains(ref.Hint, tt.wantHint) {
+			t.Errorf("%s: %v (hint %q); want %q, hint %q", tt.name, err, hintOf(err), tt.wantErr, tt.wantHint)
+		}
+	}
+	// Outside a job no fabric device and no MPI check apply.
+	if d, err := pol.Decide(Request{Image: "mpi-test:1"}, bob, Job{Dir: "/home/bob", FabricDevices: []string{"/dev/infiniband/uverbs0"}}); err == nil && len(d.Spec.Linux.Devices) != 0 {
+		t.Errorf("devices outside a job: %+v", d.Spec.Linux.Devices)
+	}
+}
+
+func hintOf(err error) string {
+	if r, ok := err.(*Refusal); ok {
+		return r.Hint
+	}
+	return ""
+}
+
+func TestFabricDevicesSetting(t *testing.T) {
+	for _, dev := range []string{"/dev/sda", "/dev/infiniband/../sda", "/dev/infiniband/sub/x", "/dev/infiniband/", "uverbs0"} {
+		_, err := Parse("p.toml", []byte("[settings]\nfabric_devices = [\""+dev+"\"]\n"))
+		if err == nil || !strings.Contains(err.Error(), "fabric_devices") {
+			t.Errorf("fabric_devices %q: %v", dev, err)
+		}
+	}
+	if _, err := Parse("p.toml", []byte("[settings]\nstep_containers = \"sometimes\"\n")); err == nil {
+		t.Error("step_containers \"sometimes\" was accepted")
+	}
+}
+
+type (
+	specsMount  = specs.Mount
+	specsDevice = specs.LinuxDevice
+	specsRlimit = specs.POSIXRlimit
+)
