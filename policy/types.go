@@ -115,8 +115,8 @@ type Decision struct {
 	// by its first task; every task of the step on the node runs in it,
 	// and the last one to end removes it (step_containers = "shared").
 	StepShared bool
-	Hostname  string
-	LogDriver string
+	Hostname   string
+	LogDriver  string
 	// StageSources are the bind sources the caller or the job decides
 	// (user mounts, the job directory, job files): the launcher binds
 	// exactly what it checked. Admin mounts_always are trusted as written.
