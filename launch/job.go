@@ -51,9 +51,7 @@ func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) pol
 	if job.Scheduler == "slurm" {
 		pj.StepTasks, _ = strconv.Atoi(identity.EnvValue(jobEnv, "SLURM_STEP_NUM_TASKS"))
 		pj.MPIType = identity.EnvValue(jobEnv, "SLURM_MPI_TYPE")
-		if job.PMIxDir != "" {
-			pj.MPIDirs = []string{job.PMIxDir}
-		}
+		pj.MPIDirs = job.PMIxDirs
 	}
 	if job.ID != "" {
 		pj.FabricDevices = presentFabric(settings.FabricDevices)

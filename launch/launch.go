@@ -222,7 +222,7 @@ func PolicyCaller(c identity.Caller) policy.Caller {
 // SchedulerConfig is what scheduler.Detect needs of the site's settings.
 func SchedulerConfig(s policy.Settings) scheduler.Config {
 	return scheduler.Config{
-		Scontrol: s.Scontrol, SlurmConf: s.SlurmConf, SlurmdSpoolDir: s.SlurmdSpoolDir,
+		Scontrol: s.Scontrol, SlurmConf: s.SlurmConf, SlurmdSpoolDir: s.SlurmdSpoolDir, TmpFS: s.SlurmTmpFS,
 		Qstat: s.Qstat, QstatJSON: s.QstatFormat == "json",
 		GPUUUIDs: s.GPUsMode == "nvidia", Proc: "/proc",
 	}

@@ -348,6 +348,14 @@ func (s *decider) network() error {
 				s.d.Network = s.eff.NetworksAllow[i].Value
 			}
 		}
+		// An MPI step's tasks reach the node's PMIx server on the node's
+		// loopback: the host network, where the policy allows it (pyxis
+		// steps always share the host's network).
+		if len(s.job.MPIDirs) > 0 {
+			if _, ok := s.eff.NetworksAllow.find("host"); ok {
+				s.d.Network = "host"
+			}
+		}
 	}
 	if err := validNetworkName(s.d.Network); err != nil {
 		return &Refusal{Item: err.Error(), Rule: builtin("network-name")}
@@ -385,7 +393,7 @@ func (s *decider) mpi() error {
 	}
 	if len(s.job.MPIDirs) > 0 && s.d.Network != "host" {
 		return &Refusal{Item: fmt.Sprintf("srun --mpi=pmix on network %q", s.d.Network), Reason: "cannot reach the node's PMIx server, which listens on the node's 127.0.0.1", Rule: builtin("mpi"),
-			Hint: "run MPI steps with --network host (--container-network=host), which the policy's networks_allow must include"}
+			Hint: "MPI steps need the host network: the admin adds \"host\" to networks_allow (then MPI steps use it by default), or pass --network host"}
 	}
 	return nil
 }

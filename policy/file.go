@@ -78,6 +78,9 @@ type Settings struct {
 	// runs in (through the engine's exec), so ranks share /dev/shm, IPC
 	// and PIDs; "per-task" gives each task its own container.
 	StepContainers string `toml:"step_containers"`
+	// slurm.conf's TmpFS (default /tmp; %n stands for the node's name),
+	// where Slurm's mpi/pmix makes each step's client directory.
+	SlurmTmpFS string `toml:"slurm_tmpfs"`
 	// RDMA character devices under /dev/infiniband (uverbs0, rdma_cm) that
 	// every container of a job step gets, where the node has them; for
 	// MPI over InfiniBand or RoCE, with ulimits = ["memlock=-1"].

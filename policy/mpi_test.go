@@ -53,7 +53,7 @@ func TestMPISteps(t *testing.T) {
 		wantErr  string
 		wantHint string
 	}{
-		{"pmix off the host network", func(j Job) Job { return j }, Request{Image: "mpi-test:1"},
+		{"pmix off the host network", func(j Job) Job { return j }, Request{Image: "mpi-test:1", Network: "none", Flags: []string{"network"}},
 			`srun --mpi=pmix on network "none" cannot reach the node's PMIx server`, "--network host"},
 		{"pmi2", func(j Job) Job { j.MPIType, j.MPIDirs = "pmi2", nil; return j }, host,
 			"srun --mpi=pmi2 cannot reach a container", "use srun --mpi=pmix"},
@@ -65,6 +65,15 @@ func TestMPISteps(t *testing.T) {
 		if !ok || !strings.Contains(ref.Error(), tt.wantErr) || !strings.Contains(ref.Hint, tt.wantHint) {
 			t.Errorf("%s: %v (hint %q); want %q, hint %q", tt.name, err, hintOf(err), tt.wantErr, tt.wantHint)
 		}
+	}
+	// Without --network, an MPI step takes the host network the policy
+	// allows; a policy without it refuses.
+	if d, err := pol.Decide(Request{Image: "mpi-test:1"}, bob, pmix); err != nil || d.Network != "host" {
+		t.Errorf("an MPI step without --network: %v, network %q", err, d.Network)
+	}
+	noHost := mustParse(t, strings.Replace(mpiPolicy, `networks_allow = ["none", "host"]`, `networks_allow = ["none"]`, 1))
+	if _, err := noHost.Decide(Request{Image: "mpi-test:1"}, bob, pmix); err == nil || !strings.Contains(hintOf(err), "adds \"host\" to networks_allow") {
+		t.Errorf("an MPI step where the host network is not allowed: %v (hint %q)", err, hintOf(err))
 	}
 	// Outside a job no fabric device and no MPI check apply.
 	if d, err := pol.Decide(Request{Image: "mpi-test:1"}, bob, Job{Dir: "/home/bob", FabricDevices: []string{"/dev/infiniband/uverbs0"}}); err == nil && len(d.Spec.Linux.Devices) != 0 {

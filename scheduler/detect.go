@@ -19,7 +19,8 @@ import (
 type Config struct {
 	Scontrol       string // e.g. /usr/bin/scontrol
 	SlurmConf      string // SLURM_CONF for Slurm's tools, "" for the default
-	SlurmdSpoolDir string // where slurmd keeps batch scripts
+	SlurmdSpoolDir string // where slurmd keeps batch scripts (%n: the node)
+	TmpFS          string // slurm.conf's TmpFS (%n: the node), "" for /tmp
 	Qstat          string // PBS's qstat
 	QstatJSON      bool   // qstat -F json (OpenPBS, PBS Pro); false: Torque's text
 	// GPUUUIDs: name each GPU by its UUID from the NVIDIA driver's own
@@ -96,7 +97,7 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 		}
 	}
 	if job.Scheduler == "slurm" {
-		if job.PMIxDir, err = PMIxDir(job, cfg.SlurmdSpoolDir, caller.UID); err != nil {
+		if job.PMIxDirs, err = PMIxDirs(job, cfg.SlurmdSpoolDir, cfg.TmpFS, caller.UID); err != nil {
 			return Job{}, &JobError{err.Error()}
 		}
 	}
@@ -161,36 +162,57 @@ func BatchScript(job Job, spoolDir string) string {
 // host) expanded.
 func SpoolDir(conf, node string) string { return strings.ReplaceAll(conf, "%n", node) }
 
-// PMIxDir is the directory that Slurm's mpi/pmix plugin makes for a step
-// on this node (SlurmdSpoolDir/pmix.JOB.STEP), holding what its tasks
-// need to reach the node's PMIx server; "" when the step has none. It is
-// found from the verified job and step, never from the task's
-// environment, and checked as root: a real directory (no symlink at any
-// level below the spool directory), owned by root or the job's owner.
-func PMIxDir(job Job, spoolDir string, owner uint32) (string, error) {
+// PMIxDirs are the directories that Slurm's mpi/pmix plugin makes for a
+// step on this node: SlurmdSpoolDir/pmix.JOB.STEP (the server's, where
+// PMIX_SERVER_TMPDIR points) and TmpFS/spmix_appdir_UID_JOB.STEP (the
+// clients' PMIX_TMPDIR, where Open MPI puts its session directory). The
+// step's tasks need both at their paths; none when the step has no PMIx.
+// They are found from the verified job and step, never from the task's
+// environment, and checked as root: real directories (no symlink on the
+// way below the configured roots), owned by root or the job's owner.
+func PMIxDirs(job Job, spoolDir, tmpFS string, owner uint32) ([]string, error) {
 	if job.Scheduler != "slurm" {
-		return "", nil
+		return nil, nil
 	}
 	if _, err := strconv.ParseUint(job.ID, 10, 32); err != nil {
-		return "", nil
+		return nil, nil
 	}
 	if _, err := strconv.ParseUint(job.Step, 10, 32); err != nil {
-		return "", nil // batch, extern, interactive: no MPI step
+		return nil, nil // batch, extern, interactive: no MPI step
 	}
-	spool := SpoolDir(spoolDir, job.Node)
-	dir := filepath.Join(spool, "pmix."+job.ID+"."+job.Step)
+	if tmpFS == "" {
+		tmpFS = "/tmp"
+	}
+	server := filepath.Join(SpoolDir(spoolDir, job.Node), "pmix."+job.ID+"."+job.Step)
+	app := filepath.Join(SpoolDir(tmpFS, job.Node), fmt.Sprintf("spmix_appdir_%d_%s.%s", owner, job.ID, job.Step))
+	ok, err := stepDir(server, owner)
+	if err != nil || !ok {
+		return nil, err
+	}
+	dirs := []string{server}
+	if ok, err := stepDir(app, owner); err != nil {
+		return nil, err
+	} else if ok {
+		dirs = append(dirs, app)
+	}
+	return dirs, nil
+}
+
+// stepDir checks one of a step's PMIx directories: absent (false), or a
+// directory of root's or owner's that resolves to itself.
+func stepDir(dir string, owner uint32) (bool, error) {
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
-		return "", nil
+		return false, nil
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return "", fmt.Errorf("%s is not a directory; the PMIx server's directory cannot be bound", dir)
+		return false, fmt.Errorf("%s is not a directory; the step's PMIx directory cannot be bound", dir)
 	}
 	if st.Uid != 0 && st.Uid != owner {
-		return "", fmt.Errorf("%s belongs to uid %d, neither root nor the job's owner", dir, st.Uid)
+		return false, fmt.Errorf("%s belongs to uid %d, neither root nor the job's owner", dir, st.Uid)
 	}
 	if real, err := filepath.EvalSymlinks(dir); err != nil || real != filepath.Clean(dir) {
-		return "", fmt.Errorf("%s does not resolve to itself; the PMIx server's directory cannot be bound", dir)
+		return false, fmt.Errorf("%s does not resolve to itself; the step's PMIx directory cannot be bound", dir)
 	}
-	return dir, nil
+	return true, nil
 }

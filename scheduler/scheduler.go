@@ -18,9 +18,9 @@ type Job struct {
 	Files     []string // scheduler files the step needs inside (batch script)
 	Alloc     Allocation
 	Cgroup    string // the step's cgroup path (v1 or v2), for cgroup-parent
-	// PMIxDir is the step's PMIx server directory on this node (srun
-	// --mpi=pmix), checked as root; "" for none.
-	PMIxDir string
+	// PMIxDirs are the step's PMIx directories on this node (srun
+	// --mpi=pmix), checked as root; none for other steps.
+	PMIxDirs []string
 }
 
 // Node is this host's short name, as schedulers name nodes.

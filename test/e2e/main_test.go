@@ -36,7 +36,7 @@ gpus_mode = "devices"
 confine = "limits"
 report_usage = true
 slurm_conf = "` + slurmConf + `"
-slurmd_spool_dir = "` + clusterDir + `/spool"
+slurmd_spool_dir = "` + clusterDir + `/spool/%n"
 
 [defaults]
 images_allow = ["alpine:*"]
