@@ -71,6 +71,7 @@ test: unit fuzz integration e2e
 # A local image built from Debian's busybox-static: no registry needed.
 testimage:
 	./contrib/testimage/build $(TESTIMAGE)
+	./contrib/testimage/build-mpi
 
 # Man pages from the CLI itself, and containerjob-policy(5) from docs/policy.md.
 # The generator is a separate build (-tags gendocs) of the same CLI, so the

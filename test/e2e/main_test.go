@@ -37,6 +37,7 @@ confine = "limits"
 report_usage = true
 slurm_conf = "` + slurmConf + `"
 slurmd_spool_dir = "` + clusterDir + `/spool/%n"
+slurm_tmpfs = "` + clusterDir + `/tmp/%n"
 
 [defaults]
 images_allow = ["alpine:*"]
@@ -46,6 +47,11 @@ mounts_allow = ["$HOME", "/srv/cje2e:ro"]
 flags_allow = ["env", "volume", "workdir", "entrypoint", "name", "read-only"]
 networks_allow = ["none"]
 outside_jobs = false
+
+# MPI steps (multinode_test.go): bob's run the MPI image on the host network.
+[user.cjbob]
+images_allow = ["mpi-test:*"]
+networks_allow = ["host"]
 `
 
 var (

@@ -83,7 +83,7 @@ echo "step exit $?"
 	waitJob(t, id, 2*time.Minute)
 	out := readOutput(t, filepath.Join(dir, "slurm-"+id+".out"))
 	for _, want := range []string{
-		`containerjob: error: image "alpine:denied" is denied, says images_deny in [defaults] (/etc/containerjob/policy.toml:12)`,
+		`containerjob: error: image "alpine:denied" is denied, says images_deny in [defaults] (/etc/containerjob/policy.toml:13)`,
 		`mount source "/etc" (the host's /etc) can never be mounted`,
 		"step exit 125",
 	} {
