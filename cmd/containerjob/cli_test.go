@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/testutil"
 	"github.com/containerjob/containerjob/launcher"
@@ -268,5 +269,30 @@ func TestUserFlagsAreTheCLIsFlags(t *testing.T) {
 	}
 	if flags < 6 {
 		t.Errorf("the SPANK path produced only %d flags from every option: %q", flags, args)
+	}
+}
+
+// TestFabricCheck: doctor reports the node's RDMA devices against what
+// fabric_devices passes (fake device nodes, as the test cluster's GPUs).
+func TestFabricCheck(t *testing.T) {
+	dir := t.TempDir()
+	if c := fabricCheck(nil, dir); !c.skip {
+		t.Errorf("no devices, none listed: %+v", c)
+	}
+	if os.Geteuid() != 0 {
+		testutil.Unavailable(t, "mknod needs root")
+	}
+	dev := filepath.Join(dir, "uverbs0")
+	if err := unix.Mknod(dev, unix.S_IFCHR|0o666, int(unix.Mkdev(231, 192))); err != nil {
+		t.Fatal(err)
+	}
+	if c := fabricCheck([]string{dev}, dir); !c.ok || !strings.Contains(c.info, dev) {
+		t.Errorf("the device listed: %+v", c)
+	}
+	if c := fabricCheck(nil, dir); !c.skip || !strings.Contains(c.info, "passes none") {
+		t.Errorf("a device not listed: %+v", c)
+	}
+	if c := fabricCheck([]string{dev, filepath.Join(dir, "rdma_cm")}, dir); c.ok || c.skip || c.fix == "" {
+		t.Errorf("a listed device the node lacks: %+v", c)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,7 +104,41 @@ func runDoctor(policyPath string) []check {
 	out = append(out, sudoersCheck())
 	out = append(out, slurmChecks(pol)...)
 	out = append(out, cgroupCheck())
+	if pol != nil {
+		out = append(out, fabricCheck(pol.Settings.FabricDevices, "/dev/infiniband"))
+	}
 	return out
+}
+
+// fabricCheck reports the node's RDMA devices and which of them the policy
+// gives to job steps (fabric_devices).
+func fabricCheck(listed []string, dir string) check {
+	var found []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Type()&os.ModeCharDevice != 0 {
+			found = append(found, filepath.Join(dir, e.Name()))
+		}
+	}
+	var passed, missing []string
+	for _, d := range listed {
+		if slices.Contains(found, d) {
+			passed = append(passed, d)
+		} else {
+			missing = append(missing, d)
+		}
+	}
+	switch {
+	case len(found) == 0 && len(listed) == 0:
+		return check{name: "fabric devices", skip: true, info: "no " + dir + " devices on this node and none in fabric_devices"}
+	case len(missing) > 0 && len(found) > 0:
+		return check{name: "fabric devices", info: fmt.Sprintf("fabric_devices lists %v, which this node lacks (it has %v)", missing, found), fix: "list only devices the nodes have"}
+	case len(found) > 0 && len(passed) == 0:
+		return check{name: "fabric devices", skip: true, info: fmt.Sprintf("the node has %v; fabric_devices passes none to job steps (add them for MPI over RDMA, with ulimits memlock=-1)", found)}
+	case len(found) == 0:
+		return check{name: "fabric devices", skip: true, info: fmt.Sprintf("fabric_devices lists %v; this node has none (fine on nodes without RDMA)", listed)}
+	}
+	return check{name: "fabric devices", ok: true, info: fmt.Sprintf("job steps get %v of the node's %v", passed, found)}
 }
 
 func fileOwnedBy(name, path string, forbidden os.FileMode, fix string) check {
