@@ -121,7 +121,7 @@ func TestSpoofedJobIDRefused(t *testing.T) {
 	}
 	// Outside any job with no claim: the policy's outside_jobs decides.
 	r = as(t, alice, dir, `containerjob alpine:3.20 true`)
-	if r.Code != 125 || !strings.Contains(r.Stderr, "a launch outside a scheduler job is not allowed, says outside_jobs in [defaults] (/etc/containerjob/policy.toml:17)") {
+	if r.Code != 125 || !strings.Contains(r.Stderr, "a launch outside a scheduler job is not allowed, says outside_jobs in [defaults] (/etc/containerjob/policy.toml:18)") {
 		t.Errorf("outside a job: code %d stderr %q", r.Code, r.Stderr)
 	}
 }
@@ -429,12 +429,16 @@ func killPrivileged(t *testing.T, marker string) {
 	t.Fatalf("no privileged containerjob running %s", marker)
 }
 
-// TestMaxContainersUnderBurst: 20 tasks of one step launch at once with
+// TestMaxContainersUnderBurst: 20 tasks of one step launch at once, each
+// with a container of its own (step_containers = "per-task"), with
 // max_containers_per_job = 10; counting and creating under the node's
 // launch lock lets exactly 10 run and refuses the other 10.
 func TestMaxContainersUnderBurst(t *testing.T) {
 	defer writeRootFile(policyPath, testPolicy)
-	if err := writeRootFile(policyPath, testPolicy+"max_containers_per_job = 10\n"); err != nil {
+	// Each task its own container, and the limit in [defaults].
+	burst := strings.Replace(strings.Replace(testPolicy, "outside_jobs = false\n", "outside_jobs = false\nmax_containers_per_job = 10\n", 1),
+		"[settings]\n", "[settings]\nstep_containers = \"per-task\"\n", 1)
+	if err := writeRootFile(policyPath, burst); err != nil {
 		t.Fatal(err)
 	}
 	dir := jobDir(t, alice)
