@@ -69,23 +69,15 @@ func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) pol
 	return pj
 }
 
-// jobDevices is what the guard independently allows of a job's GPUs: ids
-// in every form a device request may name them (UUID or minor, and the
-// CDI name), and device files, its GPUs' and the control files.
-func jobDevices(job scheduler.Job, fabric []string) (ids, devices []string) {
-	if job.ID != "" {
-		devices = append(devices, fabric...)
-	}
-	for _, g := range job.Alloc.GPUs {
-		id := g.UUID
-		if id == "" {
-			id = strconv.Itoa(g.Minor)
-		}
-		ids = append(ids, id, "nvidia.com/gpu="+strconv.Itoa(g.Minor))
+// jobDevices is what the guard independently allows of a job's devices:
+// GPU ids in every form a device request may name them (the id PolicyJob
+// chose, UUID or minor, and the CDI name), and device files: the fabric's,
+// the GPUs' and their control files, as PolicyJob found them on the node.
+func jobDevices(job policy.Job) (ids, devices []string) {
+	devices = append(devices, job.FabricDevices...)
+	for _, g := range job.GPUs {
+		ids = append(ids, g.ID, "nvidia.com/gpu="+strconv.FormatInt(g.Minor, 10))
 		devices = append(devices, g.Device)
 	}
-	if len(job.Alloc.GPUs) > 0 {
-		devices = append(devices, presentControlFiles()...)
-	}
-	return ids, devices
+	return ids, append(devices, job.ControlFiles...)
 }

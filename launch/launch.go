@@ -146,7 +146,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		return out, err
 	}
 	defer eng.Close()
-	want := GuardBounds(caller, job, dec, pjob.FabricDevices)
+	want := GuardBounds(caller, pjob, dec)
 	if in.DryRun {
 		cr, err := launcher.DryRun(ctx, eng, dec, want)
 		if err != nil {
@@ -229,11 +229,12 @@ func SchedulerConfig(s policy.Settings) scheduler.Config {
 }
 
 // GuardBounds is what the guard holds the final create request to: the
-// caller's identity, and bounds computed from the verified job (devices,
-// GPU ids), not from the decision, so a mistake in the decision or the
-// build is caught; a dry run is guarded alike.
-func GuardBounds(caller policy.Caller, job scheduler.Job, dec *policy.Decision, fabric []string) guard.Expect {
-	ids, devices := jobDevices(job, fabric)
+// caller's identity, and bounds computed from the verified job in the
+// policy's terms (devices, GPU ids; PolicyJob), not from the decision, so
+// a mistake in the decision or the build is caught; a dry run is guarded
+// alike.
+func GuardBounds(caller policy.Caller, job policy.Job, dec *policy.Decision) guard.Expect {
+	ids, devices := jobDevices(job)
 	return guard.Expect{
 		UID: caller.UID, GID: caller.GID, Groups: caller.Groups,
 		AllowHostNetwork:  dec.Network == "host",

@@ -82,14 +82,22 @@ func TestPolicyJobAndGuardBounds(t *testing.T) {
 	if pj.GPUs[0].ID != "GPU-abc" || pj.GPUs[0].Minor != 3 {
 		t.Errorf("PolicyJob with a UUID = %+v", pj.GPUs)
 	}
-	want := GuardBounds(policy.Caller{UID: 5, GID: 6}, job, &policy.Decision{Network: "none"}, nil)
+	want := GuardBounds(policy.Caller{UID: 5, GID: 6}, pj, &policy.Decision{Network: "none"})
 	if want.UID != 5 || want.GID != 6 || want.AllowHostNetwork ||
 		!slices.Equal(want.AllowedGPUIDs, []string{"GPU-abc", "nvidia.com/gpu=3"}) ||
 		!slices.Equal(want.AllowedDevices, []string{"/dev/nvidia3", "/dev/nvidiactl"}) {
 		t.Errorf("GuardBounds = %+v", want)
 	}
+	// Fabric devices the node has are the job's, and the guard's bound.
+	oldFabric := presentFabric
+	presentFabric = func(devs []string) []string { return devs }
+	t.Cleanup(func() { presentFabric = oldFabric })
+	fj := PolicyJob(job, nil, policy.Settings{FabricDevices: []string{"/dev/infiniband/uverbs0"}})
+	if want := GuardBounds(policy.Caller{UID: 5, GID: 6}, fj, &policy.Decision{}); !slices.Contains(want.AllowedDevices, "/dev/infiniband/uverbs0") {
+		t.Errorf("GuardBounds with a fabric device = %+v", want)
+	}
 	// No GPUs: no device at all, whatever the node has.
-	if want := GuardBounds(policy.Caller{UID: 5, GID: 6}, scheduler.Job{}, &policy.Decision{}, nil); len(want.AllowedDevices)+len(want.AllowedGPUIDs) != 0 {
+	if want := GuardBounds(policy.Caller{UID: 5, GID: 6}, PolicyJob(scheduler.Job{}, nil, policy.Settings{}), &policy.Decision{}); len(want.AllowedDevices)+len(want.AllowedGPUIDs) != 0 {
 		t.Errorf("GuardBounds without GPUs = %+v", want)
 	}
 }
