@@ -725,15 +725,15 @@ func lockLaunches() (func(), error) { return lockFile(LaunchLock) }
 // lockFile takes an exclusive lock on path (created root's, 0600).
 func lockFile(path string) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("the node's launch lock: %v", err)
+		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("the node's launch lock: %v", err)
+		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("the node's launch lock: %v", err)
+		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
 	}
 	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
