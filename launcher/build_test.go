@@ -117,6 +117,7 @@ func TestStartErrorExitCodes(t *testing.T) {
 		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "nope": executable file not found in $PATH: unknown`, "", ExitCommandMissing, `"nope": executable file not found`},
 		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/x": stat /x: no such file or directory: unknown`, "nvidia", ExitCommandMissing, "not found in the image"},
 		{`OCI runtime create failed: runc create failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown`, "", ExitCannotInvoke, "cannot be run"},
+		{`failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 8: operation not permitted: unknown`, "", ExitLaunchFailed, "could not set the policy's ulimits"},
 		{`Cannot connect to the Docker daemon`, "", ExitLaunchFailed, "starting the container failed"},
 	}
 	for _, tt := range tests {

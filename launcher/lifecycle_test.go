@@ -483,6 +483,37 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 	}
 }
 
+// TestStepContainerThatFailsToStartIsRemoved: when the engine cannot
+// start a step's container, every task of the step reports the engine's
+// reason (not a stale container of the first task's) and nothing is left.
+func TestStepContainerThatFailsToStartIsRemoved(t *testing.T) {
+	eng, _, opts := lifecycle(t, policy.Request{})
+	job := policy.Job{Scheduler: "slurm", ID: "7", Step: "4", Node: "n1", StepTasks: 2}
+	eng.startErr = errors.New("failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 8: operation not permitted: unknown")
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for rank := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20", Cmd: []string{"true"}}, job)
+			_, errs[rank] = Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+		}()
+	}
+	wg.Wait()
+	for rank, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "could not set the policy's ulimits") {
+			t.Errorf("rank %d: %v; want the engine's reason", rank, err)
+		}
+	}
+	if n := eng.count("ContainerStart"); n != 2 {
+		t.Errorf("%d starts; want each task's own try", n)
+	}
+	if live := eng.live(); len(live) != 0 {
+		t.Errorf("%d containers left by a step that never started", len(live))
+	}
+}
+
 func TestRunNamedRefusesAnotherImage(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Name: "w", Cmd: []string{"true"}})
 	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }

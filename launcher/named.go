@@ -260,7 +260,10 @@ func (e *execFailure) flush() error {
 
 // namedContainer finds the job's container of that name or creates it.
 func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options) (string, error) {
-	name := d.Labels[policy.LabelName]
+	what := fmt.Sprintf("container %q", d.Labels[policy.LabelName])
+	if d.StepShared {
+		what = "the step's container on this node"
+	}
 	for attempt := 0; attempt < 3; attempt++ {
 		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
 		found, err := eng.ContainerInspect(ictx, d.Name, client.ContainerInspectOptions{})
@@ -270,24 +273,24 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 			l := c.Config.Labels
 			switch {
 			case l[policy.LabelManaged] != "1" || l[policy.LabelUID] != d.Labels[policy.LabelUID] || l[policy.LabelJob] != d.Labels[policy.LabelJob]:
-				return "", failf(ExitLaunchFailed, "container name %q belongs to another user or job", name)
+				return "", failf(ExitLaunchFailed, "%s: the name belongs to another user or job", what)
 			case c.Image != imageID:
-				return "", failf(ExitLaunchFailed, "container %q runs another image (%s); use a new --container-name for %s", name, l[policy.LabelImage], d.Image)
+				return "", failf(ExitLaunchFailed, "%s runs another image (%s); use a new --container-name for %s", what, l[policy.LabelImage], d.Image)
 			case l[policy.LabelMounts] != digest:
-				return "", failf(ExitLaunchFailed, "container %q was created with other mounts; use a new --container-name", name)
+				return "", failf(ExitLaunchFailed, "%s was created with other mounts; use a new --container-name", what)
 			}
 			if c.State == nil || !c.State.Running {
 				sctx, cancel := context.WithTimeout(ctx, apiTimeout)
 				_, err := eng.ContainerStart(sctx, c.ID, client.ContainerStartOptions{})
 				cancel()
 				if err != nil {
-					return "", failf(ExitLaunchFailed, "restarting container %q failed: %v", name, err)
+					return "", failf(ExitLaunchFailed, "%s has stopped and cannot be started again (%v); use a new --container-name", what, err)
 				}
 			}
 			return c.ID, nil
 		}
 		if !cerrdefs.IsNotFound(err) {
-			return "", failf(ExitLaunchFailed, "looking up container %q failed: %v", name, err)
+			return "", failf(ExitLaunchFailed, "looking up %s failed: %v", what, err)
 		}
 		// Staging rewrites the request; each attempt starts from the original.
 		keep := req
@@ -313,7 +316,7 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 			continue // another task of the step created it first
 		}
 		if err != nil {
-			return "", failf(ExitLaunchFailed, "creating container %q failed: %v", name, err)
+			return "", failf(ExitLaunchFailed, "creating %s failed: %v", what, err)
 		}
 		if opts.Created != nil {
 			opts.Created(created.ID)
@@ -322,11 +325,17 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		_, err = eng.ContainerStart(sctx, created.ID, client.ContainerStartOptions{})
 		cancel()
 		if err != nil && !cerrdefs.IsConflict(err) {
+			// A container that never started is nobody's: the step's
+			// other tasks (waiting on the step lock) or the job's next step
+			// would find it without the staged files it was made with.
+			rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+			eng.ContainerRemove(rctx, created.ID, client.ContainerRemoveOptions{Force: true})
+			cancel()
 			return "", startError(err, d.GPUDriver)
 		}
 		return created.ID, nil
 	}
-	return "", failf(ExitLaunchFailed, "container %q could not be created or found", name)
+	return "", failf(ExitLaunchFailed, "%s could not be created or found", what)
 }
 
 // execProcess is the host process of one exec, held by a pidfd. The

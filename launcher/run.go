@@ -491,6 +491,10 @@ func unixSignalName(s syscall.Signal) string {
 func startError(err error, gpuDriver string) error {
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "error setting rlimit"):
+		// Raising a hard limit needs CAP_SYS_RESOURCE where the runtime
+		// runs; memlock=-1 for RDMA is the usual case.
+		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine could not set the policy's ulimits (%s); the admin raises the engine's own limits (LimitMEMLOCK=infinity in its service) or lowers ulimits in the policy", runtimeCause(msg))}
 	case strings.Contains(msg, "unable to apply cgroup configuration"):
 		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine could not set up the container's cgroups: %s", runtimeCause(msg))}
 	case gpuDriver != "" && (strings.Contains(msg, "could not select device driver") || strings.Contains(msg, "CDI")):

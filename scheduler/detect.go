@@ -61,13 +61,7 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 	var job Job
 	switch {
 	case inSlurm:
-		// With several slurmd on a host the step's cgroup names the node
-		// (slurmstepd made it, root's); else the node is the host.
-		node := cg.Node
-		if node == "" {
-			node = Node()
-		}
-		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: node}
+		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: NodeOf(cgroups)}
 		var sj SlurmJob
 		if job, sj, err = s.VerifyStep(ctx, caller.UID, cg, hint); err != nil {
 			return Job{}, &JobError{err.Error()}

@@ -33,6 +33,16 @@ func Node() string {
 	return short
 }
 
+// NodeOf is the node a process with this /proc/PID/cgroup content runs
+// on: the one its Slurm step's cgroup names (several slurmd per host;
+// slurmstepd made the path, root's), else this host.
+func NodeOf(procCgroup []byte) string {
+	if cg, ok := ParseCgroup(procCgroup); ok && cg.Node != "" {
+		return cg.Node
+	}
+	return Node()
+}
+
 // Outside is the context of a launch outside any scheduler job: the job
 // directory is the caller's working directory.
 func Outside(cwd string) Job {

@@ -117,3 +117,13 @@ func TestExpandHostlist(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeOfPrefersTheStepsCgroup(t *testing.T) {
+	cg := []byte("4:freezer:/slurm_vm-2/uid_1002/job_7/step_0/task_1\n")
+	if got := NodeOf(cg); got != "vm-2" {
+		t.Fatalf("NodeOf(%q) = %q, want vm-2", cg, got)
+	}
+	if got, want := NodeOf([]byte("0::/user.slice\n")), Node(); got != want {
+		t.Fatalf("outside a step NodeOf = %q, want the host %q", got, want)
+	}
+}

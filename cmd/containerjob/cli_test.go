@@ -296,3 +296,22 @@ func TestFabricCheck(t *testing.T) {
 		t.Errorf("a listed device the node lacks: %+v", c)
 	}
 }
+
+// Own-container commands see the caller's containers on this node only:
+// another user's, and another node's on a shared engine, are not found.
+func TestOwnedHereIsTheCallersOnThisNode(t *testing.T) {
+	all := []launcher.Managed{
+		{ID: "a", UID: "1002", Node: "n1"},
+		{ID: "b", UID: "1002", Node: "n2"},
+		{ID: "c", UID: "1003", Node: "n1"},
+		{ID: "d", UID: "1002"}, // from before containers carried their node
+		{ID: "e", UID: "10020", Node: "n1"},
+	}
+	var got []string
+	for _, c := range ownedHere(all, 1002, "n1") {
+		got = append(got, c.ID)
+	}
+	if want := []string{"a", "d"}; !slices.Equal(got, want) {
+		t.Fatalf("ownedHere(1002, n1) = %v, want %v", got, want)
+	}
+}

@@ -17,19 +17,23 @@ import (
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
 )
 
 // The commands in this file act on the caller's own containers only. A
 // container is the caller's when the uid label containerjob set at create
 // equals the caller's uid; users cannot set labels, and names are never
 // trusted (containers are matched by id or by the caller's own short
-// name, after the uid check).
+// name, after the uid check). They see this node's containers only: where
+// several slurmd nodes share one engine, another node's containers belong
+// to another step's host, as they would on separate machines.
 
 // ownContext is what every own-container command needs.
 type ownContext struct {
 	caller policy.Caller
 	eng    launcherEngine
 	pol    *policy.Policy
+	node   string
 }
 
 type launcherEngine interface {
@@ -65,23 +69,35 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 		return err
 	}
 	defer eng.Close()
-	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), eng: eng, pol: pol})
+	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), eng: eng, pol: pol, node: hereNode()})
 }
 
-// mine lists the caller's containers.
+// hereNode is the node this command runs on: its job step's, else the
+// host's.
+func hereNode() string {
+	cg, _ := os.ReadFile("/proc/self/cgroup")
+	return scheduler.NodeOf(cg)
+}
+
+// mine lists the caller's containers on this node.
 func (o ownContext) mine(ctx context.Context) ([]launcher.Managed, error) {
 	all, err := launcher.ListManaged(ctx, o.eng, "", "")
 	if err != nil {
 		return nil, err
 	}
-	uid := strconv.FormatUint(uint64(o.caller.UID), 10)
+	return ownedHere(all, o.caller.UID, o.node), nil
+}
+
+// ownedHere keeps the containers of uid on node.
+func ownedHere(all []launcher.Managed, uid uint32, node string) []launcher.Managed {
+	id := strconv.FormatUint(uint64(uid), 10)
 	var out []launcher.Managed
 	for _, c := range all {
-		if c.UID == uid {
+		if c.UID == id && onNode(c, node) {
 			out = append(out, c)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // find resolves a reference (an id prefix of at least 4 characters, or the
@@ -139,7 +155,7 @@ func newPsCmd() *cobra.Command {
 					}
 					fmt.Fprintln(w, "GPUS\tJOB\tUSER\tCONTAINER\tSTATE")
 					for _, c := range all {
-						if c.GPUs != "" && c.State == "running" {
+						if c.GPUs != "" && c.State == "running" && onNode(c, o.node) {
 							fmt.Fprintf(w, "%s\t%s\t%s\t%.12s\t%s\n", c.GPUs, dash(c.Job), c.User, c.ID, c.State)
 						}
 					}

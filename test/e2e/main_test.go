@@ -38,6 +38,8 @@ report_usage = true
 slurm_conf = "` + slurmConf + `"
 slurmd_spool_dir = "` + clusterDir + `/spool/%n"
 slurm_tmpfs = "` + clusterDir + `/tmp/%n"
+# The test cluster's fake RDMA devices (TestFabricDevices).
+fabric_devices = ["/dev/infiniband/uverbs0", "/dev/infiniband/rdma_cm"]
 
 [defaults]
 images_allow = ["alpine:*"]
@@ -52,6 +54,10 @@ outside_jobs = false
 [user.cjbob]
 images_allow = ["mpi-test:*"]
 networks_allow = ["host"]
+# RDMA wants memlock=-1; raising a hard limit needs CAP_SYS_RESOURCE,
+# which this CI's sandbox withholds from the engine: a lowered limit
+# proves the policy's ulimits reach every rank.
+ulimits = ["memlock=65536"]
 `
 
 var (

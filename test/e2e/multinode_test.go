@@ -116,7 +116,8 @@ func TestPMI2Refused(t *testing.T) {
 
 // TestNamedContainerOnBothNodes: --container-name across two steps of a
 // two-node job: each node's container keeps what that node's first step
-// wrote, and the epilogue removes both.
+// wrote, containerjob ps on each node lists that node's only, and the
+// epilogue removes both.
 func TestNamedContainerOnBothNodes(t *testing.T) {
 	t.Parallel()
 	dir := jobDir(t, alice)
@@ -126,9 +127,14 @@ srun -N2 -n2 --container-image=alpine:3.20 --container-name=w sh -c 'hostname > 
 echo "step1 $?"
 srun -N2 -n2 --container-name=w sh -c 'echo "on $(hostname) first $(cat /tmp/first)"'
 echo "step2 $?"
+srun -N2 -n2 sh -c 'echo "ps on $(hostname): $(containerjob ps | grep -c " w ")"'
 `)
 	waitJob(t, id, 3*time.Minute)
 	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	// Both nodes share one engine; each node's ps lists its own container.
+	if ps := regexp.MustCompile(`(?m)^ps on \S+: 1$`).FindAllString(out, -1); len(ps) != 2 {
+		t.Errorf("containerjob ps on each node: %q; want one container named w on each", out)
+	}
 	lines := regexp.MustCompile(`(?m)^on (\S+) first (\S+)$`).FindAllStringSubmatch(out, -1)
 	var nodes []string
 	for _, l := range lines {
@@ -225,5 +231,46 @@ sleep 300
 	waitFor(t, 30*time.Second, "no container of the step, the job still running", func() bool { return len(jobContainers(t, id)) == 0 })
 	if state, _ := jobState(t, id); state != "RUNNING" {
 		t.Errorf("job %s is %s; the check above was to be made while it ran", id, state)
+	}
+}
+
+// TestFabricDevices: the node's RDMA devices that fabric_devices lists
+// (the test cluster's fake /dev/infiniband nodes) reach every rank's
+// container on both nodes with their device numbers, memlock is bob's
+// (ulimits in [user.cjbob]), and a device the policy does not list stays
+// outside.
+func TestFabricDevices(t *testing.T) {
+	t.Parallel()
+	// A device on the host that the policy does not name.
+	extra := "/dev/infiniband/umad0"
+	if _, err := os.Stat(extra); os.IsNotExist(err) {
+		if out, err := exec.Command("mknod", "-m", "666", extra, "c", "231", "0").CombinedOutput(); err != nil {
+			t.Fatalf("mknod %s: %v %s", extra, err, out)
+		}
+		t.Cleanup(func() { os.Remove(extra) })
+	}
+	dir := jobDir(t, bob)
+	r := as(t, bob, dir, `srun -p all -N2 -n2 --mpi=pmix --container-image=mpi-test:1 sh -c 'echo "$(hostname) memlock $(ulimit -l)"; for f in /dev/infiniband/*; do echo "$(hostname) $f $(stat -c %t:%T $f)"; done'; echo "srun exit $?"`)
+	if !strings.Contains(r.Stdout, "srun exit 0") {
+		t.Fatalf("srun: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	hosts := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] != "srun" {
+			hosts[f[0]] = true
+		}
+	}
+	if len(hosts) != 2 {
+		t.Fatalf("ran on %v, want two nodes:\n%s", hosts, r.Stdout)
+	}
+	for h := range hosts {
+		for _, want := range []string{h + " memlock 64", h + " /dev/infiniband/uverbs0 e7:c0", h + " /dev/infiniband/rdma_cm e7:fa"} {
+			if !strings.Contains(r.Stdout, want+"\n") {
+				t.Errorf("no %q in:\n%s", want, r.Stdout)
+			}
+		}
+	}
+	if strings.Contains(r.Stdout, "umad0") {
+		t.Errorf("a device outside fabric_devices reached the container:\n%s", r.Stdout)
 	}
 }

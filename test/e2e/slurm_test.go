@@ -83,7 +83,7 @@ echo "step exit $?"
 	waitJob(t, id, 2*time.Minute)
 	out := readOutput(t, filepath.Join(dir, "slurm-"+id+".out"))
 	for _, want := range []string{
-		`containerjob: error: image "alpine:denied" is denied, says images_deny in [defaults] (/etc/containerjob/policy.toml:13)`,
+		`containerjob: error: image "alpine:denied" is denied, says images_deny in [defaults] (/etc/containerjob/policy.toml:15)`,
 		`mount source "/etc" (the host's /etc) can never be mounted`,
 		"step exit 125",
 	} {
@@ -121,7 +121,7 @@ func TestSpoofedJobIDRefused(t *testing.T) {
 	}
 	// Outside any job with no claim: the policy's outside_jobs decides.
 	r = as(t, alice, dir, `containerjob alpine:3.20 true`)
-	if r.Code != 125 || !strings.Contains(r.Stderr, "a launch outside a scheduler job is not allowed, says outside_jobs in [defaults] (/etc/containerjob/policy.toml:18)") {
+	if r.Code != 125 || !strings.Contains(r.Stderr, "a launch outside a scheduler job is not allowed, says outside_jobs in [defaults] (/etc/containerjob/policy.toml:20)") {
 		t.Errorf("outside a job: code %d stderr %q", r.Code, r.Stderr)
 	}
 }
