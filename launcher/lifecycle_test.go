@@ -31,9 +31,11 @@ max_containers_per_job = 3
 func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision, Options) {
 	t.Helper()
 	dir := t.TempDir()
-	oldLock, oldStep, oldCache, oldStage := LaunchLock, StepLock, AccountsCache, StageRoot
-	LaunchLock, StepLock, AccountsCache, StageRoot = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage")
-	t.Cleanup(func() { LaunchLock, StepLock, AccountsCache, StageRoot = oldLock, oldStep, oldCache, oldStage })
+	oldLock, oldStep, oldCreate, oldCache, oldStage := LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot
+	LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "step-create.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage")
+	t.Cleanup(func() {
+		LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot = oldLock, oldStep, oldCreate, oldCache, oldStage
+	})
 	if req.Image == "" {
 		req.Image = "alpine:3.20"
 	}

@@ -44,11 +44,17 @@ func mountsDigest(req client.ContainerCreateOptions) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// StepLock serialises, on a node, what the tasks of shared step containers
-// do with them: find or create the container and register a task's exec,
-// against the last task's check for running execs and the removal. A
-// lock of its own: guardedCreate takes LaunchLock inside it.
-var StepLock = "/run/containerjob/step.lock"
+// StepLock guards, on a node, a shared step container's tasks against
+// its removal: each task holds it shared from finding the container to
+// registering its exec (tasks join at once, side by side), and the task
+// that ends last holds it exclusively to see that no exec is left and
+// remove the container. StepCreateLock is held by the one task that
+// creates and starts a container the others then find. Locks of their
+// own: guardedCreate takes LaunchLock inside.
+var (
+	StepLock       = "/run/containerjob/step.lock"
+	StepCreateLock = "/run/containerjob/step-create.lock"
+)
 
 // RunNamed runs the decision's command in the job's named container, or
 // in the step's shared container on this node, creating and starting that
@@ -57,24 +63,18 @@ var StepLock = "/run/containerjob/step.lock"
 // removed by the last of the node's tasks to end.
 func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
+	phase := opts.Phase
+	if phase == nil {
+		phase = func(string) {}
+	}
 	img, req, err := prepare(ctx, eng, d, opts)
 	if err != nil {
 		return res, err
 	}
+	phase("image")
 	// A step's tasks all start at once: the engine settles who creates the
 	// container (by its name); the lock keeps the last task's removal from
 	// falling between another task's finding the container and its exec.
-	release := func() {}
-	if d.StepShared {
-		unlock, err := lockFile(StepLock)
-		if err != nil {
-			return res, &Error{Code: ExitLaunchFailed, Err: err}
-		}
-		var once sync.Once
-		release = func() { once.Do(unlock) }
-		defer release()
-		opts.execCreated = release
-	}
 	res.ImageID = img.ID
 	if err := guard.Check(req, opts.Guard); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
@@ -82,11 +82,20 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	digest := mountsDigest(req)
 	req.Config.Labels[policy.LabelMounts] = digest
 
-	id, err := namedContainer(ctx, eng, d, req, img.ID, digest, opts)
+	var id string
+	release := func() {}
+	if d.StepShared {
+		id, release, err = joinStep(ctx, eng, d, req, img.ID, digest, opts)
+		defer release()
+		opts.execCreated = func() { release(); phase("exec-create") }
+	} else {
+		id, err = namedContainer(ctx, eng, d, req, img.ID, digest, opts, false)
+	}
 	if err != nil {
 		return res, err
 	}
 	res.ContainerID = id
+	phase("container")
 
 	cmd := append([]string{}, d.Entrypoint...)
 	if len(d.Entrypoint) == 0 && d.Entrypoint == nil && img.Config != nil {
@@ -105,11 +114,51 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 		User: req.Config.User, Env: p.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
 	}, stdio, opts)
 	res.Started, res.Ended, res.ExitCode = started, ended, code
+	phase("exit")
 	if d.StepShared {
 		release()
 		endStepTask(eng, id, opts)
+		phase("end-task")
 	}
 	return res, err
+}
+
+// joinStep finds the step's container on this node, or has it made, and
+// returns it with StepLock held shared until release: the caller's exec
+// is registered before any task can judge the container unused. A task
+// that misses it takes StepCreateLock and looks again before creating,
+// so one task creates it and the rest find it; all start at once, and
+// the engine's names and these locks settle the order, not timing.
+func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options) (string, func(), error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		unlock, err := lockFileHow(StepLock, syscall.LOCK_SH)
+		if err != nil {
+			return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		id, err := namedContainer(ctx, eng, d, req, imageID, digest, opts, true)
+		if err != nil || id != "" {
+			var once sync.Once
+			release := func() { once.Do(unlock) }
+			if err != nil {
+				release()
+			}
+			return id, release, err
+		}
+		unlock()
+		// Missing: made by this task, unless another made it meanwhile.
+		// (It may also be gone again before the next look, when every
+		// task that used it has ended; then it is made anew.)
+		unlockCreate, err := lockFile(StepCreateLock)
+		if err != nil {
+			return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		_, err = namedContainer(ctx, eng, d, req, imageID, digest, opts, false)
+		unlockCreate()
+		if err != nil {
+			return "", func() {}, err
+		}
+	}
+	return "", func() {}, failf(ExitLaunchFailed, "the step's container on this node could not be created or found")
 }
 
 // endStepTask removes the step's container when no task of the step on
@@ -258,8 +307,9 @@ func (e *execFailure) flush() error {
 	return err
 }
 
-// namedContainer finds the job's container of that name or creates it.
-func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options) (string, error) {
+// namedContainer finds the job's container of that name or creates it;
+// with findOnly it returns "" for a missing one.
+func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options, findOnly bool) (string, error) {
 	what := fmt.Sprintf("container %q", d.Labels[policy.LabelName])
 	if d.StepShared {
 		what = "the step's container on this node"
@@ -283,6 +333,9 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 				sctx, cancel := context.WithTimeout(ctx, apiTimeout)
 				_, err := eng.ContainerStart(sctx, c.ID, client.ContainerStartOptions{})
 				cancel()
+				if err != nil && d.StepShared {
+					return "", startError(err, d.GPUDriver) // another task is starting it
+				}
 				if err != nil {
 					return "", failf(ExitLaunchFailed, "%s has stopped and cannot be started again (%v); use a new --container-name", what, err)
 				}
@@ -291,6 +344,9 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		}
 		if !cerrdefs.IsNotFound(err) {
 			return "", failf(ExitLaunchFailed, "looking up %s failed: %v", what, err)
+		}
+		if findOnly {
+			return "", nil
 		}
 		// Staging rewrites the request; each attempt starts from the original.
 		keep := req

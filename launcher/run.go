@@ -727,7 +727,10 @@ func guardedCreate(ctx context.Context, eng Engine, limits []policy.CountLimit, 
 func lockLaunches() (func(), error) { return lockFile(LaunchLock) }
 
 // lockFile takes an exclusive lock on path (created root's, 0600).
-func lockFile(path string) (func(), error) {
+func lockFile(path string) (func(), error) { return lockFileHow(path, syscall.LOCK_EX) }
+
+// lockFileHow is lockFile with flock's LOCK_SH or LOCK_EX.
+func lockFileHow(path string, how int) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
 	}
@@ -735,7 +738,7 @@ func lockFile(path string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
 	}
