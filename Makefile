@@ -26,7 +26,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
+.PHONY: lane-trixie spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
 
 all: build spank
 
@@ -151,6 +151,17 @@ guide: services
 # the installed package.
 check: guide rpm spank-check
 	$(MAKE) test BINDIR=/usr/bin CONTAINERJOB_DEB=$(wildcard $(CURDIR)/bin/containerjob_*_amd64.deb) CONTAINERJOB_RPM=$(wildcard $(CURDIR)/bin/containerjob-*.x86_64.rpm)
+
+# The second CI lane, on Debian 13's Slurm 24.11 and Docker 26 with CDI
+# (contrib/dev/trixie-lane), after the first lane's tests: the first lane's
+# images are saved, its cluster and engine stopped (two engines on one
+# machine fight over iptables), and the e2e suite runs in the trixie root.
+lane-trixie: deb
+	CGO_ENABLED=0 $(GO) test -c -tags e2e -o bin/e2e.test ./test/e2e
+	docker save -o bin/lane-images.tar alpine:3.20 mpi-test:1
+	./contrib/slurm/testcluster down
+	./contrib/dev/stop-docker
+	./contrib/dev/trixie-lane
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
 demo: guide
