@@ -63,18 +63,12 @@ var (
 // removed by the last of the node's tasks to end.
 func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
-	phase := opts.Phase
-	if phase == nil {
-		phase = func(string) {}
-	}
+	phase := opts.phases()
 	img, req, err := prepare(ctx, eng, d, opts)
 	if err != nil {
 		return res, err
 	}
 	phase("image")
-	// A step's tasks all start at once: the engine settles who creates the
-	// container (by its name); the lock keeps the last task's removal from
-	// falling between another task's finding the container and its exec.
 	res.ImageID = img.ID
 	if err := guard.Check(req, opts.Guard); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
@@ -136,13 +130,13 @@ func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.Co
 			return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
 		}
 		id, err := namedContainer(ctx, eng, d, req, imageID, digest, opts, true)
-		if err != nil || id != "" {
+		if err != nil {
+			unlock()
+			return "", func() {}, err
+		}
+		if id != "" {
 			var once sync.Once
-			release := func() { once.Do(unlock) }
-			if err != nil {
-				release()
-			}
-			return id, release, err
+			return id, func() { once.Do(unlock) }, nil
 		}
 		unlock()
 		// Missing: made by this task, unless another made it meanwhile.

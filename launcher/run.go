@@ -165,6 +165,14 @@ type Result struct {
 	MemoryLimit int64
 }
 
+// phases is Phase, or a no-op where none is set.
+func (o Options) phases() func(name string) {
+	if o.Phase == nil {
+		return func(string) {}
+	}
+	return o.Phase
+}
+
 // Run pulls (as allowed), creates, attaches, starts, waits for and removes
 // the container of decision d. Any failure before the container's own
 // process ran is an *Error with the docker-run exit code.
@@ -173,10 +181,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if d.Persist || d.StepShared {
 		return RunNamed(ctx, eng, d, stdio, opts)
 	}
-	phase := opts.Phase
-	if phase == nil {
-		phase = func(string) {}
-	}
+	phase := opts.phases()
 	img, req, err := prepare(ctx, eng, d, opts)
 	if err != nil {
 		return res, err

@@ -61,7 +61,7 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 	var job Job
 	switch {
 	case inSlurm:
-		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: NodeOf(cgroups)}
+		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: cg.NodeOrHost()}
 		var sj SlurmJob
 		if job, sj, err = s.VerifyStep(ctx, caller.UID, cg, hint); err != nil {
 			return Job{}, &JobError{err.Error()}

@@ -37,7 +37,13 @@ func Node() string {
 // on: the one its Slurm step's cgroup names (several slurmd per host;
 // slurmstepd made the path, root's), else this host.
 func NodeOf(procCgroup []byte) string {
-	if cg, ok := ParseCgroup(procCgroup); ok && cg.Node != "" {
+	cg, _ := ParseCgroup(procCgroup)
+	return cg.NodeOrHost()
+}
+
+// NodeOrHost is the node the step's cgroup names, else this host.
+func (cg CgroupJob) NodeOrHost() string {
+	if cg.Node != "" {
 		return cg.Node
 	}
 	return Node()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -218,8 +219,13 @@ func (b *bencher) steps() error {
 		fmt.Fprintf(&b.report, "| %s | %d | %s | %s | %s |\n", v.name, v.ranks, ms(m), ms(median(results[i].end)), ratio)
 	}
 	b.report.WriteString("\n")
-	// variants[3], [4], [8]: shared, per-task and the docker CLI, 16 tasks each.
-	sh, pt, cl := median(results[3].running), median(results[4].running), median(results[8].running)
+	allRunning := func(name string) time.Duration {
+		i := slices.IndexFunc(variants, func(v variant) bool { return v.name == name && v.ranks == N })
+		return median(results[i].running)
+	}
+	sh := allRunning("containerjob, one container shared by the node's tasks")
+	pt := allRunning("containerjob, one container per task")
+	cl := allRunning("docker CLI per task (root)")
 	fmt.Fprintf(&b.report, "Sharing one container, all %d tasks ran %.1f × sooner than with one container per task and %.1f × sooner than with the docker CLI per task. ", N, float64(pt)/float64(sh), float64(cl)/float64(sh))
 	fmt.Fprintf(&b.report, "Each task still runs its own containerjob (through sudo), verifies its job with Slurm and starts its process with the engine's exec (runc); on this machine's %d CPUs those run %d at a time, which is what the ratio to one task measures. Where each task's time went in a shared step (`srun --jobid=J --overlap -O -n %d containerjob run --timings %s true`, the wrapper form, with the same policy; median over the tasks of one step):\n\n| phase | median per task |\n| --- | --- |\n", runtime.NumCPU(), runtime.NumCPU(), N, *image)
 	for _, p := range phases {
