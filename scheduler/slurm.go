@@ -373,9 +373,34 @@ func (s Slurm) ShowJob(ctx context.Context, id string) (SlurmJob, error) {
 	}
 	j, err := ParseJobJSON(out, id)
 	if err != nil && strings.Contains(err.Error(), "no record of job") {
-		return SlurmJob{}, fmt.Errorf("scontrol: job %s: %w", id, ErrNoSuchJob)
+		return SlurmJob{}, s.confirmGone(ctx, id)
 	}
 	return j, err
+}
+
+// confirmGone asks once more, without --json, when the JSON held no record
+// of the job: Slurm 24.11's `scontrol --json show job` exits 0 with an empty
+// job list and no error both for a job it does not know and when it could
+// not reach slurmctld at all. Only scontrol's own "Invalid job id" (its
+// exit status and error line; the record itself is not read) makes the
+// job gone; anything else leaves it unknown, and callers that remove
+// things keep them.
+func (s Slurm) confirmGone(ctx context.Context, id string) error {
+	_, stderr, err := s.command(ctx, s.Scontrol, "show", "job", id)
+	return goneOrUnreachable(id, err, stderr, ctx.Err() != nil)
+}
+
+// goneOrUnreachable reads the plain `scontrol show job ID`'s outcome.
+func goneOrUnreachable(id string, err error, stderr string, timedOut bool) error {
+	switch {
+	case timedOut:
+		return &UnreachableError{fmt.Sprintf("asking Slurm about job %s timed out", id)}
+	case err == nil:
+		return &UnreachableError{fmt.Sprintf("Slurm's JSON had no record of job %s, but scontrol shows it", id)}
+	case strings.Contains(stderr, "Invalid job id"):
+		return fmt.Errorf("scontrol: job %s: %w", id, ErrNoSuchJob)
+	}
+	return &UnreachableError{fmt.Sprintf("asking Slurm about job %s failed: %v: %s", id, err, strings.TrimSpace(stderr))}
 }
 
 // ErrNoSuchJob: the scheduler answered and does not know the job (it

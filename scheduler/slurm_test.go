@@ -1,6 +1,9 @@
 package scheduler
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -125,5 +128,49 @@ func TestNodeOfPrefersTheStepsCgroup(t *testing.T) {
 	}
 	if got, want := NodeOf([]byte("0::/user.slice\n")), Node(); got != want {
 		t.Fatalf("outside a step NodeOf = %q, want the host %q", got, want)
+	}
+}
+
+// TestShowJobConfirmsAnEmptyAnswer: Slurm 24.11's `scontrol --json show job`
+// prints the same empty list, exit 0, whether the job is unknown or
+// slurmctld could not be reached (testdata: recorded both ways on 24.11.5,
+// identical). Only the plain scontrol's "Invalid job id" makes the job gone;
+// gc and the epilogue remove containers on that answer alone.
+func TestShowJobConfirmsAnEmptyAnswer(t *testing.T) {
+	empty, err := os.ReadFile("testdata/scontrol-json-24.11-no-jobs.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		plainStderr string
+		plainRC     int
+		gone        bool
+	}{
+		{"controller unreachable", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)", 1, false},
+		{"job unknown", "slurm_load_jobs error: Invalid job id specified", 1, true},
+		{"plain scontrol shows the job", "", 0, false},
+		{"plain scontrol fails without a reason", "", 2, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			jsonFile := dir + "/empty.json"
+			if err := os.WriteFile(jsonFile, empty, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = --json ]; then cat %s; exit 0; fi\necho '%s' >&2\nexit %d\n", jsonFile, tt.plainStderr, tt.plainRC)
+			if err := os.WriteFile(dir+"/scontrol", []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Slurm{Scontrol: dir + "/scontrol"}.ShowJob(context.Background(), "5")
+			var unreachable *UnreachableError
+			switch {
+			case tt.gone && !errors.Is(err, ErrNoSuchJob):
+				t.Errorf("ShowJob = %v; want ErrNoSuchJob", err)
+			case !tt.gone && !errors.As(err, &unreachable):
+				t.Errorf("ShowJob = %v; want an UnreachableError (keep the containers)", err)
+			}
+		})
 	}
 }
