@@ -151,11 +151,14 @@ guide: services
 # the installed package.
 check: guide rpm spank-check
 	$(MAKE) test BINDIR=/usr/bin CONTAINERJOB_DEB=$(wildcard $(CURDIR)/bin/containerjob_*_amd64.deb) CONTAINERJOB_RPM=$(wildcard $(CURDIR)/bin/containerjob-*.x86_64.rpm)
+	$(MAKE) lane-trixie
 
 # The second CI lane, on Debian 13's Slurm 24.11 and Docker 26 with CDI
 # (contrib/dev/trixie-lane), after the first lane's tests: the first lane's
 # images are saved, its cluster and engine stopped (two engines on one
 # machine fight over iptables), and the e2e suite runs in the trixie root.
+# It leaves the first lane's engine and cluster stopped (`make services`
+# and `testcluster up` start them again).
 lane-trixie: deb
 	CGO_ENABLED=0 $(GO) test -c -tags e2e -o bin/e2e.test ./test/e2e
 	docker save -o bin/lane-images.tar alpine:3.20 mpi-test:1

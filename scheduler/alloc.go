@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"errors"
 	"bufio"
 	"bytes"
 	"fmt"
@@ -175,62 +176,32 @@ func GPUDevices(indices []int, gresConf []byte, node string) ([]GPU, error) {
 	return out, nil
 }
 
-// CheckDevicesCgroup cross-checks the GPUs scontrol reports against the
-// kernel: with ConstrainDevices on cgroup v1, the step's devices.list
-// names each character device the step may open ("c 195:0 rwm"), and a
-// GPU of the job's must be among them. Where the kernel says nothing (no
-// v1 devices controller, or an unconstrained "a *:* rwm" list) there is
-// nothing to hold scontrol to, and it stands alone.
-func CheckDevicesCgroup(gpus []GPU, procCgroup []byte, root string) error {
-	if len(gpus) == 0 {
-		return nil
-	}
-	path := ""
-	for _, line := range strings.Split(string(procCgroup), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) == 3 && slices.Contains(strings.Split(parts[1], ","), "devices") {
-			path = parts[2]
-		}
-	}
-	if path == "" || strings.Contains(path, "..") {
-		return nil
-	}
-	data, err := os.ReadFile(filepath.Join(root, "devices", path, "devices.list"))
-	if err != nil {
-		return nil
-	}
-	allowed, all := ParseDevicesList(data)
-	if all {
-		return nil
-	}
+// StepGPUs keeps the job's GPUs that this step may open. scontrol reports
+// the job's GPUs on the node, but a step can hold fewer (srun --gres=gpu:1
+// in a job of 4, or --gres=none); only the kernel's device controller
+// knows the step's: Slurm's devices.list on cgroup v1 (where 24.11 leaves
+// "a *:* rwm" and denies the others, so the list cannot be read for it) or
+// its eBPF program on cgroup v2. access(2) asks that controller for the
+// very device file without opening it (no driver is woken), from this
+// process, which runs in the step's task cgroup. EPERM is a GPU of the
+// job that is not the step's: it is left out. Where devices are not
+// constrained every GPU of the job passes, as before.
+func StepGPUs(gpus []GPU, access func(path string) error) ([]GPU, error) {
+	var out []GPU
 	for _, g := range gpus {
-		var st unix.Stat_t
-		if err := unix.Stat(g.Device, &st); err != nil {
-			return fmt.Errorf("GPU device %s: %v", g.Device, err)
-		}
-		dev := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-		if !allowed[dev] && !allowed[fmt.Sprintf("%d:*", unix.Major(st.Rdev))] {
-			return fmt.Errorf("Slurm lists GPU %s (%s) for this job, but the step's devices cgroup does not allow it", g.Device, dev)
+		switch err := access(g.Device); {
+		case err == nil:
+			out = append(out, g)
+		case errors.Is(err, unix.EPERM):
+		default:
+			return nil, fmt.Errorf("GPU device %s: %v", g.Device, err)
 		}
 	}
-	return nil
+	return out, nil
 }
 
-// ParseDevicesList reads a v1 devices.list into the set of character
-// devices ("MAJ:MIN", "MAJ:*") it allows; all is true for "a *:* rwm".
-func ParseDevicesList(data []byte) (allowed map[string]bool, all bool) {
-	allowed = map[string]bool{}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 3 {
-			continue
-		}
-		switch f[0] {
-		case "a":
-			return allowed, true
-		case "c":
-			allowed[f[1]] = true
-		}
-	}
-	return allowed, false
+// DeviceAccess is StepGPUs' access: read and write, as the real uid (root
+// under sudo; the plain faccessat, which the kernel answers itself).
+func DeviceAccess(path string) error {
+	return unix.Faccessat(unix.AT_FDCWD, path, unix.R_OK|unix.W_OK, 0)
 }

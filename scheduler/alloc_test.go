@@ -1,11 +1,14 @@
 package scheduler
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestFormatCPUList(t *testing.T) {
@@ -74,37 +77,49 @@ NodeName=other Name=gpu Type=a100 File=/dev/nvidia[4-5]
 	}
 }
 
-func TestCheckDevicesCgroup(t *testing.T) {
-	root := t.TempDir()
-	step := "/slurm_vm/uid_1000/job_5/step_0"
-	if err := os.MkdirAll(filepath.Join(root, "devices", step), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	procCgroup := []byte("12:devices:" + step + "\n6:freezer:" + step + "\n")
-	// /dev/null is 1:3 everywhere: it stands in for a GPU's device file.
-	gpu := []GPU{{Index: 0, Device: "/dev/null", Minor: 3}}
+// TestStepGPUs: the step keeps the job's GPUs its device controller lets
+// it open; EPERM (srun --gres=gpu:1 in a job of 2, --gres=none) leaves one
+// out; anything else is an error rather than a guess.
+func TestStepGPUs(t *testing.T) {
+	job := []GPU{{Index: 0, Device: "/dev/nvidia0", Minor: 0}, {Index: 1, Device: "/dev/nvidia1", Minor: 1}}
 	tests := []struct {
-		name, list string
-		cgroup     []byte
-		gpus       []GPU
-		wantErr    string
+		name    string
+		denied  map[string]error
+		want    []int
+		wantErr string
 	}{
-		{"allowed by the step", "c 1:3 rwm\nc 195:255 rwm\n", procCgroup, gpu, ""},
-		{"allowed by major wildcard", "c 1:* rwm\n", procCgroup, gpu, ""},
-		{"not allowed: scontrol is not believed", "c 195:0 rwm\nc 195:255 rwm\n", procCgroup, gpu, "does not allow it"},
-		{"unconstrained step", "a *:* rwm\n", procCgroup, gpu, ""},
-		{"no devices controller", "c 195:0 rwm\n", []byte("0::/user.slice\n"), gpu, ""},
-		{"no GPUs", "c 195:0 rwm\n", procCgroup, nil, ""},
+		{"unconstrained or the step holds both", nil, []int{0, 1}, ""},
+		{"step holds one", map[string]error{"/dev/nvidia0": unix.EPERM}, []int{1}, ""},
+		{"--gres=none", map[string]error{"/dev/nvidia0": unix.EPERM, "/dev/nvidia1": unix.EPERM}, nil, ""},
+		{"device file missing", map[string]error{"/dev/nvidia1": unix.ENOENT}, nil, "GPU device /dev/nvidia1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := os.WriteFile(filepath.Join(root, "devices", step, "devices.list"), []byte(tt.list), 0o644); err != nil {
-				t.Fatal(err)
+			got, err := StepGPUs(job, func(p string) error { return tt.denied[p] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("StepGPUs = %v, %v; want error %q", got, err, tt.wantErr)
+				}
+				return
 			}
-			err := CheckDevicesCgroup(tt.gpus, tt.cgroup, root)
-			if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Fatalf("CheckDevicesCgroup(list %q) = %v; want error %q", tt.list, err, tt.wantErr)
+			var idx []int
+			for _, g := range got {
+				idx = append(idx, g.Index)
+			}
+			if err != nil || !reflect.DeepEqual(idx, tt.want) {
+				t.Fatalf("StepGPUs = %v, %v; want indices %v", idx, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDeviceAccessAsksTheKernel: /dev/null is open to every cgroup; a
+// missing file is an error, not a GPU left out.
+func TestDeviceAccessAsksTheKernel(t *testing.T) {
+	if err := DeviceAccess("/dev/null"); err != nil {
+		t.Errorf("DeviceAccess(/dev/null) = %v", err)
+	}
+	if err := DeviceAccess("/dev/containerjob-no-such-device"); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("DeviceAccess(missing) = %v; want ENOENT", err)
 	}
 }

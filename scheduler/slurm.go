@@ -470,9 +470,10 @@ func stepCgroup(cg CgroupJob) string {
 	return cg.Path[:i+len("/step_"+cg.Step)]
 }
 
-// Allocation reads the job's allocation on this node: CPUs from this
+// Allocation reads the step's allocation on this node: CPUs from this
 // process's affinity, memory from its cgroup path, GPUs from scontrol's
-// indices mapped through gres.conf (next to slurm.conf).
+// indices mapped through gres.conf (next to slurm.conf), narrowed to those
+// the step's device controller lets it open (StepGPUs).
 func (s Slurm) Allocation(sj SlurmJob, procCgroup []byte) (Allocation, error) {
 	var a Allocation
 	var err error
@@ -492,5 +493,6 @@ func (s Slurm) Allocation(sj SlurmJob, procCgroup []byte) (Allocation, error) {
 	if a.GPUs, err = GPUDevices(node.GPUs, gres, s.Node); err != nil {
 		return a, err
 	}
-	return a, CheckDevicesCgroup(a.GPUs, procCgroup, "/sys/fs/cgroup")
+	a.GPUs, err = StepGPUs(a.GPUs, DeviceAccess)
+	return a, err
 }

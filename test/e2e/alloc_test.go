@@ -134,6 +134,32 @@ func countGPUs(devs []string) int {
 	return n
 }
 
+// TestStepGetsItsOwnGPUs: a step holds its own share of the job's GPUs,
+// which scontrol does not report: `srun --gres=gpu:1` in a job of 2 gets
+// one GPU, the one Slurm's device controller lets the step open, and
+// `srun --gres=none` gets none. Slurm 22.05 and 24.11 say so differently
+// (a v1 allow list, a deny list behind "a *:* rwm"); the kernel's answer
+// is the same.
+func TestStepGetsItsOwnGPUs(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, `#!/bin/sh
+#SBATCH -o out-%j.txt
+srun containerjob alpine:3.20 sh -c 'echo "whole $(ls /dev/nvidia[0-9]* | wc -l)"'
+srun --gres=gpu:1 containerjob alpine:3.20 sh -c 'echo "one $(ls /dev/nvidia[0-9]* | wc -l) CUDA=$CUDA_VISIBLE_DEVICES"'
+srun --gres=none containerjob alpine:3.20 sh -c 'echo "none $(ls /dev/nvidia[0-9]* 2>/dev/null | wc -l)"'
+`, "--gres=gpu:2")
+	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
+		t.Errorf("job %s: %s", id, state)
+	}
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	for _, want := range []string{"whole 2\n", "one 1 CUDA=0\n", "none 0\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("job output %q lacks %q", out, want)
+		}
+	}
+}
+
 // TestForeignGPURefused: a user cannot reach GPUs the job does not own.
 func TestForeignGPURefused(t *testing.T) {
 	t.Parallel()
