@@ -40,7 +40,8 @@ var presentFabric = func(devs []string) []string {
 // PolicyJob is the verified job in the policy's terms. Each GPU is named
 // to the engine by the UUID scheduler.Detect read from the driver's record
 // of that very device when the site names GPUs by UUID (gpus_mode
-// "nvidia"), else by its device minor. jobEnv gives hints only: how many
+// "nvidia"), else by its device minor; under gpus_mode "cdi" by the CDI
+// spec's device that brings that very device file. jobEnv gives hints only: how many
 // tasks the step has and its srun --mpi, which choose between outcomes
 // the policy allows anyway.
 func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) policy.Job {
@@ -61,7 +62,7 @@ func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) pol
 		if id == "" {
 			id = strconv.Itoa(g.Minor)
 		}
-		pj.GPUs = append(pj.GPUs, policy.GPU{ID: id, Device: g.Device, Minor: int64(g.Minor)})
+		pj.GPUs = append(pj.GPUs, policy.GPU{ID: id, CDI: g.CDI, Device: g.Device, Minor: int64(g.Minor)})
 	}
 	if len(pj.GPUs) > 0 {
 		pj.ControlFiles = presentControlFiles()
@@ -71,12 +72,16 @@ func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) pol
 
 // jobDevices is what the guard independently allows of a job's devices:
 // GPU ids in every form a device request may name them (the id PolicyJob
-// chose, UUID or minor, and the CDI name), and device files: the fabric's,
+// chose, UUID or minor, and the CDI name Detect found in the spec), and
+// device files: the fabric's,
 // the GPUs' and their control files, as PolicyJob found them on the node.
 func jobDevices(job policy.Job) (ids, devices []string) {
 	devices = append(devices, job.FabricDevices...)
 	for _, g := range job.GPUs {
-		ids = append(ids, g.ID, "nvidia.com/gpu="+strconv.FormatInt(g.Minor, 10))
+		ids = append(ids, g.ID)
+		if g.CDI != "" {
+			ids = append(ids, g.CDI)
+		}
 		devices = append(devices, g.Device)
 	}
 	return ids, append(devices, job.ControlFiles...)

@@ -221,11 +221,15 @@ func PolicyCaller(c identity.Caller) policy.Caller {
 
 // SchedulerConfig is what scheduler.Detect needs of the site's settings.
 func SchedulerConfig(s policy.Settings) scheduler.Config {
-	return scheduler.Config{
+	c := scheduler.Config{
 		Scontrol: s.Scontrol, SlurmConf: s.SlurmConf, SlurmdSpoolDir: s.SlurmdSpoolDir, TmpFS: s.SlurmTmpFS,
 		Qstat: s.Qstat, QstatJSON: s.QstatFormat == "json",
 		GPUUUIDs: s.GPUsMode == "nvidia", Proc: "/proc",
 	}
+	if s.GPUsMode == "cdi" {
+		c.CDISpecDirs = scheduler.DefaultCDISpecDirs
+	}
+	return c
 }
 
 // GuardBounds is what the guard holds the final create request to: the

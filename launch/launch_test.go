@@ -78,13 +78,14 @@ func TestPolicyJobAndGuardBounds(t *testing.T) {
 	}
 	// With the UUID the driver reported, the engine is asked for it.
 	job.Alloc.GPUs[0].UUID = "GPU-abc"
+	job.Alloc.GPUs[0].CDI = "nvidia.com/gpu=GPU-abc"
 	pj = PolicyJob(job, nil, policy.Settings{})
 	if pj.GPUs[0].ID != "GPU-abc" || pj.GPUs[0].Minor != 3 {
 		t.Errorf("PolicyJob with a UUID = %+v", pj.GPUs)
 	}
 	want := GuardBounds(policy.Caller{UID: 5, GID: 6}, pj, &policy.Decision{Network: "none"})
 	if want.UID != 5 || want.GID != 6 || want.AllowHostNetwork ||
-		!slices.Equal(want.AllowedGPUIDs, []string{"GPU-abc", "nvidia.com/gpu=3"}) ||
+		!slices.Equal(want.AllowedGPUIDs, []string{"GPU-abc", "nvidia.com/gpu=GPU-abc"}) ||
 		!slices.Equal(want.AllowedDevices, []string{"/dev/nvidia3", "/dev/nvidiactl"}) {
 		t.Errorf("GuardBounds = %+v", want)
 	}

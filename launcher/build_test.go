@@ -135,7 +135,7 @@ func (e errString) Error() string { return string(e) }
 func TestBuildAllocation(t *testing.T) {
 	job := policy.Job{Scheduler: "slurm", ID: "7", Dir: "/home/bob/job", Node: "n1", CPUs: "2-3", MemoryBytes: 512 << 20,
 		StepCgroup:   "/slurm/uid_1002/job_7/step_0",
-		GPUs:         []policy.GPU{{ID: "GPU-aaaa", Device: "/dev/nvidia1", Minor: 1}, {ID: "GPU-bbbb", Device: "/dev/nvidia3", Minor: 3}},
+		GPUs:         []policy.GPU{{ID: "GPU-aaaa", CDI: "nvidia.com/gpu=GPU-aaaa", Device: "/dev/nvidia1", Minor: 1}, {ID: "GPU-bbbb", CDI: "nvidia.com/gpu=GPU-bbbb", Device: "/dev/nvidia3", Minor: 3}},
 		ControlFiles: []string{"/dev/nvidiactl"}}
 	caller := policy.Caller{User: "bob", UID: 1002, GID: 1002, GroupNames: []string{"bob"}, Home: "/home/bob"}
 	tests := []struct {
@@ -181,7 +181,7 @@ func TestBuildAllocation(t *testing.T) {
 		}},
 		{`gpus_mode = "cdi"`, func(t *testing.T, r client.ContainerCreateOptions, _ guard.Expect) {
 			h := r.HostConfig
-			if len(h.DeviceRequests) != 1 || h.DeviceRequests[0].Driver != "cdi" || strings.Join(h.DeviceRequests[0].DeviceIDs, ",") != "nvidia.com/gpu=1,nvidia.com/gpu=3" {
+			if len(h.DeviceRequests) != 1 || h.DeviceRequests[0].Driver != "cdi" || strings.Join(h.DeviceRequests[0].DeviceIDs, ",") != "nvidia.com/gpu=GPU-aaaa,nvidia.com/gpu=GPU-bbbb" {
 				t.Errorf("requests %+v", h.DeviceRequests)
 			}
 		}},

@@ -250,7 +250,10 @@ func (s *decider) gpus() error {
 	case mode == "cdi":
 		s.d.GPUDriver = "cdi"
 		for _, g := range s.job.GPUs {
-			s.d.GPUDeviceIDs = append(s.d.GPUDeviceIDs, "nvidia.com/gpu="+strconv.FormatInt(g.Minor, 10))
+			if g.CDI == "" {
+				return fmt.Errorf("gpus_mode \"cdi\": GPU %s has no CDI name", g.Device)
+			}
+			s.d.GPUDeviceIDs = append(s.d.GPUDeviceIDs, g.CDI)
 		}
 	}
 	if len(s.job.GPUs) > 0 && s.p.Settings.GPUsMode != "none" {

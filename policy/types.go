@@ -48,9 +48,11 @@ type Job struct {
 }
 
 // GPU is one allocated GPU: ID is what the engine is asked for (a UUID
-// where known, else the NVIDIA index), Device its node.
+// where known, else the device minor), CDI its qualified CDI name under
+// gpus_mode "cdi", Device its node.
 type GPU struct {
 	ID     string
+	CDI    string
 	Device string
 	Minor  int64
 }

@@ -33,6 +33,10 @@ type GPU struct {
 	// UUID is the driver's name for this very device, set by Detect when
 	// the site names GPUs by UUID; "" otherwise.
 	UUID string
+	// CDI is the qualified CDI name ("nvidia.com/gpu=NAME") of the spec's
+	// device that brings this very device file, set by Detect under
+	// gpus_mode "cdi"; "" otherwise.
+	CDI string
 }
 
 // CPUsFromAffinity is this process's affinity: inherited from the task,

@@ -27,6 +27,9 @@ type Config struct {
 	// records (gpus_mode "nvidia"). A GPU whose UUID cannot be read fails
 	// detection: an index could name another job's GPU.
 	GPUUUIDs bool
+	// CDISpecDirs: name each GPU by the CDI spec's device that brings its
+	// device file (gpus_mode "cdi"); nil otherwise.
+	CDISpecDirs []string
 	// Proc is procfs's root, "/proc" (tests pass recorded files).
 	Proc string
 }
@@ -87,6 +90,11 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 	}
 	if len(job.Alloc.GPUs) > 0 && cfg.GPUUUIDs {
 		if err := nameGPUs(job.Alloc.GPUs, cfg.Proc); err != nil {
+			return Job{}, err
+		}
+	}
+	if len(job.Alloc.GPUs) > 0 && cfg.CDISpecDirs != nil {
+		if err := nameCDI(job.Alloc.GPUs, cfg.CDISpecDirs); err != nil {
 			return Job{}, err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,8 +18,10 @@ import (
 
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
 )
 
 // check is one line of `containerjob doctor`: what was checked, whether it
@@ -220,13 +223,55 @@ func engineChecks(host string, pol *policy.Policy) []check {
 			out = append(out, check{name: "gpus_mode nvidia", ok: true, info: "toolkit ignores NVIDIA_VISIBLE_DEVICES from unprivileged containers"})
 		}
 	case "cdi":
-		if len(info.Info.CDISpecDirs) == 0 {
-			out = append(out, check{name: "gpus_mode cdi", info: "the engine has CDI disabled or too old (needs API 1.44+)", fix: "enable the cdi feature in daemon.json, or use gpus_mode nvidia/devices"})
-		} else {
-			out = append(out, check{name: "gpus_mode cdi", ok: true, info: "CDI spec dirs " + strings.Join(info.Info.CDISpecDirs, ",")})
-		}
+		names, err := scheduler.CDINames(scheduler.DefaultCDISpecDirs)
+		out = append(out, cdiCheck(info.Info.CDISpecDirs, names, err, nodeGPUs()))
 	default:
 		out = append(out, check{name: "gpus_mode " + pol.Settings.GPUsMode, ok: true, info: "no engine prerequisites"})
+	}
+	return out
+}
+
+// cdiCheck: the engine reads CDI specs from where containerjob looks for
+// them, and they give every GPU of this node (device file -> "MAJ:MIN")
+// a device of its own; containerjob names each job's GPUs from them.
+func cdiCheck(engineDirs []string, names map[string]string, namesErr error, gpus map[string]string) check {
+	const name = "gpus_mode cdi"
+	switch {
+	case len(engineDirs) == 0:
+		return check{name: name, info: "the engine has CDI disabled or too old (needs API 1.44+)", fix: "set \"features\": {\"cdi\": true} in daemon.json, or use gpus_mode nvidia/devices"}
+	case namesErr != nil:
+		return check{name: name, info: namesErr.Error(), fix: "regenerate the spec: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"}
+	}
+	for _, d := range engineDirs {
+		if !slices.Contains(scheduler.DefaultCDISpecDirs, d) {
+			return check{name: name, info: "the engine reads CDI specs from " + d + ", containerjob from " + strings.Join(scheduler.DefaultCDISpecDirs, " and "), fix: "keep the engine's cdi-spec-dirs at their defaults"}
+		}
+	}
+	var missing []string
+	for path, dev := range gpus {
+		if _, ok := names[dev]; !ok {
+			missing = append(missing, path)
+		}
+	}
+	sort.Strings(missing)
+	switch {
+	case len(gpus) == 0:
+		return check{name: name, skip: true, info: "no /dev/nvidiaN on this node (fine on nodes without GPUs)"}
+	case len(missing) > 0:
+		return check{name: name, info: "no CDI device of its own for " + strings.Join(missing, ", ") + ": jobs holding them fail", fix: "regenerate the spec: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"}
+	}
+	return check{name: name, ok: true, info: fmt.Sprintf("the CDI specs name each of the node's %d GPUs", len(gpus))}
+}
+
+// nodeGPUs is this node's GPU device files and their numbers.
+func nodeGPUs() map[string]string {
+	out := map[string]string{}
+	paths, _ := filepath.Glob("/dev/nvidia[0-9]*")
+	for _, p := range paths {
+		var st unix.Stat_t
+		if regexp.MustCompile(`^/dev/nvidia[0-9]+$`).MatchString(p) && unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR {
+			out[p] = fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -169,6 +170,33 @@ func TestKillWaitCheck(t *testing.T) {
 	for _, tt := range tests {
 		if c := killWaitCheck(tt.killWait, tt.grace); c.ok != tt.ok {
 			t.Errorf("killWaitCheck(%q, %d) = %+v, want ok %v", tt.killWait, tt.grace, c, tt.ok)
+		}
+	}
+}
+
+func TestCDICheck(t *testing.T) {
+	gpus := map[string]string{"/dev/nvidia0": "195:0", "/dev/nvidia1": "195:1"}
+	both := map[string]string{"195:0": "nvidia.com/gpu=GPU-a", "195:1": "nvidia.com/gpu=GPU-b"}
+	tests := []struct {
+		name       string
+		engineDirs []string
+		names      map[string]string
+		err        error
+		gpus       map[string]string
+		ok, skip   bool
+		says       string
+	}{
+		{"engine without CDI", nil, both, nil, gpus, false, false, "CDI disabled"},
+		{"broken spec", []string{"/etc/cdi"}, nil, errors.New("CDI spec /etc/cdi/x.yaml is neither JSON nor YAML"), gpus, false, false, "neither JSON nor YAML"},
+		{"engine reads elsewhere", []string{"/opt/cdi"}, both, nil, gpus, false, false, "/opt/cdi"},
+		{"a GPU without a device", []string{"/etc/cdi", "/var/run/cdi"}, map[string]string{"195:0": "nvidia.com/gpu=GPU-a"}, nil, gpus, false, false, "/dev/nvidia1"},
+		{"no GPUs here", []string{"/etc/cdi"}, nil, nil, nil, false, true, "no /dev/nvidiaN"},
+		{"every GPU named", []string{"/etc/cdi", "/var/run/cdi"}, both, nil, gpus, true, false, "each of the node's 2 GPUs"},
+	}
+	for _, tt := range tests {
+		c := cdiCheck(tt.engineDirs, tt.names, tt.err, tt.gpus)
+		if c.ok != tt.ok || c.skip != tt.skip || !strings.Contains(c.info, tt.says) {
+			t.Errorf("%s: cdiCheck = %+v; want ok %v skip %v saying %q", tt.name, c, tt.ok, tt.skip, tt.says)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -21,7 +22,11 @@ import (
 // TestCDIGPUs: with gpus_mode = "cdi" on an engine with CDI on (Docker
 // 25+; the trixie lane's Docker 26 with contrib/dev/fake-cdi-spec), a job
 // with 2 of the node's 4 fake GPUs gets exactly those device nodes (and
-// the spec's control device), and a job without GPUs gets none. Not
+// the spec's control device), and a job without GPUs gets none. The fake
+// spec numbers its index names backwards from the device minors, as a
+// node's PCI order may: containerjob must name each GPU by the spec's
+// device that brings its device file, not by a number. doctor finds every
+// GPU of the node in the spec. Not
 // parallel: it installs its own policy for its duration. The first lane's
 // engine (Docker 20.10) has no CDI; the trixie lane must run it.
 func TestCDIGPUs(t *testing.T) {
@@ -79,6 +84,10 @@ echo "step1 $?"
 		if !strings.Contains(out, w+"\n") {
 			t.Errorf("output %q lacks %q", out, w)
 		}
+	}
+	doc, _ := exec.Command(bin, "doctor").CombinedOutput()
+	if !strings.Contains(string(doc), "the CDI specs name each of the node's 4 GPUs") {
+		t.Errorf("doctor with gpus_mode cdi: %s", doc)
 	}
 	fmt.Fprintf(os.Stderr, "TestCDIGPUs: engine %s gave job %s CDI devices %v\n", v.Version, id, got)
 }
