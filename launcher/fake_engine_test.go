@@ -40,6 +40,8 @@ type fakeEngine struct {
 	seq        int
 	calls      []string
 	pulls      []string
+	// pullGate, when set, holds every pull until it is closed.
+	pullGate chan struct{}
 	// program is what a started container or exec runs, by its command's
 	// first word; a command without one exits 0 at once.
 	program map[string]func(p *fakeProc) int
@@ -223,6 +225,12 @@ func (e *fakeEngine) ImageInspect(_ context.Context, ref string, _ ...client.Ima
 	return client.ImageInspectResult{InspectResponse: image.InspectResponse{ID: img.id, RepoTags: []string{ref}, Config: &dockerspec.DockerOCIImageConfig{ImageConfig: ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}}}}, nil
 }
 
+func (e *fakeEngine) pullCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.pulls)
+}
+
 func (e *fakeEngine) ImagePull(_ context.Context, ref string, _ client.ImagePullOptions) (client.ImagePullResponse, error) {
 	e.call("ImagePull")
 	e.mu.Lock()
@@ -230,6 +238,9 @@ func (e *fakeEngine) ImagePull(_ context.Context, ref string, _ client.ImagePull
 	e.mu.Unlock()
 	if strings.Contains(ref, "unreachable") {
 		return nil, fmt.Errorf("Get https://registry/v2/: dial tcp: connection refused")
+	}
+	if e.pullGate != nil {
+		<-e.pullGate
 	}
 	e.addImage(ref, map[string]fakeFile{"/bin/sh": {content: "ELF", mode: 0o755}})
 	msgs := `{"status":"Pulling from library/x","id":"3.20"}` + "\n" + `{"status":"Download complete","id":"abc"}` + "\n"

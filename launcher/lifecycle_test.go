@@ -10,8 +10,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containerjob/containerjob/policy"
 )
@@ -31,10 +33,10 @@ max_containers_per_job = 3
 func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision, Options) {
 	t.Helper()
 	dir := t.TempDir()
-	oldLock, oldStep, oldCreate, oldCache, oldStage := LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot
-	LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "step-create.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage")
+	oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull := LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir
+	LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "step-create.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage"), filepath.Join(dir, "pull")
 	t.Cleanup(func() {
-		LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot = oldLock, oldStep, oldCreate, oldCache, oldStage
+		LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir = oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull
 	})
 	if req.Image == "" {
 		req.Image = "alpine:3.20"
@@ -237,6 +239,42 @@ func TestRunPullsMissingImageOnce(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || len(eng.pulls) != 1 {
 		t.Errorf("second run: %v, pulls %v; the image is there now", err, eng.pulls)
+	}
+}
+
+// TestConcurrentLaunchesPullOnce: launches on one node that need the same
+// missing image make one pull; the others wait on the node's pull lock,
+// say so, and take what it pulled. The engine's pull is held until every
+// other launch waits (with the lock) or a second pull begins (without it).
+func TestConcurrentLaunchesPullOnce(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Image: "alpine:3.21", Pull: "missing", Cmd: []string{"true"}})
+	eng.pullGate = make(chan struct{})
+	const n = 8
+	var waiting, done atomic.Int32
+	opts.Notify = func(nt Notice) {
+		if nt.Kind == NoticeWaitingForPull {
+			waiting.Add(1)
+		}
+	}
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := ensureImage(context.Background(), eng, d, opts)
+			done.Add(1)
+			errs <- err
+		}()
+	}
+	for waiting.Load() < n-1 && eng.pullCount() < 2 && done.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	close(eng.pullGate)
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("launch %d: %v", i, err)
+		}
+	}
+	if got := eng.pullCount(); got != 1 || waiting.Load() != n-1 {
+		t.Errorf("%d launches made %d pulls (%d waited); want 1 pull and %d waiting", n, got, waiting.Load(), n-1)
 	}
 }
 

@@ -17,6 +17,18 @@ import (
 // one per layer event, never the engine's per-chunk ticks. It returns the
 // image ID the name now points at.
 func Pull(ctx context.Context, eng Engine, ref string, w io.Writer, terminal bool) (string, error) {
+	unlock, waited, err := lockPull(ctx, ref, func() {
+		fmt.Fprintf(w, "containerjob: pull %s: waiting for another launch's pull on this node\n", ref)
+	})
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if waited {
+		if img, err := eng.ImageInspect(ctx, ref); err == nil {
+			return img.ID, nil
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{})

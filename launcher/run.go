@@ -133,8 +133,9 @@ type Notice struct {
 type NoticeKind int
 
 const (
-	NoticeWarning NoticeKind = iota // something went wrong that the launch survives
-	NoticePulling                   // the image is being pulled; Text is the reference
+	NoticeWarning        NoticeKind = iota // something went wrong that the launch survives
+	NoticePulling                          // the image is being pulled; Text is the reference
+	NoticeWaitingForPull                   // another launch on the node is pulling the image; Text is the reference
 )
 
 func (o Options) notify(kind NoticeKind, format string, args ...any) {
@@ -556,6 +557,18 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 		}
 		if d.Pull == "never" {
 			return none, failf(ExitLaunchFailed, "image %q is not on this node and the pull mode is never; ask your admin to load it, or use --pull missing if the policy allows", ref)
+		}
+	}
+	// One pull per image and node: whoever holds the lock pulls; the
+	// others wait and then take what it pulled.
+	unlock, waited, err := lockPull(ctx, ref, func() { opts.notify(NoticeWaitingForPull, "%s", ref) })
+	if err != nil {
+		return none, failf(ExitLaunchFailed, "%v", err)
+	}
+	defer unlock()
+	if waited {
+		if img, err := inspect(); err == nil {
+			return img, nil
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)

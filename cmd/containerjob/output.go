@@ -99,6 +99,8 @@ func printNotice(n launcher.Notice) {
 	switch n.Kind {
 	case launcher.NoticePulling:
 		fmt.Fprintf(stderr, "containerjob: pulling %s\n", oneLine(n.Text))
+	case launcher.NoticeWaitingForPull:
+		fmt.Fprintf(stderr, "containerjob: waiting for another launch's pull of %s on this node\n", oneLine(n.Text))
 	default:
 		warningf("%s", n.Text)
 	}

@@ -25,7 +25,7 @@ import (
 // Slurm cluster's fake GPUs (test/e2e TestTwoJobsConfinedToTheirAllocation).
 func TestGPURequestsReachTheEngine(t *testing.T) {
 	job := policy.Job{Scheduler: "slurm", ID: "gpu-it", Dir: alice.Home, Node: "n1",
-		GPUs: []policy.GPU{{ID: "GPU-1111", Device: "/dev/nvidia1", Minor: 1}, {ID: "GPU-3333", Device: "/dev/nvidia3", Minor: 3}}}
+		GPUs: []policy.GPU{{ID: "GPU-1111", CDI: "nvidia.com/gpu=GPU-1111", Device: "/dev/nvidia1", Minor: 1}, {ID: "GPU-3333", CDI: "nvidia.com/gpu=GPU-3333", Device: "/dev/nvidia3", Minor: 3}}}
 	caller := policy.Caller{User: alice.Name, UID: alice.UID, GID: alice.GID, Groups: []uint32{alice.GID}, GroupNames: []string{alice.Name}, Home: alice.Home}
 	tests := []struct {
 		mode, driver string
@@ -33,7 +33,7 @@ func TestGPURequestsReachTheEngine(t *testing.T) {
 		env          []string
 	}{
 		{"nvidia", "nvidia", []string{"GPU-1111", "GPU-3333"}, []string{"NVIDIA_VISIBLE_DEVICES=GPU-1111,GPU-3333", "CUDA_VISIBLE_DEVICES=0,1"}},
-		{"cdi", "cdi", []string{"nvidia.com/gpu=1", "nvidia.com/gpu=3"}, []string{"NVIDIA_VISIBLE_DEVICES=void", "CUDA_VISIBLE_DEVICES=0,1"}},
+		{"cdi", "cdi", []string{"nvidia.com/gpu=GPU-1111", "nvidia.com/gpu=GPU-3333"}, []string{"NVIDIA_VISIBLE_DEVICES=void", "CUDA_VISIBLE_DEVICES=0,1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
