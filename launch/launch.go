@@ -45,6 +45,9 @@ type Input struct {
 	// image stands in for Request.Image (pyxis --container-name alone).
 	Existing bool
 	DryRun   bool
+	// Resolve: make the image available and pin it for the job, as the
+	// launch would, and run nothing (containerjob --resolve).
+	Resolve bool
 	// JobEnv is the job's environment as the caller passed it: the
 	// container's environment inside a job, and hints to be verified.
 	JobEnv []string
@@ -64,6 +67,9 @@ type Outcome struct {
 	DryRun *DryRun
 	// ReportUsage: the policy asks for a usage line in the job's log.
 	ReportUsage bool
+	// Resolved is what a Resolve launch pinned: the digest-pinned
+	// reference, or the reference itself for an image without a digest.
+	Resolved string
 }
 
 // DryRun is what a dry run shows: the create request exactly as it would
@@ -113,15 +119,32 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	if err == nil && in.Existing {
 		req.Image, err = existingNamedImage(ctx, pol, caller, job, req.Name)
 	}
+	requested := req.Image
+	var pinning imagePinning
+	if err == nil && !in.DryRun && !in.Existing {
+		pinning, err = pinImage(job, &req)
+	}
 	phase("request")
 	record := map[string]any{
 		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": in.Invocation.String(),
 		"job": job.ID, "step": job.Step, "node": job.Node, "image": req.Image, "command": req.Cmd,
 	}
+	if req.Image != requested {
+		record["image_requested"] = requested
+	}
+	if pinning.PinnedID != "" {
+		record["image_pinned_id"] = pinning.PinnedID
+	}
 	refuse := func(err error) (Outcome, error) {
 		record["decision"], record["reason"] = "refused", err.Error()
 		trail.Record("decision", record)
 		return out, err
+	}
+	if err == nil && in.Resolve && job.ID == "" {
+		err = fmt.Errorf("--resolve pins an image for a job; run it inside one")
+	}
+	if in.Resolve {
+		record["action"] = "resolve"
 	}
 	if err != nil {
 		return refuse(err)
@@ -158,6 +181,19 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		}
 		return out, nil
 	}
+	if in.Resolve {
+		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready})
+		if err != nil {
+			return out, err
+		}
+		out.Resolved = PinOf(dec.Image, img).Digest
+		if out.Resolved == "" {
+			out.Resolved = dec.Image.String()
+		}
+		trail.Record("resolved", map[string]any{"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
+			"image_requested": requested, "image": out.Resolved, "image_id": img.ID})
+		return out, nil
+	}
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	want.CallerCanAccess = func(path string) error {
 		return userfs.As(id, func() error {
@@ -178,11 +214,16 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"),
 		Account:      ContainerAccount(in.Caller),
 		Interpreter:  scriptInterpreter(job, pol.Settings.SlurmdSpoolDir, dec.Cmd),
+		PinnedImage:  pinning.PinnedID,
+		ImageReady:   pinning.Ready,
 	})
 	out.Result = res
 	end := map[string]any{
 		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
 		"image": dec.Image.String(), "image_id": res.ImageID, "container": res.ContainerID,
+	}
+	if req.Image != requested {
+		end["image_requested"] = requested
 	}
 	if err != nil {
 		end["error"] = err.Error()

@@ -118,6 +118,13 @@ type Options struct {
 	// nothing is told). The launcher prints nothing itself; the CLI's
 	// output contract renders these.
 	Notify func(Notice)
+	// PinnedImage is the image ID the job's earlier steps on this node
+	// ran for the requested reference (an image without a registry
+	// digest); the launch runs it, or fails when it is gone.
+	PinnedImage string
+	// ImageReady, when set, is called with the image the launch will run
+	// once it is on the node; an error fails the launch (the job's pin).
+	ImageReady func(img client.ImageInspectResult) error
 	// execCreated, when set, is called once Exec has registered its
 	// process with the engine (RunNamed's step lock is released then).
 	execCreated func()
@@ -547,6 +554,15 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 		defer cancel()
 		return eng.ImageInspect(ictx, ref)
 	}
+	if opts.PinnedImage != "" {
+		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+		defer cancel()
+		img, err := eng.ImageInspect(ictx, opts.PinnedImage)
+		if err != nil {
+			return none, failf(ExitLaunchFailed, "image %q ran as %.19s in this job's earlier steps on this node, and that image is gone (%v); the job cannot run another image under the same name", ref, opts.PinnedImage, err)
+		}
+		return img, nil
+	}
 	if d.Pull != "always" {
 		img, err := inspect()
 		if err == nil {
@@ -626,9 +642,24 @@ func DryRun(ctx context.Context, eng Engine, d *policy.Decision, want guard.Expe
 	return req, nil
 }
 
+// Resolve makes the decision's image available as a launch would (pull
+// mode, the job's pin) and creates nothing.
+func Resolve(ctx context.Context, eng Engine, d *policy.Decision, opts Options) (client.ImageInspectResult, error) {
+	img, err := ensureImage(ctx, eng, d, opts)
+	if err != nil {
+		return img, err
+	}
+	if opts.ImageReady != nil {
+		if err := opts.ImageReady(img); err != nil {
+			return img, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+	}
+	return img, nil
+}
+
 // prepare makes the image available and builds the create request from it.
 func prepare(ctx context.Context, eng Engine, d *policy.Decision, opts Options) (client.ImageInspectResult, client.ContainerCreateOptions, error) {
-	img, err := ensureImage(ctx, eng, d, opts)
+	img, err := Resolve(ctx, eng, d, opts)
 	if err != nil {
 		return img, client.ContainerCreateOptions{}, err
 	}

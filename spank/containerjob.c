@@ -250,6 +250,73 @@ static int pyxis_env(spank_t sp)
 }
 
 /*
+ * Runs in srun, as the user, on the node srun runs on (in a batch job, the
+ * batch host), before the step's tasks start: the step's image is resolved
+ * there once, by `containerjob --resolve`, which pins it for the job, and
+ * what it printed goes to every task of the step in CONTAINERJOB_IMAGE_PIN
+ * ("IMAGE PINNED"), so that every node runs the same digest however the
+ * tag moves meanwhile. Best effort: without a job, or when containerjob
+ * refuses or fails here, the variable is not set and each node resolves
+ * for itself; each task's launch reports its own errors. The variable is
+ * the user's to forge, which containerjob allows for (a digest of the
+ * requested repository, judged by the policy like any other).
+ */
+int slurm_spank_local_user_init(spank_t sp, int ac, char **av)
+{
+	const char *image = opt_image;
+	static char val[MAX_OPT_LEN + 1024 + 2];
+	char out[1024];
+	size_t n = 0;
+	ssize_t r;
+	int fds[2], status;
+	pid_t pid;
+	(void) sp; (void) ac; (void) av;
+
+	if (spank_context() != S_CTX_LOCAL)
+		return 0;
+	if (image == NULL)
+		image = getenv("PYXIS_CONTAINER_IMAGE");
+	if (image == NULL || image[0] == '\0' || getenv("SLURM_JOB_ID") == NULL || pipe(fds) < 0)
+		return 0;
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return 0;
+	}
+	if (pid == 0) {
+		char *const argv[] = { containerjob_path, "--resolve", "--", (char *) image, NULL };
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 2);
+		}
+		dup2(fds[1], 1);
+		close(fds[0]);
+		execv(containerjob_path, argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	while (n < sizeof(out) - 1 && (r = read(fds[0], out + n, sizeof(out) - 1 - n)) != 0) {
+		if (r < 0)
+			break;
+		n += (size_t) r;
+	}
+	close(fds[0]);
+	out[n] = '\0';
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return 0;
+	/* One line, a reference: anything else is not an answer. */
+	if (n == 0 || out[n - 1] != '\n' || strchr(out, '\n') != out + n - 1 || strchr(out, ' ') != NULL)
+		return 0;
+	out[n - 1] = '\0';
+	if ((size_t) snprintf(val, sizeof(val), "%s %s", image, out) >= sizeof(val))
+		return 0;
+	setenv("CONTAINERJOB_IMAGE_PIN", val, 1);
+	return 0;
+}
+
+/*
  * Runs in the task, as the job's user, just before slurmstepd's own
  * TaskProlog, rlimits and execve.
  */

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 	"github.com/containerjob/containerjob/scheduler"
@@ -142,6 +143,12 @@ could not be removed.`,
 }
 
 func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched, job, step, node string, quiet bool, hook string) error {
+	if step == "" {
+		// The job's image pins on this node go with it, engine or not.
+		if err := launch.DropPins(sched, node, job); err != nil {
+			warningf("%s for job %s: removing the job's image pins: %v", hook, job, err)
+		}
+	}
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
 	if err != nil {
 		return err

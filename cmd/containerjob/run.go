@@ -34,6 +34,7 @@ type runFlags struct {
 	pull        string
 	jobEnvFD    int
 	dryRun      bool
+	resolve     bool
 	timings     bool
 	capAdd      []string
 	publish     []string
@@ -86,6 +87,7 @@ Flags go before the image; everything after it is the command.`,
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: [IP:]HOSTPORT:CONTAINERPORT[/udp] (IP defaults to 127.0.0.1; ports_allow)")
 	fl.StringArrayVar(&f.noDefault, "no-default-mount", nil, "leave out a default mount (mounts_default) by its path, or \"all\"")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the container the policy would create (JSON), create nothing")
+	fl.BoolVar(&f.resolve, "resolve", false, "inside a job: print the image this job's steps on this node run for IMAGE (its digest), resolving it now if none has, and run nothing")
 	fl.BoolVar(&f.timings, "timings", false, "print how long each phase of the launch took, on one stderr line (for make bench)")
 	fl.MarkHidden("timings")
 	fl.BoolVar(&f.localOnly, "local-only", false, "use the image on this node only, never pull it (pyxis dockerd://)")
@@ -148,7 +150,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "timings", "existing", "local-only", "mount-home", "step-stdin", "quiet-refusals"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "resolve", "timings", "existing", "local-only", "mount-home", "step-stdin", "quiet-refusals"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -228,11 +230,15 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	out, err := launch.Run(context.Background(), launch.Input{
 		Invocation: inv, Caller: caller, PolicyPath: policyPath, Request: req,
-		MountHome: f.mountHome, Existing: f.existing, DryRun: f.dryRun,
+		MountHome: f.mountHome, Existing: f.existing, DryRun: f.dryRun, Resolve: f.resolve,
 		JobEnv: jobEnv, Cwd: cwd, Stdio: stdio, Phase: clock.mark, Notify: printNotice,
 	})
 	if err != nil {
 		return err
+	}
+	if f.resolve {
+		fmt.Fprintln(cmd.OutOrStdout(), out.Resolved)
+		return nil
 	}
 	if out.DryRun != nil {
 		enc := json.NewEncoder(cmd.OutOrStdout())

@@ -6,8 +6,6 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -42,9 +40,9 @@ func TestAttach(t *testing.T) {
 // loopback) with the engine, as the policy allows, and refuses the image
 // store commands that would let a user redefine an image name.
 func TestPull(t *testing.T) {
-	startRegistry(t, "127.0.0.1:5055")
+	testutil.StartRegistry(t, "127.0.0.1:5055")
 	const ref = "127.0.0.1:5055/cjtest/tool:1"
-	pushImage(t, ref)
+	testutil.PushImage(t, ref)
 
 	usePolicy(t, testPolicy+`
 [user.cjalice]
@@ -87,95 +85,21 @@ pull = ["always"]
 	}
 }
 
-// startRegistry runs Debian's docker-registry on addr for the test, with
-// an empty store, and returns the file its request log goes to.
-func startRegistry(t *testing.T, addr string) string {
-	t.Helper()
-	const registryBin = "/usr/bin/docker-registry"
-	if _, err := os.Stat(registryBin); err != nil {
-		testutil.Unavailable(t, "no %s (Debian package docker-registry)", registryBin)
-	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfg, []byte("version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: "+dir+"/data\nhttp:\n  addr: "+addr+"\n"), 0o644)
-	logPath := filepath.Join(dir, "registry.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := exec.Command(registryBin, "serve", cfg)
-	reg.Stdout, reg.Stderr = logFile, logFile
-	if err := reg.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Process.Kill(); reg.Wait(); logFile.Close() })
-	return logPath
-}
-
-// pushImage pushes to the local registry an image with a layer of its own
-// (so a pull has a layer to fetch) and leaves it off the node.
-func pushImage(t *testing.T, ref string) {
-	t.Helper()
-	name := "cjtest-pushsrc-" + strings.NewReplacer("/", "-", ":", "-", ".", "-").Replace(ref)
-	if out, err := exec.Command("docker", "run", "--name", name, "alpine:3.20", "sh", "-c", "date +%s%N > /marker").CombinedOutput(); err != nil {
-		t.Fatalf("docker run: %v %s", err, out)
-	}
-	out, err := exec.Command("docker", "commit", name, ref).CombinedOutput()
-	exec.Command("docker", "rm", "-f", name).Run()
-	if err != nil {
-		t.Fatalf("docker commit: %v %s", err, out)
-	}
-	for i := 0; i < 50; i++ { // the registry may still be starting
-		if out, err = exec.Command("docker", "push", ref).CombinedOutput(); err == nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("docker push to the local registry: %v %s", err, out)
-	}
-	exec.Command("docker", "rmi", ref).Run()
-	t.Cleanup(func() { exec.Command("docker", "rmi", ref).Run() })
-}
-
-// registryRequests counts the registry's completed requests by method and
-// path, from its log.
-func registryRequests(t *testing.T, logPath string) map[string]int {
-	t.Helper()
-	data, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	method := regexp.MustCompile(`http\.request\.method=(\w+)`)
-	uri := regexp.MustCompile(`http\.request\.uri="([^"]+)"`)
-	out := map[string]int{}
-	for _, l := range strings.Split(string(data), "\n") {
-		if !strings.Contains(l, "response completed") {
-			continue
-		}
-		m, u := method.FindStringSubmatch(l), uri.FindStringSubmatch(l)
-		if m != nil && u != nil {
-			out[m[1]+" "+u[1]]++
-		}
-	}
-	return out
-}
-
 // TestConcurrentLaunchesPullOnce: 20 launches at once of an image missing
 // from the node make one pull: the registry serves the tag's manifest once
 // and each blob once; the launches that found the pull under way say they
 // wait for it, and all run.
 func TestConcurrentLaunchesPullOnce(t *testing.T) {
-	logPath := startRegistry(t, "127.0.0.1:5056")
+	logPath := testutil.StartRegistry(t, "127.0.0.1:5056")
 	const ref = "127.0.0.1:5056/cjtest/burst:1"
-	pushImage(t, ref)
+	testutil.PushImage(t, ref)
 	usePolicy(t, testPolicy+`
 [user.cjalice]
 images_allow = ["127.0.0.1:5056/cjtest/*"]
 pull = ["missing"]
 max_containers_per_user = 64
 `)
-	before := registryRequests(t, logPath)
+	before := testutil.RegistryRequests(t, logPath)
 	const n = 20
 	type result struct {
 		code   int
@@ -207,7 +131,7 @@ max_containers_per_user = 64
 			waited++
 		}
 	}
-	after := registryRequests(t, logPath)
+	after := testutil.RegistryRequests(t, logPath)
 	manifests, blobs := 0, map[string]int{}
 	for k, v := range after {
 		v -= before[k]
