@@ -18,10 +18,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerjob/containerjob/internal/audit"
 	"github.com/containerjob/containerjob/internal/identity"
+	"github.com/containerjob/containerjob/internal/registryauth"
 	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/launcher/guard"
@@ -181,8 +183,10 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		}
 		return out, nil
 	}
+	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	auth := callerCredentials(id, caller.Home)
 	if in.Resolve {
-		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready})
+		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready, RegistryAuth: auth})
 		if err != nil {
 			return out, err
 		}
@@ -194,7 +198,6 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 			"image_requested": requested, "image": out.Resolved, "image_id": img.ID})
 		return out, nil
 	}
-	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	want.CallerCanAccess = func(path string) error {
 		return userfs.As(id, func() error {
 			real, err := userfs.Resolve(path, "/")
@@ -216,6 +219,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		Interpreter:  scriptInterpreter(job, pol.Settings.SlurmdSpoolDir, dec.Cmd),
 		PinnedImage:  pinning.PinnedID,
 		ImageReady:   pinning.Ready,
+		RegistryAuth: auth,
 	})
 	out.Result = res
 	end := map[string]any{
@@ -241,6 +245,21 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	}
 	phase("audit")
 	return out, nil
+}
+
+// callerCredentials reads the caller's own registry credentials, as the
+// caller, the first time a registry asks for them in this launch.
+func callerCredentials(id userfs.Identity, home string) func(host string) (string, bool, error) {
+	var once sync.Once
+	var creds registryauth.Creds
+	var err error
+	return func(host string) (string, bool, error) {
+		once.Do(func() { creds, err = registryauth.Read(id, home) })
+		if err != nil {
+			return "", false, err
+		}
+		return creds.For(host)
+	}
 }
 
 func notify(fn func(launcher.Notice), n launcher.Notice) {

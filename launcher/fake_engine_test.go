@@ -42,6 +42,10 @@ type fakeEngine struct {
 	pulls      []string
 	// pullGate, when set, holds every pull until it is closed.
 	pullGate chan struct{}
+	// registryAuth, when set, is the only credential the fake registry
+	// accepts (DistributionInspect, pulls); distChecks records each check.
+	registryAuth string
+	distChecks   []string
 	// program is what a started container or exec runs, by its command's
 	// first word; a command without one exits 0 at once.
 	program map[string]func(p *fakeProc) int
@@ -225,17 +229,32 @@ func (e *fakeEngine) ImageInspect(_ context.Context, ref string, _ ...client.Ima
 	return client.ImageInspectResult{InspectResponse: image.InspectResponse{ID: img.id, RepoTags: []string{ref}, Config: &dockerspec.DockerOCIImageConfig{ImageConfig: ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}}}}, nil
 }
 
+func (e *fakeEngine) DistributionInspect(_ context.Context, ref string, opts client.DistributionInspectOptions) (client.DistributionInspectResult, error) {
+	e.call("DistributionInspect")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.distChecks = append(e.distChecks, ref)
+	if e.registryAuth != "" && opts.EncodedRegistryAuth != e.registryAuth {
+		return client.DistributionInspectResult{}, fmt.Errorf("Error response from daemon: unauthorized: authentication required")
+	}
+	return client.DistributionInspectResult{}, nil
+}
+
 func (e *fakeEngine) pullCount() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return len(e.pulls)
 }
 
-func (e *fakeEngine) ImagePull(_ context.Context, ref string, _ client.ImagePullOptions) (client.ImagePullResponse, error) {
+func (e *fakeEngine) ImagePull(_ context.Context, ref string, opts client.ImagePullOptions) (client.ImagePullResponse, error) {
 	e.call("ImagePull")
 	e.mu.Lock()
 	e.pulls = append(e.pulls, ref)
+	private := e.registryAuth != "" && opts.RegistryAuth != e.registryAuth
 	e.mu.Unlock()
+	if private {
+		return nil, fmt.Errorf("Error response from daemon: pull access denied for %s: unauthorized", ref)
+	}
 	if strings.Contains(ref, "unreachable") {
 		return nil, fmt.Errorf("Get https://registry/v2/: dial tcp: connection refused")
 	}

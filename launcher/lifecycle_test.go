@@ -569,3 +569,60 @@ func TestRunNamedRefusesAnotherImage(t *testing.T) {
 	cs, _ := ListManaged(context.Background(), eng, "slurm", "7")
 	RemoveAll(context.Background(), eng, cs)
 }
+
+// TestPrivateRegistryNeedsTheCallersAccess: an image of a private registry
+// runs only after the registry accepts the caller's own credentials for
+// the digest that runs; one already on the node is held to the same; no
+// credentials, wrong ones and an unreadable configuration each refuse the
+// launch with one line, and nothing is created.
+func TestPrivateRegistryNeedsTheCallersAccess(t *testing.T) {
+	const pol = `
+[settings]
+private_registries = ["registry.lab:5000"]
+[defaults]
+images_allow = ["registry.lab:5000/team/*"]
+pull = ["missing"]
+`
+	const good = "good-token"
+	tests := []struct {
+		name    string
+		auth    func(string) (string, bool, error)
+		present bool
+		wantErr string
+	}{
+		{"own credentials, pulled", func(string) (string, bool, error) { return good, true, nil }, false, ""},
+		{"own credentials, already here", func(string) (string, bool, error) { return good, true, nil }, true, ""},
+		{"none, already here", func(string) (string, bool, error) { return "", false, nil }, true, "has none for it"},
+		{"wrong ones, already here", func(string) (string, bool, error) { return "stale", true, nil }, true, "did not grant your credentials access"},
+		{"wrong ones, not here", func(string) (string, bool, error) { return "stale", true, nil }, false, "pull access denied"},
+		{"unreadable configuration", func(string) (string, bool, error) { return "", false, errors.New("config.json: not JSON") }, true, "not JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng, _, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+			d := decideFor(t, pol, policy.Request{Image: "registry.lab:5000/team/tool:1", Cmd: []string{"true"}}, policy.Job{Scheduler: "slurm", ID: "7", Step: "0", Node: "n1"})
+			if !d.PrivateRegistry {
+				t.Fatal("the decision does not mark the registry private")
+			}
+			eng.registryAuth = good
+			if tt.present {
+				eng.addImage("registry.lab:5000/team/tool:1", map[string]fakeFile{"/bin/sh": {content: "ELF", mode: 0o755}})
+			}
+			opts.RegistryAuth = tt.auth
+			_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+			if tt.wantErr == "" {
+				if err != nil || len(eng.distChecks) != 1 {
+					t.Errorf("Run = %v, registry asked %v; want a run after one check", err, eng.distChecks)
+				}
+				return
+			}
+			var lerr *Error
+			if !errors.As(err, &lerr) || lerr.Code != ExitLaunchFailed || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Run = %v; want one line with code 125 containing %q", err, tt.wantErr)
+			}
+			if n := eng.count("ContainerCreate"); n != 0 {
+				t.Errorf("%d containers created", n)
+			}
+		})
+	}
+}

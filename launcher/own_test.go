@@ -78,14 +78,14 @@ func TestImagesAndPull(t *testing.T) {
 	eng := newFakeEngine(t)
 	ctx := context.Background()
 	progress := newLineWriter()
-	id, err := Pull(ctx, eng, "docker.io/library/alpine:3.22", progress, false)
+	id, err := Pull(ctx, eng, "docker.io/library/alpine:3.22", "", progress, false)
 	if err != nil || !strings.HasPrefix(id, "sha256:") {
 		t.Fatalf("Pull = %q, %v", id, err)
 	}
 	if got := progress.all(); got == "" {
 		t.Errorf("no progress lines")
 	}
-	if _, err := Pull(ctx, eng, "registry.unreachable/x:1", newLineWriter(), false); err == nil || !strings.Contains(err.Error(), `pulling image "registry.unreachable/x:1" failed`) {
+	if _, err := Pull(ctx, eng, "registry.unreachable/x:1", "", newLineWriter(), false); err == nil || !strings.Contains(err.Error(), `pulling image "registry.unreachable/x:1" failed`) {
 		t.Errorf("Pull from an unreachable registry: %v", err)
 	}
 	imgs, err := Images(ctx, eng)

@@ -15,8 +15,9 @@ import (
 // Pull fetches ref (normalized, already approved) and reports progress to
 // w: on a terminal one line rewritten in place, in a job's log plain lines,
 // one per layer event, never the engine's per-chunk ticks. It returns the
-// image ID the name now points at.
-func Pull(ctx context.Context, eng Engine, ref string, w io.Writer, terminal bool) (string, error) {
+// image ID the name now points at. auth is the caller's own credentials
+// for ref's registry, encoded for the engine ("" for none).
+func Pull(ctx context.Context, eng Engine, ref string, auth string, w io.Writer, terminal bool) (string, error) {
 	unlock, waited, err := lockPull(ctx, ref, func() {
 		fmt.Fprintf(w, "containerjob: pull %s: waiting for another launch's pull on this node\n", ref)
 	})
@@ -31,7 +32,7 @@ func Pull(ctx context.Context, eng Engine, ref string, w io.Writer, terminal boo
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{})
+	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{RegistryAuth: auth})
 	if err != nil {
 		return "", fmt.Errorf("pulling image %q failed: %v", ref, err)
 	}

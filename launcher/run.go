@@ -29,6 +29,7 @@ import (
 type Engine interface {
 	ImageInspect(ctx context.Context, image string, opts ...client.ImageInspectOption) (client.ImageInspectResult, error)
 	ImagePull(ctx context.Context, ref string, opts client.ImagePullOptions) (client.ImagePullResponse, error)
+	DistributionInspect(ctx context.Context, ref string, opts client.DistributionInspectOptions) (client.DistributionInspectResult, error)
 	ContainerCreate(ctx context.Context, opts client.ContainerCreateOptions) (client.ContainerCreateResult, error)
 	ContainerAttach(ctx context.Context, id string, opts client.ContainerAttachOptions) (client.ContainerAttachResult, error)
 	ContainerStart(ctx context.Context, id string, opts client.ContainerStartOptions) (client.ContainerStartResult, error)
@@ -125,6 +126,10 @@ type Options struct {
 	// ImageReady, when set, is called with the image the launch will run
 	// once it is on the node; an error fails the launch (the job's pin).
 	ImageReady func(img client.ImageInspectResult) error
+	// RegistryAuth gives the caller's own credentials for a registry host,
+	// encoded for the engine (X-Registry-Auth); found is false when the
+	// caller has none. Nil: pulls go without credentials.
+	RegistryAuth func(host string) (encoded string, found bool, err error)
 	// execCreated, when set, is called once Exec has registered its
 	// process with the engine (RunNamed's step lock is released then).
 	execCreated func()
@@ -587,10 +592,17 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 			return img, nil
 		}
 	}
+	auth, credErr := pullAuth(d.Image, opts)
+	if d.PrivateRegistry && (credErr != nil || auth == "") {
+		return none, noCredentials(d.Image, credErr)
+	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{})
+	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{RegistryAuth: auth})
 	if err != nil {
+		if credErr != nil {
+			return none, failf(ExitLaunchFailed, "pulling image %q failed: %v (your own credentials were not used: %v)", ref, err, credErr)
+		}
 		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
 	}
 	opts.notify(NoticePulling, "%s", ref)
@@ -649,12 +661,84 @@ func Resolve(ctx context.Context, eng Engine, d *policy.Decision, opts Options) 
 	if err != nil {
 		return img, err
 	}
+	if err := checkAccess(ctx, eng, d, img, opts); err != nil {
+		return img, err
+	}
 	if opts.ImageReady != nil {
 		if err := opts.ImageReady(img); err != nil {
 			return img, &Error{Code: ExitLaunchFailed, Err: err}
 		}
 	}
 	return img, nil
+}
+
+// pullAuth is the caller's credentials for the image's registry, if any.
+// An error (a broken ~/.docker/config.json, a credential helper) lets a
+// public image be pulled anonymously; the caller decides.
+func pullAuth(ref policy.ImageRef, opts Options) (string, error) {
+	if opts.RegistryAuth == nil {
+		return "", nil
+	}
+	auth, _, err := opts.RegistryAuth(ref.Registry())
+	return auth, err
+}
+
+// oneLine keeps an engine's message to one line of the job's log.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// noCredentials is the refusal of a private registry's image to a caller
+// whose own credentials for it are missing or unusable.
+func noCredentials(ref policy.ImageRef, err error) error {
+	host := ref.Registry()
+	if err != nil {
+		return failf(ExitLaunchFailed, "image %q is in the private registry %s, which needs your own credentials: %v", ref.String(), host, err)
+	}
+	return failf(ExitLaunchFailed, "image %q is in the private registry %s, which needs your own credentials, and ~/.docker/config.json has none for it; run `docker login %s` where you have docker, or copy its entry", ref.String(), host, host)
+}
+
+// RegistryTimeout bounds the registry's answer to an access check.
+var RegistryTimeout = 30 * time.Second
+
+// checkAccess holds an image of a private registry to the caller's own
+// access: the image store is shared, so an image that another user pulled
+// is on the node whether or not this caller may have it. The engine asks
+// the registry for the image's manifest (by the digest that will run,
+// where the node knows it) with the caller's credentials, for this one
+// request; anything but an answer refuses the launch.
+func checkAccess(ctx context.Context, eng Engine, d *policy.Decision, img client.ImageInspectResult, opts Options) error {
+	if !d.PrivateRegistry {
+		return nil
+	}
+	host := d.Image.Registry()
+	target := d.Image.String()
+	if d.Image.Digest == "" {
+		for _, rd := range img.RepoDigests {
+			if r, err := policy.NormalizeImage(rd); err == nil && r.Name == d.Image.Name && r.Digest != "" {
+				target = r.String()
+				break
+			}
+		}
+	}
+	var auth string
+	found := false
+	var err error
+	if opts.RegistryAuth != nil {
+		auth, found, err = opts.RegistryAuth(host)
+	}
+	if err != nil || !found {
+		return noCredentials(d.Image, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, RegistryTimeout)
+	defer cancel()
+	if _, err := eng.DistributionInspect(cctx, target, client.DistributionInspectOptions{EncodedRegistryAuth: auth}); err != nil {
+		if cctx.Err() != nil {
+			err = fmt.Errorf("no answer within %s", RegistryTimeout)
+		}
+		return failf(ExitLaunchFailed, "image %q is in the private registry %s, which did not grant your credentials access to %s: %s", d.Image.String(), host, target, oneLine(err.Error()))
+	}
+	return nil
 }
 
 // prepare makes the image available and builds the create request from it.

@@ -85,6 +85,12 @@ type Settings struct {
 	// every container of a job step gets, where the node has them; for
 	// MPI over InfiniBand or RoCE, with ulimits = ["memlock=-1"].
 	FabricDevices []string `toml:"fabric_devices"`
+	// Registries (hosts as image references name them: "nvcr.io",
+	// "registry.example.org:5000") whose images run only for a caller
+	// whose own credentials (~/.docker/config.json) the registry accepts
+	// for that image, checked at every launch, even when the image is on
+	// the node already: the node's image store is shared.
+	PrivateRegistries []string `toml:"private_registries"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -348,6 +354,11 @@ func Parse(path string, data []byte) (*Policy, error) {
 	for _, dev := range p.Settings.FabricDevices {
 		if !strings.HasPrefix(dev, "/dev/infiniband/") || filepath.Clean(dev) != dev || strings.Count(dev, "/") != 3 {
 			return nil, fmt.Errorf("%s:%d: fabric_devices: %q is not a device directly under /dev/infiniband/ (such as /dev/infiniband/uverbs0 or /dev/infiniband/rdma_cm)", path, loc.line("settings", "fabric_devices", ""), dev)
+		}
+	}
+	for _, r := range p.Settings.PrivateRegistries {
+		if !registryHost.MatchString(r) {
+			return nil, fmt.Errorf("%s:%d: private_registries: %q is not a registry host (such as nvcr.io or registry.example.org:5000)", path, loc.line("settings", "private_registries", ""), r)
 		}
 	}
 	if p.Settings.Qstat == "" {
@@ -650,3 +661,7 @@ func (l *locator) line(tbl, key, value string) int {
 	}
 	return l.keys[tbl+"\x00"]
 }
+
+// registryHost is a registry's host as a normalized image reference names
+// it: lower case, with a port when it has one.
+var registryHost = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)

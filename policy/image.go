@@ -22,6 +22,12 @@ type ImageRef struct {
 }
 
 // String is the normalized reference, as the engine is asked for it.
+// Registry is the host of the registry the image comes from.
+func (r ImageRef) Registry() string {
+	host, _, _ := strings.Cut(r.Name, "/")
+	return host
+}
+
 func (r ImageRef) String() string {
 	if r.Digest != "" {
 		return r.Name + "@" + r.Digest

@@ -105,3 +105,27 @@ type (
 	specsDevice = specs.LinuxDevice
 	specsRlimit = specs.POSIXRlimit
 )
+
+// TestPrivateRegistries: a listed host marks its images' decisions; an
+// entry that is no registry host is the admin's mistake, with its line.
+func TestPrivateRegistries(t *testing.T) {
+	for _, bad := range []string{"https://nvcr.io", "nvcr.io/nvidia", "NVCR.IO", "", "host:port"} {
+		_, err := Parse("p.toml", []byte("[settings]\nprivate_registries = [\""+bad+"\"]\n"))
+		if err == nil || !strings.Contains(err.Error(), "p.toml:2: private_registries") {
+			t.Errorf("private_registries = [%q]: %v", bad, err)
+		}
+	}
+	p, err := Parse("p.toml", []byte("[settings]\nprivate_registries = [\"nvcr.io\", \"registry.lab:5000\"]\n[defaults]\nimages_allow = [\"**\"]\noutside_jobs = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for image, private := range map[string]bool{"nvcr.io/nvidia/pytorch:24.05-py3": true, "registry.lab:5000/team/x:1": true, "registry.lab/team/x:1": false, "alpine:3.20": false} {
+		d, err := p.Decide(Request{Image: image, Cmd: []string{"true"}}, Caller{User: "u", UID: 1000, GID: 1000}, Job{})
+		if err != nil {
+			t.Fatalf("%s: %v", image, err)
+		}
+		if d.PrivateRegistry != private {
+			t.Errorf("%s: PrivateRegistry %v, want %v", image, d.PrivateRegistry, private)
+		}
+	}
+}

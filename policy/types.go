@@ -99,17 +99,21 @@ type Request struct {
 // Decision is the container the policy approved, in runtime-neutral terms
 // where the runtime spec has them.
 type Decision struct {
-	Image        ImageRef
-	Pull         string
-	Name         string // engine-wide container name, "" for none
-	Network      string
-	Ports        []Port
-	Tty          bool
-	Interactive  bool
-	ReadOnlyRoot bool
-	ShmSize      int64
-	Entrypoint   []string // nil: the image's; empty: none
-	Cmd          []string
+	Image ImageRef
+	// PrivateRegistry: the image's registry is one of private_registries;
+	// the launcher runs it only after the registry accepts the caller's
+	// own credentials for it.
+	PrivateRegistry bool
+	Pull            string
+	Name            string // engine-wide container name, "" for none
+	Network         string
+	Ports           []Port
+	Tty             bool
+	Interactive     bool
+	ReadOnlyRoot    bool
+	ShmSize         int64
+	Entrypoint      []string // nil: the image's; empty: none
+	Cmd             []string
 	// Persist: a named container inside a job lives until the job's
 	// epilogue; later steps with the same name run in it.
 	Persist bool

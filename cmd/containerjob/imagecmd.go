@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/internal/registryauth"
+	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -50,7 +53,20 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 						return nil
 					}
 				}
-				id, err := launcher.Pull(ctx, o.eng, ref.String(), cmd.ErrOrStderr(), isTerminal(os.Stderr))
+				// The caller's own credentials, when they have any; broken
+				// ones still let a public image come anonymously.
+				creds, err := registryauth.Read(userfs.Identity{UID: o.caller.UID, GID: o.caller.GID, Groups: o.caller.Groups}, o.caller.Home)
+				auth := ""
+				if err == nil {
+					auth, _, err = creds.For(ref.Registry())
+				}
+				if err != nil {
+					if slices.Contains(o.pol.Settings.PrivateRegistries, ref.Registry()) {
+						return err
+					}
+					warningf("pulling %s without your credentials: %v", ref, err)
+				}
+				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, cmd.ErrOrStderr(), isTerminal(os.Stderr))
 				end := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": ref.String(), "image_id": id}
 				if err != nil {
 					end["error"] = err.Error()

@@ -11,8 +11,9 @@ import (
 )
 
 // StartRegistry runs Debian's docker-registry on addr for the test, with
-// an empty store, and returns the file its request log goes to.
-func StartRegistry(t testing.TB, addr string) string {
+// an empty store, and returns the file its request log goes to. With
+// htpasswd lines ("user:BCRYPT") it asks every client to log in.
+func StartRegistry(t testing.TB, addr string, htpasswd ...string) string {
 	t.Helper()
 	const registryBin = "/usr/bin/docker-registry"
 	if _, err := os.Stat(registryBin); err != nil {
@@ -20,7 +21,13 @@ func StartRegistry(t testing.TB, addr string) string {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfg, []byte("version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: "+dir+"/data\nhttp:\n  addr: "+addr+"\n"), 0o644)
+	conf := "version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: " + dir + "/data\nhttp:\n  addr: " + addr + "\n"
+	if len(htpasswd) > 0 {
+		// Basic authentication (bcrypt lines): pushes and pulls need a login.
+		os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(strings.Join(htpasswd, "\n")+"\n"), 0o644)
+		conf += "auth:\n  htpasswd:\n    realm: containerjob-test\n    path: " + filepath.Join(dir, "htpasswd") + "\n"
+	}
+	os.WriteFile(cfg, []byte(conf), 0o644)
 	logPath := filepath.Join(dir, "registry.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -40,6 +47,13 @@ func StartRegistry(t testing.TB, addr string) string {
 // else the time) and leaves it off the node, unless text[1] is "keep".
 func PushImage(t testing.TB, ref string, text ...string) {
 	t.Helper()
+	PushImageWith(t, ref, nil, text...)
+}
+
+// PushImageWith is PushImage with env added to the docker CLI's (a
+// DOCKER_CONFIG holding a login, say).
+func PushImageWith(t testing.TB, ref string, env []string, text ...string) {
+	t.Helper()
 	name := "cjtest-pushsrc-" + strings.NewReplacer("/", "-", ":", "-", ".", "-").Replace(ref)
 	mark := "date +%s%N > /marker"
 	if len(text) > 0 {
@@ -54,7 +68,9 @@ func PushImage(t testing.TB, ref string, text ...string) {
 		t.Fatalf("docker commit: %v %s", err, out)
 	}
 	for i := 0; i < 50; i++ { // the registry may still be starting
-		if out, err = exec.Command("docker", "push", ref).CombinedOutput(); err == nil {
+		push := exec.Command("docker", "push", ref)
+		push.Env = append(os.Environ(), env...)
+		if out, err = push.CombinedOutput(); err == nil {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

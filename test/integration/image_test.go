@@ -4,8 +4,10 @@ package integration
 
 import (
 	"bufio"
+	"encoding/base64"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +154,92 @@ max_containers_per_user = 64
 		}
 	}
 	t.Logf("%d launches: %d waited for the pull; registry served manifest %d time(s), blobs %v", n, waited, manifests, blobs)
+}
+
+// A login for the private registry of TestPrivateRegistry: cjalice's
+// password and its bcrypt line (cost 4) for docker-registry's htpasswd.
+const (
+	privatePassword = "cj-alice-secret"
+	privateHtpasswd = "cjalice:$2a$04$TP3MVusQeNVn4hRGV7GJ/OC7bX8lF7jNrzpT9y.CJj/OJwCUyqHaa"
+)
+
+// TestPrivateRegistry: an image of a registry the policy marks private runs
+// only for a caller whose own ~/.docker/config.json the registry accepts:
+// alice's login pulls and runs it; bob, without credentials or with wrong
+// ones, is refused in one line even once the image is on the node, and
+// nothing is created for him; a malformed config.json is a clear error.
+// The credentials appear nowhere containerjob writes.
+func TestPrivateRegistry(t *testing.T) {
+	testutil.StartRegistry(t, "127.0.0.1:5058", privateHtpasswd)
+	const ref = "127.0.0.1:5058/cjtest/secret:1"
+	login := t.TempDir()
+	if out, err := exec.Command("docker", "--config", login, "login", "-u", "cjalice", "-p", privatePassword, "127.0.0.1:5058").CombinedOutput(); err != nil {
+		// The registry may still be starting.
+		time.Sleep(time.Second)
+		if out, err = exec.Command("docker", "--config", login, "login", "-u", "cjalice", "-p", privatePassword, "127.0.0.1:5058").CombinedOutput(); err != nil {
+			t.Fatalf("docker login to the test registry: %v %s", err, out)
+		}
+	}
+	testutil.PushImageWith(t, ref, []string{"DOCKER_CONFIG=" + login}, "private")
+	usePolicy(t, strings.Replace(testPolicy, "[settings]\n", "[settings]\nprivate_registries = [\"127.0.0.1:5058\"]\n", 1)+`
+[user.cjalice]
+images_allow = ["127.0.0.1:5058/cjtest/*"]
+pull = ["missing"]
+
+[user.cjbob]
+images_allow = ["127.0.0.1:5058/cjtest/*"]
+pull = ["missing"]
+`)
+	writeConfig := func(u testutil.User, content string) {
+		t.Helper()
+		dir := filepath.Join(u.Home, ".docker")
+		os.MkdirAll(dir, 0o700)
+		os.Chown(dir, int(u.UID), int(u.GID))
+		path := filepath.Join(dir, "config.json")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(path, int(u.UID), int(u.GID))
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	auth := func(user, pass string) string {
+		return `{"auths": {"127.0.0.1:5058": {"auth": "` + base64.StdEncoding.EncodeToString([]byte(user+":"+pass)) + `"}}}`
+	}
+	run := func(u testutil.User) testutil.Result { return cj(t, u, u.Home, ref, "cat", "/marker") }
+	nothingCreated := func(u testutil.User, since time.Time) {
+		t.Helper()
+		if ev := testutil.ContainerEvents(t, docker, u.UID, since, "create"); len(ev) != 0 {
+			t.Errorf("%s: %d containers created", u.Name, len(ev))
+		}
+	}
+
+	// bob first, with no credentials: the image is not pulled for him.
+	since := time.Now()
+	if r := run(bob); r.Code != 125 || !strings.Contains(r.Stderr, "has none for it") {
+		t.Errorf("bob before the image is here: code %d stderr %q", r.Code, r.Stderr)
+	}
+	nothingCreated(bob, since)
+	writeConfig(alice, auth("cjalice", privatePassword))
+	if r := run(alice); r.Code != 0 || r.Stdout != "private\n" {
+		t.Fatalf("alice with her login: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	// Now the image is on the node; bob is held to his own access all the same.
+	since = time.Now()
+	r := run(bob)
+	if r.Code != 125 || !strings.Contains(r.Stderr, "private registry 127.0.0.1:5058") || !strings.Contains(r.Stderr, "has none for it") || strings.Count(r.Stderr, "\n") != 1 {
+		t.Errorf("bob without credentials: code %d stderr %q", r.Code, r.Stderr)
+	}
+	writeConfig(bob, auth("cjalice", "guessed"))
+	if r := run(bob); r.Code != 125 || !strings.Contains(r.Stderr, "did not grant your credentials access") {
+		t.Errorf("bob with wrong credentials: code %d stderr %q", r.Code, r.Stderr)
+	}
+	nothingCreated(bob, since)
+	writeConfig(alice, `{"auths": {"127.0.0.1:5058": `)
+	if r := run(alice); r.Code != 125 || !strings.Contains(r.Stderr, "not a Docker client configuration") {
+		t.Errorf("alice with a broken config.json: code %d stderr %q", r.Code, r.Stderr)
+	}
+	trail, _ := os.ReadFile("/var/log/containerjob/audit.log")
+	if strings.Contains(string(trail), privatePassword) || strings.Contains(string(trail), base64.StdEncoding.EncodeToString([]byte("cjalice:"+privatePassword))) {
+		t.Errorf("the audit trail holds alice's credentials")
+	}
 }
