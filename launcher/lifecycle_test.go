@@ -33,10 +33,10 @@ max_containers_per_job = 3
 func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision, Options) {
 	t.Helper()
 	dir := t.TempDir()
-	oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull := LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir
-	LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "step-create.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage"), filepath.Join(dir, "pull")
+	oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull, oldPulled := LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir, PulledDir
+	LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir, PulledDir = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "step-create.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage"), filepath.Join(dir, "pull"), filepath.Join(dir, "pulled")
 	t.Cleanup(func() {
-		LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir = oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull
+		LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir, PulledDir = oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull, oldPulled
 	})
 	if req.Image == "" {
 		req.Image = "alpine:3.20"

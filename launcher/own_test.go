@@ -75,17 +75,23 @@ func TestOwnContainerOperations(t *testing.T) {
 }
 
 func TestImagesAndPull(t *testing.T) {
+	oldPulled, oldLocks := PulledDir, PullLockDir
+	PulledDir, PullLockDir = t.TempDir(), t.TempDir()
+	t.Cleanup(func() { PulledDir, PullLockDir = oldPulled, oldLocks })
 	eng := newFakeEngine(t)
 	ctx := context.Background()
 	progress := newLineWriter()
-	id, err := Pull(ctx, eng, "docker.io/library/alpine:3.22", "", progress, false)
+	id, err := Pull(ctx, eng, "docker.io/library/alpine:3.22", "", "/run/test.sock", progress, false)
 	if err != nil || !strings.HasPrefix(id, "sha256:") {
 		t.Fatalf("Pull = %q, %v", id, err)
 	}
 	if got := progress.all(); got == "" {
 		t.Errorf("no progress lines")
 	}
-	if _, err := Pull(ctx, eng, "registry.unreachable/x:1", "", newLineWriter(), false); err == nil || !strings.Contains(err.Error(), `pulling image "registry.unreachable/x:1" failed`) {
+	if _, err := os.Stat(pulledPath("/run/test.sock", id)); err != nil {
+		t.Errorf("the pull is not recorded for gc --images: %v", err)
+	}
+	if _, err := Pull(ctx, eng, "registry.unreachable/x:1", "", "", newLineWriter(), false); err == nil || !strings.Contains(err.Error(), `pulling image "registry.unreachable/x:1" failed`) {
 		t.Errorf("Pull from an unreachable registry: %v", err)
 	}
 	imgs, err := Images(ctx, eng)

@@ -16,8 +16,9 @@ import (
 // w: on a terminal one line rewritten in place, in a job's log plain lines,
 // one per layer event, never the engine's per-chunk ticks. It returns the
 // image ID the name now points at. auth is the caller's own credentials
-// for ref's registry, encoded for the engine ("" for none).
-func Pull(ctx context.Context, eng Engine, ref string, auth string, w io.Writer, terminal bool) (string, error) {
+// for ref's registry, encoded for the engine ("" for none); socket is the
+// engine's socket path, under which the pull is recorded for gc --images.
+func Pull(ctx context.Context, eng Engine, ref, auth, socket string, w io.Writer, terminal bool) (string, error) {
 	unlock, waited, err := lockPull(ctx, ref, func() {
 		fmt.Fprintf(w, "containerjob: pull %s: waiting for another launch's pull on this node\n", ref)
 	})
@@ -61,6 +62,7 @@ func Pull(ctx context.Context, eng Engine, ref string, auth string, w io.Writer,
 	if err != nil {
 		return "", fmt.Errorf("image %q is not available after the pull: %v", ref, err)
 	}
+	markPulled(socket, img.ID, ref)
 	return img.ID, nil
 }
 

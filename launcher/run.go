@@ -615,6 +615,7 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 	if err != nil {
 		return none, failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
 	}
+	markPulled(opts.EngineSocket, img.ID, ref)
 	return img, nil
 }
 
@@ -664,6 +665,7 @@ func Resolve(ctx context.Context, eng Engine, d *policy.Decision, opts Options) 
 	if err := checkAccess(ctx, eng, d, img, opts); err != nil {
 		return img, err
 	}
+	markUsed(opts.EngineSocket, img.ID)
 	if opts.ImageReady != nil {
 		if err := opts.ImageReady(img); err != nil {
 			return img, &Error{Code: ExitLaunchFailed, Err: err}

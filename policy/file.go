@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	units "github.com/docker/go-units"
 	"io"
 	"os"
 	"path/filepath"
@@ -91,6 +92,14 @@ type Settings struct {
 	// for that image, checked at every launch, even when the image is on
 	// the node already: the node's image store is shared.
 	PrivateRegistries []string `toml:"private_registries"`
+	// The engine's image store (containerjob gc --images): once the file
+	// system holding the engine's data is above ImageStoreHigh ("90%", or
+	// bytes in use: "200GiB"), images containerjob pulled that no
+	// container uses are removed, least recently used first, until it is
+	// below ImageStoreLow; never one that ImagesKeep names (image patterns).
+	ImageStoreHigh string   `toml:"image_store_high"`
+	ImageStoreLow  string   `toml:"image_store_low"`
+	ImagesKeep     []string `toml:"images_keep"`
 }
 
 // Rules is one table of the policy: [defaults], [group.NAME] or [user.NAME].
@@ -199,6 +208,7 @@ type Policy struct {
 	users    map[string]table
 	compiled map[string]imagePattern // by pattern text
 	ports    map[string]portRule     // by rule text
+	keep     []imagePattern          // images_keep
 }
 
 // Load reads the policy at path, refusing a file that a non-root user could
@@ -355,6 +365,29 @@ func Parse(path string, data []byte) (*Policy, error) {
 		if !strings.HasPrefix(dev, "/dev/infiniband/") || filepath.Clean(dev) != dev || strings.Count(dev, "/") != 3 {
 			return nil, fmt.Errorf("%s:%d: fabric_devices: %q is not a device directly under /dev/infiniband/ (such as /dev/infiniband/uverbs0 or /dev/infiniband/rdma_cm)", path, loc.line("settings", "fabric_devices", ""), dev)
 		}
+	}
+	if p.Settings.ImageStoreHigh == "" {
+		p.Settings.ImageStoreHigh = "90%"
+	}
+	if p.Settings.ImageStoreLow == "" {
+		p.Settings.ImageStoreLow = "80%"
+	}
+	high, herr := ParseWatermark(p.Settings.ImageStoreHigh)
+	low, lerr := ParseWatermark(p.Settings.ImageStoreLow)
+	switch {
+	case herr != nil:
+		return nil, fmt.Errorf("%s:%d: image_store_high: %v", path, loc.line("settings", "image_store_high", ""), herr)
+	case lerr != nil:
+		return nil, fmt.Errorf("%s:%d: image_store_low: %v", path, loc.line("settings", "image_store_low", ""), lerr)
+	case (high.Bytes == 0) == (low.Bytes == 0) && (low.Bytes > high.Bytes || low.Bytes == 0 && low.Percent > high.Percent):
+		return nil, fmt.Errorf("%s:%d: image_store_low %s is above image_store_high %s", path, loc.line("settings", "image_store_low", ""), p.Settings.ImageStoreLow, p.Settings.ImageStoreHigh)
+	}
+	for _, pat := range p.Settings.ImagesKeep {
+		c, err := compileImagePattern(pat)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: images_keep: %v", path, loc.line("settings", "images_keep", ""), err)
+		}
+		p.keep = append(p.keep, c)
 	}
 	for _, r := range p.Settings.PrivateRegistries {
 		if !registryHost.MatchString(r) {
@@ -665,3 +698,43 @@ func (l *locator) line(tbl, key, value string) int {
 // registryHost is a registry's host as a normalized image reference names
 // it: lower case, with a port when it has one.
 var registryHost = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$`)
+
+// Watermark is a bound on the engine's data file system: a share of it, or
+// bytes in use.
+type Watermark struct {
+	Percent float64
+	Bytes   uint64
+}
+
+// ParseWatermark reads "85%" or a size ("200GiB", "500M": binary units).
+func ParseWatermark(s string) (Watermark, error) {
+	if v, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 100 {
+			return Watermark{}, fmt.Errorf("%q is not a percentage between 0 and 100", s)
+		}
+		return Watermark{Percent: f}, nil
+	}
+	n, err := units.RAMInBytes(s)
+	if err != nil || n <= 0 {
+		return Watermark{}, fmt.Errorf("%q is neither a percentage (\"90%%\") nor a size (\"200GiB\")", s)
+	}
+	return Watermark{Bytes: uint64(n)}, nil
+}
+
+// KeepImage reports whether images_keep names an image by any of its
+// names (tags and digests, as the engine lists them).
+func (p *Policy) KeepImage(names []string) bool {
+	for _, n := range names {
+		ref, err := NormalizeImage(n)
+		if err != nil {
+			continue
+		}
+		for _, k := range p.keep {
+			if k.matches(ref) {
+				return true
+			}
+		}
+	}
+	return false
+}

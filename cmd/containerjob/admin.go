@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -191,7 +192,7 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 }
 
 func newGCCmd() *cobra.Command {
-	var dryRun bool
+	var dryRun, images bool
 	var grace time.Duration
 	var policyPath, node string
 	cmd := &cobra.Command{
@@ -200,8 +201,11 @@ func newGCCmd() *cobra.Command {
 		Long: `Remove containers whose job is no longer running on this node: the
 safety net behind the epilogue, for a cron job or systemd timer. A container
 younger than --grace is left alone, so a launch in progress is never hit.
-Containers started outside any job are removed once they have exited.`,
+Containers started outside any job are removed once they have exited.
+With --images it collects the engine's image store instead (see
+image_store_high in containerjob-policy(5)).`,
 		Example: `  containerjob gc --dry-run
+  containerjob gc --images --dry-run
   # /etc/cron.d/containerjob
   */10 * * * * root ` + selfPath + ` gc`,
 		Args: cobra.NoArgs,
@@ -219,6 +223,9 @@ Containers started outside any job are removed once they have exited.`,
 			}
 			defer eng.Close()
 			ctx := context.Background()
+			if images {
+				return collectImages(ctx, cmd, pol, eng, dryRun)
+			}
 			if !dryRun {
 				launcher.CleanStale()
 			}
@@ -282,6 +289,7 @@ Containers started outside any job are removed once they have exited.`,
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
+	cmd.Flags().BoolVar(&images, "images", false, "collect the image store instead: above image_store_high, remove images containerjob pulled that no container uses, least recently used first, until below image_store_low")
 	cmd.Flags().DurationVar(&grace, "grace", 5*time.Minute, "leave containers younger than this alone")
 	cmd.Flags().StringVar(&node, "node", "", "the node whose containers to judge (default: this host's name; nodes sharing an engine each run their own gc)")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
@@ -319,4 +327,41 @@ func jobVerdict(ctx context.Context, s scheduler.Slurm, pbs scheduler.PBS, sched
 		return jobState{unknown: err}
 	}
 	return jobState{running: running}
+}
+
+// collectImages is gc --images: the image store held between the policy's
+// watermarks, one audit record and one line per image removed.
+func collectImages(ctx context.Context, cmd *cobra.Command, pol *policy.Policy, eng launcher.StoreEngine, dryRun bool) error {
+	high, err := policy.ParseWatermark(pol.Settings.ImageStoreHigh)
+	if err != nil {
+		return err
+	}
+	low, err := policy.ParseWatermark(pol.Settings.ImageStoreLow)
+	if err != nil {
+		return err
+	}
+	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
+	if err != nil {
+		return fmt.Errorf("%v; refusing to remove images without an audit trail", err)
+	}
+	defer trail.Close()
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	g := launcher.StoreGC{Socket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"), High: high, Low: low, Keep: pol.KeepImage, Usage: launcher.DiskUsage, DryRun: dryRun,
+		Removed: func(id, ref string, last time.Time, used, total uint64) {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s %s last used %s; engine data now %d of %d MiB\n", verb, id, ref, last.Format(time.RFC3339), used>>20, total>>20)
+			if !dryRun {
+				trail.Record("image-removed", map[string]any{"image_id": id, "image": ref, "last_used": last.Format(time.RFC3339), "used_bytes": used, "total_bytes": total})
+			}
+		}}
+	below, err := g.Collect(ctx, eng)
+	if err != nil {
+		return err
+	}
+	if !below {
+		warningf("gc --images: the engine's data is still above image_store_low (%s): every other image is in use, pinned by images_keep, or not pulled by containerjob", pol.Settings.ImageStoreLow)
+	}
+	return nil
 }

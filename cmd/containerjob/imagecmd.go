@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -66,7 +67,7 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 					}
 					warningf("pulling %s without your credentials: %v", ref, err)
 				}
-				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, cmd.ErrOrStderr(), isTerminal(os.Stderr))
+				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, strings.TrimPrefix(o.pol.Settings.DockerHost, "unix://"), cmd.ErrOrStderr(), isTerminal(os.Stderr))
 				end := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": ref.String(), "image_id": id}
 				if err != nil {
 					end["error"] = err.Error()

@@ -44,7 +44,8 @@ func StartRegistry(t testing.TB, addr string, htpasswd ...string) string {
 
 // PushImage pushes to the local registry an image with a layer of its own
 // (so a pull has a layer to fetch: /marker, holding text[0] when given,
-// else the time) and leaves it off the node, unless text[1] is "keep".
+// else the time; with text[2], also that many MiB of random bytes) and
+// leaves it off the node, unless text[1] is "keep".
 func PushImage(t testing.TB, ref string, text ...string) {
 	t.Helper()
 	PushImageWith(t, ref, nil, text...)
@@ -59,6 +60,11 @@ func PushImageWith(t testing.TB, ref string, env []string, text ...string) {
 	if len(text) > 0 {
 		mark = "echo " + text[0] + " > /marker"
 	}
+	if len(text) > 2 {
+		// Incompressible bulk of that many MiB, for tests that fill a disk.
+		mark += "; head -c " + text[2] + "m /dev/urandom > /bulk"
+	}
+	exec.Command("docker", "rm", "-f", name).Run() // left by an interrupted run
 	if out, err := exec.Command("docker", "run", "--name", name, "alpine:3.20", "sh", "-c", mark).CombinedOutput(); err != nil {
 		t.Fatalf("docker run: %v %s", err, out)
 	}
@@ -105,4 +111,20 @@ func RegistryRequests(t testing.TB, logPath string) map[string]int {
 		}
 	}
 	return out
+}
+
+// ServeRegistryIn serves the store of a registry StartRegistry made (the
+// directory its log is in) from a second registry process inside the
+// network namespace netns, at addr there: how an engine in its own
+// namespace (StartEngine) reaches what the node's engine pushed.
+func ServeRegistryIn(t testing.TB, netns, addr, logPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yml")
+	os.WriteFile(cfg, []byte("version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: "+filepath.Join(filepath.Dir(logPath), "data")+"\nhttp:\n  addr: "+addr+"\n"), 0o644)
+	reg := exec.Command("nsenter", "--net="+netns, "/usr/bin/docker-registry", "serve", cfg)
+	if err := reg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Process.Kill(); reg.Wait() })
 }

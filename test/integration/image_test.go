@@ -243,3 +243,64 @@ pull = ["missing"]
 		t.Errorf("the audit trail holds alice's credentials")
 	}
 }
+
+// TestImageStoreCollect: on an engine whose data is on a small tmpfs, gc
+// --images, above image_store_high, removes the images containerjob pulled
+// that no container uses, least recently used first; an image a (stopped)
+// container uses, one images_keep pins and one an admin pulled by hand
+// stay. The audit trail records each removal.
+func TestImageStoreCollect(t *testing.T) {
+	logPath := testutil.StartRegistry(t, "127.0.0.1:5059")
+	ref := func(name string) string { return "127.0.0.1:5059/cjtest/store-" + name + ":1" }
+	for _, name := range []string{"old", "used", "pinned", "newer", "admin"} {
+		testutil.PushImage(t, ref(name), name, "", "12")
+	}
+	// The test's engine, on a 160 MiB tmpfs in a network namespace of its
+	// own, pulls the same images from a registry there.
+	sock, netns := testutil.StartEngine(t, "160m")
+	testutil.ServeRegistryIn(t, netns, "127.0.0.1:5059", logPath)
+	usePolicy(t, strings.Replace(testPolicy, "[settings]\n", `[settings]
+docker_host = "unix://`+sock+`"
+image_store_high = "30%"
+image_store_low = "5%"
+images_keep = ["127.0.0.1:5059/cjtest/store-pinned:*"]
+`, 1)+`
+[user.cjalice]
+images_allow = ["127.0.0.1:5059/cjtest/*"]
+pull = ["missing"]
+`)
+	dockerT := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("docker", append([]string{"-H", "unix://" + sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker %v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	// Pulled through containerjob, oldest first.
+	for _, name := range []string{"old", "used", "pinned", "newer"} {
+		if r := cj(t, alice, alice.Home, "pull", ref(name)); r.Code != 0 {
+			t.Fatalf("alice pull %s: code %d stderr %q", name, r.Code, r.Stderr)
+		}
+	}
+	dockerT("pull", ref("admin"))
+	dockerT("create", ref("used"), "true")
+	out, err := exec.Command(bin, "gc", "--images").CombinedOutput()
+	if err != nil {
+		t.Fatalf("gc --images: %v %s", err, out)
+	}
+	o, n := strings.Index(string(out), "removed sha256:"), strings.Index(string(out), ref("newer"))
+	if o < 0 || !strings.Contains(string(out), ref("old")) || n < strings.Index(string(out), ref("old")) {
+		t.Errorf("gc --images said %q; want store-old removed, then store-newer", out)
+	}
+	for name, want := range map[string]bool{"old": false, "newer": false, "used": true, "pinned": true, "admin": true} {
+		err := exec.Command("docker", "-H", "unix://"+sock, "image", "inspect", ref(name)).Run()
+		if (err == nil) != want {
+			t.Errorf("image store-%s on the engine: %v, want kept %v", name, err == nil, want)
+		}
+	}
+	trail, _ := os.ReadFile("/var/log/containerjob/audit.log")
+	if !strings.Contains(string(trail), `"msg":"image-removed"`) || !strings.Contains(string(trail), ref("old")) {
+		t.Errorf("the audit trail lacks the removals")
+	}
+}
