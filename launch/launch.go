@@ -186,7 +186,8 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	auth := callerCredentials(id, caller.Home)
 	if in.Resolve {
-		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready, RegistryAuth: auth})
+		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready, RegistryAuth: auth,
+			EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://")})
 		if err != nil {
 			return out, err
 		}

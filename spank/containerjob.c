@@ -250,6 +250,24 @@ static int pyxis_env(spank_t sp)
 }
 
 /*
+ * Runs in sbatch, salloc and srun once the options are read: the job's
+ * image goes into the job control environment, which slurmd hands to the
+ * Prolog as SPANK_CONTAINERJOB_IMAGE, so that `containerjob prolog` can
+ * pull it (for the job's owner, as the policy allows) before the first
+ * step. The user's own words; failing to set it costs only the prefetch.
+ */
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
+{
+	(void) ac; (void) av;
+
+	if (opt_image == NULL || (spank_context() != S_CTX_ALLOCATOR && spank_context() != S_CTX_LOCAL))
+		return 0;
+	if (spank_job_control_setenv(sp, "CONTAINERJOB_IMAGE", opt_image, 1) != ESPANK_SUCCESS)
+		slurm_info("containerjob: the Prolog will not prefetch %s", opt_image);
+	return 0;
+}
+
+/*
  * Runs in srun, as the user, on the node srun runs on (in a batch job, the
  * batch host), before the step's tasks start: the step's image is resolved
  * there once, by `containerjob --resolve`, which pins it for the job, and

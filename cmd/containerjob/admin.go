@@ -8,12 +8,14 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
@@ -129,7 +131,11 @@ could not be removed.`,
 			if err != nil {
 				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 			}
-			return cleanupJob(cmd, pol, trail, sched, job, step, hookNode(node), quiet, cmd.Name())
+			cerr := cleanupJob(cmd, pol, trail, sched, job, step, hookNode(node), quiet, cmd.Name())
+			if prolog && err == nil && sched == "slurm" {
+				prefetchImage(pol, trail, job, hookNode(node))
+			}
+			return cerr
 		},
 	}
 	cmd.Flags().StringVar(&step, "step", "", "only the containers this step of the job created, named ones excepted (the SPANK plugin, at the step's end)")
@@ -364,4 +370,51 @@ func collectImages(ctx context.Context, cmd *cobra.Command, pol *policy.Policy, 
 		warningf("gc --images: the engine's data is still above image_store_low (%s): every other image is in use, pinned by images_keep, or not pulled by containerjob", pol.Settings.ImageStoreLow)
 	}
 	return nil
+}
+
+// prefetchImage is the Slurm prolog's pull of the job's image
+// (--container-image, which the SPANK plugin hands to the prolog), for the
+// job's owner as Slurm records it, pinned for the job on this node. It
+// says what it did in the audit trail and never fails the prolog: the
+// job's first step pulls for itself whatever this could not.
+func prefetchImage(pol *policy.Policy, trail *audit.Log, job, node string) {
+	image := os.Getenv(launch.PrefetchEnv)
+	if image == "" {
+		return
+	}
+	rec := map[string]any{"job": job, "node": node, "image_requested": image}
+	fail := func(err error) {
+		rec["error"] = err.Error()
+		trail.Record("prefetch-failed", rec)
+		if w, serr := syslog.New(syslog.LOG_AUTHPRIV|syslog.LOG_INFO, "containerjob"); serr == nil {
+			w.Info(fmt.Sprintf("prolog for job %s: not prefetching %q: %v", job, image, err))
+			w.Close()
+		}
+	}
+	ctx := context.Background()
+	s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: node}
+	sj, err := s.ShowJob(ctx, job)
+	if err != nil {
+		fail(err)
+		return
+	}
+	u, err := identity.System.LookupID(strconv.FormatUint(uint64(sj.UID), 10))
+	if err != nil {
+		fail(fmt.Errorf("the job's owner, uid %d: %v", sj.UID, err))
+		return
+	}
+	owner, err := identity.CallerOf(identity.System, u, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	caller := launch.PolicyCaller(owner)
+	rec["user"], rec["uid"] = caller.User, caller.UID
+	pinned, err := launch.Prefetch(ctx, pol, caller, scheduler.Job{Scheduler: "slurm", ID: job, Node: node}, image)
+	if err != nil {
+		fail(err)
+		return
+	}
+	rec["image"] = pinned
+	trail.Record("prefetched", rec)
 }

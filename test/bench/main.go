@@ -33,20 +33,23 @@ import (
 )
 
 var (
-	out        = flag.String("out", "docs/benchmarks.md", "markdown report")
-	raw        = flag.String("raw", "bench-raw.txt", "raw numbers")
-	runs       = flag.Int("runs", 15, "launches per tool for the overhead benchmark")
-	streamMB   = flag.Int("stream-mb", 1024, "MiB written to stdout in the streaming benchmark")
-	footSecs   = flag.Int("footprint-seconds", 60, "duration of the footprint benchmark")
-	streamReps = flag.Int("stream-reps", 1, "runs per tool of the streaming benchmark (1 GiB through the docker CLI takes over a minute here)")
-	image      = flag.String("image", "alpine:3.20", "image")
-	userName   = flag.String("user", "cjbench", "non-root user to launch as")
-	bin        = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
-	dockerB    = flag.String("docker", "", "docker CLI (default: first in PATH)")
-	only       = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps")
-	slurmDir   = flag.String("slurm", "/run/containerjob-testcluster", "the test cluster (contrib/slurm/testcluster) for the steps benchmark")
-	stepRanks  = flag.Int("ranks", 16, "tasks of the steps benchmark's step, on one node")
-	stepRuns   = flag.Int("step-runs", 5, "runs per variant of the steps benchmark")
+	out          = flag.String("out", "docs/benchmarks.md", "markdown report")
+	raw          = flag.String("raw", "bench-raw.txt", "raw numbers")
+	runs         = flag.Int("runs", 15, "launches per tool for the overhead benchmark")
+	streamMB     = flag.Int("stream-mb", 1024, "MiB written to stdout in the streaming benchmark")
+	footSecs     = flag.Int("footprint-seconds", 60, "duration of the footprint benchmark")
+	streamReps   = flag.Int("stream-reps", 1, "runs per tool of the streaming benchmark (1 GiB through the docker CLI takes over a minute here)")
+	image        = flag.String("image", "alpine:3.20", "image")
+	userName     = flag.String("user", "cjbench", "non-root user to launch as")
+	bin          = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
+	dockerB      = flag.String("docker", "", "docker CLI (default: first in PATH)")
+	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls")
+	slurmDir     = flag.String("slurm", "/run/containerjob-testcluster", "the test cluster (contrib/slurm/testcluster) for the steps benchmark")
+	stepRanks    = flag.Int("ranks", 16, "tasks of the steps benchmark's step, on one node")
+	stepRuns     = flag.Int("step-runs", 5, "runs per variant of the steps benchmark")
+	pullLaunches = flag.Int("pull-launches", 32, "launches at once of the pulls benchmark")
+	pullMiB      = flag.Int("pull-mib", 200, "size of the pulls benchmark's image layer, MiB")
+	pullRuns     = flag.Int("pull-runs", 3, "runs per tool of the pulls benchmark")
 )
 
 type bencher struct {
@@ -88,7 +91,7 @@ func main() {
 	}{
 		{"overhead", b.overhead}, {"stream", b.stream}, {"concurrency", b.concurrency},
 		{"footprint", b.footprint}, {"decision", b.decision}, {"epilog", b.epilog}, {"phases", b.phases},
-		{"steps", b.steps},
+		{"steps", b.steps}, {"pulls", b.pulls},
 	}
 	for _, s := range steps {
 		if !want(s.name) {

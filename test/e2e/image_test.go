@@ -71,3 +71,39 @@ srun -N2 --ntasks-per-node=1 containerjob `+ref+` sh -c 'echo "step3 $(cat /mark
 		t.Errorf("the audit trail has no record of job %s with the requested reference and its digest", id)
 	}
 }
+
+// TestPrologPrefetchesTheImage: with #SBATCH --container-image, the job's
+// Prolog (PrologFlags=Alloc) pulls the image for the job's owner and pins
+// it before the first step, which then finds it on the node. Not
+// parallel: it installs its own policy for its duration.
+func TestPrologPrefetchesTheImage(t *testing.T) {
+	testutil.StartRegistry(t, "127.0.0.1:5060")
+	const ref = "127.0.0.1:5060/cjtest/prefetch:1"
+	testutil.PushImage(t, ref, "prefetched")
+	restore, err := testutil.InstallFile(policyPath, []byte(testPolicy+`
+[user.cjalice]
+images_allow = ["127.0.0.1:5060/cjtest/*"]
+pull = ["missing"]
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restore()
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH --container-image="+ref+"\n#SBATCH -o out-%j.txt -p main\ncat /marker\n")
+	state, _ := waitJob(t, id, 3*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	if state != "COMPLETED" || !strings.HasPrefix(out, "prefetched\n") || strings.Contains(out, "containerjob: pulling") {
+		t.Errorf("job %s %s, output %q; want the image's marker and no pull by the step", id, state, out)
+	}
+	trail, _ := os.ReadFile("/var/log/containerjob/audit.log")
+	found := false
+	for _, l := range strings.Split(string(trail), "\n") {
+		if strings.Contains(l, `"msg":"prefetched"`) && strings.Contains(l, `"job":"`+id+`"`) && strings.Contains(l, `"image":"127.0.0.1:5060/cjtest/prefetch@sha256:`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the audit trail has no prefetch of job %s's image", id)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +303,42 @@ pull = ["missing"]
 	trail, _ := os.ReadFile("/var/log/containerjob/audit.log")
 	if !strings.Contains(string(trail), `"msg":"image-removed"`) || !strings.Contains(string(trail), ref("old")) {
 		t.Errorf("the audit trail lacks the removals")
+	}
+}
+
+// TestPullFaults: a registry that does not answer, a digest the registry no
+// longer has, and a disk that fills during the pull each end the launch
+// with one line and exit 125, and leave no image behind.
+func TestPullFaults(t *testing.T) {
+	logPath := testutil.StartRegistry(t, "127.0.0.1:5062")
+	const big = "127.0.0.1:5062/cjtest/big:1"
+	testutil.PushImage(t, big, "big", "", "48")
+	sock, netns := testutil.StartEngine(t, "40m")
+	testutil.ServeRegistryIn(t, netns, "127.0.0.1:5062", logPath)
+	base := `
+[user.cjalice]
+images_allow = ["127.0.0.1:*/cjtest/*"]
+pull = ["missing"]
+`
+	oneLine := func(what string, r testutil.Result, want string) {
+		t.Helper()
+		// Besides the progress line that a pull began, one line.
+		lines := strings.Split(strings.TrimSuffix(r.Stderr, "\n"), "\n")
+		lines = slices.DeleteFunc(lines, func(l string) bool { return strings.HasPrefix(l, "containerjob: pulling ") })
+		if r.Code != 125 || !strings.Contains(r.Stderr, want) || len(lines) != 1 {
+			t.Errorf("%s: code %d stderr %q; want one line with %q", what, r.Code, r.Stderr, want)
+		}
+	}
+	usePolicy(t, testPolicy+base)
+	// Nothing listens on 5063.
+	oneLine("unreachable registry", cj(t, alice, alice.Home, "127.0.0.1:5063/cjtest/none:1", "true"), "connection refused")
+	gone := "127.0.0.1:5062/cjtest/big@sha256:" + strings.Repeat("0", 64)
+	oneLine("a digest the registry does not have", cj(t, alice, alice.Home, gone, "true"), "pulling image")
+
+	// The test's engine has 40 MiB for a 48 MiB layer.
+	usePolicy(t, strings.Replace(testPolicy, "[settings]\n", "[settings]\ndocker_host = \"unix://"+sock+"\"\n", 1)+base)
+	oneLine("a disk that fills", cj(t, alice, alice.Home, big, "true"), "no space left on device")
+	if out, err := exec.Command("docker", "-H", "unix://"+sock, "image", "inspect", big).CombinedOutput(); err == nil {
+		t.Errorf("a half-pulled image is left: %s", out)
 	}
 }

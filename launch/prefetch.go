@@ -1,0 +1,72 @@
+package launch
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containerjob/containerjob/internal/userfs"
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
+)
+
+// PrefetchEnv is where the Slurm prolog finds the job's image: the SPANK
+// plugin sets it, from sbatch's or srun's --container-image, in the job
+// control environment, which slurmd gives the prolog with a SPANK_ prefix.
+// The user's own words, judged for the job's owner like any request.
+const PrefetchEnv = "SPANK_CONTAINERJOB_IMAGE"
+
+// PrefetchTimeout bounds a prolog's pull: a slow registry must not hold the
+// node's prolog until Slurm gives up on it (and drains the node).
+var PrefetchTimeout = 10 * time.Minute
+
+// Prefetch makes a job's image available on this node before its first
+// step, as its owner could (images_allow, the pull mode, the owner's own
+// credentials, private registries) and pins it for the job (the step's
+// launches then run that digest). It returns the pinned reference. The
+// caller is the job's owner as Slurm records it; the prolog never fails on
+// what this returns.
+func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job scheduler.Job, image string) (string, error) {
+	ref, mode, err := pol.DecidePull(caller, image)
+	if err != nil {
+		return "", err
+	}
+	req := policy.Request{Image: ref.String()}
+	pinning, err := pinImage(job, &req)
+	if err != nil {
+		return "", err
+	}
+	pinned, err := policy.NormalizeImage(req.Image)
+	if err != nil {
+		return "", err
+	}
+	if pinned.String() != ref.String() {
+		// Pinned already (a requeued job's prolog runs after its pins
+		// were dropped, so this is another prolog of the same run).
+		return pinned.String(), nil
+	}
+	d := &policy.Decision{Image: ref, Pull: mode, PrivateRegistry: slices.Contains(pol.Settings.PrivateRegistries, ref.Registry())}
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return "", err
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithTimeout(ctx, PrefetchTimeout)
+	defer cancel()
+	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	img, err := launcher.Resolve(ctx, eng, d, launcher.Options{
+		PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready,
+		RegistryAuth: callerCredentials(id, caller.Home),
+		EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"),
+	})
+	if err != nil {
+		return "", err
+	}
+	if p := PinOf(ref, img); p.Digest != "" {
+		return p.Digest, nil
+	}
+	return fmt.Sprintf("%s (%.19s)", ref, img.ID), nil
+}
