@@ -22,6 +22,7 @@ const pullsPolicy = benchPolicy + `
 [user.cjbench]
 images_allow = ["alpine:*", "` + pullAddr + `/cjbench/*"]
 pull = ["missing"]
+flags_allow = ["pull"]
 max_containers_per_user = 256
 `
 
@@ -117,6 +118,7 @@ func (b *bencher) pulls() error {
 		var man, blob int
 		var served int64
 		fails := 0
+		firstFail := ""
 		for run := 0; run < *pullRuns; run++ {
 			exec.Command(b.docker, "rmi", ref).Run()
 			before, _ := os.ReadFile(logPath)
@@ -129,9 +131,12 @@ func (b *bencher) pulls() error {
 					defer wg.Done()
 					c := t.cmd()
 					<-gate
-					if err := c.Run(); err != nil {
+					if out, err := c.CombinedOutput(); err != nil {
 						mu.Lock()
 						fails++
+						if firstFail == "" {
+							firstFail = strings.TrimSpace(string(out))
+						}
 						mu.Unlock()
 					}
 				}()
@@ -148,7 +153,7 @@ func (b *bencher) pulls() error {
 		}
 		fmt.Fprintf(&b.report, "| %s | %s | %d | %d | %.0f MiB |\n", t.name, ms(median(walls)), man, blob, float64(served)/(1<<20))
 		if fails > 0 {
-			fmt.Fprintf(&b.report, "\n%s: %d launches failed.\n\n", t.name, fails)
+			fmt.Fprintf(&b.report, "\n%s: %d launches failed; the first said `%s`.\n\n", t.name, fails, firstFail)
 		}
 	}
 	b.report.WriteString("\nThe last run's registry counts are shown; the raw file has every run's.\n")
