@@ -133,6 +133,12 @@ func pbsJob(id, owner, euser, state, execHost string, sid int, vars map[string]s
 	return j, nil
 }
 
+// PBSSessionWait bounds how long VerifyPBS waits for the server to learn
+// a running job's session; a variable for tests.
+var PBSSessionWait = 15 * time.Second
+
+const pbsSessionPoll = 500 * time.Millisecond
+
 // PBS looks jobs up with qstat; path and flavour come from the policy.
 type PBS struct {
 	Qstat string // e.g. /opt/pbs/bin/qstat
@@ -208,6 +214,20 @@ func (p PBS) VerifyPBS(ctx context.Context, user string, hint string, procCgroup
 	pj, err := p.ShowJob(ctx, id)
 	if err != nil {
 		return Job{}, pj, err
+	}
+	// OpenPBS's server learns a job's session from the MOM's next status
+	// update, about 2 s after the job started (23.06, measured): until then
+	// qstat reports the job running without a session_id. A launch at the
+	// top of a job script asks again until the session is known.
+	for wait := time.Now().Add(PBSSessionWait); !inCgroup && pj.State == "R" && pj.SessionID == 0 && time.Now().Before(wait); {
+		select {
+		case <-ctx.Done():
+			return Job{}, pj, ctx.Err()
+		case <-time.After(pbsSessionPoll):
+		}
+		if pj, err = p.ShowJob(ctx, id); err != nil {
+			return Job{}, pj, err
+		}
 	}
 	switch {
 	case pj.User != user:

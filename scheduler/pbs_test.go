@@ -2,7 +2,9 @@ package scheduler
 
 import (
 	"bytes"
+	"context"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -68,5 +70,38 @@ func TestSplitVariableList(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(got, ""), "x,y") {
 		t.Error("escaped comma lost")
+	}
+}
+
+// TestVerifyPBSWaitsForTheSession: a real OpenPBS 23.06 server reports a
+// job running without its session_id until the MOM's next update (about
+// 2 s; both answers recorded in testdata). A launch at the top of the job
+// script waits for it instead of refusing the job's own process.
+func TestVerifyPBSWaitsForTheSession(t *testing.T) {
+	started, _ := filepath.Abs("testdata/qstat-f-F-json-openpbs-23.06-just-started.json")
+	running, _ := filepath.Abs("testdata/qstat-f-F-json-openpbs-23.06-running.json")
+	dir := t.TempDir()
+	qstat := filepath.Join(dir, "qstat")
+	script := "#!/bin/sh\nif [ -e " + dir + "/asked ]; then cat " + running + "; else touch " + dir + "/asked; cat " + started + "; fi\n"
+	if err := os.WriteFile(qstat, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := PBS{Qstat: qstat, JSON: true, Node: "cjpbs"}
+	job, _, err := p.VerifyPBS(context.Background(), "cjalice", "4.cjpbs", nil, 1814)
+	if err != nil || job.ID != "4.cjpbs" || job.Dir != "/home/cjalice/pbs1" {
+		t.Fatalf("VerifyPBS = %+v, %v; want the job once its session is known", job, err)
+	}
+	// Another session is refused all the same, and without waiting
+	// forever when the session never comes.
+	os.Remove(dir + "/asked")
+	if _, _, err := p.VerifyPBS(context.Background(), "cjalice", "4.cjpbs", nil, 4242); err == nil || !strings.Contains(err.Error(), "not in that job's session") {
+		t.Errorf("another session: %v", err)
+	}
+	old := PBSSessionWait
+	PBSSessionWait = 0
+	t.Cleanup(func() { PBSSessionWait = old })
+	os.Remove(dir + "/asked")
+	if _, _, err := p.VerifyPBS(context.Background(), "cjalice", "4.cjpbs", nil, 1814); err == nil {
+		t.Error("a job without a known session was accepted")
 	}
 }
