@@ -2,6 +2,7 @@ package launch
 
 import (
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/containerjob/containerjob/internal/userfs"
@@ -20,6 +21,18 @@ func resolveRequest(req *policy.Request, job *scheduler.Job, caller *policy.Call
 	}
 	if script := scheduler.BatchScript(*job, pol.Settings.SlurmdSpoolDir); script != "" && len(req.Cmd) > 0 && req.Cmd[0] == script {
 		job.Files = append(job.Files, script)
+	}
+	// The PBS hook runs a job's shell in the image with the job's stdin,
+	// on which OpenPBS's MOM sends the path of the job's script
+	// (PBS_HOME/mom_priv/jobs/ID.SC, 23.06): the container needs that
+	// file of the job at that path.
+	if job.Scheduler == "pbs" && req.Interactive {
+		conf, _ := os.ReadFile("/etc/pbs.conf")
+		if script := scheduler.PBSJobScript(*job, scheduler.PBSHome(conf)); script != "" {
+			if _, err := os.Stat(script); err == nil {
+				job.Files = append(job.Files, script)
+			}
+		}
 	}
 	cwd := in.Cwd
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}

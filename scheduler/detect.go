@@ -159,6 +159,28 @@ func BatchScript(job Job, spoolDir string) string {
 	return filepath.Join(SpoolDir(spoolDir, job.Node), fmt.Sprintf("job%05d", n), "slurm_script")
 }
 
+// PBSJobScript is where OpenPBS's MOM keeps a job's script, which the job's
+// shell runs as `/bin/sh PBS_HOME/mom_priv/jobs/ID.SC`: a file of the job
+// that a container running the job (the PBS hook) needs at that path.
+func PBSJobScript(job Job, pbsHome string) string {
+	if job.Scheduler != "pbs" || pbsHome == "" || job.ID == "" || strings.ContainsAny(job.ID, "/") || strings.Trim(job.ID, ".") == "" {
+		return ""
+	}
+	return filepath.Join(pbsHome, "mom_priv", "jobs", job.ID+".SC")
+}
+
+// PBSHome is PBS_HOME from /etc/pbs.conf (root's; PBS's own tools read it
+// the same way), or PBS's default.
+func PBSHome(conf []byte) string {
+	home := "/var/spool/pbs"
+	for _, l := range strings.Split(string(conf), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "PBS_HOME="); ok && filepath.IsAbs(v) && filepath.Clean(v) == v {
+			home = v
+		}
+	}
+	return home
+}
+
 // SpoolDir is slurmd's spool directory for node: slurm.conf's
 // SlurmdSpoolDir with %n (the node's name, for several slurmd on one
 // host) expanded.

@@ -8,8 +8,8 @@
 # prefix the job's program with containerjob, so the job script (or a task
 # started by pbsdsh / mpiexec through PBS) runs in the image, as the job's
 # owner, under the site policy. This is PBS's counterpart of the Slurm
-# SPANK plugin's argv prepend. Not tested on a real PBS server (see
-# docs/admin-guide.md).
+# SPANK plugin's argv prepend. Tested against OpenPBS 23.06.06
+# (test/e2epbs, docs/admin-guide.md).
 #
 # Install: contrib/pbs/install-hook (qmgr commands).
 import subprocess
@@ -33,10 +33,16 @@ try:
     elif e.type == pbs.EXECJOB_LAUNCH:
         image = e.env.get("CONTAINERJOB_IMAGE") if e.env is not None else None
         if image:
-            argv = [CONTAINERJOB, "run", "--", image, str(e.progname)]
-            argv += [str(a) for a in list(e.argv)[1:]]
+            # The job's shell reads the job script from stdin (progname
+            # /bin/sh, argv ["-sh"] on OpenPBS 23.06): --step-stdin passes
+            # it on. argv is rebuilt in place, as PBS wants it, before
+            # progname changes, so a failure leaves the job as it was.
+            orig = [str(a) for a in list(e.argv)]
+            argv = [CONTAINERJOB, "run", "--step-stdin", "--", image, str(e.progname)] + orig[1:]
+            e.argv = []
+            for a in argv:
+                e.argv.append(a)
             e.progname = CONTAINERJOB
-            e.argv = pbs.pbs_list(argv)
     e.accept()
 except SystemExit:
     pass
