@@ -805,6 +805,11 @@ func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *O
 	if err := Probe(fixed, opts.ProbeTimeout); err != nil {
 		return nil, &Error{Code: ExitLaunchFailed, Err: err}
 	}
+	if len(d.StageSources) > 0 && opts.EngineSocket != "" {
+		if err := sameMountNamespace(opts.EngineSocket); err != nil {
+			return nil, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+	}
 	stage, err := NewStage(opts.Caller, d.StageSources, opts.ProbeTimeout)
 	if err != nil {
 		return nil, &Error{Code: ExitLaunchFailed, Err: err}

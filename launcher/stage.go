@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -277,4 +278,34 @@ func removeStageDir(dir string) {
 		os.Remove(filepath.Join(dir, e.Name()))
 	}
 	os.Remove(dir)
+}
+
+// sameMountNamespace refuses a launch whose staged mounts the engine would
+// not see: they are made in containerjob's mount namespace, and an engine
+// in another one binds the empty placeholders instead (a container with an
+// empty job directory, silently). The engine is the process at the other
+// end of its socket (SO_PEERCRED; under socket activation, the process
+// that made the socket, which shares the engine's namespace unless the
+// unit gives the engine a private one).
+func sameMountNamespace(socket string) error {
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: socket, Net: "unix"})
+	if err != nil {
+		return nil // the engine's own error comes soon enough
+	}
+	defer conn.Close()
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) { cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if err != nil || cred == nil || cred.Pid <= 0 {
+		return nil
+	}
+	theirs, err1 := os.Readlink("/proc/" + strconv.Itoa(int(cred.Pid)) + "/ns/mnt")
+	ours, err2 := os.Readlink("/proc/self/ns/mnt")
+	if err1 != nil || err2 != nil || theirs == ours {
+		return nil
+	}
+	return fmt.Errorf("the engine (pid %d) runs in another mount namespace than containerjob, so the mounts containerjob stages would reach the container empty; run containerjob in the engine's mount namespace (a scheduler daemon with a private /etc or /tmp namespace, or an engine unit with PrivateMounts=, breaks this)", cred.Pid)
 }

@@ -132,6 +132,8 @@ srun -N2 -n2 sh -c 'echo "ps on $(hostname): $(containerjob ps | grep -c " w ")"
 	waitJob(t, id, 3*time.Minute)
 	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
 	// Both nodes share one engine; each node's ps lists its own container.
+	// (ps lists all of alice's containers on the node: no other test may
+	// name one w.)
 	if ps := regexp.MustCompile(`(?m)^ps on \S+: 1$`).FindAllString(out, -1); len(ps) != 2 {
 		t.Errorf("containerjob ps on each node: %q; want one container named w on each", out)
 	}

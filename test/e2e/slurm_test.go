@@ -496,8 +496,8 @@ func TestContainerNameAloneNeverRunsOnTheHost(t *testing.T) {
 	dir := jobDir(t, alice)
 	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\n"+
 		"srun --container-name=nosuch sh -c 'echo ran-on-host'; echo rc=$?\n"+
-		"srun --container-image=alpine:3.20 --container-name=w sh -c 'echo inside > /tmp/mark'\n"+
-		"srun --container-name=w cat /tmp/mark; echo rc=$?\n")
+		"srun --container-image=alpine:3.20 --container-name=alone sh -c 'echo inside > /tmp/mark'\n"+
+		"srun --container-name=alone cat /tmp/mark; echo rc=$?\n")
 	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
 		t.Errorf("job %s: %s", id, state)
 	}

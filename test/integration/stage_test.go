@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -115,5 +116,34 @@ func TestMountsAreStaged(t *testing.T) {
 	again, err := docker.ContainerInspect(context.Background(), ids[0], client.ContainerInspectOptions{})
 	if err != nil || again.Container.State == nil || !again.Container.State.Running {
 		t.Errorf("the container was no longer running when its staging paths were checked: %v", err)
+	}
+}
+
+// TestEngineInAnotherMountNamespace: containerjob started in a mount
+// namespace of its own (as a scheduler daemon with a private /etc would
+// start it) stages its mounts where the engine cannot see them; the
+// launch is refused with one line instead of running with an empty job
+// directory, and nothing is created.
+func TestEngineInAnotherMountNamespace(t *testing.T) {
+	dir := userDir(t, alice, "otherns")
+	os.WriteFile(filepath.Join(dir, "marker"), []byte("here\n"), 0o644)
+	since := time.Now()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "setpriv",
+		"--reuid="+strconv.Itoa(int(alice.UID)), "--regid="+strconv.Itoa(int(alice.GID)), "--init-groups", "--",
+		bin, "alpine:3.20", "cat", dir+"/marker")
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + alice.Home, "USER=" + alice.Name}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 125 || !strings.Contains(stderr.String(), "another mount namespace than containerjob") || stdout.String() != "" {
+		t.Errorf("a launch from another mount namespace: code %d stdout %q stderr %q", code, stdout.String(), stderr.String())
+	}
+	if ev := testutil.ContainerEvents(t, docker, alice.UID, since, "create"); len(ev) != 0 {
+		t.Errorf("%d containers created", len(ev))
 	}
 }
