@@ -187,7 +187,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	auth := callerCredentials(id, caller.Home)
 	if in.Resolve {
 		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready, RegistryAuth: auth,
-			EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://")})
+			EngineSocket: pol.Settings.EngineSocket()})
 		if err != nil {
 			return out, err
 		}
@@ -215,7 +215,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		Guard:        want,
 		Phase:        phase,
 		Notify:       in.Notify,
-		EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"),
+		EngineSocket: pol.Settings.EngineSocket(),
 		Account:      ContainerAccount(in.Caller),
 		Interpreter:  scriptInterpreter(job, pol.Settings.SlurmdSpoolDir, dec.Cmd),
 		PinnedImage:  pinning.PinnedID,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 	"github.com/containerjob/containerjob/scheduler"
 )
@@ -117,15 +118,7 @@ func SavePin(dir string, p ImagePin) (ImagePin, error) {
 // PinOf is the pin of ref for an image the engine has: its registry digest
 // for ref's repository, when it has one, and its ID.
 func PinOf(ref policy.ImageRef, img client.ImageInspectResult) ImagePin {
-	p := ImagePin{Ref: ref.String(), ID: img.ID}
-	for _, rd := range img.RepoDigests {
-		d, err := policy.NormalizeImage(rd)
-		if err == nil && d.Name == ref.Name && d.Digest != "" {
-			p.Digest = d.String()
-			break
-		}
-	}
-	return p
+	return ImagePin{Ref: ref.String(), Digest: launcher.RepoDigest(ref, img), ID: img.ID}
 }
 
 // hintFor is the pinned reference the job's environment carries for ref.

@@ -3,8 +3,6 @@ package launch
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/containerjob/containerjob/internal/userfs"
@@ -48,7 +46,7 @@ func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job
 		// were dropped, so this is another prolog of the same run).
 		return pinned.String(), nil
 	}
-	d := &policy.Decision{Image: ref, Pull: mode, PrivateRegistry: slices.Contains(pol.Settings.PrivateRegistries, ref.Registry())}
+	d := &policy.Decision{Image: ref, Pull: mode, PrivateRegistry: pol.PrivateRegistry(ref)}
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
 	if err != nil {
 		return "", err
@@ -60,7 +58,7 @@ func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job
 	img, err := launcher.Resolve(ctx, eng, d, launcher.Options{
 		PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready,
 		RegistryAuth: callerCredentials(id, caller.Home),
-		EngineSocket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"),
+		EngineSocket: pol.Settings.EngineSocket(),
 	})
 	if err != nil {
 		return "", err

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -31,14 +30,11 @@ const pullPoll = 100 * time.Millisecond
 // ctx ends; waited then tells the caller that a pull of ref finished while
 // it waited, so what the engine now has is as fresh as its own pull.
 func lockPull(ctx context.Context, ref string, waiting func()) (unlock func(), waited bool, err error) {
-	if err := os.MkdirAll(PullLockDir, 0o700); err != nil {
-		return nil, false, fmt.Errorf("the node's pull lock: %v", err)
-	}
 	sum := sha256.Sum256([]byte(ref))
 	path := filepath.Join(PullLockDir, hex.EncodeToString(sum[:16])+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := openLock(path)
 	if err != nil {
-		return nil, false, fmt.Errorf("the node's pull lock %s: %v", path, err)
+		return nil, false, err
 	}
 	unlock = func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }
 	deadline := time.NewTimer(PullWait)

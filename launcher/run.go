@@ -690,6 +690,18 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
+// RepoDigest is the registry's digest-pinned name ("NAME@sha256:...") of
+// an image the engine has, for ref's repository; "" when it has none (an
+// image loaded or built on the node).
+func RepoDigest(ref policy.ImageRef, img client.ImageInspectResult) string {
+	for _, rd := range img.RepoDigests {
+		if r, err := policy.NormalizeImage(rd); err == nil && r.Name == ref.Name && r.Digest != "" {
+			return r.String()
+		}
+	}
+	return ""
+}
+
 // noCredentials is the refusal of a private registry's image to a caller
 // whose own credentials for it are missing or unusable.
 func noCredentials(ref policy.ImageRef, err error) error {
@@ -716,11 +728,8 @@ func checkAccess(ctx context.Context, eng Engine, d *policy.Decision, img client
 	host := d.Image.Registry()
 	target := d.Image.String()
 	if d.Image.Digest == "" {
-		for _, rd := range img.RepoDigests {
-			if r, err := policy.NormalizeImage(rd); err == nil && r.Name == d.Image.Name && r.Digest != "" {
-				target = r.String()
-				break
-			}
+		if rd := RepoDigest(d.Image, img); rd != "" {
+			target = rd
 		}
 	}
 	var auth string
@@ -869,14 +878,23 @@ func lockLaunches() (func(), error) { return lockFile(LaunchLock) }
 // lockFile takes an exclusive lock on path (created root's, 0600).
 func lockFile(path string) (func(), error) { return lockFileHow(path, syscall.LOCK_EX) }
 
-// lockFileHow is lockFile with flock's LOCK_SH or LOCK_EX.
-func lockFileHow(path string, how int) (func(), error) {
+// openLock opens (making it, root's, 0600) the lock file at path.
+func openLock(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
+	}
+	return f, nil
+}
+
+// lockFileHow is lockFile with flock's LOCK_SH or LOCK_EX.
+func lockFileHow(path string, how int) (func(), error) {
+	f, err := openLock(path)
+	if err != nil {
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		f.Close()

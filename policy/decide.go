@@ -120,7 +120,7 @@ func (s *decider) image() error {
 	}
 	s.trail("image "+ref.String(), "allowed", o)
 	s.d.Image = ref
-	if slices.Contains(s.p.Settings.PrivateRegistries, ref.Registry()) {
+	if s.p.PrivateRegistry(ref) {
 		s.d.PrivateRegistry = true
 		s.trail("registry "+ref.Registry()+": the caller's own credentials", "forced", Origin{Table: "settings", Key: "private_registries"})
 	}

@@ -209,6 +209,8 @@ type Policy struct {
 	compiled map[string]imagePattern // by pattern text
 	ports    map[string]portRule     // by rule text
 	keep     []imagePattern          // images_keep
+	// image_store_high and _low, as Parse read them
+	storeHigh, storeLow Watermark
 }
 
 // Load reads the policy at path, refusing a file that a non-root user could
@@ -382,6 +384,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 	case (high.Bytes == 0) == (low.Bytes == 0) && (low.Bytes > high.Bytes || low.Bytes == 0 && low.Percent > high.Percent):
 		return nil, fmt.Errorf("%s:%d: image_store_low %s is above image_store_high %s", path, loc.line("settings", "image_store_low", ""), p.Settings.ImageStoreLow, p.Settings.ImageStoreHigh)
 	}
+	p.storeHigh, p.storeLow = high, low
 	for _, pat := range p.Settings.ImagesKeep {
 		c, err := compileImagePattern(pat)
 		if err != nil {
@@ -721,6 +724,18 @@ func ParseWatermark(s string) (Watermark, error) {
 	}
 	return Watermark{Bytes: uint64(n)}, nil
 }
+
+// ImageStoreWatermarks are image_store_high and image_store_low.
+func (p *Policy) ImageStoreWatermarks() (high, low Watermark) { return p.storeHigh, p.storeLow }
+
+// PrivateRegistry reports whether ref's registry is one of
+// private_registries: its images run only on the caller's own access.
+func (p *Policy) PrivateRegistry(ref ImageRef) bool {
+	return slices.Contains(p.Settings.PrivateRegistries, ref.Registry())
+}
+
+// EngineSocket is the path of docker_host's unix socket.
+func (s Settings) EngineSocket() string { return strings.TrimPrefix(s.DockerHost, "unix://") }
 
 // KeepImage reports whether images_keep names an image by any of its
 // names (tags and digests, as the engine lists them).

@@ -363,13 +363,7 @@ func (s Slurm) ShowJob(ctx context.Context, id string) (SlurmJob, error) {
 		out, stderr, err = s.command(ctx, squeue, "--json")
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return SlurmJob{}, &UnreachableError{fmt.Sprintf("asking Slurm about job %s timed out", id)}
-		}
-		if strings.Contains(stderr, "Invalid job id") {
-			return SlurmJob{}, fmt.Errorf("scontrol: job %s: %w", id, ErrNoSuchJob)
-		}
-		return SlurmJob{}, &UnreachableError{fmt.Sprintf("asking Slurm about job %s failed: %v: %s", id, err, strings.TrimSpace(stderr))}
+		return SlurmJob{}, goneOrUnreachable(id, err, stderr, ctx.Err() != nil)
 	}
 	j, err := ParseJobJSON(out, id)
 	if err != nil && strings.Contains(err.Error(), "no record of job") {
@@ -390,7 +384,8 @@ func (s Slurm) confirmGone(ctx context.Context, id string) error {
 	return goneOrUnreachable(id, err, stderr, ctx.Err() != nil)
 }
 
-// goneOrUnreachable reads the plain `scontrol show job ID`'s outcome.
+// goneOrUnreachable reads how a query of scontrol (or, on 22.05, squeue)
+// about job id ended: only scontrol's "Invalid job id" makes the job gone.
 func goneOrUnreachable(id string, err error, stderr string, timedOut bool) error {
 	switch {
 	case timedOut:

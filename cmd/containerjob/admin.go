@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -117,10 +116,7 @@ could not be removed.`,
 				pol = policy.BuiltinSettings()
 				msg := fmt.Sprintf("%s for job %s: the policy cannot be used (%v); cleaning up with the built-in engine address %s", cmd.Name(), job, err, pol.Settings.DockerHost)
 				warningf("%s", msg)
-				if w, serr := syslog.New(syslog.LOG_AUTHPRIV|syslog.LOG_WARNING, "containerjob"); serr == nil {
-					w.Warning(msg)
-					w.Close()
-				}
+				toSyslog(syslog.LOG_WARNING, msg)
 			}
 			trail, terr := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
 			if terr != nil {
@@ -338,14 +334,7 @@ func jobVerdict(ctx context.Context, s scheduler.Slurm, pbs scheduler.PBS, sched
 // collectImages is gc --images: the image store held between the policy's
 // watermarks, one audit record and one line per image removed.
 func collectImages(ctx context.Context, cmd *cobra.Command, pol *policy.Policy, eng launcher.StoreEngine, dryRun bool) error {
-	high, err := policy.ParseWatermark(pol.Settings.ImageStoreHigh)
-	if err != nil {
-		return err
-	}
-	low, err := policy.ParseWatermark(pol.Settings.ImageStoreLow)
-	if err != nil {
-		return err
-	}
+	high, low := pol.ImageStoreWatermarks()
 	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
 	if err != nil {
 		return fmt.Errorf("%v; refusing to remove images without an audit trail", err)
@@ -355,7 +344,7 @@ func collectImages(ctx context.Context, cmd *cobra.Command, pol *policy.Policy, 
 	if dryRun {
 		verb = "would remove"
 	}
-	g := launcher.StoreGC{Socket: strings.TrimPrefix(pol.Settings.DockerHost, "unix://"), High: high, Low: low, Keep: pol.KeepImage, Usage: launcher.DiskUsage, DryRun: dryRun,
+	g := launcher.StoreGC{Socket: pol.Settings.EngineSocket(), High: high, Low: low, Keep: pol.KeepImage, Usage: launcher.DiskUsage, DryRun: dryRun,
 		Removed: func(id, ref string, last time.Time, used, total uint64) {
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s %s last used %s; engine data now %d of %d MiB\n", verb, id, ref, last.Format(time.RFC3339), used>>20, total>>20)
 			if !dryRun {
@@ -372,6 +361,15 @@ func collectImages(ctx context.Context, cmd *cobra.Command, pol *policy.Policy, 
 	return nil
 }
 
+// toSyslog tells the node's log (authpriv), where a scheduler hook's words
+// outlive the hook; nothing when there is no syslog.
+func toSyslog(prio syslog.Priority, msg string) {
+	if w, err := syslog.New(syslog.LOG_AUTHPRIV|prio, "containerjob"); err == nil {
+		w.Write([]byte(msg))
+		w.Close()
+	}
+}
+
 // prefetchImage is the Slurm prolog's pull of the job's image
 // (--container-image, which the SPANK plugin hands to the prolog), for the
 // job's owner as Slurm records it, pinned for the job on this node. It
@@ -386,10 +384,7 @@ func prefetchImage(pol *policy.Policy, trail *audit.Log, job, node string) {
 	fail := func(err error) {
 		rec["error"] = err.Error()
 		trail.Record("prefetch-failed", rec)
-		if w, serr := syslog.New(syslog.LOG_AUTHPRIV|syslog.LOG_INFO, "containerjob"); serr == nil {
-			w.Info(fmt.Sprintf("prolog for job %s: not prefetching %q: %v", job, image, err))
-			w.Close()
-		}
+		toSyslog(syslog.LOG_INFO, fmt.Sprintf("prolog for job %s: not prefetching %q: %v", job, image, err))
 	}
 	ctx := context.Background()
 	s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: node}

@@ -263,13 +263,15 @@ func cdiCheck(engineDirs []string, names map[string]string, namesErr error, gpus
 	return check{name: name, ok: true, info: fmt.Sprintf("the CDI specs name each of the node's %d GPUs", len(gpus))}
 }
 
+var gpuDevice = regexp.MustCompile(`^/dev/nvidia[0-9]+$`)
+
 // nodeGPUs is this node's GPU device files and their numbers.
 func nodeGPUs() map[string]string {
 	out := map[string]string{}
 	paths, _ := filepath.Glob("/dev/nvidia[0-9]*")
 	for _, p := range paths {
 		var st unix.Stat_t
-		if regexp.MustCompile(`^/dev/nvidia[0-9]+$`).MatchString(p) && unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR {
+		if gpuDevice.MatchString(p) && unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR {
 			out[p] = fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 		}
 	}

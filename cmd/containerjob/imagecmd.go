@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -62,12 +60,12 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 					auth, _, err = creds.For(ref.Registry())
 				}
 				if err != nil {
-					if slices.Contains(o.pol.Settings.PrivateRegistries, ref.Registry()) {
+					if o.pol.PrivateRegistry(ref) {
 						return err
 					}
 					warningf("pulling %s without your credentials: %v", ref, err)
 				}
-				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, strings.TrimPrefix(o.pol.Settings.DockerHost, "unix://"), cmd.ErrOrStderr(), isTerminal(os.Stderr))
+				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, o.pol.Settings.EngineSocket(), cmd.ErrOrStderr(), isTerminal(os.Stderr))
 				end := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": ref.String(), "image_id": id}
 				if err != nil {
 					end["error"] = err.Error()

@@ -1,45 +1,88 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
+
+// RegistryBin is Debian's docker-registry (distribution 2.8).
+const RegistryBin = "/usr/bin/docker-registry"
+
+// WriteRegistryConfig writes into dir a docker-registry configuration
+// serving storage at addr, its request log in the daemon's own output (no
+// access log); with htpasswd lines ("user:BCRYPT") every client must log
+// in. It returns the configuration's path.
+func WriteRegistryConfig(dir, storage, addr string, htpasswd ...string) (string, error) {
+	conf := "version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: " + storage + "\nhttp:\n  addr: " + addr + "\n"
+	if len(htpasswd) > 0 {
+		// Basic authentication (bcrypt lines): pushes and pulls need a login.
+		if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(strings.Join(htpasswd, "\n")+"\n"), 0o644); err != nil {
+			return "", err
+		}
+		conf += "auth:\n  htpasswd:\n    realm: containerjob-test\n    path: " + filepath.Join(dir, "htpasswd") + "\n"
+	}
+	cfg := filepath.Join(dir, "config.yml")
+	return cfg, os.WriteFile(cfg, []byte(conf), 0o644)
+}
 
 // StartRegistry runs Debian's docker-registry on addr for the test, with
 // an empty store, and returns the file its request log goes to. With
 // htpasswd lines ("user:BCRYPT") it asks every client to log in.
 func StartRegistry(t testing.TB, addr string, htpasswd ...string) string {
 	t.Helper()
-	const registryBin = "/usr/bin/docker-registry"
-	if _, err := os.Stat(registryBin); err != nil {
-		Unavailable(t, "no %s (Debian package docker-registry)", registryBin)
+	if _, err := os.Stat(RegistryBin); err != nil {
+		Unavailable(t, "no %s (Debian package docker-registry)", RegistryBin)
 	}
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	conf := "version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: " + dir + "/data\nhttp:\n  addr: " + addr + "\n"
-	if len(htpasswd) > 0 {
-		// Basic authentication (bcrypt lines): pushes and pulls need a login.
-		os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(strings.Join(htpasswd, "\n")+"\n"), 0o644)
-		conf += "auth:\n  htpasswd:\n    realm: containerjob-test\n    path: " + filepath.Join(dir, "htpasswd") + "\n"
+	cfg, err := WriteRegistryConfig(dir, filepath.Join(dir, "data"), addr, htpasswd...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.WriteFile(cfg, []byte(conf), 0o644)
 	logPath := filepath.Join(dir, "registry.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := exec.Command(registryBin, "serve", cfg)
+	reg := exec.Command(RegistryBin, "serve", cfg)
 	reg.Stdout, reg.Stderr = logFile, logFile
 	if err := reg.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Process.Kill(); reg.Wait(); logFile.Close() })
 	return logPath
+}
+
+// BuildAndPush makes, with the docker CLI at docker, an image ref of base
+// plus a layer written by the shell command mark, and pushes it (env added
+// to the CLI's: a DOCKER_CONFIG holding a login, say). The image stays
+// tagged on the node.
+func BuildAndPush(docker, base, ref string, env []string, mark string) error {
+	name := "cjtest-pushsrc-" + strings.NewReplacer("/", "-", ":", "-", ".", "-").Replace(ref)
+	exec.Command(docker, "rm", "-f", name).Run() // left by an interrupted run
+	if out, err := exec.Command(docker, "run", "--name", name, base, "sh", "-c", mark).CombinedOutput(); err != nil {
+		return fmt.Errorf("docker run: %v %s", err, out)
+	}
+	out, err := exec.Command(docker, "commit", name, ref).CombinedOutput()
+	exec.Command(docker, "rm", "-f", name).Run()
+	if err != nil {
+		return fmt.Errorf("docker commit: %v %s", err, out)
+	}
+	for i := 0; i < 50; i++ { // the registry may still be starting
+		push := exec.Command(docker, "push", ref)
+		push.Env = append(os.Environ(), env...)
+		if out, err = push.CombinedOutput(); err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("docker push to the local registry: %v %s", err, out)
 }
 
 // PushImage pushes to the local registry an image with a layer of its own
@@ -55,7 +98,6 @@ func PushImage(t testing.TB, ref string, text ...string) {
 // DOCKER_CONFIG holding a login, say).
 func PushImageWith(t testing.TB, ref string, env []string, text ...string) {
 	t.Helper()
-	name := "cjtest-pushsrc-" + strings.NewReplacer("/", "-", ":", "-", ".", "-").Replace(ref)
 	mark := "date +%s%N > /marker"
 	if len(text) > 0 {
 		mark = "echo " + text[0] + " > /marker"
@@ -64,30 +106,42 @@ func PushImageWith(t testing.TB, ref string, env []string, text ...string) {
 		// Incompressible bulk of that many MiB, for tests that fill a disk.
 		mark += "; head -c " + text[2] + "m /dev/urandom > /bulk"
 	}
-	exec.Command("docker", "rm", "-f", name).Run() // left by an interrupted run
-	if out, err := exec.Command("docker", "run", "--name", name, "alpine:3.20", "sh", "-c", mark).CombinedOutput(); err != nil {
-		t.Fatalf("docker run: %v %s", err, out)
-	}
-	out, err := exec.Command("docker", "commit", name, ref).CombinedOutput()
-	exec.Command("docker", "rm", "-f", name).Run()
-	if err != nil {
-		t.Fatalf("docker commit: %v %s", err, out)
-	}
-	for i := 0; i < 50; i++ { // the registry may still be starting
-		push := exec.Command("docker", "push", ref)
-		push.Env = append(os.Environ(), env...)
-		if out, err = push.CombinedOutput(); err == nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("docker push to the local registry: %v %s", err, out)
+	if err := BuildAndPush("docker", "alpine:3.20", ref, env, mark); err != nil {
+		t.Fatal(err)
 	}
 	if len(text) < 2 || text[1] != "keep" {
 		exec.Command("docker", "rmi", ref).Run()
 	}
 	t.Cleanup(func() { exec.Command("docker", "rmi", ref).Run() })
+}
+
+// RegistryRequest is one completed request in a registry's log.
+type RegistryRequest struct {
+	Method, URI string
+	Written     int64 // bytes of the response
+}
+
+// ParseRegistryLog reads the completed requests from a registry's log.
+func ParseRegistryLog(data []byte) []RegistryRequest {
+	method := regexp.MustCompile(`http\.request\.method=(\w+)`)
+	uri := regexp.MustCompile(`http\.request\.uri="([^"]+)"`)
+	written := regexp.MustCompile(`http\.response\.written=(\d+)`)
+	var out []RegistryRequest
+	for _, l := range strings.Split(string(data), "\n") {
+		if !strings.Contains(l, "response completed") {
+			continue
+		}
+		m, u := method.FindStringSubmatch(l), uri.FindStringSubmatch(l)
+		if m == nil || u == nil {
+			continue
+		}
+		r := RegistryRequest{Method: m[1], URI: u[1]}
+		if w := written.FindStringSubmatch(l); w != nil {
+			r.Written, _ = strconv.ParseInt(w[1], 10, 64)
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // RegistryRequests counts the registry's completed requests by method and
@@ -98,17 +152,9 @@ func RegistryRequests(t testing.TB, logPath string) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	method := regexp.MustCompile(`http\.request\.method=(\w+)`)
-	uri := regexp.MustCompile(`http\.request\.uri="([^"]+)"`)
 	out := map[string]int{}
-	for _, l := range strings.Split(string(data), "\n") {
-		if !strings.Contains(l, "response completed") {
-			continue
-		}
-		m, u := method.FindStringSubmatch(l), uri.FindStringSubmatch(l)
-		if m != nil && u != nil {
-			out[m[1]+" "+u[1]]++
-		}
+	for _, r := range ParseRegistryLog(data) {
+		out[r.Method+" "+r.URI]++
 	}
 	return out
 }
@@ -119,10 +165,11 @@ func RegistryRequests(t testing.TB, logPath string) map[string]int {
 // namespace (StartEngine) reaches what the node's engine pushed.
 func ServeRegistryIn(t testing.TB, netns, addr, logPath string) {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfg, []byte("version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: "+filepath.Join(filepath.Dir(logPath), "data")+"\nhttp:\n  addr: "+addr+"\n"), 0o644)
-	reg := exec.Command("nsenter", "--net="+netns, "/usr/bin/docker-registry", "serve", cfg)
+	cfg, err := WriteRegistryConfig(t.TempDir(), filepath.Join(filepath.Dir(logPath), "data"), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := exec.Command("nsenter", "--net="+netns, RegistryBin, "serve", cfg)
 	if err := reg.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,23 +24,17 @@ flags_allow = ["pull"]
 max_containers_per_user = 256
 `
 
-// registryServed counts a registry log's completed GETs of manifests and
-// blobs, and the bytes of the blobs.
+// registryServed counts a registry log's GETs of manifests and blobs, and
+// the bytes of the blobs.
 func registryServed(log []byte) (manifests, blobs int, bytes int64) {
-	written := regexp.MustCompile(`http\.response\.written=(\d+)`)
-	for _, l := range strings.Split(string(log), "\n") {
-		if !strings.Contains(l, "response completed") || !strings.Contains(l, "http.request.method=GET") {
-			continue
-		}
+	for _, r := range testutil.ParseRegistryLog(log) {
 		switch {
-		case strings.Contains(l, "/manifests/"):
+		case r.Method != "GET":
+		case strings.Contains(r.URI, "/manifests/"):
 			manifests++
-		case strings.Contains(l, "/blobs/"):
+		case strings.Contains(r.URI, "/blobs/"):
 			blobs++
-			if m := written.FindStringSubmatch(l); m != nil {
-				n, _ := strconv.ParseInt(m[1], 10, 64)
-				bytes += n
-			}
+			bytes += r.Written
 		}
 	}
 	return
@@ -62,38 +54,24 @@ func (b *bencher) pulls() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	cfg := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfg, []byte("version: 0.1\nlog:\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: "+dir+"/data\nhttp:\n  addr: "+pullAddr+"\n"), 0o644)
+	cfg, err := testutil.WriteRegistryConfig(dir, filepath.Join(dir, "data"), pullAddr)
+	if err != nil {
+		return err
+	}
 	logPath := filepath.Join(dir, "registry.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
-	reg := exec.Command("/usr/bin/docker-registry", "serve", cfg)
+	reg := exec.Command(testutil.RegistryBin, "serve", cfg)
 	reg.Stdout, reg.Stderr = logf, logf
 	if err := reg.Start(); err != nil {
 		return fmt.Errorf("docker-registry: %v", err)
 	}
 	defer func() { reg.Process.Kill(); reg.Wait(); logf.Close() }()
 	ref := pullAddr + "/cjbench/big:1"
-	src := "cjbench-pullsrc"
-	exec.Command(b.docker, "rm", "-f", src).Run()
-	if out, err := exec.Command(b.docker, "run", "--name", src, *image, "sh", "-c", fmt.Sprintf("head -c %dm /dev/urandom > /bulk", *pullMiB)).CombinedOutput(); err != nil {
-		return fmt.Errorf("making the image: %v %s", err, out)
-	}
-	out, err := exec.Command(b.docker, "commit", src, ref).CombinedOutput()
-	exec.Command(b.docker, "rm", "-f", src).Run()
-	if err != nil {
-		return fmt.Errorf("docker commit: %v %s", err, out)
-	}
-	for i := 0; i < 50; i++ {
-		if out, err = exec.Command(b.docker, "push", ref).CombinedOutput(); err == nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("docker push: %v %s", err, out)
+	if err := testutil.BuildAndPush(b.docker, *image, ref, nil, fmt.Sprintf("head -c %dm /dev/urandom > /bulk", *pullMiB)); err != nil {
+		return fmt.Errorf("making the image: %v", err)
 	}
 	defer exec.Command(b.docker, "rmi", ref).Run()
 	fmt.Fprintf(&b.report, "## 8. A burst of launches of an image not on the node\n\n%d launches at once of `true` in a %d MiB image (one layer of random bytes over alpine) that is not on the node, served by Debian's docker-registry on the loopback; the image is removed before each run. Wall time from the start until every launch has exited; what the registry served (its log). Median of %d runs.\n\n| tool | all %d done | manifest GETs | blob GETs | bytes served |\n| --- | --- | --- | --- | --- |\n", *pullLaunches, *pullMiB, *pullRuns, *pullLaunches)
