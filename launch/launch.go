@@ -18,7 +18,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/containerjob/containerjob/internal/audit"
@@ -60,6 +59,9 @@ type Input struct {
 	Phase func(name string)
 	// Notify receives what the launcher has to tell while it runs.
 	Notify func(launcher.Notice)
+	// CallerLimits are the resource limits the caller gave the process,
+	// read before it raised its own (the container gets them).
+	CallerLimits []policy.Ulimit
 }
 
 // Outcome is what a launch produced besides an error.
@@ -107,6 +109,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	out.ReportUsage = pol.Settings.ReportUsage
 
 	caller := PolicyCaller(in.Caller)
+	caller.Limits = in.CallerLimits
 	req := in.Request
 	if in.Existing {
 		if req.Name == "" {
@@ -249,13 +252,13 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 }
 
 // callerCredentials reads the caller's own registry credentials, as the
-// caller, the first time a registry asks for them in this launch.
+// caller, now: before the launch takes any lock of the node (a pull's,
+// say), so that nothing the caller's file does can hold a lock other
+// users wait on. A file that cannot be read is the error every registry
+// then gets.
 func callerCredentials(id userfs.Identity, home string) func(host string) (string, bool, error) {
-	var once sync.Once
-	var creds registryauth.Creds
-	var err error
+	creds, err := registryauth.Read(id, home)
 	return func(host string) (string, bool, error) {
-		once.Do(func() { creds, err = registryauth.Read(id, home) })
 		if err != nil {
 			return "", false, err
 		}

@@ -28,7 +28,7 @@ var PrefetchTimeout = 10 * time.Minute
 // caller is the job's owner as Slurm records it; the prolog never fails on
 // what this returns.
 func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job scheduler.Job, image string) (string, error) {
-	ref, mode, err := pol.DecidePull(caller, image)
+	ref, _, err := pol.DecidePull(caller, image)
 	if err != nil {
 		return "", err
 	}
@@ -46,7 +46,10 @@ func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job
 		// were dropped, so this is another prolog of the same run).
 		return pinned.String(), nil
 	}
-	d := &policy.Decision{Image: ref, Pull: mode, PrivateRegistry: pol.PrivateRegistry(ref)}
+	// The prolog fetches what is missing, never refreshes: an image the
+	// node has is taken without the pull lock, which a pull of it by
+	// another launch may hold for long.
+	d := &policy.Decision{Image: ref, Pull: "missing", PrivateRegistry: pol.PrivateRegistry(ref)}
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
 	if err != nil {
 		return "", err

@@ -175,7 +175,7 @@ func cgroupDriver(ctx context.Context, eng Engine, socket string) string {
 	if socket == "" || unix.Stat(socket, &st) != nil {
 		return ""
 	}
-	cache := filepath.Join(filepath.Dir(LaunchLock), "engine-cgroup-driver."+strconv.FormatUint(st.Dev, 10)+"."+strconv.FormatUint(st.Ino, 10))
+	cache := filepath.Join(NodeCacheDir, "engine-cgroup-driver."+strconv.FormatUint(st.Dev, 10)+"."+strconv.FormatUint(st.Ino, 10))
 	if b, err := os.ReadFile(cache); err == nil {
 		return strings.TrimSpace(string(b))
 	}

@@ -33,10 +33,10 @@ max_containers_per_job = 3
 func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision, Options) {
 	t.Helper()
 	dir := t.TempDir()
-	oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull, oldPulled := LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir, PulledDir
-	LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir, PulledDir = filepath.Join(dir, "launch.lock"), filepath.Join(dir, "step.lock"), filepath.Join(dir, "step-create.lock"), filepath.Join(dir, "accounts"), filepath.Join(dir, "stage"), filepath.Join(dir, "pull"), filepath.Join(dir, "pulled")
+	oldLock, oldStep, oldCache, oldNode, oldStage, oldPull, oldPulled := LaunchLockDir, StepLockDir, AccountsCache, NodeCacheDir, StageRoot, PullLockDir, PulledDir
+	LaunchLockDir, StepLockDir, AccountsCache, NodeCacheDir, StageRoot, PullLockDir, PulledDir = filepath.Join(dir, "launch"), filepath.Join(dir, "step"), filepath.Join(dir, "accounts"), dir, filepath.Join(dir, "stage"), filepath.Join(dir, "pull"), filepath.Join(dir, "pulled")
 	t.Cleanup(func() {
-		LaunchLock, StepLock, StepCreateLock, AccountsCache, StageRoot, PullLockDir, PulledDir = oldLock, oldStep, oldCreate, oldCache, oldStage, oldPull, oldPulled
+		LaunchLockDir, StepLockDir, AccountsCache, NodeCacheDir, StageRoot, PullLockDir, PulledDir = oldLock, oldStep, oldCache, oldNode, oldStage, oldPull, oldPulled
 	})
 	if req.Image == "" {
 		req.Image = "alpine:3.20"

@@ -44,17 +44,13 @@ func mountsDigest(req client.ContainerCreateOptions) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// StepLock guards, on a node, a shared step container's tasks against
-// its removal: each task holds it shared from finding the container to
-// registering its exec (tasks join at once, side by side), and the task
-// that ends last holds it exclusively to see that no exec is left and
-// remove the container. StepCreateLock is held by the one task that
-// creates and starts a container the others then find. Locks of their
-// own: guardedCreate takes LaunchLock inside.
-var (
-	StepLock       = "/run/containerjob/step.lock"
-	StepCreateLock = "/run/containerjob/step-create.lock"
-)
+// A shared step container's tasks hold its join lock (stepLocks) shared
+// from finding the container to registering their exec (tasks join at
+// once, side by side), and the task that ends last holds it exclusively to
+// see that no exec is left and remove the container. Its create lock is
+// held by the one task that creates and starts the container the others
+// then find. Both are the step's own: no other step or user waits on them.
+// guardedCreate takes the caller's launch lock inside.
 
 // RunNamed runs the decision's command in the job's named container, or
 // in the step's shared container on this node, creating and starting that
@@ -111,7 +107,7 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	phase("exit")
 	if d.StepShared {
 		release()
-		endStepTask(eng, id, opts)
+		endStepTask(eng, id, d.Name, opts)
 		phase("end-task")
 	}
 	return res, err
@@ -124,8 +120,9 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 // so one task creates it and the rest find it; all start at once, and
 // the engine's names and these locks settle the order, not timing.
 func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options) (string, func(), error) {
+	joinLock, createLock := stepLocks(d.Name)
 	for attempt := 0; attempt < 5; attempt++ {
-		unlock, err := lockFileHow(StepLock, syscall.LOCK_SH)
+		unlock, _, err := takeLock(ctx, joinLock, "the other tasks of this step joining its container", syscall.LOCK_SH, LockWait, nil)
 		if err != nil {
 			return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
 		}
@@ -142,7 +139,7 @@ func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.Co
 		// Missing: made by this task, unless another made it meanwhile.
 		// (It may also be gone again before the next look, when every
 		// task that used it has ended; then it is made anew.)
-		unlockCreate, err := lockFile(StepCreateLock)
+		unlockCreate, _, err := takeLock(ctx, createLock, "another task of this step creating its container", syscall.LOCK_EX, LockWait, nil)
 		if err != nil {
 			return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
 		}
@@ -160,8 +157,9 @@ func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.Co
 // engine drops an exec from the container's list when it ends). A task
 // killed outright leaves its share to the step's end (the SPANK plugin's
 // epilog --step) or the job's epilogue.
-func endStepTask(eng Engine, id string, opts Options) {
-	unlock, err := lockFile(StepLock)
+func endStepTask(eng Engine, id, name string, opts Options) {
+	joinLock, _ := stepLocks(name)
+	unlock, _, err := takeLock(context.Background(), joinLock, "the other tasks of this step", syscall.LOCK_EX, LockWait, nil)
 	if err != nil {
 		opts.notify(NoticeWarning, "%v; the step's container is left to the step's end", err)
 		return

@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -845,19 +845,15 @@ func stageLaunch(ctx context.Context, eng Engine, d *policy.Decision, imageID st
 	return stage, nil
 }
 
-// LaunchLock serialises, on this node, counting a caller's containers and
-// creating the next one, so that a burst of launches (20 tasks of one
-// srun) cannot all count before any creates. A variable for tests.
-var LaunchLock = "/run/containerjob/launch.lock"
-
 // guardedCreate is the one way a container is created (a run's, a named
 // one, the never-started probe that reads an image's accounts): under the
-// node's launch lock, the decision's limits are checked against the
+// caller's launch lock, the decision's limits are checked against the
 // containers that exist, the guard checks the final request, and the
 // engine creates it.
 func guardedCreate(ctx context.Context, eng Engine, limits []policy.CountLimit, req client.ContainerCreateOptions, want guard.Expect) (client.ContainerCreateResult, error) {
 	var none client.ContainerCreateResult
-	unlock, err := lockLaunches()
+	uid := strconv.FormatUint(uint64(want.UID), 10)
+	unlock, err := lockLaunches(ctx, uid)
 	if err != nil {
 		return none, failf(ExitLaunchFailed, "%v", err)
 	}
@@ -871,36 +867,6 @@ func guardedCreate(ctx context.Context, eng Engine, limits []policy.CountLimit, 
 	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	return eng.ContainerCreate(cctx, req)
-}
-
-func lockLaunches() (func(), error) { return lockFile(LaunchLock) }
-
-// lockFile takes an exclusive lock on path (created root's, 0600).
-func lockFile(path string) (func(), error) { return lockFileHow(path, syscall.LOCK_EX) }
-
-// openLock opens (making it, root's, 0600) the lock file at path.
-func openLock(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
-	}
-	return f, nil
-}
-
-// lockFileHow is lockFile with flock's LOCK_SH or LOCK_EX.
-func lockFileHow(path string, how int) (func(), error) {
-	f, err := openLock(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
-	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // checkLimits counts the containers that exist for each of the decision's

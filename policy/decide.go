@@ -223,12 +223,50 @@ func (s *decider) capabilities() error {
 		s.proc.Capabilities.Effective = append(s.proc.Capabilities.Effective, name)
 		s.trail("capability "+name, "allowed", o)
 	}
+	var limits []Ulimit
 	for _, u := range s.eff.Ulimits {
 		l, _ := ParseUlimit(u.Value)
-		s.proc.Rlimits = append(s.proc.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_" + strings.ToUpper(l.Name), Soft: uint64(l.Soft), Hard: uint64(l.Hard)})
+		limits = setUlimit(limits, l)
 		s.trail("ulimit "+u.Value, "forced", u.Origin)
 	}
+	for _, c := range s.caller.Limits {
+		if i := slices.IndexFunc(limits, func(l Ulimit) bool { return l.Name == c.Name }); i >= 0 {
+			limits[i] = Ulimit{Name: c.Name, Soft: lowerLimit(limits[i].Soft, c.Soft), Hard: lowerLimit(limits[i].Hard, c.Hard)}
+			if limits[i].Hard != -1 && (limits[i].Soft == -1 || limits[i].Soft > limits[i].Hard) {
+				limits[i].Soft = limits[i].Hard
+			}
+			continue
+		}
+		limits = append(limits, c)
+	}
+	for _, l := range limits {
+		s.proc.Rlimits = append(s.proc.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_" + strings.ToUpper(l.Name), Soft: uint64(l.Soft), Hard: uint64(l.Hard)})
+	}
+	if len(s.caller.Limits) > 0 {
+		s.trail("your own resource limits (nproc, nofile, stack, core, memlock), within the policy's ulimits", "forced", builtin("caller-limits"))
+	}
 	return nil
+}
+
+// setUlimit replaces or adds l by name: the last policy line for a name
+// holds, as the engine would take it.
+func setUlimit(ls []Ulimit, l Ulimit) []Ulimit {
+	if i := slices.IndexFunc(ls, func(x Ulimit) bool { return x.Name == l.Name }); i >= 0 {
+		ls[i] = l
+		return ls
+	}
+	return append(ls, l)
+}
+
+// lowerLimit is the lower of two limits, -1 being unlimited.
+func lowerLimit(a, b int64) int64 {
+	switch {
+	case a == -1:
+		return b
+	case b == -1:
+		return a
+	}
+	return min(a, b)
 }
 
 // gpus: exactly the job's GPUs.

@@ -15,6 +15,11 @@ type Caller struct {
 	// they select [group.NAME] tables.
 	GroupNames []string
 	Home       string // resolved home directory
+	// Limits are the resource limits the caller runs with (nproc, nofile,
+	// stack, core, memlock; -1 unlimited): the container gets them,
+	// lowered where the policy's ulimits are lower, as a task of the
+	// caller's would have them. None known: the policy's alone.
+	Limits []Ulimit
 }
 
 // Job is the scheduler context of the launch; ID is empty outside any job.

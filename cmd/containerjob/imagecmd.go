@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -65,7 +66,11 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 					}
 					warningf("pulling %s without your credentials: %v", ref, err)
 				}
-				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, o.pol.Settings.EngineSocket(), cmd.ErrOrStderr(), isTerminal(os.Stderr))
+				// Progress is written while the pull lock is held: never
+				// straight to a descriptor of the caller's.
+				progress := launcher.NewCallerWriter(cmd.ErrOrStderr())
+				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, o.pol.Settings.EngineSocket(), progress, isTerminal(os.Stderr))
+				progress.Drain(time.Minute)
 				end := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": ref.String(), "image_id": id}
 				if err != nil {
 					end["error"] = err.Error()

@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -87,6 +88,10 @@ func withImplicitRun(root *cobra.Command, args []string) []string {
 func main() {
 	if os.Geteuid() == 0 {
 		ownResources()
+		// containerjob's own lines reach the caller without ever making a
+		// root process that holds a lock of the node wait on them.
+		msgs := launcher.NewCallerWriter(os.Stderr)
+		stderr = msgs
 	}
 	root := newRootCmd()
 	args, fromSpank, err := spankArgs(os.Args)
@@ -100,5 +105,9 @@ func main() {
 		args = withImplicitRun(root, os.Args[1:])
 	}
 	root.SetArgs(args)
-	os.Exit(exitCode(root.Execute()))
+	code := exitCode(root.Execute())
+	if w, ok := stderr.(*launcher.CallerWriter); ok {
+		w.Drain(time.Minute)
+	}
+	os.Exit(code)
 }

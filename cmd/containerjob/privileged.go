@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/policy"
 )
 
 // resourceErr is set when the privileged process is left with a limit of
@@ -28,6 +30,7 @@ var resourceErr error
 // hard limit that can kill (cpu) or starve (as, data, fsize) the process,
 // resourceErr says which, and a launch is refused rather than orphaned.
 func ownResources() {
+	callerLimits = readCallerLimits()
 	var short []string
 	for _, r := range []struct {
 		res  int
@@ -64,5 +67,51 @@ func ownResources() {
 	if len(short) > 0 {
 		resourceErr = fmt.Errorf("the caller's %s would stop containerjob mid-run, and it cannot raise it here (no CAP_SYS_RESOURCE); raise it first (ulimit -H), or run outside that shell", strings.Join(short, ", "))
 	}
-	signal.Ignore(syscall.SIGPIPE, syscall.SIGXCPU, syscall.SIGXFSZ)
+	// Job-control stops: ^Z on the caller's terminal (or SIGTTIN/SIGTTOU
+	// for a background read or write) would stop this root process with
+	// whatever it holds: a user's launch lock, a step's lock, the pull of
+	// an image other users wait for. The caller cannot send SIGSTOP to a
+	// root process; these three are what the terminal sends without
+	// asking whose process it is. Ignored, a background terminal read
+	// fails (EIO) and a write goes through.
+	signal.Ignore(syscall.SIGPIPE, syscall.SIGXCPU, syscall.SIGXFSZ, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+}
+
+// callerLimits are the resource limits the caller gave this process
+// (through sudo, or Slurm's task), read before ownResources raises any:
+// the container gets them, bounded by the policy's ulimits, as a task
+// under pyxis would.
+var callerLimits []policy.Ulimit
+
+// readCallerLimits reads the limits a container inherits from its caller.
+// Go raises its own soft open-files limit to the hard one at start, so the
+// caller's soft value is not known here: the hard limit is what the
+// caller could have raised it to, and is what the container gets.
+func readCallerLimits() []policy.Ulimit {
+	var out []policy.Ulimit
+	for _, r := range []struct {
+		res  int
+		name string
+	}{
+		{unix.RLIMIT_NPROC, "nproc"}, {unix.RLIMIT_NOFILE, "nofile"}, {unix.RLIMIT_STACK, "stack"},
+		{unix.RLIMIT_CORE, "core"}, {unix.RLIMIT_MEMLOCK, "memlock"},
+	} {
+		var cur unix.Rlimit
+		if unix.Getrlimit(r.res, &cur) != nil {
+			continue
+		}
+		if r.res == unix.RLIMIT_NOFILE {
+			cur.Cur = cur.Max
+		}
+		out = append(out, policy.Ulimit{Name: r.name, Soft: rlimitValue(cur.Cur), Hard: rlimitValue(cur.Max)})
+	}
+	return out
+}
+
+// rlimitValue is a limit in the policy's terms: -1 for unlimited.
+func rlimitValue(v uint64) int64 {
+	if v == unix.RLIM_INFINITY || v > 1<<62 {
+		return -1
+	}
+	return int64(v)
 }

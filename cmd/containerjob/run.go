@@ -232,6 +232,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		Invocation: inv, Caller: caller, PolicyPath: policyPath, Request: req,
 		MountHome: f.mountHome, Existing: f.existing, DryRun: f.dryRun, Resolve: f.resolve,
 		JobEnv: jobEnv, Cwd: cwd, Stdio: stdio, Phase: clock.mark, Notify: printNotice,
+		CallerLimits: callerLimits,
 	})
 	if err != nil {
 		return err

@@ -15,8 +15,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/api/types/registry"
+	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/userfs"
 )
@@ -33,20 +35,48 @@ type Creds struct {
 	path    string
 }
 
+// ReadTimeout bounds reading the user's file: it lives where the user
+// decides (a hung NFS home, say), and a launch reads it before it takes
+// any of the node's locks, so a stall costs only this launch.
+var ReadTimeout = 10 * time.Second
+
 // Read reads home/.docker/config.json as id (its permissions, its view);
-// a missing file gives empty credentials.
+// a missing file gives empty credentials. Only a regular file is read: it
+// is opened without blocking (a FIFO would wait for a writer the user
+// controls) and refused unless fstat says regular, and the whole read has
+// ReadTimeout. Callers read it before taking any lock of the node.
 func Read(id userfs.Identity, home string) (Creds, error) {
 	path := filepath.Join(home, ".docker", "config.json")
 	var data []byte
-	err := userfs.As(id, func() error {
-		f, err := os.Open(path)
-		if err != nil {
+	done := make(chan error, 1)
+	go func() {
+		done <- userfs.As(id, func() error {
+			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+			if err != nil {
+				return &os.PathError{Op: "open", Path: path, Err: err}
+			}
+			f := os.NewFile(uintptr(fd), path)
+			defer f.Close()
+			fi, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			if !fi.Mode().IsRegular() {
+				return fmt.Errorf("it is not a regular file (%s)", fi.Mode().Type())
+			}
+			b, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
+			data = b
 			return err
-		}
-		defer f.Close()
-		data, err = io.ReadAll(io.LimitReader(f, maxConfig+1))
-		return err
-	})
+		})
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(ReadTimeout):
+		// The reading thread is left to the process's exit: it holds
+		// nothing but its own descriptor.
+		return Creds{path: path}, fmt.Errorf("%s did not answer within %s", path, ReadTimeout)
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return Creds{path: path}, nil
 	}

@@ -3,10 +3,16 @@ package registryauth
 import (
 	"encoding/base64"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/api/types/registry"
+	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/userfs"
 )
 
 func TestParseAndFor(t *testing.T) {
@@ -92,4 +98,58 @@ func TestHost(t *testing.T) {
 			t.Errorf("Host(%q) = %q; want %q", in, got, want)
 		}
 	}
+}
+
+// TestReadNeverWaitsOnTheCallersFile: a launch reads the caller's file
+// before any of the node's locks, and what the caller puts there cannot
+// make it wait: a FIFO nobody writes to is refused at once (it used to
+// block in open), as is anything but a regular file.
+func TestReadNeverWaitsOnTheCallersFile(t *testing.T) {
+	id := userfs.Identity{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	home := func(t *testing.T) string {
+		h := t.TempDir()
+		if err := os.Mkdir(filepath.Join(h, ".docker"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	t.Run("fifo", func(t *testing.T) {
+		h := home(t)
+		if err := unix.Mkfifo(filepath.Join(h, ".docker", "config.json"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := Read(id, h); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("a FIFO: err %v, want it refused as not a regular file", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Read blocked on a FIFO")
+		}
+	})
+	t.Run("directory", func(t *testing.T) {
+		h := home(t)
+		os.Mkdir(filepath.Join(h, ".docker", "config.json"), 0o700)
+		if _, err := Read(id, h); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("a directory: err %v", err)
+		}
+	})
+	t.Run("regular", func(t *testing.T) {
+		h := home(t)
+		os.WriteFile(filepath.Join(h, ".docker", "config.json"), []byte(`{"auths":{"r.example:5000":{"auth":"`+base64.StdEncoding.EncodeToString([]byte("u:p"))+`"}}}`), 0o600)
+		c, err := Read(id, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, found, _ := c.For("r.example:5000"); !found {
+			t.Error("credentials of a regular file not found")
+		}
+	})
+	t.Run("missing", func(t *testing.T) {
+		if _, err := Read(id, t.TempDir()); err != nil {
+			t.Errorf("a missing file: %v, want empty credentials", err)
+		}
+	})
 }

@@ -1,0 +1,151 @@
+package launcher
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The node's locks are per resource, never per node: one user's launch
+// that is slow, stopped or frozen while it holds a lock can delay only
+// launches that need the very same thing (their own next container, the
+// same step, the same image), and every wait has a bound and says what it
+// waits for. The holder ignores job-control stops (cmd's ownResources),
+// reads the caller's files before it takes any lock, and never writes to
+// the caller's descriptors while it holds one (asyncNotifier).
+var (
+	// LaunchLockDir holds one lock per user: counting a user's containers
+	// and creating the next one happen under it, so that a burst of one
+	// user's launches (20 tasks of one srun) cannot all count before any
+	// creates. Every limit a decision carries is a count of the caller's
+	// own containers (per user, per job of theirs), so other users never
+	// wait on it.
+	LaunchLockDir = "/run/containerjob/launch"
+	// StepLockDir holds, per shared step container, the lock its tasks
+	// hold shared from finding the container to registering their exec,
+	// and the one task that ends last holds exclusively; and the lock of
+	// the one task that creates it.
+	StepLockDir = "/run/containerjob/step"
+	// NodeCacheDir holds what is cached per engine start (the cgroup
+	// driver).
+	NodeCacheDir = "/run/containerjob"
+)
+
+// LockWait bounds a wait for a launch or step lock. Its holders do only
+// bounded engine calls under it (each apiTimeout), so a wait this long
+// means the holder is stuck; the waiter fails saying so instead of
+// waiting with it.
+var LockWait = 5 * time.Minute
+
+// lockPoll is how often a waiting launch tries a lock again.
+const lockPoll = 50 * time.Millisecond
+
+// lockName is a lock file's name for a resource key that may contain any
+// byte (an image reference, a container name).
+func lockName(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:16]) + ".lock"
+}
+
+// userLaunchLock is the lock of uid's launches on this node.
+func userLaunchLock(uid string) (string, error) {
+	if _, err := strconv.ParseUint(uid, 10, 32); err != nil {
+		return "", fmt.Errorf("the launch lock: uid %q", uid)
+	}
+	return filepath.Join(LaunchLockDir, "uid_"+uid+".lock"), nil
+}
+
+// openLock opens (making it, root's, 0600) the lock file at path.
+func openLock(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
+	}
+	return f, nil
+}
+
+// lockWaitError is a lock wait that ran out: it names what was waited for.
+type lockWaitError struct {
+	What  string
+	Bound time.Duration
+}
+
+func (e *lockWaitError) Error() string {
+	return fmt.Sprintf("waited %s for %s on this node, which another launch still holds; try again later, and tell your admin if it persists", e.Bound, e.What)
+}
+
+// takeLock takes flock's how (LOCK_SH or LOCK_EX) on path, trying again
+// until bound or ctx ends. what names the resource for the caller;
+// waiting, when set, is called once when the lock is found taken.
+// waited tells the caller that someone else held it meanwhile.
+func takeLock(ctx context.Context, path, what string, how int, bound time.Duration, waiting func()) (unlock func(), waited bool, err error) {
+	f, err := openLock(path)
+	if err != nil {
+		return nil, false, err
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			f.Close()
+			lockReleased()
+		})
+	}
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	tick := time.NewTicker(lockPoll)
+	defer tick.Stop()
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			lockTaken()
+			return unlock, waited, nil
+		}
+		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
+			f.Close()
+			return nil, false, fmt.Errorf("the node's lock %s: %v", path, err)
+		}
+		if !waited {
+			waited = true
+			if waiting != nil {
+				waiting()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, false, fmt.Errorf("stopped waiting for %s: %v", what, ctx.Err())
+		case <-deadline.C:
+			f.Close()
+			return nil, false, &lockWaitError{What: what, Bound: bound}
+		case <-tick.C:
+		}
+	}
+}
+
+// lockLaunches takes uid's launch lock.
+func lockLaunches(ctx context.Context, uid string) (func(), error) {
+	path, err := userLaunchLock(uid)
+	if err != nil {
+		return nil, err
+	}
+	unlock, _, err := takeLock(ctx, path, "your other launch's container count", syscall.LOCK_EX, LockWait, nil)
+	return unlock, err
+}
+
+// stepLocks are the two locks of one shared step container (by its
+// engine-wide name).
+func stepLocks(name string) (join, create string) {
+	base := lockName(name)
+	return filepath.Join(StepLockDir, base), filepath.Join(StepLockDir, "create-"+base)
+}
