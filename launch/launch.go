@@ -154,8 +154,25 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	if err != nil {
 		return refuse(err)
 	}
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return out, err
+	}
+	defer eng.Close()
+	// The caller's own files are read now, before anything of the node's
+	// is locked (a pull's lock, the launch lock).
+	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	auth := callerCredentials(id, caller.Home)
+	if !in.Existing {
+		req.ImageTags = DigestTags(ctx, eng, pol, caller, req.Image, pinning.trustedTags(), auth)
+	}
 	pjob := PolicyJob(job, req.JobEnv, pol.Settings)
 	dec, err := pol.Decide(req, caller, pjob)
+	if err == nil && req.Image != requested && !in.Existing {
+		// The job's pin (or the step's hint) names a digest for what was
+		// asked: it may narrow the request, never widen it.
+		err = pol.JudgeImage(caller, requested, nil)
+	}
 	if err != nil {
 		return refuse(err)
 	}
@@ -169,11 +186,6 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	}
 	phase("decision")
 
-	eng, err := launcher.Connect(pol.Settings.DockerHost)
-	if err != nil {
-		return out, err
-	}
-	defer eng.Close()
 	want := GuardBounds(caller, pjob, dec)
 	if in.DryRun {
 		cr, err := launcher.DryRun(ctx, eng, dec, want)
@@ -186,8 +198,6 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		}
 		return out, nil
 	}
-	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
-	auth := callerCredentials(id, caller.Home)
 	if in.Resolve {
 		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready, RegistryAuth: auth,
 			EngineSocket: pol.Settings.EngineSocket()})

@@ -151,7 +151,19 @@ func hintFor(jobEnv []string, ref policy.ImageRef) string {
 type imagePinning struct {
 	Requested string // the reference as asked for, normalized
 	PinnedID  string
+	// PinnedTag is the requested tag when root's own record of the job
+	// rewrote the request to the digest it resolved to: that tag is
+	// known to be that digest (a step's hint proves nothing).
+	PinnedTag string
 	Ready     func(img client.ImageInspectResult) error
+}
+
+// trustedTags are the tags root's own record proves for the pinned digest.
+func (p imagePinning) trustedTags() []string {
+	if p.PinnedTag == "" {
+		return nil
+	}
+	return []string{p.PinnedTag}
 }
 
 // pinImage applies the job's pin of req.Image on this node: its own
@@ -179,6 +191,7 @@ func pinImage(job scheduler.Job, req *policy.Request) (imagePinning, error) {
 		}
 	case pin.Digest != "":
 		req.Image = pin.Digest
+		p.PinnedTag = ref.Tag
 	default:
 		p.PinnedID = pin.ID
 	}

@@ -28,7 +28,16 @@ var PrefetchTimeout = 10 * time.Minute
 // caller is the job's owner as Slurm records it; the prolog never fails on
 // what this returns.
 func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job scheduler.Job, image string) (string, error) {
-	ref, _, err := pol.DecidePull(caller, image)
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return "", err
+	}
+	defer eng.Close()
+	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
+	auth := callerCredentials(id, caller.Home)
+	ctx, cancel := context.WithTimeout(ctx, PrefetchTimeout)
+	defer cancel()
+	ref, _, err := pol.DecidePull(caller, image, DigestTags(ctx, eng, pol, caller, image, nil, auth))
 	if err != nil {
 		return "", err
 	}
@@ -50,17 +59,9 @@ func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job
 	// node has is taken without the pull lock, which a pull of it by
 	// another launch may hold for long.
 	d := &policy.Decision{Image: ref, Pull: "missing", PrivateRegistry: pol.PrivateRegistry(ref)}
-	eng, err := launcher.Connect(pol.Settings.DockerHost)
-	if err != nil {
-		return "", err
-	}
-	defer eng.Close()
-	ctx, cancel := context.WithTimeout(ctx, PrefetchTimeout)
-	defer cancel()
-	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	img, err := launcher.Resolve(ctx, eng, d, launcher.Options{
 		PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready,
-		RegistryAuth: callerCredentials(id, caller.Home),
+		RegistryAuth: auth,
 		EngineSocket: pol.Settings.EngineSocket(),
 	})
 	if err != nil {

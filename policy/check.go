@@ -54,7 +54,7 @@ func (p *Policy) Check(look Lookup) []Finding {
 			all := true
 			for _, probe := range everythingProbes {
 				ref, _ := NormalizeImage(probe)
-				if !c.matches(ref) {
+				if !c.matches(ref, nil) {
 					all = false
 				}
 			}

@@ -114,7 +114,7 @@ func (s *decider) flags() error {
 
 // image: the image must be allowed.
 func (s *decider) image() error {
-	ref, o, err := s.p.judgeImage(s.eff, s.req.Image)
+	ref, o, err := s.p.judgeImage(s.eff, s.req.Image, s.req.ImageTags)
 	if err != nil {
 		return err
 	}

@@ -196,13 +196,70 @@ func (p *Policy) Effective(caller Caller) *Effective {
 	return e
 }
 
-func (p *Policy) matchImage(l List, ref ImageRef) (Origin, bool) {
+func (p *Policy) matchImage(l List, ref ImageRef, tags *DigestTags) (Origin, bool) {
 	for _, e := range l {
-		if pat, ok := p.compiled[e.Value]; ok && pat.matches(ref) {
+		if pat, ok := p.compiled[e.Value]; ok && pat.matches(ref, tags) {
 			return e.Origin, true
 		}
 	}
 	return Origin{}, false
+}
+
+// unresolvedDeny is the first deny rule that could name a tag of ref's
+// repository while ref's tags are not all known: a digest that might be
+// that tag's is refused, not let through.
+func (p *Policy) unresolvedDeny(l List, ref ImageRef, tags *DigestTags) (Origin, bool) {
+	if ref.Digest == "" {
+		return Origin{}, false
+	}
+	for _, e := range l {
+		pat, ok := p.compiled[e.Value]
+		if !ok || pat.wholeRepo || !pat.mayNameATagOf(ref.Name) {
+			continue
+		}
+		// A literal tag needs its resolution; a glob or expression over
+		// tags, the digest's own tags on the node.
+		known := tags != nil && tags.Unresolved == ""
+		if pat.literalTag == "" {
+			known = known && tags.Local
+		}
+		if !known {
+			return e.Origin, true
+		}
+	}
+	return Origin{}, false
+}
+
+// TagsToResolve is what the launch must find out about a digest-pinned
+// reference before the policy can judge it for caller: the literal tags
+// of its repository that rules name (denied: those a deny rule names),
+// and whether any rule names its tags by a glob or an expression (then the
+// digest's own tags on the node decide). Nothing when no rule names a tag
+// of the repository.
+func (p *Policy) TagsToResolve(caller Caller, ref ImageRef) (literal, denied []string, byPattern bool) {
+	if ref.Digest == "" {
+		return nil, nil, false
+	}
+	eff := p.Effective(caller)
+	for i, l := range []List{eff.ImagesDeny, eff.ImagesAllow} {
+		for _, e := range l {
+			pat, ok := p.compiled[e.Value]
+			if !ok || pat.wholeRepo || !pat.mayNameATagOf(ref.Name) {
+				continue
+			}
+			if pat.literalTag == "" {
+				byPattern = true
+				continue
+			}
+			if !slices.Contains(literal, pat.literalTag) {
+				literal = append(literal, pat.literalTag)
+			}
+			if i == 0 && !slices.Contains(denied, pat.literalTag) {
+				denied = append(denied, pat.literalTag)
+			}
+		}
+	}
+	return literal, denied, byPattern
 }
 
 // Missing is the rule to cite when nothing in the list matched.
@@ -214,24 +271,44 @@ func (l List) Has(v string) (Origin, bool) { return l.find(v) }
 // ImageAllowed answers, for `containerjob images`, whether the caller may
 // run ref: allowed by some images_allow rule and denied by none.
 func (p *Policy) ImageAllowed(caller Caller, ref string) bool {
-	_, _, err := p.judgeImage(p.Effective(caller), ref)
+	_, _, err := p.judgeImage(p.Effective(caller), ref, nil)
 	return err == nil
+}
+
+// JudgeImage is judgeImage for caller: the launch judges the reference a
+// job's pin replaced, too, so that no pin can widen what was asked for.
+func (p *Policy) JudgeImage(caller Caller, image string, tags *DigestTags) error {
+	_, _, err := p.judgeImage(p.Effective(caller), image, tags)
+	return err
 }
 
 // judgeImage decides whether image may run under eff: deny beats allow, and
 // nothing is allowed unless a rule says so. It returns the normalized
-// reference and the rule that allowed it, or the refusal.
-func (p *Policy) judgeImage(eff *Effective, image string) (ImageRef, Origin, error) {
+// reference and the rule that allowed it, or the refusal. A digest-pinned
+// reference is judged with what is known of its tags (DigestTags).
+func (p *Policy) judgeImage(eff *Effective, image string, tags *DigestTags) (ImageRef, Origin, error) {
 	ref, err := NormalizeImage(image)
 	if err != nil {
 		return ref, Origin{}, &Refusal{Item: err.Error(), Rule: builtin("image-reference")}
 	}
-	if o, ok := p.matchImage(eff.ImagesDeny, ref); ok {
+	if o, ok := p.matchImage(eff.ImagesDeny, ref, tags); ok {
 		return ref, Origin{}, &Refusal{Item: fmt.Sprintf("image %q", image), Reason: "is denied", Rule: o}
 	}
-	o, ok := p.matchImage(eff.ImagesAllow, ref)
+	if o, ok := p.unresolvedDeny(eff.ImagesDeny, ref, tags); ok {
+		why := "its tags are not known on this node"
+		if tags != nil && tags.Unresolved != "" {
+			why = tags.Unresolved
+		}
+		return ref, Origin{}, &Refusal{Item: fmt.Sprintf("image %q", image), Reason: "cannot be told apart from a denied tag (" + why + ")", Rule: o,
+			Hint: "run it by a tag the policy allows, or ask your admin to deny by digest"}
+	}
+	o, ok := p.matchImage(eff.ImagesAllow, ref, tags)
 	if !ok {
-		return ref, Origin{}, &Refusal{Item: fmt.Sprintf("image %q", image), Reason: "is not allowed", Rule: eff.ImagesAllow.missing("images_allow")}
+		r := &Refusal{Item: fmt.Sprintf("image %q", image), Reason: "is not allowed", Rule: eff.ImagesAllow.missing("images_allow")}
+		if ref.Digest != "" {
+			r.Hint = "a digest runs only where a rule allows its whole repository, names the digest, or names a tag confirmed to resolve to it"
+		}
+		return ref, Origin{}, r
 	}
 	return ref, o, nil
 }

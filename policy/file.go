@@ -746,7 +746,9 @@ func (p *Policy) KeepImage(names []string) bool {
 			continue
 		}
 		for _, k := range p.keep {
-			if k.matches(ref) {
+			// Keeping errs on the side of more: a rule for any tag of
+			// a repository keeps its digests too (a moved tag's old one).
+			if k.matches(ref, nil) || ref.Digest != "" && k.repo != nil && k.repo.MatchString(ref.Name) {
 				return true
 			}
 		}

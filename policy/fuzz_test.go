@@ -50,12 +50,12 @@ func FuzzImagePattern(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pattern, image string) {
 		if p, err := compileImagePattern(pattern); err == nil {
 			if ref, err := NormalizeImage(image); err == nil {
-				p.matches(ref)
+				p.matches(ref, nil)
 			}
 		}
 		if ref, err := NormalizeImage(image); err == nil {
 			p, err := compileImagePattern(ref.String())
-			if err != nil || !p.matches(ref) {
+			if err != nil || !p.matches(ref, nil) {
 				t.Fatalf("pattern %q does not match its own reference: %v", ref.String(), err)
 			}
 		}

@@ -75,8 +75,18 @@ func NormalizeImage(s string) (ImageRef, error) {
 
 // imagePattern is one compiled entry of images_allow or images_deny.
 type imagePattern struct {
-	full *regexp.Regexp // matches ImageRef.String()
-	repo *regexp.Regexp // matches ImageRef.Name, used for digest-pinned references
+	full *regexp.Regexp // matches ImageRef.String(), and NAME:TAG for a digest's confirmed tags
+	repo *regexp.Regexp // matches ImageRef.Name: the repositories the pattern is about
+	// wholeRepo: the pattern decides for every tag and every digest of
+	// the repositories repo matches ("alpine", "alpine:*", "lab/**").
+	wholeRepo bool
+	// literalTag is the one tag a plain reference names ("tool:1"), which
+	// a digest's tags can be resolved for; "" otherwise.
+	literalTag string
+	// prefix is a regular expression's literal prefix: a repository whose
+	// "NAME:" is incompatible with it cannot be named by it.
+	prefix string
+	isRegexp bool
 }
 
 // compileImagePattern accepts "re:REGEXP" (anchored, over the normalized
@@ -91,9 +101,11 @@ func compileImagePattern(p string) (imagePattern, error) {
 		if err != nil {
 			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %v", p, err)
 		}
-		// A regular expression over the full reference also decides for
-		// digest-pinned references of the repositories it names.
-		return imagePattern{full: re, repo: re}, nil
+		// A regular expression decides for a digest-pinned reference by
+		// what it matches: the digest form itself, or NAME:TAG for a tag
+		// confirmed to resolve to that digest.
+		prefix, _ := regexp.MustCompile(expr).LiteralPrefix()
+		return imagePattern{full: re, isRegexp: true, prefix: prefix}, nil
 	}
 	if !strings.ContainsAny(p, "*?") {
 		ref, err := NormalizeImage(p)
@@ -103,6 +115,7 @@ func compileImagePattern(p string) (imagePattern, error) {
 		pat := imagePattern{full: regexp.MustCompile("^" + regexp.QuoteMeta(ref.String()) + "$")}
 		if ref.Digest == "" {
 			pat.repo = regexp.MustCompile("^" + regexp.QuoteMeta(ref.Name) + "$")
+			pat.literalTag = ref.Tag
 		}
 		return pat, nil
 	}
@@ -110,26 +123,67 @@ func compileImagePattern(p string) (imagePattern, error) {
 		return imagePattern{}, fmt.Errorf("image pattern %q contains characters no image reference has", p)
 	}
 	full := expandFamiliar(p)
-	repoPart, _, hasTag := cutTag(full)
+	repoPart, tag, hasTag := cutTag(full)
 	fullSrc := globSource(full)
 	if !hasTag {
 		// "alpine*" names repositories, and so every tag and digest of them.
 		fullSrc += "(?::[^/]*|@.*)"
 	}
 	return imagePattern{
-		full: regexp.MustCompile("^" + fullSrc + "$"),
-		repo: regexp.MustCompile("^" + globSource(repoPart) + "$"),
+		full:      regexp.MustCompile("^" + fullSrc + "$"),
+		repo:      regexp.MustCompile("^" + globSource(repoPart) + "$"),
+		wholeRepo: !hasTag || tag == "*" || tag == "**",
 	}, nil
 }
 
+// DigestTags is what the node knows of a digest-pinned reference's tags:
+// the tags of its repository that the engine or the registry confirmed
+// resolve to that very digest. A rule that names a tag decides for a
+// digest only through these: "tool:1" allows tool@sha256:X only when
+// tool:1 is confirmed to be X. Unresolved says why some tag a rule names
+// could not be resolved; a deny that could name such a tag then refuses
+// (fail closed).
+type DigestTags struct {
+	Tags       []string
+	Unresolved string
+	// Local: the digest's image is on the node, and Tags include every
+	// tag of its repository the engine has for it.
+	Local bool
+}
+
 // matches reports whether the pattern decides for ref. A digest-pinned
-// reference is matched by the rules for its repository, since the engine
-// ignores tags once a digest is given.
-func (p imagePattern) matches(ref ImageRef) bool {
+// reference is matched by a rule for its whole repository, a rule that
+// names the digest, or a rule that names a tag confirmed to resolve to
+// that digest (tags).
+func (p imagePattern) matches(ref ImageRef, tags *DigestTags) bool {
 	if p.full.MatchString(ref.String()) {
 		return true
 	}
-	return ref.Digest != "" && p.repo != nil && p.repo.MatchString(ref.Name)
+	if ref.Digest == "" {
+		return false
+	}
+	if p.wholeRepo && p.repo != nil && p.repo.MatchString(ref.Name) {
+		return true
+	}
+	if tags != nil {
+		for _, t := range tags.Tags {
+			if p.full.MatchString(ref.Name + ":" + t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mayNameATagOf reports whether the pattern could name some tag of
+// repository name (so that a digest of it cannot be judged by the pattern
+// without knowing the digest's tags).
+func (p imagePattern) mayNameATagOf(name string) bool {
+	if p.isRegexp {
+		full := name + ":"
+		return strings.HasPrefix(full, p.prefix) || strings.HasPrefix(p.prefix, full)
+	}
+	return p.repo != nil && p.repo.MatchString(name)
 }
 
 // expandFamiliar turns a short pattern into the normalized form, the way
@@ -193,9 +247,9 @@ func globSource(g string) string {
 // user; loading, tagging or removing images, which would let one user change
 // what a name means for others, is not offered. The mode is "always" where
 // the policy allows it (refresh a tag), else "missing" (fetch only if absent).
-func (p *Policy) DecidePull(caller Caller, image string) (ImageRef, string, error) {
+func (p *Policy) DecidePull(caller Caller, image string, tags *DigestTags) (ImageRef, string, error) {
 	eff := p.Effective(caller)
-	ref, _, err := p.judgeImage(eff, image)
+	ref, _, err := p.judgeImage(eff, image, tags)
 	if err != nil {
 		return ref, "", err
 	}

@@ -64,8 +64,10 @@ func TestImagePatternMatches(t *testing.T) {
 		{"alpine:*", "alpinex:1", false},
 		{"alpine:*", "evil.io/library/alpine:3.20", false},
 		{"alpine:*", "alpine@" + digest, true},
-		{"alpine", "alpine@" + digest, true},
-		{"alpine:3.20", "alpine@" + digest, true},
+		// A rule naming one tag does not decide for a digest whose tags
+		// are not known (TestDigestJudgedByARuleThatNamesIt).
+		{"alpine", "alpine@" + digest, false},
+		{"alpine:3.20", "alpine@" + digest, false},
 		{"alpine@" + digest, "alpine@" + digest, true},
 		{"alpine@" + digest, "alpine:latest", false},
 		{"nvidia/*", "nvidia/cuda:12", true},
@@ -92,7 +94,7 @@ func TestImagePatternMatches(t *testing.T) {
 			if err != nil {
 				t.Fatalf("NormalizeImage(%q): %v", tt.image, err)
 			}
-			if got := p.matches(ref); got != tt.want {
+			if got := p.matches(ref, nil); got != tt.want {
 				t.Fatalf("pattern %q matches %q (%s) = %v, want %v", tt.pattern, tt.image, ref, got, tt.want)
 			}
 		})
@@ -145,7 +147,7 @@ images_allow = ["busybox"]
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, mode, err := pol.DecidePull(tt.caller, tt.image)
+			_, mode, err := pol.DecidePull(tt.caller, tt.image, nil)
 			got := mode
 			if err != nil {
 				got = err.Error()
@@ -156,7 +158,99 @@ images_allow = ["busybox"]
 		})
 	}
 	nopull, _ := Parse("/p.toml", []byte("[defaults]\nimages_allow = [\"alpine:*\"]\npull = [\"never\"]\n"))
-	if _, _, err := nopull.DecidePull(who("bob"), "alpine:3.20"); err == nil || !strings.Contains(err.Error(), "pulling images is not allowed, says pull in [defaults] (/p.toml:3)") {
+	if _, _, err := nopull.DecidePull(who("bob"), "alpine:3.20", nil); err == nil || !strings.Contains(err.Error(), "pulling images is not allowed, says pull in [defaults] (/p.toml:3)") {
 		t.Errorf("pull = [never]: %v", err)
+	}
+}
+
+// TestDigestJudgedByARuleThatNamesIt: a digest is allowed only by a rule
+// for its whole repository, one that names the digest, or one that names
+// a tag confirmed to resolve to it; a deny that names a tag covers that
+// tag's digests, and refuses when the digest's tags are not known. Before,
+// images_allow = ["tool:1"] let tool@<digest of tool:2> run, and a re:
+// deny naming a tag never matched the digest form.
+func TestDigestJudgedByARuleThatNamesIt(t *testing.T) {
+	d1 := "sha256:" + strings.Repeat("1", 64)
+	d2 := "sha256:" + strings.Repeat("2", 64)
+	tags := func(local bool, unresolved string, ts ...string) *DigestTags {
+		return &DigestTags{Tags: ts, Local: local, Unresolved: unresolved}
+	}
+	tests := []struct {
+		name, allow, deny, image string
+		tags                     *DigestTags
+		want                     string // "" allowed, else part of the refusal
+	}{
+		{"tag rule, tags unknown", `"tool:1"`, ``, "tool@" + d2, nil, "is not allowed"},
+		{"tag rule, digest is another tag's", `"tool:1"`, ``, "tool@" + d2, tags(true, "", "2"), "is not allowed"},
+		{"tag rule, digest confirmed as that tag", `"tool:1"`, ``, "tool@" + d1, tags(false, "", "1"), ""},
+		{"whole repository", `"tool:*"`, ``, "tool@" + d2, nil, ""},
+		{"repositories by glob", `"too*"`, ``, "tool@" + d2, nil, ""},
+		{"the digest itself", `"tool@` + d1 + `"`, ``, "tool@" + d1, nil, ""},
+		{"another digest", `"tool@` + d1 + `"`, ``, "tool@" + d2, nil, "is not allowed"},
+		{"tag glob, confirmed", `"tool:1.*"`, ``, "tool@" + d1, tags(true, "", "1.2"), ""},
+		{"regexp allow, confirmed", `"re:docker\\.io/library/tool:1"`, ``, "tool@" + d1, tags(true, "", "1"), ""},
+		{"regexp allow, not confirmed", `"re:docker\\.io/library/tool:1"`, ``, "tool@" + d2, tags(true, "", "2"), "is not allowed"},
+		{"deny tag, digest is that tag", `"tool:*"`, `"tool:2"`, "tool@" + d2, tags(false, "", "2"), "is denied"},
+		{"deny tag, digest resolved to another", `"tool:*"`, `"tool:2"`, "tool@" + d1, tags(false, ""), ""},
+		{"deny tag, tags unknown", `"tool:*"`, `"tool:2"`, "tool@" + d2, nil, "cannot be told apart from a denied tag"},
+		{"deny tag, registry did not answer", `"tool:*"`, `"tool:2"`, "tool@" + d2, tags(false, "the registry did not answer"), "the registry did not answer"},
+		{"deny regexp naming a tag", `"tool:*"`, `"re:docker\\.io/library/tool:2"`, "tool@" + d2, tags(true, "", "2", "latest"), "is denied"},
+		{"deny regexp, image not on the node", `"tool:*"`, `"re:docker\\.io/library/tool:2"`, "tool@" + d2, tags(false, ""), "cannot be told apart"},
+		{"deny regexp, local image of another tag", `"tool:*"`, `"re:docker\\.io/library/tool:2"`, "tool@" + d1, tags(true, "", "1"), ""},
+		{"deny of another repository", `"tool:*"`, `"other:2"`, "tool@" + d2, nil, ""},
+		{"deny the digest itself", `"tool:*"`, `"tool@` + d2 + `"`, "tool@" + d2, nil, "is denied"},
+		{"deny whole repository", `"**"`, `"tool"`, "tool@" + d2, nil, "cannot be told apart"},
+		{"deny whole repository glob", `"**"`, `"tool:*"`, "tool@" + d2, nil, "is denied"},
+		{"tags of a plain tag request change nothing", `"tool:1"`, ``, "tool:2", tags(true, "", "1"), "is not allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "[defaults]\nimages_allow = [" + tt.allow + "]\n"
+			if tt.deny != "" {
+				src += "images_deny = [" + tt.deny + "]\n"
+			}
+			pol, err := Parse("/p.toml", []byte(src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = pol.JudgeImage(Caller{User: "bob", UID: 1000, GID: 1000}, tt.image, tt.tags)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("got %v, want a refusal with %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestTagsToResolve: the launch resolves only what the rules need.
+func TestTagsToResolve(t *testing.T) {
+	pol, err := Parse("/p.toml", []byte(`[defaults]
+images_allow = ["tool:1", "tool:latest", "other:*", "re:docker\\.io/library/third:.*"]
+images_deny = ["tool:2", "re:docker\\.io/library/tool:3.*"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := "@sha256:" + strings.Repeat("a", 64)
+	for _, tt := range []struct {
+		image     string
+		literal   string
+		byPattern bool
+	}{
+		{"tool" + d, "2 1 latest", true},
+		{"other" + d, "", false},
+		{"third" + d, "", true},
+		{"tool:1", "", false},
+	} {
+		ref, _ := NormalizeImage(tt.image)
+		lit, denied, pat := pol.TagsToResolve(Caller{User: "bob", UID: 1000, GID: 1000}, ref)
+		if strings.Join(lit, " ") != tt.literal || pat != tt.byPattern {
+			t.Errorf("%s: literal %v byPattern %v, want %q %v", tt.image, lit, pat, tt.literal, tt.byPattern)
+		}
+		if want := map[bool]string{true: "2", false: ""}[strings.HasPrefix(tt.image, "tool@")]; strings.Join(denied, " ") != want {
+			t.Errorf("%s: denied tags %v, want %q", tt.image, denied, want)
+		}
 	}
 }

@@ -99,6 +99,10 @@ type Request struct {
 	// path, or "all".
 	NoDefaultMounts []string
 	Flags           []string // long names of the flags the user set
+	// ImageTags, for a digest-pinned Image, are the tags of its repository
+	// that the engine or the registry confirmed resolve to it (the launch
+	// fills them; never the caller's words). Nil: none known.
+	ImageTags *DigestTags
 }
 
 // Decision is the container the policy approved, in runtime-neutral terms

@@ -13,6 +13,7 @@ import (
 	"github.com/containerjob/containerjob/internal/audit"
 	"github.com/containerjob/containerjob/internal/registryauth"
 	"github.com/containerjob/containerjob/internal/userfs"
+	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -37,7 +38,17 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 				}
 				defer trail.Close()
 				record := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": args[0], "action": "pull"}
-				ref, mode, err := o.pol.DecidePull(o.caller, args[0])
+				// The caller's own credentials, when they have any, read
+				// before anything of the node's is locked; broken ones
+				// still let a public image come anonymously.
+				creds, credErr := registryauth.Read(userfs.Identity{UID: o.caller.UID, GID: o.caller.GID, Groups: o.caller.Groups}, o.caller.Home)
+				credsFor := func(host string) (string, bool, error) {
+					if credErr != nil {
+						return "", false, credErr
+					}
+					return creds.For(host)
+				}
+				ref, mode, err := o.pol.DecidePull(o.caller, args[0], launch.DigestTags(ctx, o.eng, o.pol, o.caller, args[0], nil, credsFor))
 				if err != nil {
 					record["decision"], record["reason"] = "refused", err.Error()
 					trail.Record("decision", record)
@@ -53,13 +64,7 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 						return nil
 					}
 				}
-				// The caller's own credentials, when they have any; broken
-				// ones still let a public image come anonymously.
-				creds, err := registryauth.Read(userfs.Identity{UID: o.caller.UID, GID: o.caller.GID, Groups: o.caller.Groups}, o.caller.Home)
-				auth := ""
-				if err == nil {
-					auth, _, err = creds.For(ref.Registry())
-				}
+				auth, _, err := credsFor(ref.Registry())
 				if err != nil {
 					if o.pol.PrivateRegistry(ref) {
 						return err
