@@ -3,6 +3,7 @@ package launch
 import (
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/policy"
@@ -48,6 +49,7 @@ func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) pol
 	pj := policy.Job{
 		Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files,
 		CPUs: job.Alloc.CPUs, MemoryBytes: job.Alloc.MemoryBytes, StepCgroup: job.Cgroup,
+		PidMax: nodePidMax(),
 	}
 	if job.Scheduler == "slurm" {
 		pj.StepTasks, _ = strconv.Atoi(identity.EnvValue(jobEnv, "SLURM_STEP_NUM_TASKS"))
@@ -85,4 +87,14 @@ func jobDevices(job policy.Job) (ids, devices []string) {
 		devices = append(devices, g.Device)
 	}
 	return ids, append(devices, job.ControlFiles...)
+}
+
+// nodePidMax is the kernel's pid_max, 0 when it cannot be read.
+func nodePidMax() int64 {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
 }

@@ -45,17 +45,9 @@ type acctParent struct{ path string }
 // cap (containerjob doctor says so). A cap that cannot be set fails the
 // launch: it is the admin's bound.
 func newAcctParent(ctx context.Context, eng Engine, socket, uid string, pidsPerUser int64) (*acctParent, error) {
-	if cgroupDriver(ctx, eng, socket) != "cgroupfs" {
-		return nil, nil
-	}
-	if _, err := strconv.ParseUint(uid, 10, 32); err != nil {
-		return nil, fmt.Errorf("accounting cgroup: uid %q", uid)
-	}
-	user := acctRoot + "/uid_" + uid
-	if pidsPerUser > 0 {
-		if err := capUserPids(user, pidsPerUser); err != nil {
-			return nil, fmt.Errorf("the per-user process cap (pids_limit_per_user %d) cannot be set: %v", pidsPerUser, err)
-		}
+	user, err := userCgroup(ctx, eng, socket, uid, pidsPerUser)
+	if user == "" || err != nil {
+		return nil, err
 	}
 	// Named by this process, which lives as long as the container runs:
 	// cleanStaleAcct leaves the cgroups of live launches alone (runc makes
@@ -63,6 +55,27 @@ func newAcctParent(ctx context.Context, eng Engine, socket, uid string, pidsPerU
 	b := make([]byte, 4)
 	rand.Read(b)
 	return &acctParent{path: user + "/" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b)}, nil
+}
+
+// userCgroup is the caller's own cgroup, acctRoot/uid_U, with its
+// process cap set: the parent of every container of the caller on this
+// node, whichever path made it (a run's, below its accounting cgroup; a
+// named or a step's shared container, which outlive one launch, directly).
+// "" where the engine's driver is not cgroupfs.
+func userCgroup(ctx context.Context, eng Engine, socket, uid string, pidsPerUser int64) (string, error) {
+	if cgroupDriver(ctx, eng, socket) != "cgroupfs" {
+		return "", nil
+	}
+	if _, err := strconv.ParseUint(uid, 10, 32); err != nil {
+		return "", fmt.Errorf("accounting cgroup: uid %q", uid)
+	}
+	user := acctRoot + "/uid_" + uid
+	if pidsPerUser > 0 {
+		if err := capUserPids(user, pidsPerUser); err != nil {
+			return "", fmt.Errorf("the per-user process cap (pids_limit_per_user %d) cannot be set: %v", pidsPerUser, err)
+		}
+	}
+	return user, nil
 }
 
 // capUserPids creates the user's cgroup in the pids hierarchy (v1) or the

@@ -1,11 +1,17 @@
 package launcher
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/policy"
 )
 
 func TestAcctParentRead(t *testing.T) {
@@ -78,5 +84,60 @@ func TestCleanStaleAcct(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "memory/containerjob/uid_5")); err != nil {
 		t.Errorf("the user's cgroup was removed: %v", err)
+	}
+}
+
+// TestEveryPathLivesUnderTheUsersCap: a plain run, a named container and
+// a step's shared container are all created under the caller's cgroup,
+// whose pids.max is the per-user cap. Named and step containers used to
+// get no parent at all, so they escaped pids_limit_per_user (three named
+// containers held 906 processes under a cap of 600).
+func TestEveryPathLivesUnderTheUsersCap(t *testing.T) {
+	root := t.TempDir()
+	old := cgroupRoot
+	cgroupRoot = root
+	defer func() { cgroupRoot = old }()
+	os.MkdirAll(filepath.Join(root, "pids"), 0o755) // a v1 pids hierarchy
+	socket := filepath.Join(t.TempDir(), "docker.sock")
+	os.WriteFile(socket, nil, 0o600)
+
+	for _, tt := range []struct {
+		name string
+		req  policy.Request
+		job  policy.Job
+	}{
+		{"plain", policy.Request{Cmd: []string{"true"}}, policy.Job{}},
+		{"named", policy.Request{Name: "w", Cmd: []string{"true"}}, policy.Job{}},
+		{"shared step", policy.Request{Image: "alpine:3.20", Cmd: []string{"true"}}, policy.Job{Scheduler: "slurm", ID: "7", Step: "3", Node: "n1", StepTasks: 2}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			eng, d, opts := lifecycle(t, tt.req)
+			if tt.job.ID != "" {
+				d = decideFor(t, lifecyclePolicy, tt.req, tt.job)
+				if !d.StepShared {
+					t.Fatal("a two-task step's decision does not share a container")
+				}
+			}
+			opts.EngineSocket = socket
+			eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // a named container's keeper
+			var parent string
+			opts.Created = func(id string) {
+				c, _ := eng.find(id)
+				parent = c.req.HostConfig.CgroupParent
+			}
+			if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(parent+"/", "/containerjob/uid_1002/") {
+				t.Errorf("cgroup parent %q, want under the user's /containerjob/uid_1002", parent)
+			}
+			b, err := os.ReadFile(filepath.Join(root, "pids/containerjob/uid_1002/pids.max"))
+			if err != nil || strings.TrimSpace(string(b)) != strconv.FormatInt(d.PidsPerUser.Max, 10) || d.PidsPerUser.Max <= 0 {
+				t.Errorf("the user's pids.max %q (%v), want %d", b, err, d.PidsPerUser.Max)
+			}
+			for _, c := range eng.live() {
+				eng.ContainerRemove(context.Background(), c.id, client.ContainerRemoveOptions{Force: true})
+			}
+		})
 	}
 }

@@ -69,6 +69,18 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	if err := guard.Check(req, opts.Guard); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
+	// Named and step containers live under the caller's own cgroup too:
+	// the per-user process cap holds on every path to a container.
+	if d.CgroupParent == "" {
+		user, err := userCgroup(ctx, eng, opts.EngineSocket, d.Labels[policy.LabelUID], d.PidsPerUser.Max)
+		if err != nil {
+			return res, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		if user != "" {
+			req.HostConfig.CgroupParent = user
+			opts.Guard.AccountingParent = user
+		}
+	}
 	digest := mountsDigest(req)
 	req.Config.Labels[policy.LabelMounts] = digest
 

@@ -523,7 +523,11 @@ func (s *decider) limits() error {
 	if n := s.eff.MaxPerUser.Value; n > 0 {
 		s.d.Limits = append(s.d.Limits, CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(s.caller.UID), 10), Max: n, Rule: s.eff.MaxPerUser.Origin, Node: s.job.Node})
 	}
-	if n := s.eff.PidsPerUser.Value; n > 0 {
+	n := s.eff.PidsPerUser.Value
+	if n == defaultPidsPerUser {
+		n = PidsPerUserDefault(s.job.PidMax)
+	}
+	if n > 0 {
 		s.d.PidsPerUser = CountLimit{Label: LabelUID, Value: strconv.FormatUint(uint64(s.caller.UID), 10), Max: n, Rule: s.eff.PidsPerUser.Origin}
 		s.trail("pids limit per user "+strconv.FormatInt(n, 10), "forced", s.eff.PidsPerUser.Origin)
 	}

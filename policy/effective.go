@@ -82,9 +82,22 @@ type String struct {
 
 // Built-in values of scalars no table sets.
 const (
-	defaultPidsLimit   = 4096
-	defaultPidsPerUser = 32768
+	defaultPidsLimit = 4096
+	// defaultPidsPerUser stands for a quarter of the node's pid_max
+	// (PidsPerUserDefault): a fixed number equal to a node's pid_max let
+	// one user take every pid the node has.
+	defaultPidsPerUser = -1
 )
+
+// PidsPerUserDefault is pids_limit_per_user where no table sets it: a
+// quarter of the node's pid_max (8192 where it is not known), so that
+// no one user's containers can take the node's last pids.
+func PidsPerUserDefault(pidMax int64) int64 {
+	if pidMax <= 0 {
+		return 8192
+	}
+	return max(pidMax/4, 1)
+}
 
 // Effective merges the tables that apply to caller. Lists accumulate
 // defaults, then groups in name order, then the user table; deny lists always
@@ -104,7 +117,7 @@ func (p *Policy) Effective(caller Caller) *Effective {
 		ShmSizeMax:   Int{Origin: builtin("shm_size_max (default none)")},
 		MaxPerJob:    Int{Origin: builtin("max_containers_per_job (default none)")},
 		MaxPerUser:   Int{Origin: builtin("max_containers_per_user (default none)")},
-		PidsPerUser:  Int{Value: defaultPidsPerUser, Origin: builtin("pids_limit_per_user (default 32768)")},
+		PidsPerUser:  Int{Value: defaultPidsPerUser, Origin: builtin("pids_limit_per_user (default a quarter of the node's pid_max)")},
 		WorkdirForce: String{Origin: builtin("workdir_force (default none)")},
 	}
 	// Look up the caller's few groups rather than walk the policy's many,

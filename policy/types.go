@@ -50,6 +50,9 @@ type Job struct {
 	MPIType string
 	// FabricDevices are the policy's fabric_devices that this node has.
 	FabricDevices []string
+	// PidMax is the node's pid_max (/proc/sys/kernel/pid_max), which the
+	// default per-user process cap is a fraction of; 0 when unknown.
+	PidMax int64
 }
 
 // GPU is one allocated GPU: ID is what the engine is asked for (a UUID
