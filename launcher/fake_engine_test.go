@@ -46,6 +46,9 @@ type fakeEngine struct {
 	// accepts (DistributionInspect, pulls); distChecks records each check.
 	registryAuth string
 	distChecks   []string
+	// unchanged: the registry serves what the node has, so a pull of a
+	// reference the node has leaves its image as it is.
+	unchanged bool
 	// program is what a started container or exec runs, by its command's
 	// first word; a command without one exits 0 at once.
 	program map[string]func(p *fakeProc) int
@@ -261,7 +264,12 @@ func (e *fakeEngine) ImagePull(_ context.Context, ref string, opts client.ImageP
 	if e.pullGate != nil {
 		<-e.pullGate
 	}
-	e.addImage(ref, map[string]fakeFile{"/bin/sh": {content: "ELF", mode: 0o755}})
+	e.mu.Lock()
+	_, have := e.images[ref]
+	e.mu.Unlock()
+	if !have || !e.unchanged {
+		e.addImage(ref, map[string]fakeFile{"/bin/sh": {content: "ELF", mode: 0o755}})
+	}
 	msgs := `{"status":"Pulling from library/x","id":"3.20"}` + "\n" + `{"status":"Download complete","id":"abc"}` + "\n"
 	return fakePull{io.NopCloser(strings.NewReader(msgs))}, nil
 }

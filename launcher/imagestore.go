@@ -42,6 +42,35 @@ func pulledPath(socket, id string) string {
 	return filepath.Join(storeDir(socket), m[1])
 }
 
+// imagesBefore is what the engine has before a pull: an image already
+// there (an admin's, pulled by hand, under any name) is never recorded as
+// containerjob's, whatever a later pull of it returns. Nil when the
+// engine cannot say: then nothing is recorded.
+func imagesBefore(ctx context.Context, eng interface {
+	ImageList(context.Context, client.ImageListOptions) (client.ImageListResult, error)
+}) map[string]bool {
+	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	res, err := eng.ImageList(lctx, client.ImageListOptions{All: true})
+	if err != nil {
+		return nil
+	}
+	ids := make(map[string]bool, len(res.Items))
+	for _, img := range res.Items {
+		ids[img.ID] = true
+	}
+	return ids
+}
+
+// markPulledNew records image id as pulled by containerjob only when the
+// pull brought it: before (imagesBefore) known and without it.
+func markPulledNew(socket, id, ref string, before map[string]bool) {
+	if before == nil || before[id] {
+		return
+	}
+	markPulled(socket, id, ref)
+}
+
 // markPulled records that containerjob pulled image id (as ref) into the
 // engine at socket.
 func markPulled(socket, id, ref string) {

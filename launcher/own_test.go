@@ -100,6 +100,47 @@ func TestImagesAndPull(t *testing.T) {
 	}
 }
 
+// TestPullNeverClaimsAnImageThatWasThere: an image on the node before a
+// pull (an admin's, pulled by hand) is not recorded as containerjob's when
+// a user pulls it again and the registry serves the same image, so gc
+// --images never removes it; an image the pull brought is recorded.
+func TestPullNeverClaimsAnImageThatWasThere(t *testing.T) {
+	oldPulled, oldLocks := PulledDir, PullLockDir
+	PulledDir, PullLockDir = t.TempDir(), t.TempDir()
+	t.Cleanup(func() { PulledDir, PullLockDir = oldPulled, oldLocks })
+	eng := newFakeEngine(t)
+	eng.unchanged = true
+	ctx := context.Background()
+	admins := eng.addImage("docker.io/library/tool:1", nil)
+	id, err := Pull(ctx, eng, "docker.io/library/tool:1", "", "/run/test.sock", newLineWriter(), false)
+	if err != nil || id != admins {
+		t.Fatalf("Pull = %q, %v; want the admin's %s", id, err, admins)
+	}
+	if _, err := os.Stat(pulledPath("/run/test.sock", id)); !os.IsNotExist(err) {
+		t.Errorf("the admin's image was recorded as pulled by containerjob (%v); gc --images would remove it", err)
+	}
+	// Through a launch (pull = always) alike.
+	eng2, d, opts := lifecycle(t, policy.Request{Image: "alpine:3.20", Cmd: []string{"true"}})
+	eng2.unchanged = true
+	present := eng2.addImage("docker.io/library/alpine:3.20", nil)
+	opts.EngineSocket = "/run/test.sock"
+	d.Pull = "always"
+	if _, err := Run(ctx, eng2, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pulledPath("/run/test.sock", present)); !os.IsNotExist(err) {
+		t.Errorf("a launch's pull recorded the image that was there: %v", err)
+	}
+	// A new image is recorded.
+	id, err = Pull(ctx, eng, "docker.io/library/fresh:1", "", "/run/test.sock", newLineWriter(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pulledPath("/run/test.sock", id)); err != nil {
+		t.Errorf("a pulled image is not recorded: %v", err)
+	}
+}
+
 func TestDryRunCreatesNothing(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
 	req, err := DryRun(context.Background(), eng, d, opts.Guard)

@@ -31,6 +31,7 @@ func Pull(ctx context.Context, eng Engine, ref, auth, socket string, w io.Writer
 			return img.ID, nil
 		}
 	}
+	before := imagesBefore(ctx, eng)
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{RegistryAuth: auth})
@@ -62,7 +63,7 @@ func Pull(ctx context.Context, eng Engine, ref, auth, socket string, w io.Writer
 	if err != nil {
 		return "", fmt.Errorf("image %q is not available after the pull: %v", ref, err)
 	}
-	markPulled(socket, img.ID, ref)
+	markPulledNew(socket, img.ID, ref, before)
 	return img.ID, nil
 }
 

@@ -596,6 +596,7 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 	if d.PrivateRegistry && (credErr != nil || auth == "") {
 		return none, noCredentials(d.Image, credErr)
 	}
+	before := imagesBefore(ctx, eng)
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{RegistryAuth: auth})
@@ -615,7 +616,7 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 	if err != nil {
 		return none, failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
 	}
-	markPulled(opts.EngineSocket, img.ID, ref)
+	markPulledNew(opts.EngineSocket, img.ID, ref, before)
 	return img, nil
 }
 
