@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	moby "github.com/moby/moby/client"
 	"os"
 	"path/filepath"
 	"slices"
@@ -467,6 +468,7 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 	}
 	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
 	release := make(chan struct{})
+	othersUp := make(chan struct{})
 	eng.program["rank"] = func(p *fakeProc) int {
 		rank := 0
 		for _, e := range p.Env {
@@ -474,6 +476,7 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 		}
 		fmt.Fprintf(p.Stdout, "rank %d\n", rank)
 		if rank == 2 {
+			<-othersUp
 			return 3 // ends first, while the others run
 		}
 		<-release
@@ -497,6 +500,7 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 	for rank := range outs {
 		outs[rank].await(t, fmt.Sprintf("rank %d", rank))
 	}
+	close(othersUp)
 	eng.awaitCalls("ExecInspect", 2) // rank 2 has ended (its status) and found another running
 	if live := eng.live(); len(live) != 1 || live[0].name != "cj-1002-7-n1_step.3" {
 		t.Fatalf("while ranks 0 and 1 run: %d containers; want the step's one", len(live))
@@ -624,5 +628,43 @@ pull = ["missing"]
 				t.Errorf("%d containers created", n)
 			}
 		})
+	}
+}
+
+// TestNamedContainerKeepsToEachStepsAllocation: a step may exec into the
+// job's named container only with the allocation the container was made
+// with; a step with fewer (or other) CPUs, memory or GPUs is refused with
+// one line instead of running inside the first step's cgroups and devices
+// (a gpu:1 step saw the 2 GPUs of the gpu:2 step that made the container).
+func TestNamedContainerKeepsToEachStepsAllocation(t *testing.T) {
+	eng, _, opts := lifecycle(t, policy.Request{})
+	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
+	step := func(cpus string, mem int64) *policy.Decision {
+		return decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20", Name: "w", Cmd: []string{"true"}},
+			policy.Job{Scheduler: "slurm", ID: "7", Step: "0", Node: "n1", CPUs: cpus, MemoryBytes: mem})
+	}
+	run := func(d *policy.Decision) error {
+		_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+		return err
+	}
+	if err := run(step("0-1", 2<<30)); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(step("0-1", 2<<30)); err != nil {
+		t.Errorf("a step with the same allocation: %v", err)
+	}
+	for name, d := range map[string]*policy.Decision{
+		"fewer CPUs":  step("1", 2<<30),
+		"less memory": step("0-1", 1<<30),
+		"other CPUs":  step("2-3", 2<<30),
+	} {
+		err := run(d)
+		var lerr *Error
+		if !errors.As(err, &lerr) || lerr.Code != ExitLaunchFailed || !strings.Contains(err.Error(), "another allocation") {
+			t.Errorf("%s: %v; want a refusal naming the allocation", name, err)
+		}
+	}
+	for _, c := range eng.live() {
+		eng.ContainerRemove(context.Background(), c.id, moby.ContainerRemoveOptions{Force: true})
 	}
 }

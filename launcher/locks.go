@@ -44,9 +44,6 @@ var (
 // waiting with it.
 var LockWait = 5 * time.Minute
 
-// lockPoll is how often a waiting launch tries a lock again.
-const lockPoll = 50 * time.Millisecond
-
 // lockName is a lock file's name for a resource key that may contain any
 // byte (an image reference, a container name).
 func lockName(key string) string {
@@ -101,35 +98,56 @@ func takeLock(ctx context.Context, path, what string, how int, bound time.Durati
 			lockReleased()
 		})
 	}
-	deadline := time.NewTimer(bound)
-	defer deadline.Stop()
-	tick := time.NewTicker(lockPoll)
-	defer tick.Stop()
-	for {
-		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
-		if err == nil {
-			lockTaken()
-			return unlock, waited, nil
-		}
-		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
-			f.Close()
-			return nil, false, fmt.Errorf("the node's lock %s: %v", path, err)
-		}
-		if !waited {
-			waited = true
-			if waiting != nil {
-				waiting()
+	err = syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+	if err == nil {
+		lockTaken()
+		return unlock, false, nil
+	}
+	if err != syscall.EWOULDBLOCK {
+		f.Close()
+		return nil, false, fmt.Errorf("the node's lock %s: %v", path, err)
+	}
+	if waiting != nil {
+		waiting()
+	}
+	// A blocking flock wakes the moment the holder lets go (polling would
+	// add its interval to every wait); it runs on a thread of its own so
+	// that the wait can end at the bound. A wait given up on is left to
+	// finish, and lets go of what it gets at once.
+	got := make(chan error, 1)
+	go func() {
+		for {
+			err := syscall.Flock(int(f.Fd()), how)
+			if err != syscall.EINTR {
+				got <- err
+				return
 			}
 		}
-		select {
-		case <-ctx.Done():
+	}()
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	giveUp := func() {
+		go func() {
+			if <-got == nil {
+				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			}
 			f.Close()
-			return nil, false, fmt.Errorf("stopped waiting for %s: %v", what, ctx.Err())
-		case <-deadline.C:
+		}()
+	}
+	select {
+	case err := <-got:
+		if err != nil {
 			f.Close()
-			return nil, false, &lockWaitError{What: what, Bound: bound}
-		case <-tick.C:
+			return nil, true, fmt.Errorf("the node's lock %s: %v", path, err)
 		}
+		lockTaken()
+		return unlock, true, nil
+	case <-ctx.Done():
+		giveUp()
+		return nil, true, fmt.Errorf("stopped waiting for %s: %v", what, ctx.Err())
+	case <-deadline.C:
+		giveUp()
+		return nil, true, &lockWaitError{What: what, Bound: bound}
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
@@ -30,6 +31,40 @@ import (
 // /bin/sh and sleep in the image (documented); each step's command is an
 // exec in the container, so what one step writes the next one sees.
 const keeper = `trap 'exit 0' TERM INT HUP; while :; do sleep 3600 & wait $!; done`
+
+// allocDigest identifies the allocation a container is made with: the
+// CPUs, memory, devices and GPUs of the step that made it. A later step
+// that execs into a named container runs inside that container's
+// cgroups and devices, so it may only do so with the same allocation.
+func allocDigest(req client.ContainerCreateOptions) string {
+	sum := sha256.Sum256([]byte(allocSummary(req.HostConfig)))
+	return hex.EncodeToString(sum[:8])
+}
+
+// allocSummary is a container's allocation in a few words, for the
+// digest and for the refusal.
+func allocSummary(h *container.HostConfig) string {
+	if h == nil {
+		return "unknown"
+	}
+	r := h.Resources
+	var devs []string
+	for _, d := range r.Devices {
+		devs = append(devs, d.PathOnHost)
+	}
+	for _, dr := range r.DeviceRequests {
+		devs = append(devs, dr.Driver+"="+strings.Join(dr.DeviceIDs, ","))
+	}
+	sort.Strings(devs)
+	s := fmt.Sprintf("cpus %s, memory %d MiB", r.CpusetCpus, r.Memory>>20)
+	if r.NanoCPUs > 0 {
+		s += fmt.Sprintf(", %.2f cpus", float64(r.NanoCPUs)/1e9)
+	}
+	if len(devs) > 0 {
+		s += ", devices " + strings.Join(devs, " ")
+	}
+	return s
+}
 
 // mountsDigest identifies a named container's mounts: Docker cannot change
 // them after creation, so a later step asking for others is refused rather
@@ -83,6 +118,7 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	}
 	digest := mountsDigest(req)
 	req.Config.Labels[policy.LabelMounts] = digest
+	req.Config.Labels[policy.LabelAlloc] = allocDigest(req)
 
 	var id string
 	release := func() {}
@@ -332,6 +368,11 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 				return "", failf(ExitLaunchFailed, "%s runs another image (%s); use a new --container-name for %s", what, l[policy.LabelImage], d.Image)
 			case l[policy.LabelMounts] != digest:
 				return "", failf(ExitLaunchFailed, "%s was created with other mounts; use a new --container-name", what)
+			case l[policy.LabelAlloc] != req.Config.Labels[policy.LabelAlloc]:
+				// A step gets its own allocation, never the one a
+				// named container was made with (a gpu:1 step in a
+				// container of a gpu:2 step would see both GPUs).
+				return "", failf(ExitLaunchFailed, "%s was made by a step with another allocation (CPUs, memory, GPUs or devices: %s) than this step's (%s); use a new --container-name, or give this step the same allocation", what, allocSummary(c.HostConfig), allocSummary(req.HostConfig))
 			}
 			if c.State == nil || !c.State.Running {
 				sctx, cancel := context.WithTimeout(ctx, apiTimeout)

@@ -214,6 +214,10 @@ const (
 	LabelImage     = "org.containerjob.image"
 	LabelName      = "org.containerjob.name"
 	LabelMounts    = "org.containerjob.mounts"
+	// LabelAlloc identifies the allocation a named container was made
+	// with (CPUs, memory, devices, GPUs): a step with another may not
+	// exec into it.
+	LabelAlloc = "org.containerjob.alloc"
 	LabelGPUs      = "org.containerjob.gpus"
 )
 
