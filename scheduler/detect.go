@@ -64,6 +64,9 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 	var job Job
 	switch {
 	case inSlurm:
+		if err := trustCgroupPath(cfg.Proc, cg); err != nil {
+			return Job{}, &JobError{err.Error()}
+		}
 		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: cg.NodeOrHost()}
 		var sj SlurmJob
 		if job, sj, err = s.VerifyStep(ctx, caller.UID, cg, hint); err != nil {
@@ -239,4 +242,35 @@ func stepDir(dir string, owner uint32) (bool, error) {
 		return false, fmt.Errorf("%s does not resolve to itself; the step's PMIx directory cannot be bound", dir)
 	}
 	return true, nil
+}
+
+// trustCgroupPath checks what a job claimed from the kernel's cgroup path
+// rests on: the path is read in the node's own cgroup namespace (in one
+// of the caller's making it would be relative to a root they chose), and
+// on cgroup v2 the job's directories are slurmstepd's, not a lookalike
+// tree in a subtree delegated to the user.
+func trustCgroupPath(proc string, cg CgroupJob) error {
+	if proc == "" {
+		proc = "/proc"
+	}
+	same, err := sameNamespace(filepath.Join(proc, "self/ns/cgroup"), filepath.Join(proc, "1/ns/cgroup"))
+	if err != nil {
+		return fmt.Errorf("the cgroup namespace cannot be checked: %v", err)
+	}
+	if !same {
+		return fmt.Errorf("the calling process is in a cgroup namespace of its own, where its cgroup path says nothing about its job")
+	}
+	return VerifyV2Owner(cg, "/sys/fs/cgroup", DirOwner)
+}
+
+// sameNamespace compares two namespace files by device and inode.
+func sameNamespace(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return false, err
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // CgroupJob is what the kernel says about the caller: the Slurm job and
@@ -28,6 +30,45 @@ type CgroupJob struct {
 	// slurmd per host: /slurm_NODE on v1, NODE_slurmstepd.scope on v2);
 	// "" where the path does not say.
 	Node string
+	// V2: read from the unified hierarchy (cgroup v2), whose directories
+	// a user may create in a delegated subtree: VerifyV2Owner checks them.
+	V2 bool
+}
+
+// VerifyV2Owner proves that a v2 job cgroup is slurmstepd's: the scope,
+// the job's and the step's directories under root (the cgroup2 mount)
+// belong to root. A directory a user made (in a subtree systemd
+// delegated to them) belongs to that user. owner returns a directory's
+// owning uid (os.Stat's, tests pass their own).
+func VerifyV2Owner(cg CgroupJob, root string, owner func(path string) (uint32, error)) error {
+	if !cg.V2 {
+		return nil
+	}
+	step := stepCgroup(cg)
+	if step == "" {
+		return fmt.Errorf("the calling process's cgroup %q names no step", cg.Path)
+	}
+	job := step[:strings.LastIndex(step, "/")]
+	scope := job[:strings.LastIndex(job, "/")]
+	for _, dir := range []string{scope, job, step} {
+		uid, err := owner(filepath.Join(root, dir))
+		if err != nil {
+			return fmt.Errorf("the calling process's cgroup %s cannot be checked: %v", dir, err)
+		}
+		if uid != 0 {
+			return fmt.Errorf("the calling process's cgroup %s belongs to uid %d, not root: it is not slurmstepd's", dir, uid)
+		}
+	}
+	return nil
+}
+
+// DirOwner is the uid that owns path.
+func DirOwner(path string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Uid, nil
 }
 
 // Slurm's cgroup layouts:
@@ -39,7 +80,13 @@ type CgroupJob struct {
 // CgroupJobIdPaths=yes; the job component is taken as it is written.
 var (
 	cgroupV1RE = regexp.MustCompile(`^/slurm(?:_([^/]+))?/uid_(\d+)/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
-	cgroupV2RE = regexp.MustCompile(`/(?:([^/]+)_)?slurmstepd\.scope/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
+	// Anchored: slurmstepd's scope sits under systemd's slices only
+	// (system.slice, or the root where slurmd runs without systemd). A
+	// user's delegated subtree (user@UID.service, which systemd gives
+	// every user on a v2 node) is never a slice, so a lookalike made
+	// there does not match; VerifyV2Owner then proves the directories are
+	// root's.
+	cgroupV2RE = regexp.MustCompile(`^/(?:[^/]+\.slice/)*(?:([^/]+)_)?slurmstepd\.scope/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
 )
 
 // ParseCgroup reads /proc/PID/cgroup content. The freezer controller is
@@ -66,7 +113,7 @@ func ParseCgroup(data []byte) (CgroupJob, bool) {
 		}
 		if parts[0] == "0" && ctrls == "" {
 			if m := cgroupV2RE.FindStringSubmatch(path); m != nil && !found {
-				best, found = CgroupJob{Job: m[2], Step: m[3], Path: path, Node: m[1]}, true
+				best, found = CgroupJob{Job: m[2], Step: m[3], Path: path, Node: m[1], V2: true}, true
 			}
 		}
 	}

@@ -26,9 +26,14 @@ func TestParseCgroup(t *testing.T) {
 		{"v1 plain slurm root, batch step", "6:freezer:/slurm/uid_1000/job_77/step_batch\n",
 			CgroupJob{UID: 1000, Job: "77", Step: "batch", Path: "/slurm/uid_1000/job_77/step_batch"}, true},
 		{"v2 stepd scope", "0::/system.slice/slurmstepd.scope/job_12/step_3/user/task_0\n",
-			CgroupJob{Job: "12", Step: "3", Path: "/system.slice/slurmstepd.scope/job_12/step_3/user/task_0"}, true},
+			CgroupJob{Job: "12", Step: "3", Path: "/system.slice/slurmstepd.scope/job_12/step_3/user/task_0", V2: true}, true},
+		{"v2 stepd scope at the root (slurmd without systemd)", "0::/slurmstepd.scope/job_12/step_batch\n",
+			CgroupJob{Job: "12", Step: "batch", Path: "/slurmstepd.scope/job_12/step_batch", V2: true}, true},
+		{"v2 lookalike in a user's delegated subtree", "0::/user.slice/user-1000.slice/user@1000.service/app.slice/slurmstepd.scope/job_12/step_0\n", CgroupJob{}, false},
+		{"v2 lookalike below a slice in a delegated subtree", "0::/user.slice/user-1000.slice/user@1000.service/x.slice/y_slurmstepd.scope/job_12/step_0\n", CgroupJob{}, false},
+		{"v2 lookalike in a session scope", "0::/user.slice/user-1000.slice/session-3.scope/slurmstepd.scope/job_12/step_0\n", CgroupJob{}, false},
 		{"v2 stepd scope of one of several slurmd", "0::/system.slice/gpu_n2_slurmstepd.scope/job_12/step_3/user/task_0\n",
-			CgroupJob{Job: "12", Step: "3", Path: "/system.slice/gpu_n2_slurmstepd.scope/job_12/step_3/user/task_0", Node: "gpu_n2"}, true},
+			CgroupJob{Job: "12", Step: "3", Path: "/system.slice/gpu_n2_slurmstepd.scope/job_12/step_3/user/task_0", Node: "gpu_n2", V2: true}, true},
 		{"not in a job", "4:memory:/user.slice\n0::/user.slice/user-1000.slice/session-3.scope\n", CgroupJob{}, false},
 		{"lookalike path outside slurm root", "6:freezer:/evil/slurm/uid_1000/job_1/step_0\n", CgroupJob{}, false},
 		{"uid out of range", "6:freezer:/slurm/uid_99999999999/job_1/step_0\n", CgroupJob{}, false},
@@ -40,6 +45,47 @@ func TestParseCgroup(t *testing.T) {
 				t.Fatalf("ParseCgroup(%q) = %+v, %v; want %+v, %v", tt.data, got, ok, tt.want, tt.ok)
 			}
 		})
+	}
+}
+
+// TestVerifyV2Owner: a v2 job cgroup counts only when its scope, job and
+// step directories are root's. A user who made the same names where
+// systemd delegates a subtree to them (their own directories) is refused.
+func TestVerifyV2Owner(t *testing.T) {
+	cg, ok := ParseCgroup([]byte("0::/system.slice/slurmstepd.scope/job_12/step_3/user/task_0\n"))
+	if !ok {
+		t.Fatal("not parsed")
+	}
+	owners := func(m map[string]uint32) func(string) (uint32, error) {
+		return func(p string) (uint32, error) {
+			if uid, ok := m[p]; ok {
+				return uid, nil
+			}
+			return 0, fmt.Errorf("%s: no such directory", p)
+		}
+	}
+	root := map[string]uint32{
+		"/cg/system.slice/slurmstepd.scope":               0,
+		"/cg/system.slice/slurmstepd.scope/job_12":        0,
+		"/cg/system.slice/slurmstepd.scope/job_12/step_3": 0,
+	}
+	if err := VerifyV2Owner(cg, "/cg", owners(root)); err != nil {
+		t.Errorf("slurmstepd's own tree: %v", err)
+	}
+	forged := map[string]uint32{
+		"/cg/system.slice/slurmstepd.scope":               0,
+		"/cg/system.slice/slurmstepd.scope/job_12":        1000,
+		"/cg/system.slice/slurmstepd.scope/job_12/step_3": 1000,
+	}
+	if err := VerifyV2Owner(cg, "/cg", owners(forged)); err == nil || !strings.Contains(err.Error(), "belongs to uid 1000") {
+		t.Errorf("a job directory of the user's: %v", err)
+	}
+	if err := VerifyV2Owner(cg, "/cg", owners(nil)); err == nil {
+		t.Error("a tree that is not there was trusted")
+	}
+	v1 := CgroupJob{UID: 1000, Job: "1", Step: "0", Path: "/slurm/uid_1000/job_1/step_0"}
+	if err := VerifyV2Owner(v1, "/cg", owners(nil)); err != nil {
+		t.Errorf("v1 paths are not checked here: %v", err)
 	}
 }
 
