@@ -116,16 +116,39 @@ func (s *Stage) makeDir() error {
 	if s.dir != "" {
 		return nil
 	}
-	if err := os.MkdirAll(StageRoot, 0o711); err != nil {
+	if err := privateRoot(StageRoot); err != nil {
 		return fmt.Errorf("staging mounts: %v", err)
 	}
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	dir := filepath.Join(StageRoot, strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
-	if err := os.Mkdir(dir, 0o711); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return fmt.Errorf("staging mounts: %v", err)
 	}
 	s.dir = dir
+	return nil
+}
+
+// privateRoot makes dir (root's, 0700) or tightens it to that. A staged
+// mount is another user's directory, opened past their 0700 home: while
+// it is mounted under dir, only root (runc) may walk in. Its path shows
+// in every process's mountinfo; with 0711 anywhere on the way, any user
+// could open it there and keep the descriptor after the unmount. Earlier
+// versions made it 0711, which this repairs.
+func privateRoot(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) {
+		return fmt.Errorf("%s is not a directory of containerjob's own (mode %o, uid %d); the admin removes it", dir, st.Mode, st.Uid)
+	}
+	if st.Mode&0o077 != 0 {
+		return unix.Chmod(dir, 0o700)
+	}
 	return nil
 }
 

@@ -44,3 +44,31 @@ func TestProbeTimeoutNamesTheStuckPath(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestStagingDirectoriesArePrivate: the staging root and each launch's
+// directory under it are 0700, and a root left 0711 by an earlier version
+// is tightened: a user who sees a staged mount in mountinfo cannot walk
+// into another user's job directory through it.
+func TestStagingDirectoriesArePrivate(t *testing.T) {
+	old := StageRoot
+	StageRoot = filepath.Join(t.TempDir(), "run", "stage")
+	defer func() { StageRoot = old }()
+	if err := os.MkdirAll(StageRoot, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(StageRoot, 0o711)
+	s := &Stage{Sources: map[string]string{}, Generated: map[string]string{}}
+	if err := s.makeDir(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	for _, d := range []string{StageRoot, s.dir} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s is %v, want 0700", d, fi.Mode().Perm())
+		}
+	}
+}
