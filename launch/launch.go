@@ -250,6 +250,12 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	}
 	end["exit_code"] = res.ExitCode
 	end["duration_s"] = res.Ended.Sub(res.Started).Seconds()
+	if res.OOMKilled {
+		end["oom_killed"] = true
+	}
+	if res.EngineStopped {
+		end["engine_stopped"] = true
+	}
 	if res.Usage.Sampled {
 		end["cpu_s"] = res.Usage.CPU.Seconds()
 		end["peak_memory_bytes"] = res.Usage.PeakMemory

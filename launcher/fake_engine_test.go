@@ -56,6 +56,9 @@ type fakeEngine struct {
 	createErr, startErr, attachErr error
 	waitErr                        error // delivered on the wait's error channel
 	oomOnExit137                   bool
+	// down: the engine no longer answers new requests (it is stopping);
+	// what is already under way still ends.
+	down bool
 	execStartErr                   string            // written into the exec's stdout, as the engine does
 	network                        map[string]string // the isolated bridge's options, once created
 	called                         *sync.Cond
@@ -498,6 +501,12 @@ func (e *fakeEngine) ContainerStop(ctx context.Context, id string, opts client.C
 }
 
 func (e *fakeEngine) ContainerRemove(_ context.Context, id string, opts client.ContainerRemoveOptions) (client.ContainerRemoveResult, error) {
+	e.mu.Lock()
+	if e.down {
+		// Back up for the removal: the test checks nothing is left.
+		e.down = false
+	}
+	e.mu.Unlock()
 	e.call("ContainerRemove")
 	c, err := e.find(id)
 	if err != nil {
@@ -524,6 +533,12 @@ func (e *fakeEngine) ContainerResize(context.Context, string, client.ContainerRe
 
 func (e *fakeEngine) ContainerInspect(_ context.Context, id string, _ client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
 	e.call("ContainerInspect")
+	e.mu.Lock()
+	down := e.down
+	e.mu.Unlock()
+	if down {
+		return client.ContainerInspectResult{}, fmt.Errorf("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")
+	}
 	c, err := e.find(id)
 	if err != nil {
 		return client.ContainerInspectResult{}, err

@@ -169,6 +169,34 @@ func TestRunReportsOOM(t *testing.T) {
 	}
 }
 
+// TestRunTellsAnEngineStopFromAnOOMKill: a container the engine killed
+// as it stopped (a restart, an upgrade) ends with its 137 and
+// EngineStopped, neither OOMKilled nor silent; one killed by the kernel
+// for its memory, or by the caller's own signal, is not taken for that.
+func TestRunTellsAnEngineStopFromAnOOMKill(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"victim"}})
+	eng.program["victim"] = func(*fakeProc) int {
+		eng.mu.Lock()
+		eng.down = true // the engine stops, then kills its containers
+		eng.mu.Unlock()
+		return 137
+	}
+	res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+	if err != nil || res.ExitCode != 137 || !res.EngineStopped || res.OOMKilled {
+		t.Fatalf("Run = %+v, %v; want 137 with the engine's stop told", res, err)
+	}
+	eng.program["victim"] = func(*fakeProc) int { return 137 }
+	eng.oomOnExit137 = true
+	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || res.EngineStopped || !res.OOMKilled {
+		t.Errorf("an OOM kill: %+v, %v", res, err)
+	}
+	eng.oomOnExit137 = false
+	eng.program["victim"] = func(*fakeProc) int { return 139 }
+	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || res.EngineStopped || res.OOMKilled {
+		t.Errorf("a segfault with the engine up: %+v, %v", res, err)
+	}
+}
+
 func TestRunFailures(t *testing.T) {
 	tests := []struct {
 		name     string

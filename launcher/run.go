@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -176,6 +177,10 @@ type Result struct {
 	// (0 when the decision set none).
 	OOMKilled   bool
 	MemoryLimit int64
+	// EngineStopped: the container died of a signal nobody here sent
+	// while the engine stopped (a restart, an upgrade): the engine stops
+	// its containers as it goes, which a bare 137 does not tell.
+	EngineStopped bool
 }
 
 // phases is Phase, or a no-op where none is set.
@@ -329,11 +334,12 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	}
 	defer usage.finish()
 	var fwd sync.WaitGroup
+	var forwarded atomic.Bool // a signal of the caller's reached the container
 	stopForwarding := make(chan struct{})
 	fwd.Add(1)
 	go func() {
 		defer fwd.Done()
-		forwardSignals(eng, id, sigc, stopForwarding, opts)
+		forwardSignals(eng, id, sigc, stopForwarding, opts, &forwarded)
 	}()
 	defer func() {
 		close(stopForwarding)
@@ -361,8 +367,8 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 				return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
 			}
 			res.ExitCode = int(w.StatusCode)
-			if res.ExitCode == 137 {
-				res.OOMKilled, res.MemoryLimit = oomKilled(eng, id, d)
+			if res.ExitCode > 128 && !forwarded.Load() {
+				res.OOMKilled, res.MemoryLimit, res.EngineStopped = signalledWhy(eng, id, d)
 			}
 			return res, nil
 		case err := <-waitRes.Error:
@@ -450,7 +456,7 @@ func engineLost(eng Engine, id string, err error) error {
 
 // forwardSignals relays what the caller receives to the container. SIGTERM
 // becomes a stop with a grace period, after which the engine kills.
-func forwardSignals(eng Engine, id string, sigc <-chan os.Signal, stop <-chan struct{}, opts Options) {
+func forwardSignals(eng Engine, id string, sigc <-chan os.Signal, stop <-chan struct{}, opts Options, forwarded *atomic.Bool) {
 	grace := opts.StopGrace
 	for {
 		select {
@@ -464,6 +470,7 @@ func forwardSignals(eng Engine, id string, sigc <-chan os.Signal, stop <-chan st
 			if sig == syscall.SIGWINCH {
 				continue
 			}
+			forwarded.Store(true)
 			if sig == syscall.SIGTERM {
 				secs := int(grace / time.Second)
 				go func() {
@@ -620,21 +627,32 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 	return img, nil
 }
 
-// oomKilled asks the engine whether the kernel killed the container for
-// exceeding its memory, and returns the limit the decision set.
-func oomKilled(eng Engine, id string, d *policy.Decision) (bool, int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+// EngineProbeTimeout bounds the question whether the engine still
+// answers after a container died of a signal nobody here sent.
+var EngineProbeTimeout = 3 * time.Second
+
+// signalledWhy asks the engine why a container died of a signal nobody
+// here sent: the kernel killed it for exceeding its memory (with the
+// limit the decision set), or the engine itself is stopping. A stopping
+// engine closes its API before it stops its containers, so a fresh
+// question then finds no engine (refused, or, with socket activation,
+// unanswered within EngineProbeTimeout).
+func signalledWhy(eng Engine, id string, d *policy.Decision) (oom bool, limit int64, engineStopped bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), EngineProbeTimeout)
 	defer cancel()
 	c, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
-	if err != nil || c.Container.State == nil || !c.Container.State.OOMKilled {
-		return false, 0
+	if err != nil {
+		return false, 0, !cerrdefs.IsNotFound(err)
+	}
+	if c.Container.State == nil || !c.Container.State.OOMKilled {
+		return false, 0, false
 	}
 	if d.Spec.Linux != nil {
 		if r := d.Spec.Linux.Resources; r != nil && r.Memory != nil && r.Memory.Limit != nil {
-			return true, *r.Memory.Limit
+			return true, *r.Memory.Limit, false
 		}
 	}
-	return true, 0
+	return true, 0, false
 }
 
 // DryRun builds and guards the create request for d without creating

@@ -118,6 +118,9 @@ func printOutcome(out launch.Outcome) {
 		}
 		errorf("the container was killed for using more than %s; ask for more memory (e.g. sbatch --mem)", limit)
 	}
+	if res.EngineStopped {
+		errorf("the container engine stopped (a restart or an upgrade on this node) while the container ran, and stopped the container with it (exit %d); this was not your program's doing: run it again, and tell your admin if it repeats", res.ExitCode)
+	}
 	if out.ReportUsage && res.Usage.Sampled {
 		fmt.Fprintf(stderr, "containerjob: usage: cpu %.2f s, peak memory %.1f MiB, wall %.2f s, exit %d\n",
 			res.Usage.CPU.Seconds(), float64(res.Usage.PeakMemory)/(1<<20), res.Ended.Sub(res.Started).Seconds(), res.ExitCode)
