@@ -58,10 +58,10 @@ type fakeEngine struct {
 	oomOnExit137                   bool
 	// down: the engine no longer answers new requests (it is stopping);
 	// what is already under way still ends.
-	down bool
-	execStartErr                   string            // written into the exec's stdout, as the engine does
-	network                        map[string]string // the isolated bridge's options, once created
-	called                         *sync.Cond
+	down         bool
+	execStartErr string            // written into the exec's stdout, as the engine does
+	network      map[string]string // the isolated bridge's options, once created
+	called       *sync.Cond
 }
 
 type fakeImage struct {

@@ -85,7 +85,7 @@ type imagePattern struct {
 	literalTag string
 	// prefix is a regular expression's literal prefix: a repository whose
 	// "NAME:" is incompatible with it cannot be named by it.
-	prefix string
+	prefix   string
 	isRegexp bool
 }
 

@@ -218,7 +218,7 @@ const (
 	// with (CPUs, memory, devices, GPUs): a step with another may not
 	// exec into it.
 	LabelAlloc = "org.containerjob.alloc"
-	LabelGPUs      = "org.containerjob.gpus"
+	LabelGPUs  = "org.containerjob.gpus"
 )
 
 func builtin(rule string) Origin { return Origin{Table: "built-in", Key: rule} }
