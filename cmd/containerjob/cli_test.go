@@ -315,3 +315,27 @@ func TestOwnedHereIsTheCallersOnThisNode(t *testing.T) {
 		t.Fatalf("ownedHere(1002, n1) = %v, want %v", got, want)
 	}
 }
+
+// TestAdvisoryCheck: doctor names the advisories that apply to the
+// engine's runc and says which version to install, as a warning (a
+// distribution's build may carry the fix under its old number), never as
+// a failure that would stop an install.
+func TestAdvisoryCheck(t *testing.T) {
+	c := advisoryCheck("runc advisories", "runc", "1.1.5+ds1-1+deb12u1")
+	if !c.ok || !c.warn || !strings.Contains(c.info, "CVE-2025-31133") || !strings.Contains(c.info, "CVE-2026-41579") || !strings.Contains(c.fix, "install runc 1.3.6 or later") {
+		t.Errorf("runc 1.1.5: %+v", c)
+	}
+	if c := advisoryCheck("runc advisories", "runc", "1.4.3"); !c.ok || c.warn {
+		t.Errorf("runc 1.4.3: %+v", c)
+	}
+	if c := advisoryCheck("nvidia toolkit advisories", "nvidia-container-toolkit", "NVIDIA Container Toolkit CLI version 1.17.4\ncommit: x"); !c.warn || !strings.Contains(c.fix, "1.19.1") || !strings.Contains(c.info, "CVE-2025-23266") {
+		t.Errorf("toolkit 1.17.4: %+v", c)
+	}
+	if c := advisoryCheck("runc advisories", "runc", "abcdef"); !c.skip {
+		t.Errorf("an unreadable version: %+v", c)
+	}
+	var b strings.Builder
+	if failed := printChecks(&b, []check{advisoryCheck("runc advisories", "runc", "1.2.0")}); failed != 0 || !strings.HasPrefix(b.String(), "WARN") || !strings.Contains(b.String(), "fix: install runc") {
+		t.Errorf("printed %q, %d failed", b.String(), failed)
+	}
+}

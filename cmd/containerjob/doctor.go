@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/advisory"
 	"github.com/containerjob/containerjob/policy"
 	"github.com/containerjob/containerjob/scheduler"
 )
@@ -30,6 +31,10 @@ type check struct {
 	name string
 	ok   bool
 	skip bool
+	// warn: passed, with something the admin should act on (a known
+	// vulnerable version a distribution may have patched): printed WARN
+	// with its fix, not counted as a failure.
+	warn bool
 	info string
 	fix  string
 }
@@ -73,12 +78,14 @@ func printChecks(w io.Writer, checks []check) int {
 		switch {
 		case c.skip:
 			mark = "skip"
+		case c.warn:
+			mark = "WARN"
 		case !c.ok:
 			mark = "FAIL"
 			failed++
 		}
 		fmt.Fprintf(w, "%s %-34s %s\n", mark, c.name, c.info)
-		if !c.ok && !c.skip && c.fix != "" {
+		if (!c.ok || c.warn) && !c.skip && c.fix != "" {
 			fmt.Fprintf(w, "     fix: %s\n", c.fix)
 		}
 	}
@@ -206,6 +213,10 @@ func engineChecks(host string, pol *policy.Policy) []check {
 		out = append(out, check{name: "per-user cgroup", skip: true, info: "the " + info.Info.CgroupDriver + " cgroup driver takes slices only: usage is sampled (0.5 s) and pids_limit_per_user is not enforced; pids_limit per container holds"})
 	}
 	out = append(out, runcCheck(info.Info.RuncCommit.ID, pol))
+	out = append(out, advisoryCheck("runc advisories", "runc", info.Info.RuncCommit.ID))
+	if v, ok := toolkitVersion(); ok {
+		out = append(out, advisoryCheck("nvidia toolkit advisories", "nvidia-container-toolkit", v))
+	}
 	if pol == nil {
 		return out
 	}
@@ -384,6 +395,45 @@ func runcFixed(commit string) (fixed, known bool) {
 		v[i], _ = strconv.Atoi(m[i+1])
 	}
 	return v[0] > 1 || (v[0] == 1 && (v[1] > 1 || (v[1] == 1 && v[2] >= 14))), true
+}
+
+// advisoryCheck reports the published vulnerabilities of a component's
+// installed version and the fixed version to install. A WARN, not a
+// failure: a distribution's build (1.1.5+ds1-1+deb12u1) may carry the fix
+// under its old number, which only its own advisory tells.
+func advisoryCheck(name, component, version string) check {
+	findings, install, known := advisory.Check(component, version)
+	switch {
+	case !known:
+		return check{name: name, skip: true, info: fmt.Sprintf("version %q not read", version)}
+	case len(findings) == 0:
+		return check{name: name, ok: true, info: fmt.Sprintf("%s %s: no known advisory applies", component, version)}
+	}
+	var what []string
+	for _, f := range findings {
+		what = append(what, f.String())
+	}
+	return check{name: name, ok: true, warn: true,
+		info: fmt.Sprintf("%s %s is affected by %s", component, version, strings.Join(what, "; ")),
+		fix:  fmt.Sprintf("install %s %s or later (or your distribution's build that carries these fixes: check its security tracker)", component, install)}
+}
+
+// toolkitVersion is the NVIDIA Container Toolkit's version, where it is
+// installed (nvidia-ctk, else nvidia-container-cli), asked within 5 s.
+func toolkitVersion() (string, bool) {
+	for _, tool := range [][]string{{"nvidia-ctk", "--version"}, {"nvidia-container-cli", "--version"}} {
+		path, err := exec.LookPath(tool[0])
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := exec.CommandContext(ctx, path, tool[1:]...).Output()
+		cancel()
+		if err == nil {
+			return string(out), true
+		}
+	}
+	return "", false
 }
 
 // killWaitCheck: Slurm sends SIGKILL KillWait seconds after SIGTERM; the

@@ -62,6 +62,11 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
 	}
+	// Debian 12's runc (1.1.5+ds1) is older than every fix of CVE-2025-31133
+	// and CVE-2026-41579: a warning naming the version to install.
+	if !strings.Contains(string(out), "WARN runc advisories") || !strings.Contains(string(out), "CVE-2026-41579") || !strings.Contains(string(out), "fix: install runc 1.3.6 or later") {
+		t.Errorf("doctor does not name runc's advisories:\n%s", out)
+	}
 	os.Chmod("/etc/sudoers.d/containerjob", 0o644)
 	defer os.Chmod("/etc/sudoers.d/containerjob", 0o440)
 	out, err = exec.Command(bin, "doctor").CombinedOutput()
