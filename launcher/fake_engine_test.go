@@ -85,7 +85,6 @@ type fakeContainer struct {
 	attached []net.Conn // every attach's end: output goes to all
 	done     chan struct{}
 	waiters  []chan container.WaitResponse
-	errWait  []chan error
 	proc     *fakeProc
 	signals  []string
 	removed  bool

@@ -90,15 +90,6 @@ func TestStepLocksAreTheSteps(t *testing.T) {
 	u2()
 }
 
-// blockedWriter never returns from Write until released: a pipe whose
-// reader the caller stopped.
-type blockedWriter struct{ release chan struct{} }
-
-func (b blockedWriter) Write(p []byte) (int, error) {
-	<-b.release
-	return len(p), nil
-}
-
 // TestNoWriteToTheCallerUnderALock: lines containerjob writes while it
 // holds a lock of the node (pull progress, notices) never wait on the
 // caller's descriptor; once the lock is released they are written in

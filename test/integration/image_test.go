@@ -177,8 +177,8 @@ func TestPrivateRegistry(t *testing.T) {
 	if out, err := exec.Command("docker", "--config", login, "login", "-u", "cjalice", "-p", privatePassword, "127.0.0.1:5058").CombinedOutput(); err != nil {
 		// The registry may still be starting.
 		time.Sleep(time.Second)
-		if out, err = exec.Command("docker", "--config", login, "login", "-u", "cjalice", "-p", privatePassword, "127.0.0.1:5058").CombinedOutput(); err != nil {
-			t.Fatalf("docker login to the test registry: %v %s", err, out)
+		if again, err := exec.Command("docker", "--config", login, "login", "-u", "cjalice", "-p", privatePassword, "127.0.0.1:5058").CombinedOutput(); err != nil {
+			t.Fatalf("docker login to the test registry: %v %s (first try: %s)", err, again, out)
 		}
 	}
 	testutil.PushImageWith(t, ref, []string{"DOCKER_CONFIG=" + login}, "private")
