@@ -174,3 +174,31 @@ func engineNetwork(n string) string {
 	}
 	return n
 }
+
+// imageEnvFirst applies pyxis' precedence to a container's environment:
+// a variable the image's ENV sets keeps the image's value, unless the
+// decision forced it or the user asked for the job's (--container-env),
+// which JobEnvNames leaves out. env is NAME=VALUE as the decision made it.
+func imageEnvFirst(d *policy.Decision, env, imageEnv []string) []string {
+	if !d.ImageEnvWins || len(d.JobEnvNames) == 0 || len(imageEnv) == 0 {
+		return env
+	}
+	fromJob := map[string]bool{}
+	for _, n := range d.JobEnvNames {
+		fromJob[n] = true
+	}
+	inImage := map[string]bool{}
+	for _, kv := range imageEnv {
+		name, _, _ := strings.Cut(kv, "=")
+		inImage[name] = true
+	}
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if fromJob[name] && inImage[name] {
+			continue // the image's value holds
+		}
+		out = append(out, kv)
+	}
+	return out
+}

@@ -222,3 +222,20 @@ func TestBuildAllocation(t *testing.T) {
 		})
 	}
 }
+
+// TestImageEnvFirst: under pyxis' precedence a variable the image's ENV
+// sets keeps the image's value unless the decision forced it or the user
+// asked for the job's; other variables of the job pass.
+func TestImageEnvFirst(t *testing.T) {
+	d := &policy.Decision{ImageEnvWins: true, JobEnvNames: []string{"CUDA_VERSION", "NCCL_DEBUG", "MINE"}}
+	env := []string{"CUDA_VERSION=12.0", "NCCL_DEBUG=INFO", "MINE=1", "SITE=x", "NVIDIA_VISIBLE_DEVICES=void"}
+	image := []string{"PATH=/usr/bin", "CUDA_VERSION=11.8.0", "NCCL_DEBUG=WARN", "SITE=img", "NVIDIA_VISIBLE_DEVICES=all"}
+	got := strings.Join(imageEnvFirst(d, env, image), " ")
+	if got != "MINE=1 SITE=x NVIDIA_VISIBLE_DEVICES=void" {
+		t.Errorf("env %q; want the image's CUDA_VERSION and NCCL_DEBUG, the job's MINE, the forced SITE and GPU variable", got)
+	}
+	d.ImageEnvWins = false
+	if got := imageEnvFirst(d, env, image); len(got) != len(env) {
+		t.Errorf("the wrapper form changed the env: %v", got)
+	}
+}

@@ -149,7 +149,7 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	}
 	p := d.Spec.Process
 	code, started, ended, err := Exec(ctx, eng, id, ExecSpec{
-		User: req.Config.User, Env: p.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
+		User: req.Config.User, Env: req.Config.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
 	}, stdio, opts)
 	res.Started, res.Ended, res.ExitCode = started, ended, code
 	phase("exit")

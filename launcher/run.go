@@ -661,13 +661,18 @@ func DryRun(ctx context.Context, eng Engine, d *policy.Decision, want guard.Expe
 	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	imageID := d.Image.String()
+	var imageEnv []string
 	if img, err := eng.ImageInspect(ictx, imageID); err == nil {
 		imageID = img.ID
+		if img.Config != nil {
+			imageEnv = img.Config.Env
+		}
 	}
 	req, err := Build(d, imageID)
 	if err != nil {
 		return req, &Error{Code: ExitLaunchFailed, Err: err}
 	}
+	req.Config.Env = imageEnvFirst(d, req.Config.Env, imageEnv)
 	if err := guard.Check(req, want); err != nil {
 		return req, &Error{Code: ExitLaunchFailed, Err: err}
 	}
@@ -780,6 +785,9 @@ func prepare(ctx context.Context, eng Engine, d *policy.Decision, opts Options) 
 	req, err := Build(d, img.ID)
 	if err != nil {
 		return img, req, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	if img.Config != nil {
+		req.Config.Env = imageEnvFirst(d, req.Config.Env, img.Config.Env)
 	}
 	if req.HostConfig.NetworkMode == IsolatedBridge {
 		if err := EnsureIsolatedBridge(ctx, eng); err != nil {

@@ -189,8 +189,9 @@ func (s *decider) environment() error {
 		if !ok || !envNameRE.MatchString(name) || !utf8.ValidString(value) || strings.ContainsRune(value, 0) || reservedEnv[name] || hostOnlyEnv(name, s.caller, s.d.Spec.Mounts) {
 			continue
 		}
-		s.env.set(name, value)
+		s.env.setFromJob(name, value)
 	}
+	s.d.ImageEnvWins = s.req.ImageFirst
 	for _, kv := range s.req.Env {
 		name, value, _ := strings.Cut(kv, "=")
 		if !envNameRE.MatchString(name) || !utf8.ValidString(value) || strings.ContainsRune(value, 0) {
@@ -315,6 +316,9 @@ func (s *decider) gpus() error {
 	}
 	s.trail("NVIDIA_VISIBLE_DEVICES="+visible, "forced", builtin("gpu-allocation"))
 	s.proc.Env = s.env.list()
+	if s.d.ImageEnvWins {
+		s.d.JobEnvNames = s.env.jobNames()
+	}
 	return nil
 }
 
@@ -332,6 +336,11 @@ func (s *decider) workdir() error {
 			return &Refusal{Item: fmt.Sprintf("working directory %q", truncate(s.req.Workdir, 256)), Reason: "must be an absolute, clean path", Rule: builtin("workdir-syntax")}
 		}
 		s.proc.Cwd = s.req.Workdir
+	case s.req.ImageFirst:
+		// pyxis: the image's WORKDIR (the engine's default, "/" where
+		// the image sets none).
+		s.proc.Cwd = ""
+		s.trail("working directory: the image's", "allowed", builtin("pyxis-semantics"))
 	case s.req.Cwd != "" && underAnyMount(s.req.Cwd, s.d.Spec.Mounts):
 		s.proc.Cwd = s.req.Cwd
 	case s.job.Dir != "" && s.eff.MountJobDir.Value:

@@ -369,3 +369,58 @@ mounts_default = ["$HOME"]`, 1))
 		})
 	}
 }
+
+// TestPyxisPrecedence: with ImageFirst (the SPANK form) the container
+// starts in the image's WORKDIR (Cwd empty: the engine's default) unless
+// a working directory is asked for or forced, and the variables the job's
+// environment gave are marked for the image to override; those the user
+// named (--container-env) or the policy and containerjob set are not.
+// "$PWD:$PWD" in the job directory is the job directory's own mount.
+func TestPyxisPrecedence(t *testing.T) {
+	pol := mustParse(t, testPolicy+"\nenv_force = [\"SITE=x\"]\n")
+	req := Request{Image: "alpine:3.20", ImageFirst: true, Cwd: "/home/alice/run",
+		JobEnv: []string{"CUDA_VERSION=12.0", "NCCL_DEBUG=INFO", "SITE=mine", "KEEP=1"}, Env: []string{"KEEP=1"}}
+	d, err := pol.Decide(req, alice, inJob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Spec.Process.Cwd != "" || !d.ImageEnvWins {
+		t.Errorf("cwd %q, image env wins %v; want the image's WORKDIR and its ENV first", d.Spec.Process.Cwd, d.ImageEnvWins)
+	}
+	if got := strings.Join(d.JobEnvNames, " "); got != "CUDA_VERSION NCCL_DEBUG" {
+		t.Errorf("variables the image may override: %q; want CUDA_VERSION NCCL_DEBUG (not SITE, forced, nor KEEP, asked for)", got)
+	}
+	req.Workdir = "/tmp"
+	if d, _ := pol.Decide(req, alice, inJob); d.Spec.Process.Cwd != "/tmp" {
+		t.Errorf("--container-workdir /tmp: cwd %q", d.Spec.Process.Cwd)
+	}
+	req.Workdir, req.ImageFirst = "", false
+	if d, _ := pol.Decide(req, alice, inJob); d.Spec.Process.Cwd != "/home/alice/run" || d.ImageEnvWins {
+		t.Errorf("the wrapper form: cwd %q, image env wins %v; want the job directory and the job's env", d.Spec.Process.Cwd, d.ImageEnvWins)
+	}
+	// --container-mounts="$PWD:$PWD" in the job directory.
+	for _, ro := range []bool{false, true} {
+		req := Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/alice/run", Source: "/home/alice/run", Target: "/home/alice/run", ReadOnly: ro}}}
+		d, err := pol.Decide(req, alice, inJob)
+		if err != nil {
+			t.Fatalf("$PWD:$PWD (ro %v): %v", ro, err)
+		}
+		n := 0
+		for _, m := range d.Spec.Mounts {
+			if m.Destination == "/home/alice/run" {
+				n++
+				if slices.Contains(m.Options, "ro") != ro {
+					t.Errorf("$PWD:$PWD ro %v: options %v", ro, m.Options)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("$PWD:$PWD: %d mounts at the job directory, want 1", n)
+		}
+	}
+	// Another source at a forced target is still refused.
+	req = Request{Image: "alpine:3.20", Mounts: []MountRequest{{Given: "/home/alice/x", Source: "/home/alice/x", Target: "/home/alice/run"}}}
+	if _, err := pol.Decide(req, alice, inJob); err == nil || !strings.Contains(err.Error(), "already taken") {
+		t.Errorf("another source at the job directory: %v", err)
+	}
+}

@@ -7,19 +7,40 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// envList keeps the last value of each name, in first-seen order.
+// envList keeps the last value of each name, in first-seen order, and
+// which of them came from the job's environment last (the image may
+// override those under pyxis' precedence).
 type envList struct {
-	order []string
-	vals  map[string]string
+	order   []string
+	vals    map[string]string
+	fromJob map[string]bool
 }
 
-func newEnvList() *envList { return &envList{vals: map[string]string{}} }
+func newEnvList() *envList { return &envList{vals: map[string]string{}, fromJob: map[string]bool{}} }
 
 func (e *envList) set(name, value string) {
 	if _, ok := e.vals[name]; !ok {
 		e.order = append(e.order, name)
 	}
 	e.vals[name] = value
+	delete(e.fromJob, name)
+}
+
+// setFromJob is set for a variable of the job's environment.
+func (e *envList) setFromJob(name, value string) {
+	e.set(name, value)
+	e.fromJob[name] = true
+}
+
+// jobNames are the variables whose value is the job environment's.
+func (e *envList) jobNames() []string {
+	var out []string
+	for _, n := range e.order {
+		if e.fromJob[n] {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (e *envList) list() []string {

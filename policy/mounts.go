@@ -152,7 +152,18 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 			return &Refusal{Item: fmt.Sprintf("mount target %q", truncate(m.Target, 256)), Reason: "must be an absolute, clean path other than /", Rule: builtin("mount-target")}
 		}
 		if targets[m.Target] {
-			return &Refusal{Item: fmt.Sprintf("mount target %q", m.Target), Reason: "is already taken by a mount the admin forces", Rule: builtin("mount-target"), Hint: "mount it at another path"}
+			// The same source at the same target is the same mount
+			// (--container-mounts="$PWD:$PWD" in the job directory):
+			// nothing new is mounted; read-only narrows it.
+			i := slices.IndexFunc(d.Spec.Mounts, func(x specs.Mount) bool { return x.Destination == m.Target })
+			if i < 0 || d.Spec.Mounts[i].Source != m.Source {
+				return &Refusal{Item: fmt.Sprintf("mount target %q", m.Target), Reason: "is already taken by a mount the admin forces", Rule: builtin("mount-target"), Hint: "mount it at another path"}
+			}
+			if m.ReadOnly && !slices.Contains(d.Spec.Mounts[i].Options, "ro") {
+				d.Spec.Mounts[i].Options = append(d.Spec.Mounts[i].Options, "ro")
+			}
+			d.Trail = append(d.Trail, Applied{Item: "mount " + m.Source + ":" + m.Target, Action: "the same as a mount already made", Rule: builtin("mount-target")})
+			continue
 		}
 		if why := ForbiddenMountSource(m.Source); why != "" {
 			return &Refusal{Item: fmt.Sprintf("mount source %q (%s)", m.Given, why), Reason: "can never be mounted", Rule: builtin("never-mount")}

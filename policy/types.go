@@ -106,12 +106,25 @@ type Request struct {
 	// that the engine or the registry confirmed resolve to it (the launch
 	// fills them; never the caller's words). Nil: none known.
 	ImageTags *DigestTags
+	// ImageFirst asks for pyxis' precedence (the SPANK form): the image's
+	// ENV wins over the job's environment for every variable it sets,
+	// except those Env names (--container-env), and without a working
+	// directory the container starts in the image's WORKDIR (or /), not
+	// the job directory.
+	ImageFirst bool
 }
 
 // Decision is the container the policy approved, in runtime-neutral terms
 // where the runtime spec has them.
 type Decision struct {
 	Image ImageRef
+	// ImageEnvWins: the image's ENV wins over the job's environment for
+	// every variable it sets, except those not in JobEnvNames (forced by
+	// the policy or containerjob, or asked for with --container-env); the
+	// launcher drops those from the container's environment once it knows
+	// the image's.
+	ImageEnvWins bool
+	JobEnvNames  []string
 	// PrivateRegistry: the image's registry is one of private_registries;
 	// the launcher runs it only after the registry accepts the caller's
 	// own credentials for it.

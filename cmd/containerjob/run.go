@@ -43,6 +43,7 @@ type runFlags struct {
 	localOnly   bool
 	mountHome   bool
 	stepStdin   bool
+	imageFirst  bool
 	quiet       bool
 	// root only
 	policyPath string
@@ -96,6 +97,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.MarkHidden("mount-home")
 	fl.BoolVar(&f.stepStdin, "step-stdin", false, "pass stdin as srun does, with a terminal when it is one (the SPANK plugin's steps, as pyxis does)")
 	fl.MarkHidden("step-stdin")
+	fl.BoolVar(&f.imageFirst, "image-first", false, "pyxis' precedence (the SPANK plugin's steps): the image's ENV wins over the job's environment except for --env names, and without --workdir the container starts in the image's WORKDIR")
+	fl.MarkHidden("image-first")
 	fl.BoolVar(&f.quiet, "quiet-refusals", false, "leave refusals the request alone decides to the step's first task on the node (the SPANK plugin's other tasks)")
 	fl.MarkHidden("quiet-refusals")
 	fl.BoolVar(&f.existing, "existing", false, "run in the job's existing container named by --name, with its image (no IMAGE argument)")
@@ -150,7 +153,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
 	}
-	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "resolve", "timings", "existing", "local-only", "mount-home", "step-stdin", "quiet-refusals"} {
+	for _, name := range []string{"tty", "interactive", "read-only", "dry-run", "resolve", "timings", "existing", "local-only", "mount-home", "step-stdin", "image-first", "quiet-refusals"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -223,6 +226,13 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	cwd, err := unix.Getwd()
 	if err != nil {
 		return fmt.Errorf("working directory cannot be read: %v", err)
+	}
+	// The wrapper form inside a job (srun containerjob IMG CMD < file):
+	// the task's stdin carries data srun forwarded to it, which a plain
+	// task would read; pass it, as the SPANK form does, rather than lose
+	// it. A terminal still needs -i/-t, /dev/null needs nothing.
+	if !f.stepStdin && !fl.Changed("interactive") && !f.tty && inJob(jobEnv) && stdinCarriesData() {
+		req.Interactive = true
 	}
 	stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	if (f.tty || f.stepStdin) && isTerminal(os.Stdin) {
@@ -318,6 +328,7 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 		req.Interactive = true
 		req.Tty = req.Tty || isTerminal(os.Stdin)
 	}
+	req.ImageFirst = f.imageFirst
 	if f.localOnly {
 		if f.pull != "" && f.pull != "never" {
 			return req, usagef("--pull %s contradicts the image's dockerd:// (never pull)", f.pull)
@@ -370,4 +381,30 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// inJob: the job's environment names a scheduler job (a hint only: it
+// decides nothing here but whether stdin is passed, which is the
+// caller's own data).
+func inJob(jobEnv []string) bool {
+	for _, kv := range jobEnv {
+		if strings.HasPrefix(kv, "SLURM_JOB_ID=") || strings.HasPrefix(kv, "PBS_JOBID=") {
+			return true
+		}
+	}
+	return false
+}
+
+// stdinCarriesData: stdin is a pipe, a socket or a file (what srun gives
+// the task it forwards its stdin to), not a terminal or /dev/null.
+func stdinCarriesData() bool {
+	var st unix.Stat_t
+	if err := unix.Fstat(0, &st); err != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK, unix.S_IFREG:
+		return true
+	}
+	return false
 }

@@ -61,7 +61,9 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	default:
 		return nil, true, fmt.Errorf("--container-name %q: the suffix is not :auto, :create, :exec or :no_exec", get("NAME"))
 	}
-	args = []string{"run", "--step-stdin"}
+	// pyxis' precedence: the image's ENV and WORKDIR (tests/env.bats,
+	// tests/workdir.bats in pyxis 0.24).
+	args = []string{"run", "--step-stdin", "--image-first"}
 	if !firstLocalTask() {
 		args = append(args, "--quiet-refusals")
 	}
