@@ -64,7 +64,7 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 	var job Job
 	switch {
 	case inSlurm:
-		if err := trustCgroupPath(cfg.Proc, cg); err != nil {
+		if err := trustCgroupPath(cg); err != nil {
 			return Job{}, &JobError{err.Error()}
 		}
 		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: cg.NodeOrHost()}
@@ -245,32 +245,33 @@ func stepDir(dir string, owner uint32) (bool, error) {
 }
 
 // trustCgroupPath checks what a job claimed from the kernel's cgroup path
-// rests on: the path is read in the node's own cgroup namespace (in one
-// of the caller's making it would be relative to a root they chose), and
-// on cgroup v2 the job's directories are slurmstepd's, not a lookalike
-// tree in a subtree delegated to the user.
-func trustCgroupPath(proc string, cg CgroupJob) error {
-	if proc == "" {
-		proc = "/proc"
+// rests on, on cgroup v2, where systemd delegates subtrees to users: the
+// job's directories are slurmstepd's (root's), not a lookalike tree, and
+// this process is in the very cgroup the path names as the node's
+// cgroup2 mount shows it, which a path read in a cgroup namespace of the
+// caller's making (relative to a root they chose) is not.
+func trustCgroupPath(cg CgroupJob) error {
+	if !cg.V2 {
+		return nil
 	}
-	same, err := sameNamespace(filepath.Join(proc, "self/ns/cgroup"), filepath.Join(proc, "1/ns/cgroup"))
-	if err != nil {
-		return fmt.Errorf("the cgroup namespace cannot be checked: %v", err)
+	if err := VerifyV2Owner(cg, "/sys/fs/cgroup", DirOwner); err != nil {
+		return err
 	}
-	if !same {
-		return fmt.Errorf("the calling process is in a cgroup namespace of its own, where its cgroup path says nothing about its job")
-	}
-	return VerifyV2Owner(cg, "/sys/fs/cgroup", DirOwner)
+	return InCgroup("/sys/fs/cgroup", cg.Path, os.Getpid())
 }
 
-// sameNamespace compares two namespace files by device and inode.
-func sameNamespace(a, b string) (bool, error) {
-	var sa, sb unix.Stat_t
-	if err := unix.Stat(a, &sa); err != nil {
-		return false, err
+// InCgroup proves that pid is a member of the cgroup at path under the
+// cgroup2 mount root.
+func InCgroup(root, path string, pid int) error {
+	data, err := os.ReadFile(filepath.Join(root, path, "cgroup.procs"))
+	if err != nil {
+		return fmt.Errorf("the calling process's cgroup %s cannot be read: %v", path, err)
 	}
-	if err := unix.Stat(b, &sb); err != nil {
-		return false, err
+	want := strconv.Itoa(pid)
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.TrimSpace(l) == want {
+			return nil
+		}
 	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+	return fmt.Errorf("this process is not in the cgroup %s its /proc/self/cgroup names (a cgroup namespace of its own?)", path)
 }

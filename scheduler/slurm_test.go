@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -86,6 +87,25 @@ func TestVerifyV2Owner(t *testing.T) {
 	v1 := CgroupJob{UID: 1000, Job: "1", Step: "0", Path: "/slurm/uid_1000/job_1/step_0"}
 	if err := VerifyV2Owner(v1, "/cg", owners(nil)); err != nil {
 		t.Errorf("v1 paths are not checked here: %v", err)
+	}
+}
+
+// TestInCgroup: a cgroup path counts only when the process is listed in
+// that cgroup under the node's mount (read in a cgroup namespace of the
+// caller's, the path names another one).
+func TestInCgroup(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "system.slice/slurmstepd.scope/job_1/step_0")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("17\n4242\n"), 0o644)
+	if err := InCgroup(root, "/system.slice/slurmstepd.scope/job_1/step_0", 4242); err != nil {
+		t.Errorf("a member: %v", err)
+	}
+	if err := InCgroup(root, "/system.slice/slurmstepd.scope/job_1/step_0", 424); err == nil {
+		t.Error("a process not listed was taken for a member")
+	}
+	if err := InCgroup(root, "/system.slice/other", 4242); err == nil {
+		t.Error("a cgroup that is not there was trusted")
 	}
 }
 
