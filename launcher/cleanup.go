@@ -247,3 +247,35 @@ type ImageInfo struct {
 	Size    int64
 	Created time.Time
 }
+
+// RemoveCommitted removes the images containerjob committed from a job's
+// named containers on node (recreated for a step with other mounts or
+// another allocation), once the job is over. It returns what it removed
+// and the first error.
+func RemoveCommitted(ctx context.Context, eng Engine, scheduler, job, node string) ([]string, error) {
+	f := client.Filters{}
+	f.Add("label", policy.LabelCommitted+"=1")
+	f.Add("label", policy.LabelJob+"="+job)
+	f.Add("label", policy.LabelScheduler+"="+scheduler)
+	if node != "" {
+		f.Add("label", policy.LabelNode+"="+node)
+	}
+	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	res, err := eng.ImageList(lctx, client.ImageListOptions{Filters: f})
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var first error
+	for _, img := range res.Items {
+		if _, err := eng.ImageRemove(lctx, img.ID, client.ImageRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			if first == nil {
+				first = fmt.Errorf("removing the job's committed image %.19s: %v", img.ID, err)
+			}
+			continue
+		}
+		removed = append(removed, img.ID)
+	}
+	return removed, first
+}

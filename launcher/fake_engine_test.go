@@ -67,6 +67,9 @@ type fakeEngine struct {
 type fakeImage struct {
 	id    string
 	files map[string]fakeFile // path -> content, for the archive API
+	// layer is what a commit kept of a container's own writes.
+	layer  map[string]string
+	labels map[string]string
 }
 
 type fakeFile struct {
@@ -79,6 +82,7 @@ type fakeContainer struct {
 	id, name string
 	req      client.ContainerCreateOptions
 	image    fakeImage
+	layer    map[string]string // its own writes
 	state    string // created, running, exited
 	exitCode int
 	server   net.Conn   // the engine's end of the first attach (stdin)
@@ -104,6 +108,9 @@ type fakeExec struct {
 
 // fakeProc is a running container's or exec's process.
 type fakeProc struct {
+	// Layer is the container's own files, as its programs wrote them
+	// (a commit keeps them).
+	Layer          map[string]string
 	Args           []string
 	Env            []string
 	Stdin          io.Reader
@@ -296,8 +303,46 @@ func (e *fakeEngine) ContainerCreate(_ context.Context, opts client.ContainerCre
 	}
 	e.seq++
 	id := fmt.Sprintf("%064x", e.seq)
-	e.containers[id] = &fakeContainer{id: id, name: opts.Name, req: opts, image: img, state: "created"}
+	layer := map[string]string{}
+	for k, v := range img.layer {
+		layer[k] = v
+	}
+	e.containers[id] = &fakeContainer{id: id, name: opts.Name, req: opts, image: img, state: "created", layer: layer}
 	return client.ContainerCreateResult{ID: id}, nil
+}
+
+func (e *fakeEngine) ContainerCommit(_ context.Context, id string, opts client.ContainerCommitOptions) (client.ContainerCommitResult, error) {
+	e.call("ContainerCommit")
+	c, err := e.find(id)
+	if err != nil {
+		return client.ContainerCommitResult{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seq++
+	img := fakeImage{id: fmt.Sprintf("sha256:%064x", e.seq), files: c.image.files, layer: map[string]string{}, labels: map[string]string{}}
+	for k, v := range c.layer {
+		img.layer[k] = v
+	}
+	for _, ch := range opts.Changes {
+		if kv, ok := strings.CutPrefix(ch, "LABEL "); ok {
+			k, v, _ := strings.Cut(kv, "=")
+			img.labels[k] = v
+		}
+	}
+	e.images[img.id] = img
+	return client.ContainerCommitResult{ID: img.id}, nil
+}
+
+func (e *fakeEngine) ImageRemove(_ context.Context, ref string, _ client.ImageRemoveOptions) (client.ImageRemoveResult, error) {
+	e.call("ImageRemove")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.images[ref]; !ok {
+		return client.ImageRemoveResult{}, notFound("No such image: " + ref)
+	}
+	delete(e.images, ref)
+	return client.ImageRemoveResult{}, nil
 }
 
 func (e *fakeEngine) find(id string) (*fakeContainer, error) {
@@ -379,7 +424,7 @@ func (e *fakeEngine) ContainerStart(_ context.Context, id string, _ client.Conta
 	}
 	args := append(append([]string{}, c.req.Config.Entrypoint...), c.req.Config.Cmd...)
 	c.done = make(chan struct{})
-	p := &fakeProc{Args: args, Env: c.req.Config.Env, Signals: make(chan string, 16), Killed: c.done, Stdin: strings.NewReader("")}
+	p := &fakeProc{Args: args, Env: c.req.Config.Env, Signals: make(chan string, 16), Killed: c.done, Stdin: strings.NewReader(""), Layer: c.layer}
 	if c.server != nil {
 		p.Stdin = c.server
 	}
@@ -624,7 +669,11 @@ func (e *fakeEngine) ExecAttach(_ context.Context, execID string, opts client.Ex
 			e.mu.Unlock()
 			return
 		}
-		p := &fakeProc{Args: x.opts.Cmd, Env: x.opts.Env, Stdin: srv, Stdout: stdout, Stderr: stderr, Signals: make(chan string, 16)}
+		var layer map[string]string
+		if c, err := e.find(x.cid); err == nil {
+			layer = c.layer
+		}
+		p := &fakeProc{Args: x.opts.Cmd, Env: x.opts.Env, Stdin: srv, Stdout: stdout, Stderr: stderr, Signals: make(chan string, 16), Layer: layer}
 		e.mu.Lock()
 		x.pid, x.running = 4243, true
 		e.mu.Unlock()
@@ -651,10 +700,24 @@ func (e *fakeEngine) ContainerLogs(context.Context, string, client.ContainerLogs
 	return nil, fmt.Errorf("the fake engine keeps no logs")
 }
 
-func (e *fakeEngine) ImageList(context.Context, client.ImageListOptions) (client.ImageListResult, error) {
+func (e *fakeEngine) ImageList(_ context.Context, opts client.ImageListOptions) (client.ImageListResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out client.ImageListResult
+	if labels := opts.Filters["label"]; len(labels) > 0 {
+		// By label: every image (tagged or not) that has them all.
+		for ref, img := range e.images {
+			match := ref == img.id
+			for kv := range labels {
+				k, v, _ := strings.Cut(kv, "=")
+				match = match && img.labels[k] == v
+			}
+			if match {
+				out.Items = append(out.Items, image.Summary{ID: img.id, Labels: img.labels})
+			}
+		}
+		return out, nil
+	}
 	for ref, img := range e.images {
 		if ref != img.id {
 			out.Items = append(out.Items, image.Summary{ID: img.id, RepoTags: []string{ref}})

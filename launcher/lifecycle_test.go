@@ -659,38 +659,71 @@ pull = ["missing"]
 	}
 }
 
-// TestNamedContainerKeepsToEachStepsAllocation: a step may exec into the
-// job's named container only with the allocation the container was made
-// with; a step with fewer (or other) CPUs, memory or GPUs is refused with
-// one line instead of running inside the first step's cgroups and devices
-// (a gpu:1 step saw the 2 GPUs of the gpu:2 step that made the container).
-func TestNamedContainerKeepsToEachStepsAllocation(t *testing.T) {
+// TestNamedContainerTakesEachStepsMountsAndAllocation: a step that names
+// the job's container with other mounts, or with another allocation (CPUs,
+// memory, GPUs), runs in it with its own: the container's files are kept
+// (committed into an image of the job's) and it is made anew with this
+// step's; a step with the same runs in it as it is. The previous binary
+// refused other mounts, and ran a gpu:1 step inside the gpu:2 container.
+func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 	eng, _, opts := lifecycle(t, policy.Request{})
 	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
-	step := func(cpus string, mem int64) *policy.Decision {
-		return decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20", Name: "w", Cmd: []string{"true"}},
+	eng.program["write"] = func(p *fakeProc) int { p.Layer["/work/state"] = p.Args[1]; return 0 }
+	eng.program["read"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "state="+p.Layer["/work/state"]); return 0 }
+	step := func(cpus string, mem int64, cmd ...string) *policy.Decision {
+		return decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20", Name: "w", Cmd: cmd},
 			policy.Job{Scheduler: "slurm", ID: "7", Step: "0", Node: "n1", CPUs: cpus, MemoryBytes: mem})
 	}
-	run := func(d *policy.Decision) error {
-		_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
-		return err
-	}
-	if err := run(step("0-1", 2<<30)); err != nil {
-		t.Fatal(err)
-	}
-	if err := run(step("0-1", 2<<30)); err != nil {
-		t.Errorf("a step with the same allocation: %v", err)
-	}
-	for name, d := range map[string]*policy.Decision{
-		"fewer CPUs":  step("1", 2<<30),
-		"less memory": step("0-1", 1<<30),
-		"other CPUs":  step("2-3", 2<<30),
-	} {
-		err := run(d)
-		var lerr *Error
-		if !errors.As(err, &lerr) || lerr.Code != ExitLaunchFailed || !strings.Contains(err.Error(), "another allocation") {
-			t.Errorf("%s: %v; want a refusal naming the allocation", name, err)
+	run := func(d *policy.Decision) (string, string) {
+		t.Helper()
+		out := newLineWriter()
+		if _, err := Run(context.Background(), eng, d, IO{Stdout: out, Stderr: newLineWriter()}, opts); err != nil {
+			t.Fatal(err)
 		}
+		live := eng.live()
+		if len(live) != 1 {
+			t.Fatalf("%d containers, want the job's one", len(live))
+		}
+		h := live[0].req.HostConfig
+		return out.all(), fmt.Sprintf("%s/%d", h.Resources.CpusetCpus, h.Resources.Memory>>20)
+	}
+	if _, alloc := run(step("0-1", 2<<30, "write", "one")); alloc != "0-1/2048" {
+		t.Fatalf("first step's container: %s", alloc)
+	}
+	if out, _ := run(step("0-1", 2<<30, "read")); out != "state=one" || eng.count("ContainerCommit") != 0 {
+		t.Errorf("same allocation: %q, %d commits; want it run as it is", out, eng.count("ContainerCommit"))
+	}
+	for i, c := range []struct {
+		cpus string
+		mem  int64
+	}{{"1", 2 << 30}, {"0-1", 1 << 30}, {"2-3", 2 << 30}} {
+		out, alloc := run(step(c.cpus, c.mem, "read"))
+		if want := fmt.Sprintf("%s/%d", c.cpus, c.mem>>20); alloc != want || out != "state=one" {
+			t.Errorf("step with %s: container %s, output %q; want %s and the first step's files", want, alloc, out, want)
+		}
+		if n := eng.count("ContainerCommit"); n != i+1 {
+			t.Errorf("%d commits after %d changes", n, i+1)
+		}
+	}
+	// Each commit replaced the previous one: the job has one image of its own.
+	committed := 0
+	for id, img := range eng.images {
+		if id == img.id && img.labels[policy.LabelCommitted] == "1" {
+			committed++
+			if img.labels[policy.LabelJob] != "7" || img.labels[policy.LabelUID] != "1002" {
+				t.Errorf("committed image labels %v", img.labels)
+			}
+		}
+	}
+	if committed != 1 {
+		t.Errorf("%d committed images, want the latest only", committed)
+	}
+	// The epilogue's part: another job's or node's commit stays.
+	if removed, err := RemoveCommitted(context.Background(), eng, "slurm", "8", "n1"); err != nil || len(removed) != 0 {
+		t.Errorf("another job's removal took %v, %v", removed, err)
+	}
+	if removed, err := RemoveCommitted(context.Background(), eng, "slurm", "7", "n1"); err != nil || len(removed) != 1 {
+		t.Errorf("RemoveCommitted = %v, %v; want the job's image", removed, err)
 	}
 	for _, c := range eng.live() {
 		eng.ContainerRemove(context.Background(), c.id, moby.ContainerRemoveOptions{Force: true})

@@ -119,6 +119,7 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	digest := mountsDigest(req)
 	req.Config.Labels[policy.LabelMounts] = digest
 	req.Config.Labels[policy.LabelAlloc] = allocDigest(req)
+	req.Config.Labels[policy.LabelImageID] = img.ID
 
 	var id string
 	release := func() {}
@@ -354,6 +355,8 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 	if d.StepShared {
 		what = "the step's container on this node"
 	}
+	createFrom := imageID // the image a new container is made of
+	var oldCommit string  // a committed image the recreated container leaves unused
 	for attempt := 0; attempt < 3; attempt++ {
 		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
 		found, err := eng.ContainerInspect(ictx, d.Name, client.ContainerInspectOptions{})
@@ -361,18 +364,43 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		if err == nil {
 			c := found.Container
 			l := c.Config.Labels
+			base := l[policy.LabelImageID]
+			if base == "" {
+				base = c.Image
+			}
+			mismatch := ""
 			switch {
 			case l[policy.LabelManaged] != "1" || l[policy.LabelUID] != d.Labels[policy.LabelUID] || l[policy.LabelJob] != d.Labels[policy.LabelJob]:
 				return "", failf(ExitLaunchFailed, "%s: the name belongs to another user or job", what)
-			case c.Image != imageID:
+			case base != imageID:
 				return "", failf(ExitLaunchFailed, "%s runs another image (%s); use a new --container-name for %s", what, l[policy.LabelImage], d.Image)
 			case l[policy.LabelMounts] != digest:
-				return "", failf(ExitLaunchFailed, "%s was created with other mounts; use a new --container-name", what)
+				mismatch = "other mounts"
 			case l[policy.LabelAlloc] != req.Config.Labels[policy.LabelAlloc]:
 				// A step gets its own allocation, never the one a
 				// named container was made with (a gpu:1 step in a
 				// container of a gpu:2 step would see both GPUs).
-				return "", failf(ExitLaunchFailed, "%s was made by a step with another allocation (CPUs, memory, GPUs or devices: %s) than this step's (%s); use a new --container-name, or give this step the same allocation", what, allocSummary(c.HostConfig), allocSummary(req.HostConfig))
+				mismatch = fmt.Sprintf("another allocation (%s; this step has %s)", allocSummary(c.HostConfig), allocSummary(req.HostConfig))
+			}
+			if mismatch != "" {
+				if d.StepShared {
+					return "", failf(ExitLaunchFailed, "%s was created with %s", what, mismatch)
+				}
+				if findOnly {
+					return "", nil
+				}
+				// As under pyxis, the step gets its own mounts and
+				// allocation and keeps the container's filesystem: the
+				// container is committed and made anew from that.
+				committed, err := recreateNamed(ctx, eng, d, c.ID, what, mismatch)
+				if err != nil {
+					return "", err
+				}
+				createFrom = committed
+				if c.Image != imageID && c.Config.Labels != nil {
+					oldCommit = c.Image
+				}
+				continue
 			}
 			if c.State == nil || !c.State.Running {
 				sctx, cancel := context.WithTimeout(ctx, apiTimeout)
@@ -404,6 +432,7 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		}
 		defer stage.Release()
 		cfg := *req.Config
+		cfg.Image = createFrom
 		cfg.Entrypoint = []string{"/bin/sh", "-c", keeper}
 		cfg.Cmd = nil
 		cfg.Tty, cfg.OpenStdin, cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false, false, false
@@ -434,9 +463,66 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 			cancel()
 			return "", startError(err, d.GPUDriver)
 		}
+		if oldCommit != "" {
+			// The previous commit is nobody's now; a failure leaves it
+			// to the epilogue.
+			rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+			eng.ImageRemove(rctx, oldCommit, client.ImageRemoveOptions{})
+			cancel()
+		}
 		return created.ID, nil
 	}
 	return "", failf(ExitLaunchFailed, "%s could not be created or found", what)
+}
+
+// recreateNamed commits a job's named container (the files its steps
+// wrote) into an image of the job's and removes the container, so that
+// it is made anew from that image with this step's mounts and allocation.
+// Another step still running in it makes this one wait for the name's
+// lock, then refuse: its processes would be killed.
+func recreateNamed(ctx context.Context, eng Engine, d *policy.Decision, id, what, why string) (string, error) {
+	_, createLock := stepLocks(d.Name)
+	unlock, _, err := takeLock(ctx, createLock, "another step recreating "+what, syscall.LOCK_EX, LockWait, nil)
+	if err != nil {
+		return "", &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	defer unlock()
+	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+	found, err := eng.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
+	cancel()
+	if err != nil {
+		return "", failf(ExitLaunchFailed, "%s changed while this step looked at it (%v); run the step again", what, err)
+	}
+	for _, ex := range found.Container.ExecIDs {
+		xctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		st, err := eng.ExecInspect(xctx, ex, client.ExecInspectOptions{})
+		cancel()
+		if err == nil && st.Running {
+			return "", failf(ExitLaunchFailed, "%s has %s than this step, and another step still runs in it; wait for that step, or use a new --container-name", what, why)
+		}
+	}
+	l := d.Labels
+	changes := []string{
+		"LABEL " + policy.LabelManaged + "=1",
+		"LABEL " + policy.LabelCommitted + "=1",
+		"LABEL " + policy.LabelUID + "=" + l[policy.LabelUID],
+		"LABEL " + policy.LabelJob + "=" + l[policy.LabelJob],
+		"LABEL " + policy.LabelNode + "=" + l[policy.LabelNode],
+		"LABEL " + policy.LabelScheduler + "=" + l[policy.LabelScheduler],
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	committed, err := eng.ContainerCommit(cctx, id, client.ContainerCommitOptions{Changes: changes})
+	cancel()
+	if err != nil {
+		return "", failf(ExitLaunchFailed, "%s has %s than this step, and its files could not be kept for it (%v); use a new --container-name", what, why, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if _, err := eng.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		eng.ImageRemove(rctx, committed.ID, client.ImageRemoveOptions{})
+		return "", failf(ExitLaunchFailed, "%s could not be replaced for this step's %s (%v)", what, why, err)
+	}
+	return committed.ID, nil
 }
 
 // execProcess is the host process of one exec, held by a pidfd. The

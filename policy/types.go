@@ -231,6 +231,13 @@ const (
 	// with (CPUs, memory, devices, GPUs): a step with another may not
 	// exec into it.
 	LabelAlloc = "org.containerjob.alloc"
+	// LabelImageID is the image a named container's decision approved;
+	// the container's own image differs once it has been recreated
+	// from its committed filesystem (LabelCommitted images).
+	LabelImageID = "org.containerjob.image-id"
+	// LabelCommitted marks an image containerjob committed from a job's
+	// named container to recreate it; the job's epilogue removes it.
+	LabelCommitted = "org.containerjob.committed"
 	LabelGPUs  = "org.containerjob.gpus"
 )
 

@@ -174,6 +174,15 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 	errs := launcher.RemoveAll(ctx, eng, cs)
 	if step == "" {
 		launcher.CleanStale()
+		// The job's named containers recreated for a step kept their
+		// files in images of the job's; they go with it.
+		removed, err := launcher.RemoveCommitted(ctx, eng, sched, job, node)
+		if err != nil {
+			warningf("%s for job %s: %v", hook, job, err)
+		}
+		for _, id := range removed {
+			trail.Record(hook+"-removed", map[string]any{"job": job, "scheduler": sched, "image": id})
+		}
 	}
 	failed := 0
 	for _, c := range cs {
