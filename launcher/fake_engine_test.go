@@ -83,7 +83,7 @@ type fakeContainer struct {
 	req      client.ContainerCreateOptions
 	image    fakeImage
 	layer    map[string]string // its own writes
-	state    string // created, running, exited
+	state    string            // created, running, exited
 	exitCode int
 	server   net.Conn   // the engine's end of the first attach (stdin)
 	attached []net.Conn // every attach's end: output goes to all

@@ -238,7 +238,7 @@ const (
 	// LabelCommitted marks an image containerjob committed from a job's
 	// named container to recreate it; the job's epilogue removes it.
 	LabelCommitted = "org.containerjob.committed"
-	LabelGPUs  = "org.containerjob.gpus"
+	LabelGPUs      = "org.containerjob.gpus"
 )
 
 func builtin(rule string) Origin { return Origin{Table: "built-in", Key: rule} }
