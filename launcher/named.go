@@ -376,7 +376,9 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 				return "", failf(ExitLaunchFailed, "%s runs another image (%s); use a new --container-name for %s", what, l[policy.LabelImage], d.Image)
 			case l[policy.LabelMounts] != digest:
 				mismatch = "other mounts"
-			case l[policy.LabelAlloc] != req.Config.Labels[policy.LabelAlloc]:
+			case !d.StepShared && l[policy.LabelAlloc] != req.Config.Labels[policy.LabelAlloc]:
+				// (A step's shared container is its tasks' alike: each
+				// task's CPU binding is a part of the same step.)
 				// A step gets its own allocation, never the one a
 				// named container was made with (a gpu:1 step in a
 				// container of a gpu:2 step would see both GPUs).
