@@ -11,6 +11,7 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
 	"github.com/containerjob/containerjob/policy"
@@ -262,20 +263,31 @@ func RemoveCommitted(ctx context.Context, eng Engine, scheduler, job, node strin
 	}
 	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	res, err := eng.ImageList(lctx, client.ImageListOptions{Filters: f})
+	res, err := eng.ImageList(lctx, client.ImageListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, err
 	}
+	// Each recreation commits on top of the previous commit, which the
+	// engine will not remove while a child of it exists: passes until
+	// one removes nothing (removing a child prunes its untagged parents,
+	// which then count as removed).
 	var removed []string
-	var first error
-	for _, img := range res.Items {
-		if _, err := eng.ImageRemove(lctx, img.ID, client.ImageRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-			if first == nil {
-				first = fmt.Errorf("removing the job's committed image %.19s: %v", img.ID, err)
+	left := res.Items
+	var last error
+	for len(left) > 0 {
+		var next []image.Summary
+		for _, img := range left {
+			if _, err := eng.ImageRemove(lctx, img.ID, client.ImageRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+				next = append(next, img)
+				last = fmt.Errorf("removing the job's committed image %.19s: %v", img.ID, err)
+				continue
 			}
-			continue
+			removed = append(removed, img.ID)
 		}
-		removed = append(removed, img.ID)
+		if len(next) == len(left) {
+			return removed, last
+		}
+		left = next
 	}
-	return removed, first
+	return removed, nil
 }

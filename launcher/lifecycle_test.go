@@ -705,7 +705,7 @@ func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 			t.Errorf("%d commits after %d changes", n, i+1)
 		}
 	}
-	// Each commit replaced the previous one: the job has one image of its own.
+	// Each recreation committed on top of the last: the job's images.
 	committed := 0
 	for id, img := range eng.images {
 		if id == img.id && img.labels[policy.LabelCommitted] == "1" {
@@ -715,14 +715,14 @@ func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 			}
 		}
 	}
-	if committed != 1 {
-		t.Errorf("%d committed images, want the latest only", committed)
+	if committed != 3 {
+		t.Errorf("%d committed images, want one per recreation", committed)
 	}
 	// The epilogue's part: another job's or node's commit stays.
 	if removed, err := RemoveCommitted(context.Background(), eng, "slurm", "8", "n1"); err != nil || len(removed) != 0 {
 		t.Errorf("another job's removal took %v, %v", removed, err)
 	}
-	if removed, err := RemoveCommitted(context.Background(), eng, "slurm", "7", "n1"); err != nil || len(removed) != 1 {
+	if removed, err := RemoveCommitted(context.Background(), eng, "slurm", "7", "n1"); err != nil || len(removed) != 3 {
 		t.Errorf("RemoveCommitted = %v, %v; want the job's image", removed, err)
 	}
 	for _, c := range eng.live() {

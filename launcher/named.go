@@ -355,8 +355,10 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 	if d.StepShared {
 		what = "the step's container on this node"
 	}
-	createFrom := imageID // the image a new container is made of
-	var oldCommit string  // a committed image the recreated container leaves unused
+	// The image a new container is made of: a recreated one's, the
+	// commit of its files (on top of any earlier commit of the job's,
+	// which stays its parent until the epilogue removes them all).
+	createFrom := imageID
 	for attempt := 0; attempt < 3; attempt++ {
 		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
 		found, err := eng.ContainerInspect(ictx, d.Name, client.ContainerInspectOptions{})
@@ -399,9 +401,6 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 					return "", err
 				}
 				createFrom = committed
-				if c.Image != imageID && c.Config.Labels != nil {
-					oldCommit = c.Image
-				}
 				continue
 			}
 			if c.State == nil || !c.State.Running {
@@ -464,13 +463,6 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 			eng.ContainerRemove(rctx, created.ID, client.ContainerRemoveOptions{Force: true})
 			cancel()
 			return "", startError(err, d.GPUDriver)
-		}
-		if oldCommit != "" {
-			// The previous commit is nobody's now; a failure leaves it
-			// to the epilogue.
-			rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-			eng.ImageRemove(rctx, oldCommit, client.ImageRemoveOptions{})
-			cancel()
 		}
 		return created.ID, nil
 	}
