@@ -49,7 +49,7 @@ func PolicyJob(job scheduler.Job, jobEnv []string, settings policy.Settings) pol
 	pj := policy.Job{
 		Scheduler: job.Scheduler, ID: job.ID, Step: job.Step, Dir: job.Dir, Node: job.Node, Files: job.Files,
 		CPUs: job.Alloc.CPUs, MemoryBytes: job.Alloc.MemoryBytes, StepCgroup: job.Cgroup,
-		PidMax: nodePidMax(),
+		PidMax: nodePidMax(), StepCPUs: job.Alloc.StepCPUs,
 	}
 	if job.Scheduler == "slurm" {
 		pj.StepTasks, _ = strconv.Atoi(identity.EnvValue(jobEnv, "SLURM_STEP_NUM_TASKS"))

@@ -510,7 +510,14 @@ func (s *decider) resources() error {
 	res := s.d.Spec.Linux.Resources
 	switch s.p.Settings.Confine {
 	case "limits", "cgroup-parent":
-		if s.job.CPUs != "" {
+		switch {
+		case s.d.StepShared && s.job.StepCPUs != "":
+			// One container for the step's tasks on the node: all of
+			// the step's CPUs, not the first task's binding (its other
+			// ranks would all run on the first one's).
+			res.CPU = &specs.LinuxCPU{Cpus: s.job.StepCPUs}
+			s.trail("cpus "+s.job.StepCPUs+" (the step's, for its tasks' shared container)", "forced", builtin("job-allocation"))
+		case s.job.CPUs != "":
 			res.CPU = &specs.LinuxCPU{Cpus: s.job.CPUs}
 			s.trail("cpus "+s.job.CPUs, "forced", builtin("job-allocation"))
 		}

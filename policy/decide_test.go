@@ -424,3 +424,22 @@ func TestPyxisPrecedence(t *testing.T) {
 		t.Errorf("another source at the job directory: %v", err)
 	}
 }
+
+// TestSharedStepGetsTheStepsCPUs: a container the step's tasks share gets
+// all of the step's CPUs on the node, not the binding of the task that
+// happened to create it (its other ranks all ran on that task's CPU).
+func TestSharedStepGetsTheStepsCPUs(t *testing.T) {
+	pol := mustParse(t, testPolicy)
+	job := Job{Scheduler: "slurm", ID: "42", Step: "0", Dir: "/home/alice/run", Node: "n1", CPUs: "1", StepCPUs: "0-3", StepTasks: 4}
+	d, err := pol.Decide(Request{Image: "alpine:3.20"}, alice, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.StepShared || d.Spec.Linux.Resources.CPU == nil || d.Spec.Linux.Resources.CPU.Cpus != "0-3" {
+		t.Errorf("shared %v, cpus %+v; want the step's 0-3", d.StepShared, d.Spec.Linux.Resources.CPU)
+	}
+	job.StepTasks = 1
+	if d, _ := pol.Decide(Request{Image: "alpine:3.20"}, alice, job); d.Spec.Linux.Resources.CPU.Cpus != "1" {
+		t.Errorf("a one-task step: cpus %q, want the task's 1", d.Spec.Linux.Resources.CPU.Cpus)
+	}
+}

@@ -53,6 +53,10 @@ type Job struct {
 	// PidMax is the node's pid_max (/proc/sys/kernel/pid_max), which the
 	// default per-user process cap is a fraction of; 0 when unknown.
 	PidMax int64
+	// StepCPUs are all of the step's CPUs on this node, of which CPUs (the
+	// task's binding) is a part; a container the step's tasks share gets
+	// these. "" unknown.
+	StepCPUs string
 }
 
 // GPU is one allocated GPU: ID is what the engine is asked for (a UUID

@@ -20,8 +20,12 @@ import (
 // source the caller cannot forge: the kernel (affinity, cgroups) and
 // slurmctld (GPU indices).
 type Allocation struct {
-	CPUs        string // cpuset list, e.g. "0-1,4"; "" unknown
-	MemoryBytes int64  // 0 unknown or unlimited
+	CPUs string // cpuset list, e.g. "0-1,4"; "" unknown
+	// StepCPUs are all the CPUs of the step on this node (its cpuset
+	// cgroup), of which a task's binding (CPUs) is a part: a container the
+	// step's tasks share gets these. "" unknown.
+	StepCPUs    string
+	MemoryBytes int64 // 0 unknown or unlimited
 	GPUs        []GPU
 }
 
@@ -74,6 +78,54 @@ func FormatCPUList(cpus []int) string {
 		i = j + 1
 	}
 	return strings.Join(parts, ",")
+}
+
+var cpuListRE = regexp.MustCompile(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`)
+
+// StepCPUs reads the CPUs of the Slurm step whose cgroup holds the
+// process from the step's cpuset (v1: cpuset.cpus of the step's cpuset
+// cgroup; v2: cpuset.cpus.effective of the step's directory). Only a
+// step-level directory (…/step_S) is read, never a task's; "" when
+// unknown.
+func StepCPUs(procCgroup []byte, root string) string {
+	for _, line := range strings.Split(string(procCgroup), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		var file string
+		switch {
+		case parts[1] == "cpuset" || strings.Contains(","+parts[1]+",", ",cpuset,"):
+			file = filepath.Join(root, parts[1], stepLevel(parts[2]), "cpuset.cpus")
+		case parts[0] == "0" && parts[1] == "":
+			file = filepath.Join(root, stepLevel(parts[2]), "cpuset.cpus.effective")
+		default:
+			continue
+		}
+		if stepLevel(parts[2]) == "" {
+			continue
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		if v := strings.TrimSpace(string(data)); cpuListRE.MatchString(v) {
+			return v
+		}
+	}
+	return ""
+}
+
+// stepLevel trims a cgroup path to its step level (…/step_S), "" when it
+// names none.
+func stepLevel(p string) string {
+	parts := strings.Split(p, "/")
+	for i, c := range parts {
+		if strings.HasPrefix(c, "step_") {
+			return strings.Join(parts[:i+1], "/")
+		}
+	}
+	return ""
 }
 
 // unlimitedV1 is what cgroup v1 reports for "no limit" (page-rounded).

@@ -123,3 +123,27 @@ func TestDeviceAccessAsksTheKernel(t *testing.T) {
 		t.Errorf("DeviceAccess(missing) = %v; want ENOENT", err)
 	}
 }
+
+// TestStepCPUs: the step's CPUs come from its own cpuset directory (v1
+// cpuset.cpus, v2 cpuset.cpus.effective), never a task's below it.
+func TestStepCPUs(t *testing.T) {
+	root := t.TempDir()
+	write := func(rel, data string) {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(rel)), 0o755)
+		os.WriteFile(filepath.Join(root, rel), []byte(data), 0o644)
+	}
+	write("cpuset/slurm_vm/uid_1002/job_7/step_0/cpuset.cpus", "0-1\n")
+	write("cpuset/slurm_vm/uid_1002/job_7/step_0/task_0/cpuset.cpus", "0\n")
+	write("system.slice/slurmstepd.scope/job_8/step_2/cpuset.cpus.effective", "2,4-5\n")
+	write("cpuset/slurm/uid_1/job_9/step_0/cpuset.cpus", "0-1; rm -rf /\n")
+	for _, tt := range []struct{ cgroup, want string }{
+		{"5:cpuset:/slurm_vm/uid_1002/job_7/step_0/task_0\n", "0-1"},
+		{"0::/system.slice/slurmstepd.scope/job_8/step_2/user/task_1\n", "2,4-5"},
+		{"5:cpuset:/slurm/uid_1/job_9/step_0\n", ""},
+		{"5:cpuset:/user.slice\n", ""},
+	} {
+		if got := StepCPUs([]byte(tt.cgroup), root); got != tt.want {
+			t.Errorf("StepCPUs(%q) = %q, want %q", tt.cgroup, got, tt.want)
+		}
+	}
+}

@@ -522,6 +522,7 @@ func (s Slurm) Allocation(sj SlurmJob, procCgroup []byte) (Allocation, error) {
 	if a.CPUs, err = CPUsFromAffinity(); err != nil {
 		return a, err
 	}
+	a.StepCPUs = StepCPUs(procCgroup, "/sys/fs/cgroup")
 	a.MemoryBytes = MemoryLimit(procCgroup, "/sys/fs/cgroup")
 	node := sj.Nodes[s.Node]
 	if len(node.GPUs) == 0 {

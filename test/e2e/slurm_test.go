@@ -23,7 +23,7 @@ import (
 func TestWrapperInsideStep(t *testing.T) {
 	t.Parallel()
 	dir := jobDir(t, alice)
-	r := as(t, alice, dir, `MYVAR=from-host srun -n2 containerjob alpine:3.20 sh -c 'echo rank=$SLURM_PROCID job=$SLURM_JOB_ID my=$MYVAR; pwd; id -u'`)
+	r := as(t, alice, dir, `MYVAR=from-host srun -n2 containerjob alpine:3.20 sh -c 'echo rank=$SLURM_PROCID job=$SLURM_JOB_ID my=$MYVAR; pwd; id -u; grep Cpus_allowed_list /proc/self/status'`)
 	if r.Code != 0 {
 		t.Fatalf("srun containerjob: code %d stderr %q", r.Code, r.Stderr)
 	}
@@ -31,6 +31,17 @@ func TestWrapperInsideStep(t *testing.T) {
 		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("output %q lacks %q", r.Stdout, want)
 		}
+	}
+	// The two tasks share one container, which has the step's CPUs, not
+	// the first task's binding (both ranks ran on one CPU).
+	var cpus []string
+	for _, l := range strings.Split(r.Stdout, "\n") {
+		if v, ok := strings.CutPrefix(l, "Cpus_allowed_list:"); ok {
+			cpus = append(cpus, strings.TrimSpace(v))
+		}
+	}
+	if len(cpus) != 2 || cpus[0] != cpus[1] || !strings.ContainsAny(cpus[0], ",-") {
+		t.Errorf("the ranks' CPUs %q; want both the step's (more than one CPU)", cpus)
 	}
 }
 
