@@ -200,6 +200,10 @@ func pinImage(job scheduler.Job, req *policy.Request) (imagePinning, error) {
 			return nil
 		}
 		got := PinOf(ref, img)
+		// A pin is the job's state on the node: its Epilog must run.
+		if err := launcher.MarkJob(job.Scheduler, job.ID, job.Node); err != nil {
+			return err
+		}
 		have, err := SavePin(dir, got)
 		if err != nil {
 			return err

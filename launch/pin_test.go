@@ -9,6 +9,7 @@ import (
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 	"github.com/containerjob/containerjob/scheduler"
 )
@@ -20,9 +21,9 @@ const (
 
 func pinRoot(t *testing.T) {
 	t.Helper()
-	old := PinRoot
-	PinRoot = t.TempDir()
-	t.Cleanup(func() { PinRoot = old })
+	old, oldMarks := PinRoot, launcher.JobMarkDir
+	PinRoot, launcher.JobMarkDir = t.TempDir(), t.TempDir()
+	t.Cleanup(func() { PinRoot, launcher.JobMarkDir = old, oldMarks })
 }
 
 func inspected(id string, repoDigests ...string) client.ImageInspectResult {

@@ -34,6 +34,9 @@ max_containers_per_job = 3
 func lifecycle(t *testing.T, req policy.Request) (*fakeEngine, *policy.Decision, Options) {
 	t.Helper()
 	dir := t.TempDir()
+	oldMarks := JobMarkDir
+	JobMarkDir = filepath.Join(dir, "jobs")
+	t.Cleanup(func() { JobMarkDir = oldMarks })
 	oldLock, oldStep, oldCache, oldNode, oldStage, oldPull, oldPulled := LaunchLockDir, StepLockDir, AccountsCache, NodeCacheDir, StageRoot, PullLockDir, PulledDir
 	LaunchLockDir, StepLockDir, AccountsCache, NodeCacheDir, StageRoot, PullLockDir, PulledDir = filepath.Join(dir, "launch"), filepath.Join(dir, "step"), filepath.Join(dir, "accounts"), dir, filepath.Join(dir, "stage"), filepath.Join(dir, "pull"), filepath.Join(dir, "pulled")
 	t.Cleanup(func() {

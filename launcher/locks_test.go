@@ -3,6 +3,7 @@ package launcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"syscall"
@@ -160,4 +161,45 @@ func TestPullLockWaitIsBoundedAndNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	u2()
+}
+
+// TestJobMarkBeforeTheFirstContainer: a job's first container is created
+// only after its mark is on the host (the Slurm Epilog starts containerjob
+// only for marked jobs); the epilogue drops the node's mark, and the
+// job's with the last node's; a job outside any is never marked.
+func TestJobMarkBeforeTheFirstContainer(t *testing.T) {
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+	if JobMarked("slurm", "7") {
+		t.Fatal("marked before any launch")
+	}
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+		t.Fatal(err)
+	}
+	if !JobMarked("slurm", "7") {
+		t.Fatal("a job that ran a container has no mark")
+	}
+	MarkJob("slurm", "7", "n2")
+	DropJobMark("slurm", "7", "n1")
+	if !JobMarked("slurm", "7") {
+		t.Error("the job's mark went with one node's while another node's is left")
+	}
+	DropJobMark("slurm", "7", "n2")
+	if JobMarked("slurm", "7") {
+		t.Error("the job's mark outlived its last node's epilogue")
+	}
+	if err := MarkJob("slurm", "", "n1"); err != nil || JobMarked("slurm", "") == false {
+		// outside a job: nothing to mark; an unreadable name counts as marked
+		t.Errorf("outside a job: %v", err)
+	}
+	if err := MarkJob("slurm", "../../etc", "n1"); err == nil {
+		t.Error("a job id that is no file name was marked")
+	}
+	// The mark is written before the create: a create that fails leaves it.
+	eng.createErr = fmt.Errorf("boom")
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err == nil {
+		t.Fatal("create failure not reported")
+	}
+	if !JobMarked("slurm", "7") {
+		t.Error("no mark after a create was tried")
+	}
 }

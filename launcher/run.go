@@ -893,6 +893,10 @@ func guardedCreate(ctx context.Context, eng Engine, limits []policy.CountLimit, 
 	if err := guard.Check(req, want); err != nil {
 		return none, &Error{Code: ExitLaunchFailed, Err: err}
 	}
+	// The job's mark goes first: its Epilog looks for it before anything.
+	if err := markJobOf(req.Config.Labels); err != nil {
+		return none, &Error{Code: ExitLaunchFailed, Err: err}
+	}
 	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	return eng.ContainerCreate(cctx, req)

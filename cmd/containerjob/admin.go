@@ -199,6 +199,13 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 	if failed > 0 {
 		return exitStatus(1)
 	}
+	if step == "" {
+		// Clean on this node: its Epilog need not start containerjob
+		// for this job again.
+		if err := launcher.DropJobMark(sched, job, node); err != nil {
+			warningf("%s for job %s: %v", hook, job, err)
+		}
+	}
 	return nil
 }
 

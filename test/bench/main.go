@@ -43,7 +43,7 @@ var (
 	userName     = flag.String("user", "cjbench", "non-root user to launch as")
 	bin          = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
 	dockerB      = flag.String("docker", "", "docker CLI (default: first in PATH)")
-	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls")
+	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls,hooks")
 	slurmDir     = flag.String("slurm", "/run/containerjob-testcluster", "the test cluster (contrib/slurm/testcluster) for the steps benchmark")
 	stepRanks    = flag.Int("ranks", 16, "tasks of the steps benchmark's step, on one node")
 	stepRuns     = flag.Int("step-runs", 5, "runs per variant of the steps benchmark")
@@ -91,7 +91,7 @@ func main() {
 	}{
 		{"overhead", b.overhead}, {"stream", b.stream}, {"concurrency", b.concurrency},
 		{"footprint", b.footprint}, {"decision", b.decision}, {"epilog", b.epilog}, {"phases", b.phases},
-		{"steps", b.steps}, {"pulls", b.pulls},
+		{"steps", b.steps}, {"pulls", b.pulls}, {"hooks", b.hooks},
 	}
 	for _, s := range steps {
 		if !want(s.name) {

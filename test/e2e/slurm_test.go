@@ -246,6 +246,10 @@ echo "step4 $?"
 		}
 	}
 	waitFor(t, 30*time.Second, "the epilogue to remove the named containers", func() bool { return len(jobContainers(t, id)) == 0 })
+	waitFor(t, 30*time.Second, "the epilogue to drop the job's mark", func() bool {
+		_, err := os.Stat("/run/containerjob/jobs/slurm-" + id)
+		return os.IsNotExist(err)
+	})
 	waitFor(t, 30*time.Second, "the epilogue to remove the job's committed image", func() bool {
 		out, _ := exec.Command("docker", "images", "-q", "--filter", "label=org.containerjob.committed=1", "--filter", "label=org.containerjob.job="+id).Output()
 		return strings.TrimSpace(string(out)) == ""

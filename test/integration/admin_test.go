@@ -131,3 +131,46 @@ func TestPolicyInstall(t *testing.T) {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
+
+// TestSlurmHooksSkipJobsWithoutContainers: the Slurm Prolog and Epilog
+// start containerjob only for a job marked on this host (containerjob
+// marks it before its first container or pin) or with an image to
+// prefetch; for every other job they exit at once. A marked job's
+// epilogue runs and drops the mark.
+func TestSlurmHooksSkipJobsWithoutContainers(t *testing.T) {
+	const job = "424242"
+	hook := func(name string, env ...string) testutil.Result {
+		cmd := exec.Command("sh", "-x", "/usr/libexec/containerjob/"+name)
+		cmd.Env = append([]string{"PATH=/usr/bin:/bin", "SLURM_JOB_ID=" + job, "SLURMD_NODENAME=" + "cjtestnode"}, env...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return testutil.Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+	}
+	mark := "/run/containerjob/jobs/slurm-" + job
+	os.RemoveAll(mark)
+	for _, name := range []string{"slurm-prolog", "slurm-epilog"} {
+		r := hook(name)
+		if r.Code != 0 || strings.Contains(r.Stderr, "containerjob prolog") || strings.Contains(r.Stderr, "containerjob epilog") {
+			t.Errorf("%s for a job without containers: code %d, trace %q; want an exit before containerjob", name, r.Code, r.Stderr)
+		}
+	}
+	if r := hook("slurm-prolog", "SPANK_CONTAINERJOB_IMAGE=alpine:3.20"); !strings.Contains(r.Stderr, "containerjob prolog") {
+		t.Errorf("prolog with an image to prefetch: trace %q; want containerjob started", r.Stderr)
+	}
+	if err := os.MkdirAll(mark, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(mark+"/cjtestnode", nil, 0o600)
+	defer os.RemoveAll(mark)
+	if r := hook("slurm-epilog"); r.Code != 0 || !strings.Contains(r.Stderr, "containerjob epilog") {
+		t.Errorf("epilog of a marked job: code %d trace %q; want containerjob started", r.Code, r.Stderr)
+	}
+	if _, err := os.Stat(mark); !os.IsNotExist(err) {
+		t.Errorf("the epilogue left the job's mark: %v", err)
+	}
+}
