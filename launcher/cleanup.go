@@ -291,3 +291,32 @@ func RemoveCommitted(ctx context.Context, eng Engine, scheduler, job, node strin
 	}
 	return removed, nil
 }
+
+// Committed is one image containerjob committed from a job's named
+// container (RemoveCommitted).
+type Committed struct {
+	ID, Scheduler, Job, Node string
+	Created                  time.Time
+}
+
+// ListCommitted lists the committed images of every job on node ("":
+// any), for gc: the epilogue removes a job's, gc those an epilogue left.
+func ListCommitted(ctx context.Context, eng Engine, node string) ([]Committed, error) {
+	f := client.Filters{}
+	f.Add("label", policy.LabelCommitted+"=1")
+	if node != "" {
+		f.Add("label", policy.LabelNode+"="+node)
+	}
+	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	res, err := eng.ImageList(lctx, client.ImageListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, err
+	}
+	var out []Committed
+	for _, img := range res.Items {
+		l := img.Labels
+		out = append(out, Committed{ID: img.ID, Scheduler: l[policy.LabelScheduler], Job: l[policy.LabelJob], Node: l[policy.LabelNode], Created: time.Unix(img.Created, 0)})
+	}
+	return out, nil
+}

@@ -721,6 +721,13 @@ func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 	if committed != 3 {
 		t.Errorf("%d committed images, want one per recreation", committed)
 	}
+	// gc's view: the node's committed images, with their job.
+	if cs, err := ListCommitted(context.Background(), eng, "n1"); err != nil || len(cs) != 3 || cs[0].Job != "7" || cs[0].Scheduler != "slurm" {
+		t.Errorf("ListCommitted = %+v, %v", cs, err)
+	}
+	if cs, _ := ListCommitted(context.Background(), eng, "n2"); len(cs) != 0 {
+		t.Errorf("another node's list: %+v", cs)
+	}
 	// The epilogue's part: another job's or node's commit stays.
 	if removed, err := RemoveCommitted(context.Background(), eng, "slurm", "8", "n1"); err != nil || len(removed) != 0 {
 		t.Errorf("another job's removal took %v, %v", removed, err)

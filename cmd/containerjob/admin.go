@@ -283,21 +283,50 @@ image_store_high in containerjob-policy(5)).`,
 				doomed = append(doomed, c)
 			}
 			sort.Slice(doomed, func(i, j int) bool { return doomed[i].Created.Before(doomed[j].Created) })
+			verb := "removing"
+			if dryRun {
+				verb = "would remove"
+			}
 			for _, c := range doomed {
-				verb := "removing"
-				if dryRun {
-					verb = "would remove"
-				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %.12s job=%q user=%s state=%s created=%s\n", verb, c.ID, c.Job, c.User, c.State, c.Created.Format(time.RFC3339))
 			}
-			if dryRun || len(doomed) == 0 {
-				return nil
-			}
 			failed := 0
-			for id, err := range launcher.RemoveAll(ctx, eng, doomed) {
-				if err != nil {
+			if !dryRun {
+				for id, err := range launcher.RemoveAll(ctx, eng, doomed) {
+					if err != nil {
+						failed++
+						errorf("gc: %.12s: %v", id, err)
+					}
+				}
+			}
+			// The images a job's recreated named containers left, where
+			// its epilogue could not remove them: once the job is over.
+			committed, err := launcher.ListCommitted(ctx, eng, s.Node)
+			if err != nil {
+				warningf("gc: listing committed images: %v", err)
+			}
+			done := map[string]bool{}
+			for _, img := range committed {
+				key := img.Scheduler + "/" + img.Job
+				if done[key] || time.Since(img.Created) < grace || (img.Scheduler != "slurm" && img.Scheduler != "pbs") || img.Job == "" {
+					continue
+				}
+				verdict, seen := alive[key]
+				if !seen {
+					verdict = jobVerdict(ctx, s, pbs, img.Scheduler, img.Job)
+					alive[key] = verdict
+				}
+				if verdict.running || verdict.unknown != nil {
+					continue
+				}
+				done[key] = true
+				fmt.Fprintf(cmd.OutOrStdout(), "%s the committed images of %s job %s\n", verb, img.Scheduler, img.Job)
+				if dryRun {
+					continue
+				}
+				if _, err := launcher.RemoveCommitted(ctx, eng, img.Scheduler, img.Job, s.Node); err != nil {
 					failed++
-					errorf("gc: %.12s: %v", id, err)
+					errorf("gc: %v", err)
 				}
 			}
 			if failed > 0 {
