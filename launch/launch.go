@@ -162,7 +162,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	// The caller's own files are read now, before anything of the node's
 	// is locked (a pull's lock, the launch lock).
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
-	auth := callerCredentials(id, caller.Home)
+	auth := CallerCredentials(id, caller.Home)
 	if !in.Existing {
 		req.ImageTags = DigestTags(ctx, eng, pol, caller, req.Image, pinning.trustedTags(), auth)
 	}
@@ -267,12 +267,12 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	return out, nil
 }
 
-// callerCredentials reads the caller's own registry credentials, as the
+// CallerCredentials reads the caller's own registry credentials, as the
 // caller, now: before the launch takes any lock of the node (a pull's,
 // say), so that nothing the caller's file does can hold a lock other
 // users wait on. A file that cannot be read is the error every registry
 // then gets.
-func callerCredentials(id userfs.Identity, home string) func(host string) (string, bool, error) {
+func CallerCredentials(id userfs.Identity, home string) func(host string) (string, bool, error) {
 	creds, err := registryauth.Read(id, home)
 	return func(host string) (string, bool, error) {
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 
@@ -47,12 +46,10 @@ type ImagePin struct {
 	ID string `json:"id"`
 }
 
-var pinJobID = regexp.MustCompile(`^[A-Za-z0-9_.\[\]-]{1,128}$`)
-
 // PinDir is the directory of a job's pins on node, "" when the job cannot
 // have any (no job, or an id or node that is no safe file name).
 func PinDir(sched, node, job string) string {
-	if job == "" || !pinJobID.MatchString(job) || !pinJobID.MatchString(node) || strings.Trim(job, ".") == "" || strings.Trim(node, ".") == "" {
+	if job == "" || !launcher.SafeName(job) || !launcher.SafeName(node) {
 		return ""
 	}
 	return filepath.Join(PinRoot, node, sched+"-"+job)

@@ -34,7 +34,7 @@ func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job
 	}
 	defer eng.Close()
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
-	auth := callerCredentials(id, caller.Home)
+	auth := CallerCredentials(id, caller.Home)
 	ctx, cancel := context.WithTimeout(ctx, PrefetchTimeout)
 	defer cancel()
 	ref, _, err := pol.DecidePull(caller, image, DigestTags(ctx, eng, pol, caller, image, nil, auth))

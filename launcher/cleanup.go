@@ -254,16 +254,9 @@ type ImageInfo struct {
 // another allocation), once the job is over. It returns what it removed
 // and the first error.
 func RemoveCommitted(ctx context.Context, eng Engine, scheduler, job, node string) ([]string, error) {
-	f := client.Filters{}
-	f.Add("label", policy.LabelCommitted+"=1")
-	f.Add("label", policy.LabelJob+"="+job)
-	f.Add("label", policy.LabelScheduler+"="+scheduler)
-	if node != "" {
-		f.Add("label", policy.LabelNode+"="+node)
-	}
 	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	res, err := eng.ImageList(lctx, client.ImageListOptions{All: true, Filters: f})
+	items, err := committedImages(lctx, eng, node, policy.LabelJob+"="+job, policy.LabelScheduler+"="+scheduler)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +265,7 @@ func RemoveCommitted(ctx context.Context, eng Engine, scheduler, job, node strin
 	// one removes nothing (removing a child prunes its untagged parents,
 	// which then count as removed).
 	var removed []string
-	left := res.Items
+	left := items
 	var last error
 	for len(left) > 0 {
 		var next []image.Summary
@@ -302,21 +295,32 @@ type Committed struct {
 // ListCommitted lists the committed images of every job on node ("":
 // any), for gc: the epilogue removes a job's, gc those an epilogue left.
 func ListCommitted(ctx context.Context, eng Engine, node string) ([]Committed, error) {
+	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	items, err := committedImages(lctx, eng, node)
+	if err != nil {
+		return nil, err
+	}
+	var out []Committed
+	for _, img := range items {
+		l := img.Labels
+		out = append(out, Committed{ID: img.ID, Scheduler: l[policy.LabelScheduler], Job: l[policy.LabelJob], Node: l[policy.LabelNode], Created: time.Unix(img.Created, 0)})
+	}
+	return out, nil
+}
+
+// committedImages lists the engine's committed images of node ("": any),
+// intermediate ones included (a recreation commits on top of the last),
+// with the labels ("KEY=VALUE") given besides.
+func committedImages(ctx context.Context, eng Engine, node string, labels ...string) ([]image.Summary, error) {
 	f := client.Filters{}
 	f.Add("label", policy.LabelCommitted+"=1")
 	if node != "" {
 		f.Add("label", policy.LabelNode+"="+node)
 	}
-	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	res, err := eng.ImageList(lctx, client.ImageListOptions{All: true, Filters: f})
-	if err != nil {
-		return nil, err
+	for _, l := range labels {
+		f.Add("label", l)
 	}
-	var out []Committed
-	for _, img := range res.Items {
-		l := img.Labels
-		out = append(out, Committed{ID: img.ID, Scheduler: l[policy.LabelScheduler], Job: l[policy.LabelJob], Node: l[policy.LabelNode], Created: time.Unix(img.Created, 0)})
-	}
-	return out, nil
+	res, err := eng.ImageList(ctx, client.ImageListOptions{All: true, Filters: f})
+	return res.Items, err
 }

@@ -21,9 +21,12 @@ import (
 // tests.
 var JobMarkDir = "/run/containerjob/jobs"
 
-var markName = regexp.MustCompile(`^[A-Za-z0-9_.\[\]-]{1,128}$`)
+var safeNameRE = regexp.MustCompile(`^[A-Za-z0-9_.\[\]-]{1,128}$`)
 
-func markSafe(s string) bool { return markName.MatchString(s) && strings.Trim(s, ".") != "" }
+// SafeName reports whether a scheduler's word (a job id, a node name) can
+// name a file of the node's state: no separator, not only dots. Job marks
+// and the job's image pins use it.
+func SafeName(s string) bool { return safeNameRE.MatchString(s) && strings.Trim(s, ".") != "" }
 
 // jobMarkPath is where the mark of job on node lives; ok is false for a
 // launch outside a job, or names that are no safe file names.
@@ -31,7 +34,7 @@ func jobMarkPath(sched, job, node string) (dir, file string, ok bool) {
 	if node == "" {
 		node = "_"
 	}
-	if job == "" || !markSafe(sched) || !markSafe(job) || !markSafe(node) {
+	if job == "" || !SafeName(sched) || !SafeName(job) || !SafeName(node) {
 		return "", "", false
 	}
 	dir = filepath.Join(JobMarkDir, sched+"-"+job)

@@ -161,9 +161,10 @@ func lockLaunches(ctx context.Context, uid string) (func(), error) {
 	return unlock, err
 }
 
-// stepLocks are the two locks of one shared step container (by its
-// engine-wide name).
-func stepLocks(name string) (join, create string) {
+// containerLocks are the two locks of one shared step container or named
+// container, by its engine-wide name: join (its tasks, shared) and create
+// (its one creator, or a step recreating it).
+func containerLocks(name string) (join, create string) {
 	base := lockName(name)
 	return filepath.Join(StepLockDir, base), filepath.Join(StepLockDir, "create-"+base)
 }

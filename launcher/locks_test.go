@@ -74,8 +74,8 @@ func TestOneUsersLaunchLockNeverHoldsAnother(t *testing.T) {
 // hold up another step (the create lock was one per node).
 func TestStepLocksAreTheSteps(t *testing.T) {
 	lifecycle(t, policy.Request{})
-	j1, c1 := stepLocks("cj-1002-7-n1_step.0")
-	j2, c2 := stepLocks("cj-1002-7-n1_step.1")
+	j1, c1 := containerLocks("cj-1002-7-n1_step.0")
+	j2, c2 := containerLocks("cj-1002-7-n1_step.1")
 	if j1 == j2 || c1 == c2 || j1 == c1 {
 		t.Fatalf("step locks %s %s %s %s are not per step", j1, c1, j2, c2)
 	}

@@ -79,7 +79,7 @@ func mountsDigest(req client.ContainerCreateOptions) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// A shared step container's tasks hold its join lock (stepLocks) shared
+// A shared step container's tasks hold its join lock (containerLocks) shared
 // from finding the container to registering their exec (tasks join at
 // once, side by side), and the task that ends last holds it exclusively to
 // see that no exec is left and remove the container. Its create lock is
@@ -169,7 +169,7 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 // so one task creates it and the rest find it; all start at once, and
 // the engine's names and these locks settle the order, not timing.
 func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options) (string, func(), error) {
-	joinLock, createLock := stepLocks(d.Name)
+	joinLock, createLock := containerLocks(d.Name)
 	for attempt := 0; attempt < 5; attempt++ {
 		unlock, _, err := takeLock(ctx, joinLock, "the other tasks of this step joining its container", syscall.LOCK_SH, LockWait, nil)
 		if err != nil {
@@ -207,7 +207,7 @@ func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.Co
 // killed outright leaves its share to the step's end (the SPANK plugin's
 // epilog --step) or the job's epilogue.
 func endStepTask(eng Engine, id, name string, opts Options) {
-	joinLock, _ := stepLocks(name)
+	joinLock, _ := containerLocks(name)
 	unlock, _, err := takeLock(context.Background(), joinLock, "the other tasks of this step", syscall.LOCK_EX, LockWait, nil)
 	if err != nil {
 		opts.notify(NoticeWarning, "%v; the step's container is left to the step's end", err)
@@ -390,9 +390,6 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 				if d.StepShared {
 					return "", failf(ExitLaunchFailed, "%s was created with %s", what, mismatch)
 				}
-				if findOnly {
-					return "", nil
-				}
 				// As under pyxis, the step gets its own mounts and
 				// allocation and keeps the container's filesystem: the
 				// container is committed and made anew from that.
@@ -475,7 +472,7 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 // Another step still running in it makes this one wait for the name's
 // lock, then refuse: its processes would be killed.
 func recreateNamed(ctx context.Context, eng Engine, d *policy.Decision, id, what, why string) (string, error) {
-	_, createLock := stepLocks(d.Name)
+	_, createLock := containerLocks(d.Name)
 	unlock, _, err := takeLock(ctx, createLock, "another step recreating "+what, syscall.LOCK_EX, LockWait, nil)
 	if err != nil {
 		return "", &Error{Code: ExitLaunchFailed, Err: err}

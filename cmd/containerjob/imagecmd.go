@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/containerjob/containerjob/internal/audit"
-	"github.com/containerjob/containerjob/internal/registryauth"
 	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
@@ -41,13 +40,7 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 				// The caller's own credentials, when they have any, read
 				// before anything of the node's is locked; broken ones
 				// still let a public image come anonymously.
-				creds, credErr := registryauth.Read(userfs.Identity{UID: o.caller.UID, GID: o.caller.GID, Groups: o.caller.Groups}, o.caller.Home)
-				credsFor := func(host string) (string, bool, error) {
-					if credErr != nil {
-						return "", false, credErr
-					}
-					return creds.For(host)
-				}
+				credsFor := launch.CallerCredentials(userfs.Identity{UID: o.caller.UID, GID: o.caller.GID, Groups: o.caller.Groups}, o.caller.Home)
 				ref, mode, err := o.pol.DecidePull(o.caller, args[0], launch.DigestTags(ctx, o.eng, o.pol, o.caller, args[0], nil, credsFor))
 				if err != nil {
 					record["decision"], record["reason"] = "refused", err.Error()
