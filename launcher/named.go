@@ -136,14 +136,11 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	res.ContainerID = id
 	phase("container")
 
-	cmd := append([]string{}, d.Entrypoint...)
-	if len(d.Entrypoint) == 0 && d.Entrypoint == nil && img.Config != nil {
-		cmd = append(cmd, img.Config.Entrypoint...)
-	}
-	if len(d.Cmd) > 0 {
-		cmd = append(cmd, d.Cmd...)
-	} else if img.Config != nil {
-		cmd = append(cmd, img.Config.Cmd...)
+	entrypoint, args := effectiveEntrypoint(d, img)
+	cmd := append(slices.Clone(entrypoint), args...)
+	argv, entrypointLog, ok := pyxisEntrypoint(d, entrypoint, args)
+	if ok {
+		cmd = argv
 	}
 	if len(cmd) == 0 {
 		return res, failf(ExitLaunchFailed, "no command to run in container %q", d.Labels[policy.LabelName])
@@ -153,6 +150,9 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 		User: req.Config.User, Env: req.Config.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
 	}, stdio, opts)
 	res.Started, res.Ended, res.ExitCode = started, ended, code
+	if err == nil {
+		res.ExitCode = entrypointEnded(ctx, eng, id, entrypointLog, d, opts.Caller, code, stdio.Stderr)
+	}
 	phase("exit")
 	if d.StepShared {
 		release()

@@ -208,6 +208,11 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	}
 	res.ImageID = img.ID
 	phase("image")
+	var entrypointLog string
+	entrypoint, args := effectiveEntrypoint(d, img)
+	if argv, log, ok := pyxisEntrypoint(d, entrypoint, args); ok {
+		req.Config.Entrypoint, req.Config.Cmd, entrypointLog = argv, nil, log
+	}
 	stage, err := stageLaunch(ctx, eng, d, img.ID, &req, &opts)
 	if err != nil {
 		return res, err
@@ -369,6 +374,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 				return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
 			}
 			res.ExitCode = int(w.StatusCode)
+			res.ExitCode = entrypointEnded(ctx, eng, id, entrypointLog, d, opts.Caller, res.ExitCode, stdio.Stderr)
 			if res.ExitCode > 128 && !forwarded.Load() {
 				res.OOMKilled, res.MemoryLimit, res.EngineStopped = signalledWhy(eng, id, d)
 			}

@@ -360,6 +360,12 @@ func (s *decider) command() error {
 		}
 	}
 	s.d.Cmd = s.req.Cmd
+	switch s.req.PyxisEntrypoint {
+	case "", EntrypointQuiet, EntrypointLog:
+		s.d.PyxisEntrypoint = s.req.PyxisEntrypoint
+	default:
+		return &Refusal{Item: "entrypoint mode " + truncate(s.req.PyxisEntrypoint, 32), Reason: "is not quiet or log", Rule: builtin("pyxis-options")}
+	}
 	for _, a := range append(slices.Clone(s.req.Cmd), s.d.Entrypoint...) {
 		if strings.ContainsRune(a, 0) {
 			return &Refusal{Item: "a command argument with a NUL byte", Reason: "is refused", Rule: builtin("argv-syntax")}

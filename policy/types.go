@@ -116,7 +116,20 @@ type Request struct {
 	// directory the container starts in the image's WORKDIR (or /), not
 	// the job directory.
 	ImageFirst bool
+	// PyxisEntrypoint asks for pyxis' entrypoint (the SPANK form): the
+	// image's entrypoint runs first and is handed a starter for the
+	// command, never the command's own words; its output is kept aside
+	// ("quiet": shown only when it ends before the command starts) or
+	// shown ("log", --container-entrypoint-log). Empty: Docker's, the
+	// command is the entrypoint's arguments.
+	PyxisEntrypoint string
 }
+
+// Request.PyxisEntrypoint's values.
+const (
+	EntrypointQuiet = "quiet"
+	EntrypointLog   = "log"
+)
 
 // Decision is the container the policy approved, in runtime-neutral terms
 // where the runtime spec has them.
@@ -128,6 +141,8 @@ type Decision struct {
 	// launcher drops those from the container's environment once it knows
 	// the image's.
 	ImageEnvWins bool
+	// PyxisEntrypoint is Request.PyxisEntrypoint (launcher/entrypoint.go).
+	PyxisEntrypoint string
 	JobEnvNames  []string
 	// PrivateRegistry: the image's registry is one of private_registries;
 	// the launcher runs it only after the registry accepts the caller's

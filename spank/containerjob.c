@@ -51,6 +51,7 @@ static int opt_mount_home = -1;  /* -1 unset, 0 no, 1 yes */
 static int opt_readonly = -1;
 static int opt_entrypoint = -1;
 static int opt_remap_root = -1;
+static int opt_entrypoint_log = -1;
 static char *opt_save;
 static char *opt_unshare;
 
@@ -104,7 +105,7 @@ static int option_cb(int val, const char *optarg, int remote)
 	case OPT_REMAP_ROOT:    opt_remap_root = 1; return 0;
 	case OPT_NO_REMAP_ROOT: opt_remap_root = 0; return 0;
 	case OPT_SAVE:          return set_string(&opt_save, "container-save", optarg);
-	case OPT_ENTRYPOINT_LOG: return 0; /* the entrypoint's output is in the step's log already */
+	case OPT_ENTRYPOINT_LOG: opt_entrypoint_log = 1; return 0;
 	case OPT_UNSHARE:       return set_string(&opt_unshare, "container-unshare", optarg);
 	}
 	return -1;
@@ -133,13 +134,13 @@ static struct spank_option options[] = {
 	{ "container-readonly", NULL,
 	  "[containerjob] make the container's root filesystem read-only", 0, OPT_READONLY, option_cb },
 	{ "container-writable", NULL,
-	  "[containerjob] make the container's root filesystem writable (default)", 0, OPT_WRITABLE, option_cb },
+	  "[containerjob] refused: the image's files are root's; write to /tmp or your mounts", 0, OPT_WRITABLE, option_cb },
 	{ "container-entrypoint", NULL,
 	  "[containerjob] run the image's entrypoint (default)", 0, OPT_ENTRYPOINT, option_cb },
 	{ "no-container-entrypoint", NULL,
 	  "[containerjob] do not run the image's entrypoint", 0, OPT_NO_ENTRYPOINT, option_cb },
 	{ "container-entrypoint-log", NULL,
-	  "[containerjob] accepted: the entrypoint's output is in the step's log anyway", 0, OPT_ENTRYPOINT_LOG, option_cb },
+	  "[containerjob] show the entrypoint's own output (else shown only when it fails)", 0, OPT_ENTRYPOINT_LOG, option_cb },
 	{ "container-remap-root", NULL,
 	  "[containerjob] refused: containers always run as your own uid", 0, OPT_REMAP_ROOT, option_cb },
 	{ "no-container-remap-root", NULL,
@@ -219,11 +220,13 @@ static int pyxis_env(spank_t sp)
 		{ "PYXIS_CONTAINER_NAME", &opt_name, "container-name" },
 		{ "PYXIS_CONTAINER_SAVE", &opt_save, "container-save" },
 		{ "PYXIS_CONTAINER_ENV", &opt_env, "container-env" },
+		{ "PYXIS_CONTAINER_UNSHARE", &opt_unshare, "container-unshare" },
 	};
 	static const struct { const char *var; int *dst; int invert; } bools[] = {
 		{ "PYXIS_CONTAINER_MOUNT_HOME", &opt_mount_home, 0 },
 		{ "PYXIS_CONTAINER_REMAP_ROOT", &opt_remap_root, 0 },
 		{ "PYXIS_CONTAINER_ENTRYPOINT", &opt_entrypoint, 0 },
+		{ "PYXIS_CONTAINER_ENTRYPOINT_LOG", &opt_entrypoint_log, 0 },
 		{ "PYXIS_CONTAINER_WRITABLE", &opt_readonly, 1 },
 		{ "PYXIS_CONTAINER_READONLY", &opt_readonly, 0 },
 	};
@@ -361,6 +364,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	    setenv_task(sp, "CONTAINERJOB_SPANK_MOUNT_HOME", tristate(opt_mount_home)) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_READONLY", tristate(opt_readonly)) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT", tristate(opt_entrypoint)) ||
+	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT_LOG", tristate(opt_entrypoint_log)) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_REMAP_ROOT", tristate(opt_remap_root)) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_SAVE", opt_save) ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_UNSHARE", opt_unshare))

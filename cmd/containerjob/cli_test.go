@@ -229,7 +229,7 @@ func TestCleanupHooksNeverFailOnTheEngine(t *testing.T) {
 // run is either a user flag or one of containerjob's own, exec's user flags
 // are among them, and every flag the SPANK path produces is a flag of run.
 func TestUserFlagsAreTheCLIsFlags(t *testing.T) {
-	own := []string{"no-default-mount", "dry-run", "resolve", "timings", "local-only", "mount-home", "step-stdin", "image-first", "quiet-refusals", "existing", "job-env-fd", "policy", "as-user", "help"}
+	own := []string{"no-default-mount", "dry-run", "resolve", "timings", "local-only", "mount-home", "step-stdin", "image-first", "pyxis-entrypoint", "quiet-refusals", "existing", "job-env-fd", "policy", "as-user", "help"}
 	run := newRunCmd()
 	run.InitDefaultHelpFlag()
 	for _, f := range policy.UserFlags {

@@ -44,6 +44,7 @@ type runFlags struct {
 	mountHome   bool
 	stepStdin   bool
 	imageFirst  bool
+	pyxisEntry  string
 	quiet       bool
 	// root only
 	policyPath string
@@ -97,6 +98,8 @@ Flags go before the image; everything after it is the command.`,
 	fl.MarkHidden("mount-home")
 	fl.BoolVar(&f.stepStdin, "step-stdin", false, "pass stdin as srun does, with a terminal when it is one (the SPANK plugin's steps, as pyxis does)")
 	fl.MarkHidden("step-stdin")
+	fl.StringVar(&f.pyxisEntry, "pyxis-entrypoint", "", "pyxis' entrypoint (the SPANK plugin's steps): it runs first, handed a starter for the command; quiet: its output is shown only when it ends before the command starts; log: always")
+	fl.MarkHidden("pyxis-entrypoint")
 	fl.BoolVar(&f.imageFirst, "image-first", false, "pyxis' precedence (the SPANK plugin's steps): the image's ENV wins over the job's environment except for --env names, and without --workdir the container starts in the image's WORKDIR")
 	fl.MarkHidden("image-first")
 	fl.BoolVar(&f.quiet, "quiet-refusals", false, "leave refusals the request alone decides to the step's first task on the node (the SPANK plugin's other tasks)")
@@ -148,7 +151,7 @@ func rebuildArgs(fl *pflag.FlagSet, f *runFlags, args []string) ([]string, *pass
 	for _, p := range f.noDefault {
 		out = append(out, "--no-default-mount="+p)
 	}
-	for _, name := range []string{"workdir", "entrypoint", "name", "shm-size", "network", "pull"} {
+	for _, name := range []string{"workdir", "entrypoint", "name", "shm-size", "network", "pull", "pyxis-entrypoint"} {
 		if fl.Changed(name) {
 			out = append(out, "--"+name+"="+fl.Lookup(name).Value.String())
 		}
@@ -329,6 +332,7 @@ func requestFromFlags(fl *pflag.FlagSet, f *runFlags, args []string) (policy.Req
 		req.Tty = req.Tty || isTerminal(os.Stdin)
 	}
 	req.ImageFirst = f.imageFirst
+	req.PyxisEntrypoint = f.pyxisEntry
 	if f.localOnly {
 		if f.pull != "" && f.pull != "never" {
 			return req, usagef("--pull %s contradicts the image's dockerd:// (never pull)", f.pull)

@@ -42,6 +42,13 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	if get("SAVE") != "" {
 		return nil, true, spankRefusal("--container-save", "containerjob does not write container filesystems to files; the node's images are the admin's (image-store rule)")
 	}
+	// pyxis gives the user the image's files (enroot unpacks them as the
+	// user); here they are root's, and no candidate gives them to the user
+	// safely and cheaply (docs/design.md), so a writable root is refused
+	// rather than granted in name only.
+	if get("READONLY") == "0" {
+		return nil, true, spankRefusal("--container-writable", "the image's files belong to root here, so the root filesystem is writable only where the image lets every user write (/tmp); write to /tmp, the job directory or a --container-mounts path, install with pip install --target or --user into one, or ask for an image with what the job installs")
+	}
 	if get("UNSHARE") != "" {
 		return nil, true, spankRefusal("--container-unshare", "the container's namespaces are containerjob's to set: private pid, ipc and mount namespaces, the network the policy allows")
 	}
@@ -114,8 +121,16 @@ func spankArgs(argv []string) (args []string, ok bool, err error) {
 	if get("READONLY") == "1" {
 		args = append(args, "--read-only")
 	}
-	if get("ENTRYPOINT") == "0" {
+	// pyxis runs the entrypoint before the task's command, not around it,
+	// and shows its output only when it fails or --container-entrypoint-log
+	// asks.
+	switch {
+	case get("ENTRYPOINT") == "0":
 		args = append(args, "--entrypoint=")
+	case get("ENTRYPOINT_LOG") == "1":
+		args = append(args, "--pyxis-entrypoint=log")
+	default:
+		args = append(args, "--pyxis-entrypoint=quiet")
 	}
 	// The plugin's variables are consumed here; none reaches the container.
 	for _, kv := range os.Environ() {

@@ -71,3 +71,62 @@ echo "done $?"`)
 		}
 	}
 }
+
+// TestPyxisEntrypointOutput: as under pyxis, the image's entrypoint runs
+// before the step's command and its own output stays out of the job's
+// unless --container-entrypoint-log (or PYXIS_CONTAINER_ENTRYPOINT_LOG)
+// asks, in plain and named containers alike; the command's output is
+// whole. The previous binary put the banner in the job's output.
+func TestPyxisEntrypointOutput(t *testing.T) {
+	t.Parallel()
+	const img = "alpine:cjtest-banner"
+	name := "cjtest-banner-build"
+	exec.Command("docker", "rm", "-f", name).Run()
+	if out, err := exec.Command("docker", "run", "--name", name, "alpine:3.20", "sh", "-c",
+		`printf '#!/bin/sh\necho banner-out\necho banner-err >&2\nexport FROM_EP=set\nexec "$@"\n' > /ep.sh && chmod 755 /ep.sh`).CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v %s", img, err, out)
+	}
+	defer exec.Command("docker", "rm", "-f", name).Run()
+	t.Cleanup(func() { exec.Command("docker", "rmi", img).Run() })
+	if out, err := exec.Command("docker", "commit", "-c", `ENTRYPOINT ["/ep.sh"]`, name, img).CombinedOutput(); err != nil {
+		t.Fatalf("committing %s: %v %s", img, err, out)
+	}
+	// An entrypoint that never runs the command it is given.
+	const echoImg = "alpine:cjtest-echo-ep"
+	t.Cleanup(func() { exec.Command("docker", "rmi", echoImg).Run() })
+	if out, err := exec.Command("docker", "commit", "-c", `ENTRYPOINT ["/bin/echo", "ep:"]`, name, echoImg).CombinedOutput(); err != nil {
+		t.Fatalf("committing %s: %v %s", echoImg, err, out)
+	}
+	dir := jobDir(t, alice)
+	id := sbatch(t, alice, dir, `#!/bin/sh
+#SBATCH -o out-%j.txt
+#SBATCH -e err-%j.txt
+srun --container-image=`+img+` sh -c 'echo "quiet $FROM_EP"; echo quiet-err >&2'
+srun --container-image=`+img+` --container-name=work sh -c 'echo "named $FROM_EP"'
+srun --container-image=`+img+` --container-entrypoint-log echo shown
+PYXIS_CONTAINER_ENTRYPOINT_LOG=1 srun --container-image=`+img+` echo shown-by-env
+echo "done $?"
+srun --container-image=`+echoImg+` echo never-runs; echo "echo-ep $?"
+`)
+	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
+		t.Errorf("job %s: %s", id, state)
+	}
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	errOut := readOutput(t, filepath.Join(dir, "err-"+id+".txt"))
+	for _, want := range []string{"quiet set\n", "named set\n", "banner-out\nshown\n", "banner-out\nshown-by-env\n", "done 0\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout %q lacks %q (stderr %q)", out, want, errOut)
+		}
+	}
+	if n := strings.Count(out, "banner-out"); n != 2 {
+		t.Errorf("the entrypoint's banner %d times in %q; want only the two steps that asked", n, out)
+	}
+	if n := strings.Count(errOut, "banner-err"); n != 2 || !strings.Contains(errOut, "quiet-err\n") {
+		t.Errorf("stderr %q: want the command's own and two banners", errOut)
+	}
+	// pyxis: "container exited too soon", the step fails, the log is shown.
+	if !strings.Contains(out, "echo-ep 125\n") || strings.Contains(out, "\nnever-runs") ||
+		!strings.Contains(errOut, "the image's entrypoint ended (exit 0) before your command started") || !strings.Contains(errOut, "ep: /bin/sh -c") {
+		t.Errorf("an entrypoint that never runs the command: stdout %q stderr %q", out, errOut)
+	}
+}

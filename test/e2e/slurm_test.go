@@ -259,7 +259,8 @@ echo "step4 $?"
 // TestPyxisOptions: the remaining pyxis options behave as pyxis users know
 // them, through the plugin and the policy: --container-env lets a host
 // variable override what containerjob otherwise keeps from the image,
-// --container-readonly/--container-writable, --no-container-entrypoint,
+// --container-readonly (--container-writable is refused), the
+// entrypoint's output under a read-only root, --no-container-entrypoint,
 // and --container-mount-home.
 func TestPyxisOptions(t *testing.T) {
 	t.Parallel()
@@ -290,8 +291,8 @@ export PYTHONPATH=/from-the-host
 srun --container-image=alpine:3.20 sh -c 'echo "py=[$PYTHONPATH]"'
 srun --container-image=alpine:3.20 --container-env=PYTHONPATH sh -c 'echo "py-env=[$PYTHONPATH]"'
 srun --container-image=alpine:3.20 sh -c 'touch /tmp/probe; echo "readonly $?"'
-srun --container-image=alpine:3.20 --container-writable sh -c 'touch /tmp/probe; echo "writable $?"'
-srun --container-image=`+epImage+` echo inner
+srun --container-image=alpine:3.20 --container-writable sh -c 'touch /tmp/probe; echo "writable $?"'; echo "writable-rc $?"
+srun --container-image=`+epImage+` echo inner; echo "ep-rc $?"
 srun --container-image=`+epImage+` --no-container-entrypoint echo inner-alone
 srun --container-image=alpine:3.20 --container-mount-home cat `+marker+`
 srun --container-image=alpine:3.20 cat `+marker+`
@@ -304,8 +305,11 @@ echo "no-home $?"
 		"py-env=[/from-the-host]\n", // named by --container-env: the host's wins
 		"Read-only file system",     // #SBATCH --container-readonly reaches the step
 		"readonly 1\n",              //
-		"writable 0\n",              // the step's --container-writable overrides it
-		"ep: echo inner\n",          // the image's entrypoint runs
+		"--container-writable is refused", // the image's files are root's here
+		"writable-rc 125\n",
+		// With a read-only root nothing can be kept aside: the
+		// entrypoint's output is shown (docs/user-guide.md).
+		"ep: /bin/sh -c", "ep-rc 0\n",
 		"\ninner-alone\n",           // --no-container-entrypoint: the command alone
 		"home-is-mounted\n",         // --container-mount-home
 		"No such file or directory", // without it, home is not there
