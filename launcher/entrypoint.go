@@ -2,8 +2,8 @@ package launcher
 
 import (
 	"archive/tar"
-	"context"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"

@@ -143,7 +143,7 @@ type Decision struct {
 	ImageEnvWins bool
 	// PyxisEntrypoint is Request.PyxisEntrypoint (launcher/entrypoint.go).
 	PyxisEntrypoint string
-	JobEnvNames  []string
+	JobEnvNames     []string
 	// PrivateRegistry: the image's registry is one of private_registries;
 	// the launcher runs it only after the registry accepts the caller's
 	// own credentials for it.

@@ -301,10 +301,10 @@ echo "no-home $?"
 	waitJob(t, id, 2*time.Minute)
 	got := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
 	for _, want := range []string{
-		"py=[]\n",                   // host-only by default: the image's own (none) wins
-		"py-env=[/from-the-host]\n", // named by --container-env: the host's wins
-		"Read-only file system",     // #SBATCH --container-readonly reaches the step
-		"readonly 1\n",              //
+		"py=[]\n",                         // host-only by default: the image's own (none) wins
+		"py-env=[/from-the-host]\n",       // named by --container-env: the host's wins
+		"Read-only file system",           // #SBATCH --container-readonly reaches the step
+		"readonly 1\n",                    //
 		"--container-writable is refused", // the image's files are root's here
 		"writable-rc 125\n",
 		// With a read-only root nothing can be kept aside: the
