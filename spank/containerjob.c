@@ -41,6 +41,14 @@ SPANK_PLUGIN(containerjob, 1);
 
 static char containerjob_path[1024] = DEFAULT_CONTAINERJOB;
 
+/*
+ * A mistake in plugstack.conf is the admin's and must not fail every job on
+ * the node: slurm_spank_init runs for every job, and since Slurm 25.05 any
+ * non-zero return of a SPANK callback fails the job. It is logged here, and
+ * only steps that ask for a container are refused, with this line.
+ */
+static char config_error[512];
+
 /* Option values, as the user gave them. */
 static char *opt_image;
 static char *opt_mounts;
@@ -160,22 +168,24 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 		if (strncmp(av[i], "containerjob=", 13) == 0) {
 			const char *p = av[i] + 13;
 			if (p[0] != '/' || strlen(p) >= sizeof(containerjob_path)) {
-				slurm_error("containerjob: plugstack argument %s must be an absolute path", av[i]);
-				return -1;
+				snprintf(config_error, sizeof(config_error),
+					 "plugstack.conf argument %.256s must be an absolute path", av[i]);
+				continue;
 			}
 			snprintf(containerjob_path, sizeof(containerjob_path), "%s", p);
 		} else {
-			slurm_error("containerjob: unknown plugstack argument %s", av[i]);
-			return -1;
+			snprintf(config_error, sizeof(config_error),
+				 "unknown plugstack.conf argument %.256s", av[i]);
 		}
 	}
+	if (config_error[0] != '\0')
+		slurm_error("containerjob: %s; container steps are refused until it is fixed, other jobs run", config_error);
 	/* Register in every context, the allocator (sbatch/salloc) included,
-	 * so #SBATCH --container-* lines parse and reach the job's steps. */
+	 * so #SBATCH --container-* lines parse and reach the job's steps. An
+	 * option another plugin (pyxis) already has stays that plugin's. */
 	for (i = 0; options[i].name != NULL; i++) {
-		if (spank_option_register(sp, &options[i]) != ESPANK_SUCCESS) {
-			slurm_error("containerjob: cannot register --%s", options[i].name);
-			return -1;
-		}
+		if (spank_option_register(sp, &options[i]) != ESPANK_SUCCESS)
+			slurm_error("containerjob: cannot register --%s (does another plugin in plugstack.conf, pyxis say, have it?)", options[i].name);
 	}
 	return 0;
 }
@@ -354,6 +364,10 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	 * is none. It never runs on the host. */
 	if (opt_image == NULL && opt_name == NULL)
 		return 0;
+	if (config_error[0] != '\0') {
+		slurm_error("containerjob: this node's plugstack.conf is wrong (%s); ask the admin", config_error);
+		return -1;
+	}
 
 	if (setenv_task(sp, "CONTAINERJOB_SPANK", "1") ||
 	    setenv_task(sp, "CONTAINERJOB_SPANK_IMAGE", opt_image) ||

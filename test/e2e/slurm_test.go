@@ -700,3 +700,36 @@ func TestErrorsUsersCanActOn(t *testing.T) {
 		t.Errorf("a raw engine message reached the log:\n%s", out)
 	}
 }
+
+// TestPlugstackMistakeFailsOnlyContainerSteps: an admin's mistake in
+// plugstack.conf (a relative containerjob= path) fails no job that uses no
+// container, on any Slurm (since 25.05 a non-zero SPANK callback fails the
+// job, and init runs for every job); a container step is refused with one
+// line that names it. Not parallel: it changes the cluster's plugstack.conf
+// while no other test runs. The previous plugin failed both.
+func TestPlugstackMistakeFailsOnlyContainerSteps(t *testing.T) {
+	path := clusterDir + "/plugstack.conf"
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(orig), "containerjob=/") {
+		t.Fatalf("plugstack.conf without the plugin: %q", orig)
+	}
+	t.Cleanup(func() { os.WriteFile(path, orig, 0o644) })
+	broken := strings.Replace(string(orig), "containerjob=/", "containerjob=relative/", 1)
+	if err := os.WriteFile(path, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := jobDir(t, alice)
+	r := as(t, alice, dir, `srun -N1 sh -c 'echo plain-ran'; echo "plain $?"
+srun -N1 --container-image=alpine:3.20 echo container-ran; echo "container $?"`)
+	for _, want := range []string{"plain-ran\n", "plain 0\n", "container 1\n"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("stdout %q lacks %q (stderr %q)", r.Stdout, want, r.Stderr)
+		}
+	}
+	if strings.Contains(r.Stdout, "container-ran") || !strings.Contains(r.Stderr, "plugstack.conf argument containerjob=relative/") {
+		t.Errorf("the container step: stdout %q stderr %q", r.Stdout, r.Stderr)
+	}
+}
