@@ -26,7 +26,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: lint e2e-pbs lane-trixie spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
+.PHONY: lint e2e-pbs lane-prep lane-trixie lane-forky spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
 
 all: build spank
 
@@ -170,19 +170,26 @@ guide: services
 check: lint guide rpm spank-check
 	$(MAKE) test BINDIR=/usr/bin CONTAINERJOB_DEB=$(wildcard $(CURDIR)/bin/containerjob_*_amd64.deb) CONTAINERJOB_RPM=$(wildcard $(CURDIR)/bin/containerjob-*.x86_64.rpm)
 	$(MAKE) lane-trixie
+	$(MAKE) lane-forky
 
-# The second CI lane, on Debian 13's Slurm 24.11 and Docker 26 with CDI
-# (contrib/dev/trixie-lane), after the first lane's tests: the first lane's
-# images are saved, its cluster and engine stopped (two engines on one
-# machine fight over iptables), and the e2e suite runs in the trixie root.
-# It leaves the first lane's engine and cluster stopped (`make services`
-# and `testcluster up` start them again).
-lane-trixie: deb
+# The other CI lanes, after the first lane's tests, each on a Debian
+# release's own packages (contrib/dev/debian-lane): trixie (Slurm 24.11,
+# Docker 26 with CDI) and forky (Slurm 26.05, Docker 28, containerd 2). The
+# first lane's images are saved, its cluster and engine stopped (two
+# engines on one machine fight over iptables), and the e2e suite runs in the
+# release's root. They leave the first lane's engine and cluster stopped
+# (`make services` and `testcluster up` start them again).
+lane-prep: deb
 	CGO_ENABLED=0 $(GO) test -c -tags e2e -o bin/e2e.test ./test/e2e
-	docker save -o bin/lane-images.tar alpine:3.20 mpi-test:1
-	./contrib/slurm/testcluster down
-	./contrib/dev/stop-docker
-	./contrib/dev/trixie-lane
+	@if docker info >/dev/null 2>&1; then \
+		docker save -o bin/lane-images.tar alpine:3.20 mpi-test:1 && \
+		./contrib/slurm/testcluster down && ./contrib/dev/stop-docker; fi
+
+lane-trixie: lane-prep
+	./contrib/dev/debian-lane trixie
+
+lane-forky: lane-prep
+	./contrib/dev/debian-lane forky
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
 demo: guide

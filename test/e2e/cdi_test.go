@@ -39,8 +39,8 @@ func TestCDIGPUs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(info.Info.CDISpecDirs) == 0 {
-		if os.Getenv("CONTAINERJOB_E2E_LANE") == "trixie" {
-			t.Fatalf("the trixie lane's engine %s has CDI off", v.Version)
+		if os.Getenv("CONTAINERJOB_E2E_LANE") != "" {
+			t.Fatalf("the %s lane's engine %s has CDI off", os.Getenv("CONTAINERJOB_E2E_LANE"), v.Version)
 		}
 		t.Skipf("engine %s (API %s) has no CDI; the trixie lane runs this test", v.Version, v.APIVersion)
 	}
