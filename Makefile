@@ -26,7 +26,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: lint e2e-pbs lane-prep lane-trixie lane-forky spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
+.PHONY: lint e2e-pbs lane-prep lane-trixie lane-forky lane-engine spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
 
 all: build spank
 
@@ -171,6 +171,7 @@ check: lint guide rpm spank-check
 	$(MAKE) test BINDIR=/usr/bin CONTAINERJOB_DEB=$(wildcard $(CURDIR)/bin/containerjob_*_amd64.deb) CONTAINERJOB_RPM=$(wildcard $(CURDIR)/bin/containerjob-*.x86_64.rpm)
 	$(MAKE) lane-trixie
 	$(MAKE) lane-forky
+	$(MAKE) lane-engine
 
 # The other CI lanes, after the first lane's tests, each on a Debian
 # release's own packages (contrib/dev/debian-lane): trixie (Slurm 24.11,
@@ -190,6 +191,13 @@ lane-trixie: lane-prep
 
 lane-forky: lane-prep
 	./contrib/dev/debian-lane forky
+
+# The newest engine the module proxy builds (Docker 29's daemon, moby/moby
+# v2) with its containerd image store, in the forky root: the integration
+# and e2e tests of everything that keys on image IDs and digests.
+lane-engine: lane-prep
+	CGO_ENABLED=0 $(GO) test -c -tags integration -o bin/integration.test ./test/integration
+	ENGINE=$$(GO=$(GO) ./contrib/dev/build-dockerd) ./contrib/dev/debian-lane forky
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
 demo: guide

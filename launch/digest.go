@@ -19,8 +19,10 @@ import (
 // image ID), the registry for a tag the node lacks (with the caller's own
 // credentials, bounded). trusted are tags known already from root's own
 // record (the job's pin of a tag). Nil for a reference without a digest,
-// or when no rule names a tag of its repository.
-func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, caller policy.Caller, image string, trusted []string, auth func(host string) (string, bool, error)) *policy.DigestTags {
+// or when no rule names a tag of its repository. confirm, when not empty,
+// is the tag a pin stands for: once the node confirms it (trusted, or the
+// image's own tags), the registry is not asked (confirmPinnedTag).
+func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, caller policy.Caller, image string, trusted []string, confirm string, auth func(host string) (string, bool, error)) *policy.DigestTags {
 	ref, err := policy.NormalizeImage(image)
 	if err != nil || ref.Digest == "" {
 		return nil
@@ -46,6 +48,9 @@ func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, ca
 				add(r.Tag)
 			}
 		}
+	}
+	if confirm != "" && slices.Contains(dt.Tags, confirm) {
+		return dt // judged as that tag: nothing else to ask
 	}
 	for _, tag := range literal {
 		if slices.Contains(dt.Tags, tag) {
@@ -90,4 +95,26 @@ func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, ca
 	}
 	dt.Unresolved = strings.Join(unresolved, "; ")
 	return dt
+}
+
+// confirmPinnedTag: a pin (the job's record, or the step's hint) narrows a
+// request for a tag to a digest. Where that digest is confirmed to be the
+// tag's content on this node (root's record, or the engine's own tag for
+// it: tags holds the requested tag), it is judged as the tag is, which the
+// request itself already was: a deny rule for some other tag that cannot
+// be resolved now (its registry unreachable) does not refuse it, as it
+// would not refuse the tag. A rule naming the digest, or naming a tag
+// confirmed to resolve to it, still decides. An unconfirmed digest (a
+// forged hint) keeps the full judgment of a digest. Found by the engine
+// lane: with Docker's containerd image store every image has a registry
+// digest, so every pinned step asked the registry about each denied tag.
+func confirmPinnedTag(requested string, tags *policy.DigestTags) {
+	ref, err := policy.NormalizeImage(requested)
+	if err != nil || ref.Digest != "" || ref.Tag == "" || tags == nil {
+		return
+	}
+	if slices.Contains(tags.Tags, ref.Tag) {
+		tags.Unresolved = ""
+		tags.Local = true // its tags that matter are known: the one asked for
+	}
 }

@@ -84,7 +84,7 @@ images_deny = ["tool:2"]
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			eng := node()
-			dt := DigestTags(context.Background(), eng, pol, bob, tt.image, tt.trusted, nil)
+			dt := DigestTags(context.Background(), eng, pol, bob, tt.image, tt.trusted, "", nil)
 			if dt == nil {
 				t.Fatal("no tags for a digest reference")
 			}
@@ -100,7 +100,7 @@ images_deny = ["tool:2"]
 	t.Run("registry down", func(t *testing.T) {
 		eng := node()
 		eng.registry = nil
-		dt := DigestTags(context.Background(), eng, pol, bob, "tool@"+digestB, nil, nil)
+		dt := DigestTags(context.Background(), eng, pol, bob, "tool@"+digestB, nil, "", nil)
 		if !strings.Contains(dt.Unresolved, "connection refused") {
 			t.Errorf("unresolved %q", dt.Unresolved)
 		}
@@ -110,8 +110,61 @@ images_deny = ["tool:2"]
 	})
 	t.Run("a tag reference asks nothing", func(t *testing.T) {
 		eng := node()
-		if dt := DigestTags(context.Background(), eng, pol, bob, "tool:1", nil, nil); dt != nil || len(eng.asked) > 0 {
+		if dt := DigestTags(context.Background(), eng, pol, bob, "tool:1", nil, "", nil); dt != nil || len(eng.asked) > 0 {
 			t.Errorf("tags %v, asked %v", dt, eng.asked)
 		}
 	})
+}
+
+// TestPinnedTagJudgedAsTheTag: a tag request pinned to its digest on this
+// node (root's record, or the node's own tag) is judged as the tag, even
+// with a denied tag's registry down; a pin nobody confirmed (a forged
+// hint) keeps a digest's full judgment, and a deny that names the digest,
+// or a tag the node confirms to be it, still refuses.
+func TestPinnedTagJudgedAsTheTag(t *testing.T) {
+	pol, err := policy.Parse("/p.toml", []byte(`[defaults]
+images_allow = ["tool:*"]
+images_deny = ["tool:2", "tool@`+digestB+`"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := policy.Caller{User: "bob", UID: 1002, GID: 1002}
+	const name = "docker.io/library/tool"
+	eng := &tagEngine{images: map[string]image.InspectResponse{
+		// tool:1 as the containerjob store has it: a registry digest.
+		name + ":1":          {ID: "sha256:" + strings.Repeat("c", 64), RepoTags: []string{"tool:1"}, RepoDigests: []string{name + "@" + digestA}},
+		name + "@" + digestA: {ID: "sha256:" + strings.Repeat("c", 64), RepoTags: []string{"tool:1"}, RepoDigests: []string{name + "@" + digestA}},
+	}} // and no registry: tool:2 cannot be asked
+	tests := []struct {
+		name, requested, pinned string
+		trusted                 []string
+		verdict                 string
+	}{
+		{"the node's tag confirms the hint", "tool:1", "tool@" + digestA, nil, ""},
+		{"root's record confirms it", "tool:1", "tool@" + digestA, []string{"1"}, ""},
+		{"a hint for another tag is not confirmed", "tool:7", "tool@" + digestA, nil, "cannot be told apart"},
+		{"a deny naming the digest still refuses", "tool:1", "tool@" + digestB, []string{"1"}, "is denied"},
+		{"a digest asked for is a digest", "tool@" + digestA, "tool@" + digestA, nil, "cannot be told apart"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			confirm := ""
+			if r, _ := policy.NormalizeImage(tt.requested); r.Digest == "" {
+				confirm = r.Tag
+			}
+			eng.asked = nil
+			dt := DigestTags(context.Background(), eng, pol, bob, tt.pinned, tt.trusted, confirm, nil)
+			if tt.pinned != tt.requested {
+				confirmPinnedTag(tt.requested, dt)
+			}
+			if tt.verdict == "" && len(eng.asked) > 0 {
+				t.Errorf("a confirmed pin asked the registry: %v", eng.asked)
+			}
+			err := pol.JudgeImage(bob, tt.pinned, dt)
+			if (tt.verdict == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.verdict) {
+				t.Errorf("verdict %v, want %q", err, tt.verdict)
+			}
+		})
+	}
 }

@@ -163,8 +163,21 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	// is locked (a pull's lock, the launch lock).
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	auth := CallerCredentials(id, caller.Home)
-	if !in.Existing {
-		req.ImageTags = DigestTags(ctx, eng, pol, caller, req.Image, pinning.trustedTags(), auth)
+	confirm := ""
+	if r, err := policy.NormalizeImage(requested); err == nil && r.Digest == "" && req.Image != requested {
+		confirm = r.Tag
+	}
+	req.ImageTags = DigestTags(ctx, eng, pol, caller, req.Image, pinning.trustedTags(), confirm, auth)
+	switch {
+	case in.Existing && req.ImageTags != nil:
+		// The job's own container of that name, made by root for this
+		// caller after its image was judged in full: the tags the node
+		// has for it decide again, a denied tag that cannot be asked now
+		// does not (the containerd image store gives every image a
+		// registry digest, so every such step would ask).
+		req.ImageTags.Unresolved, req.ImageTags.Local = "", true
+	case req.Image != requested:
+		confirmPinnedTag(requested, req.ImageTags)
 	}
 	pjob := PolicyJob(job, req.JobEnv, pol.Settings)
 	dec, err := pol.Decide(req, caller, pjob)

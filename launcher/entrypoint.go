@@ -106,9 +106,13 @@ func entrypointEnded(ctx context.Context, eng Engine, id, log string, d *policy.
 		// on the host, the caller's, and read and removed as the caller.
 		out, err = callerTail(caller, src, maxEntrypointLog)
 	} else if out, err = upperTail(ctx, eng, id, log, maxEntrypointLog); errors.Is(err, errNoUpperDir) {
-		// Not overlay2: the engine's copy (which needs every mount's
-		// source, so it fails once the staged ones are released).
-		out, err = tailFile(ctx, eng, id, log, maxEntrypointLog)
+		// Not overlay2 (the containerd image store): a running container
+		// (a named or step container after an exec) through its
+		// process's root, else the engine's copy, which mounts every
+		// mount's source again (Run keeps them until then).
+		if out, err = procRootTail(ctx, eng, id, log, maxEntrypointLog); err != nil {
+			out, err = tailFile(ctx, eng, id, log, maxEntrypointLog)
+		}
 	}
 	if err != nil {
 		return code // no log: /tmp was not writable, or the container is gone
@@ -205,7 +209,29 @@ func upperTail(ctx context.Context, eng Engine, id, path string, max int64) ([]b
 	if gd == nil || gd.Name != "overlay2" || gd.Data["UpperDir"] == "" {
 		return nil, errNoUpperDir
 	}
-	dir, err := unix.Open(gd.Data["UpperDir"], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	return tailBeneath(gd.Data["UpperDir"], path, max)
+}
+
+// procRootTail is upperTail for a running container whose writable layer
+// the engine does not name: beneath its process's root (/proc/PID/root),
+// never following a symlink or crossing a mount.
+func procRootTail(ctx context.Context, eng Engine, id, path string, max int64) ([]byte, error) {
+	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+	c, err := eng.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if c.Container.State == nil || !c.Container.State.Running || c.Container.State.Pid <= 0 {
+		return nil, fmt.Errorf("container %.12s is not running", id)
+	}
+	return tailBeneath(fmt.Sprintf("/proc/%d/root", c.Container.State.Pid), path, max)
+}
+
+// tailBeneath opens path beneath the directory root without following a
+// symlink or crossing a mount, never waiting on it, and reads its end.
+func tailBeneath(root, path string, max int64) ([]byte, error) {
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -323,8 +323,14 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	_, err = eng.ContainerStart(sctx, id, client.ContainerStartOptions{})
 	scancel()
 	res.Started = time.Now()
-	// runc has made the container's own mounts from the staged ones.
-	stage.Release()
+	// runc has made the container's own mounts from the staged ones. An
+	// entrypoint's log may still have to be copied out through the engine
+	// once the container ends (an image store with no upper directory to
+	// read: the containerd store), which mounts the staged sources again;
+	// then they stay until the launch returns.
+	if entrypointLog == "" {
+		stage.Release()
+	}
 	if err != nil {
 		return res, startError(err, d.GPUDriver)
 	}

@@ -16,12 +16,23 @@ import (
 // docker0), with no bridge and no iptables rules, and returns its socket
 // path and its network namespace (/proc/PID/ns/net: ServeRegistryIn puts a
 // registry there for it). It is stopped, by its pid, and the tmpfs
-// unmounted at the test's end.
+// unmounted at the test's end. It is the node's engine binary and image
+// store: $DOCKERD where a lane runs another engine, and the containerd
+// store's overlayfs snapshotter where the node's engine uses that store
+// ($CONTAINERJOB_TEST_STORAGE_DRIVER, default overlay2).
 func StartEngine(t testing.TB, size string) (sock, netns string) {
 	t.Helper()
-	dockerd, err := exec.LookPath("dockerd")
+	dockerd := os.Getenv("DOCKERD")
+	if dockerd == "" {
+		dockerd = "dockerd"
+	}
+	dockerd, err := exec.LookPath(dockerd)
 	if err != nil {
 		Unavailable(t, "no dockerd")
+	}
+	storage := os.Getenv("CONTAINERJOB_TEST_STORAGE_DRIVER")
+	if storage == "" {
+		storage = "overlay2"
 	}
 	dir, err := os.MkdirTemp("/var/tmp", "cjtest-engine-")
 	if err != nil {
@@ -37,7 +48,7 @@ func StartEngine(t testing.TB, size string) (sock, netns string) {
 	cmd := exec.Command("unshare", "--net", "sh", "-c", `ip link set lo up && exec "$@"`, "sh", dockerd,
 		"--data-root", data, "--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "docker.pid"), "-H", "unix://"+sock,
-		"--bridge=none", "--iptables=false", "--ip-masq=false", "--storage-driver=overlay2")
+		"--bridge=none", "--iptables=false", "--ip-masq=false", "--storage-driver="+storage)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
