@@ -129,6 +129,8 @@ type SlurmJob struct {
 	NodeList  string
 	WorkDir   string
 	BatchHost string
+	// SLUID is the job's Slurm-wide unique id (Slurm >= 26.05; "" before).
+	SLUID string
 	// Per node: the allocated CPU ids, memory (MB) and GPU indices.
 	Nodes map[string]NodeAlloc
 }
@@ -183,6 +185,11 @@ type jobJSON struct {
 	BatchHost  string          `json:"batch_host"`
 	WorkDir    string          `json:"current_working_directory"`
 	GresDetail []string        `json:"gres_detail"`
+	// Slurm 26.05: the job's SLUID, which names its cgroup directory
+	// unless CgroupJobIdPaths=yes.
+	StepID struct {
+		SLUID string `json:"sluid"`
+	} `json:"step_id"`
 	Resources  struct {
 		Nodes          json.RawMessage `json:"nodes"`
 		AllocatedNodes []struct {
@@ -204,7 +211,7 @@ func (r jobJSON) job(id string) (SlurmJob, error) {
 		return SlurmJob{}, fmt.Errorf("scontrol: job %s: %v", id, err)
 	}
 	j := SlurmJob{ID: id, UID: uint32(uid), User: r.UserName, State: state, NodeList: r.Nodes,
-		WorkDir: r.WorkDir, BatchHost: r.BatchHost, Nodes: map[string]NodeAlloc{}}
+		WorkDir: r.WorkDir, BatchHost: r.BatchHost, SLUID: r.StepID.SLUID, Nodes: map[string]NodeAlloc{}}
 	type alloc struct {
 		name string
 		mem  jsonNumber
@@ -398,8 +405,11 @@ type Slurm struct {
 // environment: `scontrol --json show job -d ID` where scontrol has --json
 // (23.02 and later), else `squeue --json` (22.05), from which the job is
 // picked by its id.
+// jobIDRE is a Slurm job id (a SLUID is not one).
+var jobIDRE = regexp.MustCompile(`^[0-9]+$`)
+
 func (s Slurm) ShowJob(ctx context.Context, id string) (SlurmJob, error) {
-	if !regexp.MustCompile(`^[0-9]+$`).MatchString(id) {
+	if !jobIDRE.MatchString(id) {
 		return SlurmJob{}, fmt.Errorf("job id %q is not a Slurm job id", id)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -474,14 +484,28 @@ func (s Slurm) VerifyStep(ctx context.Context, uid uint32, cg CgroupJob, hint st
 	if cg.UID != 0 && cg.UID != uid {
 		return Job{}, SlurmJob{}, fmt.Errorf("the calling process is in the cgroup of uid %d, not the caller's %d", cg.UID, uid)
 	}
-	if hint != "" && hint != cg.Job {
+	// Slurm 26.05 names a job's cgroup directory by its SLUID
+	// (job_s2P5M97456T200) unless CgroupJobIdPaths=yes: the job is then
+	// the one the caller's SLURM_JOB_ID names, and only if Slurm's own
+	// record of it has that very SLUID (the path is root's; the variable
+	// is the caller's).
+	id, bySLUID := cg.Job, !jobIDRE.MatchString(cg.Job)
+	if bySLUID {
+		if hint == "" {
+			return Job{}, SlurmJob{}, fmt.Errorf("the calling process runs in job %s (named by its SLUID), and SLURM_JOB_ID is not set to say which job that is", cg.Job)
+		}
+		id = hint
+	}
+	if hint != "" && hint != id {
 		return Job{}, SlurmJob{}, fmt.Errorf("SLURM_JOB_ID=%q does not match job %s that the calling process runs in", hint, cg.Job)
 	}
-	sj, err := s.ShowJob(ctx, cg.Job)
+	sj, err := s.ShowJob(ctx, id)
 	if err != nil {
 		return Job{}, SlurmJob{}, err
 	}
 	switch {
+	case bySLUID && sj.SLUID != cg.Job:
+		return Job{}, sj, fmt.Errorf("SLURM_JOB_ID=%q names job %s, whose SLUID is %q, not %s that the calling process runs in", hint, sj.ID, sj.SLUID, cg.Job)
 	case sj.UID != uid:
 		return Job{}, sj, fmt.Errorf("job %s belongs to uid %d, not the caller's %d", sj.ID, sj.UID, uid)
 	case sj.State != "RUNNING":

@@ -35,6 +35,8 @@ func TestParseCgroup(t *testing.T) {
 		{"v2 lookalike in a session scope", "0::/user.slice/user-1000.slice/session-3.scope/slurmstepd.scope/job_12/step_0\n", CgroupJob{}, false},
 		{"v2 stepd scope of one of several slurmd", "0::/system.slice/gpu_n2_slurmstepd.scope/job_12/step_3/user/task_0\n",
 			CgroupJob{Job: "12", Step: "3", Path: "/system.slice/gpu_n2_slurmstepd.scope/job_12/step_3/user/task_0", Node: "gpu_n2", V2: true}, true},
+		{"v2 job named by its SLUID (Slurm 26.05)", "0::/system.slice/slurmstepd.scope/job_sADXM9745KC900/step_batch/user/task_0\n",
+			CgroupJob{Job: "sADXM9745KC900", Step: "batch", Path: "/system.slice/slurmstepd.scope/job_sADXM9745KC900/step_batch/user/task_0", V2: true}, true},
 		{"not in a job", "4:memory:/user.slice\n0::/user.slice/user-1000.slice/session-3.scope\n", CgroupJob{}, false},
 		{"lookalike path outside slurm root", "6:freezer:/evil/slurm/uid_1000/job_1/step_0\n", CgroupJob{}, false},
 		{"uid out of range", "6:freezer:/slurm/uid_99999999999/job_1/step_0\n", CgroupJob{}, false},
@@ -239,4 +241,51 @@ func TestShowJobConfirmsAnEmptyAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVerifyStepBySLUID: Slurm 26.05 names a job's cgroup by its SLUID
+// (unless CgroupJobIdPaths=yes); the job is the one SLURM_JOB_ID names, and
+// only when Slurm's record of it (testdata: forky's slurm-wlm 26.05.5) has
+// that very SLUID. The previous binary refused every such step.
+func TestVerifyStepBySLUID(t *testing.T) {
+	dir := t.TempDir()
+	script := "#!/bin/sh\ncat " + filepath.Join(mustAbs(t, "testdata"), "scontrol-json-26.05-job-sluid.json") + "\n"
+	if err := os.WriteFile(dir+"/scontrol", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := Slurm{Scontrol: dir + "/scontrol", Node: "vm"}
+	const sluid = "sADXM9745KC900"
+	tests := []struct {
+		name, job, hint, err string
+	}{
+		{"by SLUID, named by SLURM_JOB_ID", sluid, "1", ""},
+		{"by job id (CgroupJobIdPaths=yes)", "1", "1", ""},
+		{"by SLUID without SLURM_JOB_ID", sluid, "", "SLURM_JOB_ID is not set"},
+		{"another job's SLUID", "sZZZZ9745KC900", "1", `whose SLUID is "` + sluid + `"`},
+		{"a hint that is no job id", sluid, "1; rm", "is not a Slurm job id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cg := CgroupJob{Job: tt.job, Step: "0", Path: "/system.slice/slurmstepd.scope/job_" + tt.job + "/step_0/user/task_0", V2: true}
+			job, _, err := s.VerifyStep(context.Background(), 0, cg, tt.hint)
+			if tt.err == "" {
+				if err != nil || job.ID != "1" {
+					t.Fatalf("job %+v err %v; want job 1", job, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
