@@ -28,6 +28,28 @@ func (p *Policy) DecideExec(caller Caller, flags []string) error {
 	return nil
 }
 
+// JudgeSubmission is the early answer at submission (sbatch, srun,
+// salloc on a login node): what the compute node would refuse whatever
+// the node and the job, judged as there: each flag, and the image when it
+// is named by tag. A digest is left to the node, which knows its tags. A
+// nil error promises nothing: the node still decides everything.
+func (p *Policy) JudgeSubmission(caller Caller, image string, flags []string) error {
+	eff := p.Effective(caller)
+	for _, f := range flags {
+		if _, ok := eff.FlagsAllow.find(f); !ok {
+			return &Refusal{Item: fmt.Sprintf("flag --%s", truncate(f, 32)), Reason: "is not allowed", Rule: eff.FlagsAllow.missing("flags_allow")}
+		}
+	}
+	if image == "" {
+		return nil
+	}
+	if ref, err := NormalizeImage(image); err == nil && ref.Digest != "" {
+		return nil
+	}
+	_, _, err := p.judgeImage(eff, image, nil)
+	return err
+}
+
 var (
 	nameRE      = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 	networkRE   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)

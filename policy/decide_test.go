@@ -443,3 +443,36 @@ func TestSharedStepGetsTheStepsCPUs(t *testing.T) {
 		t.Errorf("a one-task step: cpus %q, want the task's 1", d.Spec.Linux.Resources.CPU.Cpus)
 	}
 }
+
+// TestJudgeSubmission: at submission only what no node or job can change
+// is judged, with the same refusal and rule the node would give; a digest
+// waits for the node.
+func TestJudgeSubmission(t *testing.T) {
+	pol, err := Parse("/p.toml", []byte(`[defaults]
+images_allow = ["alpine:*"]
+images_deny = ["alpine:denied"]
+flags_allow = ["volume", "workdir"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := Caller{User: "alice", UID: 1000, GID: 1000}
+	tests := []struct {
+		image string
+		flags []string
+		want  string // "" allowed
+	}{
+		{"alpine:3.20", []string{"volume"}, ""},
+		{"alpine:denied", nil, `image "alpine:denied" is denied, says images_deny in [defaults] (/p.toml:3)`},
+		{"ubuntu:24.04", nil, "is not allowed"},
+		{"alpine:3.20", []string{"network"}, "flag --network is not allowed"},
+		{"alpine@sha256:" + strings.Repeat("a", 64), nil, ""},
+		{"", []string{"workdir"}, ""},
+	}
+	for _, tt := range tests {
+		err := pol.JudgeSubmission(alice, tt.image, tt.flags)
+		if (tt.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s %v: %v, want %q", tt.image, tt.flags, err, tt.want)
+		}
+	}
+}

@@ -22,11 +22,13 @@
  *   required /usr/local/lib/containerjob/spank_containerjob.so containerjob=/usr/local/bin/containerjob
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -269,11 +271,105 @@ static int pyxis_env(spank_t sp)
  * pull it (for the job's owner, as the policy allows) before the first
  * step. The user's own words; failing to set it costs only the prefetch.
  */
+/* In the child of submit_check: the options, with the user's
+ * PYXIS_CONTAINER_* variables for those not given, as a task gets them. */
+static void export_options(void)
+{
+	static const struct { const char *var; char **opt; const char *env; } strs[] = {
+		{ "IMAGE", &opt_image, "PYXIS_CONTAINER_IMAGE" },
+		{ "MOUNTS", &opt_mounts, "PYXIS_CONTAINER_MOUNTS" },
+		{ "WORKDIR", &opt_workdir, "PYXIS_CONTAINER_WORKDIR" },
+		{ "ENV", &opt_env, "PYXIS_CONTAINER_ENV" },
+		{ "NAME", &opt_name, "PYXIS_CONTAINER_NAME" },
+		{ "SAVE", &opt_save, "PYXIS_CONTAINER_SAVE" },
+		{ "UNSHARE", &opt_unshare, "PYXIS_CONTAINER_UNSHARE" },
+	};
+	static const struct { const char *var; int *opt; const char *env; int invert; } bools[] = {
+		{ "MOUNT_HOME", &opt_mount_home, "PYXIS_CONTAINER_MOUNT_HOME", 0 },
+		{ "READONLY", &opt_readonly, "PYXIS_CONTAINER_READONLY", 0 },
+		{ "READONLY", &opt_readonly, "PYXIS_CONTAINER_WRITABLE", 1 },
+		{ "ENTRYPOINT", &opt_entrypoint, "PYXIS_CONTAINER_ENTRYPOINT", 0 },
+		{ "ENTRYPOINT_LOG", &opt_entrypoint_log, "PYXIS_CONTAINER_ENTRYPOINT_LOG", 0 },
+		{ "REMAP_ROOT", &opt_remap_root, "PYXIS_CONTAINER_REMAP_ROOT", 0 },
+	};
+	char name[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		const char *v = *strs[i].opt ? *strs[i].opt : getenv(strs[i].env);
+		snprintf(name, sizeof(name), "CONTAINERJOB_SPANK_%s", strs[i].var);
+		if (v != NULL && v[0] != '\0')
+			setenv(name, v, 1);
+	}
+	for (i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+		int v = *bools[i].opt;
+		const char *e = getenv(bools[i].env);
+		if (v < 0 && e != NULL && (v = parse_bool(e)) >= 0 && bools[i].invert)
+			v = !v;
+		snprintf(name, sizeof(name), "CONTAINERJOB_SPANK_%s", bools[i].var);
+		if (v >= 0 && getenv(name) == NULL)
+			setenv(name, v ? "1" : "0", 1);
+	}
+}
+
+/*
+ * Where sbatch, salloc or srun (outside a job) runs, as the user, before
+ * anything is queued: asks `containerjob submit-check` whether this host's
+ * policy would refuse the container options whatever the compute node,
+ * and stops the submission when it says so (it has printed the node's own
+ * refusal line). No policy here, no answer within SUBMIT_WAIT_MS, anything
+ * else: nothing is said, the node decides. A courtesy, never a trust
+ * boundary. -1 only for a refusal.
+ */
+#define SUBMIT_WAIT_MS 10000
+static int submit_check(void)
+{
+	const char *image = opt_image ? opt_image : getenv("PYXIS_CONTAINER_IMAGE");
+	struct timespec tick = { 0, 10 * 1000 * 1000 };
+	int status, waited = 0, fd;
+	pid_t pid, r;
+
+	if (image == NULL || image[0] == '\0' || config_error[0] != '\0')
+		return 0;
+	/* A step of a job that runs: its node answers within a second. */
+	if (spank_context() == S_CTX_LOCAL && getenv("SLURM_JOB_ID") != NULL)
+		return 0;
+	pid = fork();
+	if (pid < 0)
+		return 0;
+	if (pid == 0) {
+		char *const argv[] = { "containerjob", "submit-check", NULL };
+		export_options();
+		unsetenv("CONTAINERJOB_SPANK");
+		setenv("CONTAINERJOB_SUBMIT_CHECK", "1", 1);
+		if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+		}
+		execv(containerjob_path, argv);
+		_exit(0);
+	}
+	while ((r = waitpid(pid, &status, WNOHANG)) == 0 && waited < SUBMIT_WAIT_MS) {
+		nanosleep(&tick, NULL);
+		waited += 10;
+	}
+	if (r == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		return 0;
+	}
+	return (r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 125) ? -1 : 0;
+}
+
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	(void) ac; (void) av;
 
-	if (opt_image == NULL || (spank_context() != S_CTX_ALLOCATOR && spank_context() != S_CTX_LOCAL))
+	if (spank_context() != S_CTX_ALLOCATOR && spank_context() != S_CTX_LOCAL)
+		return 0;
+	if (submit_check() != 0)
+		return -1;
+	if (opt_image == NULL)
 		return 0;
 	if (spank_job_control_setenv(sp, "CONTAINERJOB_IMAGE", opt_image, 1) != ESPANK_SUCCESS)
 		slurm_info("containerjob: the Prolog will not prefetch %s", opt_image);

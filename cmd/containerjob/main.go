@@ -45,7 +45,7 @@ and 125 when refused or given a command line they cannot understand.`,
 		newGCCmd(), newPolicyCmd())
 	root.AddCommand(ownCommands()...)
 	root.AddCommand(notOfferedCommands()...)
-	root.AddCommand(newDoctorCmd())
+	root.AddCommand(newDoctorCmd(), newSubmitCheckCmd())
 	for _, c := range buildTimeCommands {
 		root.AddCommand(c())
 	}

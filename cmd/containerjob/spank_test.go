@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/containerjob/containerjob/policy"
 )
 
 // TestSpankArgs: each pyxis option the plugin hands over becomes the run
@@ -204,5 +206,61 @@ func TestCDICheck(t *testing.T) {
 		if c.ok != tt.ok || c.skip != tt.skip || !strings.Contains(c.info, tt.says) {
 			t.Errorf("%s: cdiCheck = %+v; want ok %v skip %v saying %q", tt.name, c, tt.ok, tt.skip, tt.says)
 		}
+	}
+}
+
+// TestSubmitCheck: the plugin's question at submission gets the node's
+// refusal for what no node can change (a denied image, a flag, an option
+// containerjob does not offer) and silence for everything else: an
+// allowed image, a digest, a name alone, no policy on the host.
+func TestSubmitCheck(t *testing.T) {
+	pol := trustedPolicy(t, "[defaults]\nimages_allow = [\"alpine:*\"]\nimages_deny = [\"alpine:denied\"]\nflags_allow = [\"volume\", \"workdir\", \"env\", \"name\", \"read-only\", \"entrypoint\"]\n")
+	dir := t.TempDir()
+	old, oldCaller := submitPolicyPath, submitCaller
+	t.Cleanup(func() { submitPolicyPath, submitCaller = old, oldCaller })
+	submitCaller = func() (policy.Caller, error) { return policy.Caller{User: "alice", UID: 1000, GID: 1000}, nil }
+	tests := []struct {
+		name   string
+		env    map[string]string
+		policy string
+		want   string // "" nothing said
+	}{
+		{"allowed", map[string]string{"IMAGE": "alpine:3.20", "MOUNTS": "/data"}, pol, ""},
+		{"denied image", map[string]string{"IMAGE": "alpine:denied"}, pol, "is denied, says images_deny"},
+		{"not allowed", map[string]string{"IMAGE": "ubuntu:24.04"}, pol, "is not allowed"},
+		{"an option not offered", map[string]string{"IMAGE": "alpine:3.20", "READONLY": "0"}, pol, "--container-writable is refused"},
+		{"a digest waits for the node", map[string]string{"IMAGE": "ubuntu@sha256:" + strings.Repeat("a", 64)}, pol, ""},
+		{"a name alone", map[string]string{"NAME": "w"}, pol, ""},
+		{"no policy on this host", map[string]string{"IMAGE": "alpine:denied"}, dir + "/none.toml", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			submitPolicyPath = tt.policy
+			for _, k := range []string{"", "MODE", "ARGV0", "IMAGE", "MOUNTS", "MOUNT_HOME", "WORKDIR", "ENV", "NAME", "READONLY", "ENTRYPOINT", "ENTRYPOINT_LOG", "REMAP_ROOT", "SAVE", "UNSHARE"} {
+				name := spankPrefix
+				if k != "" {
+					name += "_" + k
+				}
+				t.Setenv(name, tt.env[k])
+				if _, set := tt.env[k]; !set {
+					os.Unsetenv(name)
+				}
+			}
+			var errb strings.Builder
+			old := stderr
+			stderr = &errb
+			defer func() { stderr = old }()
+			code := exitCode(submitCheck())
+			out := errb.String()
+			if tt.want == "" {
+				if code != 0 || out != "" {
+					t.Errorf("code %d, said %q; want nothing", code, out)
+				}
+				return
+			}
+			if code != 125 || !strings.Contains(out, tt.want) {
+				t.Errorf("code %d, said %q; want 125 and %q", code, out, tt.want)
+			}
+		})
 	}
 }

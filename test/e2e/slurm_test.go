@@ -733,3 +733,41 @@ srun -N1 --container-image=alpine:3.20 echo container-ran; echo "container $?"`)
 		t.Errorf("the container step: stdout %q stderr %q", r.Stdout, r.Stderr)
 	}
 }
+
+// TestSubmitTimeRefusal: a container job the policy refuses whatever the
+// node (a denied image, an option containerjob does not offer) is refused
+// where sbatch, salloc or srun runs, with the node's own line, and nothing
+// is queued: --container-image, #SBATCH, PYXIS_CONTAINER_IMAGE, srun and
+// salloc outside a job. An allowed one is queued as before. The previous
+// plugin queued them all, to fail on the node.
+func TestSubmitTimeRefusal(t *testing.T) {
+	t.Parallel()
+	dir := jobDir(t, alice)
+	name := "cjsubmit-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	script := filepath.Join(dir, "denied.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n#SBATCH --container-image=alpine:denied\ntrue\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(script, int(alice.UID), int(alice.GID))
+	r := as(t, alice, dir, `n=`+name+`
+sbatch -J $n --container-image=alpine:denied --wrap true; echo "option $?"
+sbatch -J $n denied.sh; echo "directive $?"
+PYXIS_CONTAINER_IMAGE=alpine:denied sbatch -J $n --wrap true; echo "pyxis-env $?"
+sbatch -J $n --container-image=alpine:3.20 --container-writable --wrap true; echo "writable $?"
+srun -J $n --container-image=alpine:denied true; echo "srun $?"
+salloc -J $n --container-image=alpine:denied true; echo "salloc $?"
+echo "queued $(squeue -h -n $n | wc -l)"
+sbatch -J $n -o /dev/null --container-image=alpine:3.20 --wrap true >/dev/null; echo "allowed $?"
+echo "queued-after $(squeue -h -n $n | wc -l) $(sacct -n -X --name $n 2>/dev/null | wc -l)"`)
+	for _, want := range []string{"option 1\n", "directive 1\n", "pyxis-env 1\n", "writable 1\n", "srun 1\n", "salloc 1\n", "queued 0\n", "allowed 0\n"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("stdout %q lacks %q (stderr %q)", r.Stdout, want, r.Stderr)
+		}
+	}
+	if n := strings.Count(r.Stderr, `containerjob: error: image "alpine:denied" is denied, says images_deny`); n != 5 {
+		t.Errorf("the node's refusal line %d times, want 5: %q", n, r.Stderr)
+	}
+	if !strings.Contains(r.Stderr, "--container-writable is refused") {
+		t.Errorf("no refusal of --container-writable: %q", r.Stderr)
+	}
+}
