@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerjob/containerjob/internal/audit"
@@ -92,15 +93,28 @@ type Rule struct{ Item, Action, Rule string }
 // Every refusal is recorded in the audit trail before it is returned.
 func Run(ctx context.Context, in Input) (Outcome, error) {
 	var out Outcome
-	phase := in.Phase
-	if phase == nil {
-		phase = func(string) {}
+	// Each phase's duration, for the node's metrics as for --timings.
+	var phaseMu sync.Mutex
+	phases := map[string]time.Duration{}
+	last := time.Now()
+	phase := func(name string) {
+		phaseMu.Lock()
+		now := time.Now()
+		phases[name] += now.Sub(last)
+		last = now
+		phaseMu.Unlock()
+		if in.Phase != nil {
+			in.Phase(name)
+		}
 	}
 	pol, err := policy.Load(in.PolicyPath)
 	if err != nil {
 		return out, err
 	}
 	phase("policy")
+	m := nodeMetrics{dir: pol.Settings.MetricsDir, notify: in.Notify}
+	launcher.LockWaits = m.lockWait
+	defer func() { launcher.LockWaits = nil }()
 	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
 	if err != nil {
 		return out, fmt.Errorf("%v; refusing to run without an audit trail", err)
@@ -143,6 +157,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	refuse := func(err error) (Outcome, error) {
 		record["decision"], record["reason"] = "refused", err.Error()
 		trail.Record("decision", record)
+		m.refused(err)
 		return out, err
 	}
 	if err == nil && in.Resolve && job.ID == "" {
@@ -234,13 +249,19 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 			return err
 		})
 	}
+	pullNotify := func(n launcher.Notice) {
+		if n.Kind == launcher.NoticePulling {
+			m.pull()
+		}
+		notify(in.Notify, n)
+	}
 	res, err := launcher.Run(ctx, eng, dec, in.Stdio, launcher.Options{
 		Caller:       id,
 		StopGrace:    time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
 		ProbeTimeout: time.Duration(pol.Settings.MountProbeSeconds) * time.Second,
 		Guard:        want,
 		Phase:        phase,
-		Notify:       in.Notify,
+		Notify:       pullNotify,
 		EngineSocket: pol.Settings.EngineSocket(),
 		Account:      ContainerAccount(in.Caller),
 		Interpreter:  scriptInterpreter(job, pol.Settings.SlurmdSpoolDir, dec.Cmd),
@@ -259,6 +280,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	if err != nil {
 		end["error"] = err.Error()
 		trail.Record("container-failed", end)
+		m.launch("failed", "", phasesCopy(&phaseMu, phases))
 		return out, err
 	}
 	end["exit_code"] = res.ExitCode
@@ -277,6 +299,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		notify(in.Notify, launcher.Notice{Kind: launcher.NoticeWarning, Text: fmt.Sprintf("the container's end was not recorded: %v", err)})
 	}
 	phase("audit")
+	m.launch("ran", "", phasesCopy(&phaseMu, phases))
 	return out, nil
 }
 

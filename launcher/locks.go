@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"strconv"
 	"sync"
 	"syscall"
@@ -110,6 +111,8 @@ func takeLock(ctx context.Context, path, what string, how int, bound time.Durati
 	if waiting != nil {
 		waiting()
 	}
+	began := time.Now()
+	defer func() { lockWaited(path, time.Since(began)) }()
 	// A blocking flock wakes the moment the holder lets go (polling would
 	// add its interval to every wait); it runs on a thread of its own so
 	// that the wait can end at the bound. A wait given up on is left to
@@ -149,6 +152,23 @@ func takeLock(ctx context.Context, path, what string, how int, bound time.Durati
 		giveUp()
 		return nil, true, &lockWaitError{What: what, Bound: bound}
 	}
+}
+
+// LockWaits, when set, hears of every wait for a lock of the node, by the
+// lock's kind (launch, step, pull) and how long it took (node metrics).
+var LockWaits func(kind string, d time.Duration)
+
+func lockWaited(path string, d time.Duration) {
+	if LockWaits == nil {
+		return
+	}
+	kind := "other"
+	for k, dir := range map[string]string{"launch": LaunchLockDir, "step": StepLockDir, "pull": PullLockDir} {
+		if strings.HasPrefix(path, dir+"/") {
+			kind = k
+		}
+	}
+	LockWaits(kind, d)
 }
 
 // lockLaunches takes uid's launch lock.

@@ -33,6 +33,9 @@ const maxPolicySize = 4 << 20
 type Settings struct {
 	DockerHost       string `toml:"docker_host"`
 	AuditLog         string `toml:"audit_log"`
+	// MetricsDir is where the node's metrics are written for
+	// node_exporter's textfile collector; "" (the default): none.
+	MetricsDir string `toml:"metrics_dir"`
 	AuditSyslog      bool   `toml:"audit_syslog"`
 	StopGraceSeconds int    `toml:"stop_grace_seconds"`
 	// MountProbeSeconds bounds opening each mount source before the
@@ -362,6 +365,9 @@ func Parse(path string, data []byte) (*Policy, error) {
 		if !slices.Contains(e.allowed, *e.value) {
 			return nil, fmt.Errorf("%s:%d: %s %q is not %s", path, loc.line("settings", e.key, ""), e.key, *e.value, orList(e.allowed))
 		}
+	}
+	if d := p.Settings.MetricsDir; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/") {
+		return nil, fmt.Errorf("%s:%d: metrics_dir %q is not a clean absolute directory (such as /var/lib/prometheus/node-exporter)", path, loc.line("settings", "metrics_dir", ""), d)
 	}
 	for _, dev := range p.Settings.FabricDevices {
 		if !strings.HasPrefix(dev, "/dev/infiniband/") || filepath.Clean(dev) != dev || strings.Count(dev, "/") != 3 {
@@ -707,6 +713,14 @@ var registryHost = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]
 type Watermark struct {
 	Percent float64
 	Bytes   uint64
+}
+
+// BytesOf is the watermark in bytes of a file system of total bytes.
+func (w Watermark) BytesOf(total uint64) int64 {
+	if w.Bytes > 0 {
+		return int64(w.Bytes)
+	}
+	return int64(w.Percent / 100 * float64(total))
 }
 
 // ParseWatermark reads "85%" or a size ("200GiB", "500M": binary units).

@@ -13,8 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moby/moby/client"
+
 	"github.com/containerjob/containerjob/internal/audit"
 	"github.com/containerjob/containerjob/internal/identity"
+	"github.com/containerjob/containerjob/internal/metrics"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
@@ -185,6 +188,7 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 		}
 	}
 	failed := 0
+	defer func() { nodeMetric(pol, func(s *metrics.State) { s.RemovedBy(hook, len(cs)-failed) }) }()
 	for _, c := range cs {
 		rec := map[string]any{"job": job, "step": c.Step, "scheduler": sched, "container": c.ID, "user": c.User, "uid": c.UID, "state": c.State}
 		if err := errs[c.ID]; err != nil {
@@ -292,12 +296,16 @@ image_store_high in containerjob-policy(5)).`,
 			}
 			failed := 0
 			if !dryRun {
+				removed := 0
 				for id, err := range launcher.RemoveAll(ctx, eng, doomed) {
 					if err != nil {
 						failed++
 						errorf("gc: %.12s: %v", id, err)
+					} else {
+						removed++
 					}
 				}
+				nodeMetric(pol, func(s *metrics.State) { s.RemovedBy("gc", removed) })
 			}
 			// The images a job's recreated named containers left, where
 			// its epilogue could not remove them: once the job is over.
@@ -400,6 +408,15 @@ func collectImages(ctx context.Context, cmd *cobra.Command, pol *policy.Policy, 
 	if err != nil {
 		return err
 	}
+	if !dryRun {
+		if info, err := eng.Info(ctx, client.InfoOptions{}); err == nil {
+			if used, total, err := launcher.DiskUsage(info.Info.DockerRootDir); err == nil {
+				nodeMetric(pol, func(s *metrics.State) {
+					s.ImageStore(int64(used), high.BytesOf(total), low.BytesOf(total))
+				})
+			}
+		}
+	}
 	if !below {
 		warningf("gc --images: the engine's data is still above image_store_low (%s): every other image is in use, pinned by images_keep, or not pulled by containerjob", pol.Settings.ImageStoreLow)
 	}
@@ -457,4 +474,12 @@ func prefetchImage(pol *policy.Policy, trail *audit.Log, job, node string) {
 	}
 	rec["image"] = pinned
 	trail.Record("prefetched", rec)
+}
+
+// nodeMetric adds to the node's metrics (policy setting metrics_dir); a
+// failure is a warning, never the command's.
+func nodeMetric(pol *policy.Policy, fn func(*metrics.State)) {
+	if err := metrics.Update(pol.Settings.MetricsDir, fn); err != nil {
+		warningf("node metrics not updated: %v", err)
+	}
 }

@@ -43,7 +43,7 @@ var (
 	userName     = flag.String("user", "cjbench", "non-root user to launch as")
 	bin          = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
 	dockerB      = flag.String("docker", "", "docker CLI (default: first in PATH)")
-	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls,hooks")
+	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls,hooks,metrics")
 	slurmDir     = flag.String("slurm", "/run/containerjob-testcluster", "the test cluster (contrib/slurm/testcluster) for the steps benchmark")
 	stepRanks    = flag.Int("ranks", 16, "tasks of the steps benchmark's step, on one node")
 	stepRuns     = flag.Int("step-runs", 5, "runs per variant of the steps benchmark")
@@ -91,7 +91,7 @@ func main() {
 	}{
 		{"overhead", b.overhead}, {"stream", b.stream}, {"concurrency", b.concurrency},
 		{"footprint", b.footprint}, {"decision", b.decision}, {"epilog", b.epilog}, {"phases", b.phases},
-		{"steps", b.steps}, {"pulls", b.pulls}, {"hooks", b.hooks},
+		{"steps", b.steps}, {"pulls", b.pulls}, {"hooks", b.hooks}, {"metrics", b.metrics},
 	}
 	for _, s := range steps {
 		if !want(s.name) {
@@ -497,6 +497,36 @@ func (b *bencher) decision() error {
 		fmt.Fprintf(&b.report, "| %s | %.1f µs | %s |\n", n, v[len(v)/2]/1000, allocs[n])
 	}
 	b.report.WriteString("\n")
+	return nil
+}
+
+// 10. Node metrics: what one launch pays to count itself.
+func (b *bencher) metrics() error {
+	dir, err := os.MkdirTemp("/run", "cjbench-metrics-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	c := exec.Command("go", "test", "-run=NONE", "-bench=Update", "-benchmem", "-count=5", "./internal/metrics/")
+	c.Env = append(os.Environ(), "TMPDIR="+dir) // /run: the tmpfs a node's metrics_dir would be on
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	b.rawf("%s", out)
+	var v []float64
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && strings.HasPrefix(f[0], "BenchmarkUpdate") {
+			x, _ := strconv.ParseFloat(f[2], 64)
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return fmt.Errorf("no benchmark result in %s", out)
+	}
+	sort.Float64s(v)
+	fmt.Fprintf(&b.report, "## 10. Node metrics: one launch's update\n\n`go test -run=NONE -bench=Update -benchmem -count=5 ./internal/metrics/` with `TMPDIR` on /run (a tmpfs): the node lock, the state read and written, the exposition rendered and renamed into place, for a launch with five phases. Paid once per launch where `metrics_dir` is set, after the container has ended.\n\n| median of 5 | fastest | slowest |\n| --- | --- | --- |\n| %.0f µs | %.0f µs | %.0f µs |\n\n", v[len(v)/2]/1000, v[0]/1000, v[len(v)-1]/1000)
 	return nil
 }
 

@@ -26,6 +26,7 @@ const policyPath = "/etc/containerjob/policy.toml"
 const testPolicy = `# containerjob integration test policy
 [settings]
 audit_log = "/var/log/containerjob/audit.log"
+metrics_dir = "/run/containerjob-test-metrics"
 stop_grace_seconds = 3
 
 [defaults]

@@ -1,0 +1,54 @@
+package launch
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/containerjob/containerjob/internal/metrics"
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/policy"
+)
+
+// nodeMetrics adds one launch's doings to the node's metrics (policy
+// setting metrics_dir; none without it). An update that fails is told as
+// a warning and never fails the launch.
+type nodeMetrics struct {
+	dir    string
+	notify func(launcher.Notice)
+}
+
+func (m nodeMetrics) update(fn func(*metrics.State)) {
+	if err := metrics.Update(m.dir, fn); err != nil {
+		notify(m.notify, launcher.Notice{Kind: launcher.NoticeWarning, Text: fmt.Sprintf("node metrics not updated: %v", err)})
+	}
+}
+
+func (m nodeMetrics) launch(outcome, rule string, phases map[string]time.Duration) {
+	m.update(func(s *metrics.State) { s.Launch(outcome, rule, phases) })
+}
+
+// refused counts a refusal by its rule; an error that is no policy
+// refusal counts as a failed launch.
+func (m nodeMetrics) refused(err error) {
+	var ref *policy.Refusal
+	if errors.As(err, &ref) {
+		m.launch("refused", ref.Rule.String(), nil)
+		return
+	}
+	m.launch("failed", "", nil)
+}
+
+func (m nodeMetrics) pull() { m.update(func(s *metrics.State) { s.Pull(0) }) }
+
+func (m nodeMetrics) lockWait(kind string, d time.Duration) {
+	m.update(func(s *metrics.State) { s.LockWait(kind, d) })
+}
+
+func phasesCopy(mu *sync.Mutex, p map[string]time.Duration) map[string]time.Duration {
+	mu.Lock()
+	defer mu.Unlock()
+	return maps.Clone(p)
+}
