@@ -31,11 +31,11 @@ const maxPolicySize = 4 << 20
 
 // Settings are site-wide and cannot differ per group or user.
 type Settings struct {
-	DockerHost       string `toml:"docker_host"`
-	AuditLog         string `toml:"audit_log"`
+	DockerHost string `toml:"docker_host"`
+	AuditLog   string `toml:"audit_log"`
 	// MetricsDir is where the node's metrics are written for
 	// node_exporter's textfile collector; "" (the default): none.
-	MetricsDir string `toml:"metrics_dir"`
+	MetricsDir       string `toml:"metrics_dir"`
 	AuditSyslog      bool   `toml:"audit_syslog"`
 	StopGraceSeconds int    `toml:"stop_grace_seconds"`
 	// MountProbeSeconds bounds opening each mount source before the

@@ -190,7 +190,7 @@ type jobJSON struct {
 	StepID struct {
 		SLUID string `json:"sluid"`
 	} `json:"step_id"`
-	Resources  struct {
+	Resources struct {
 		Nodes          json.RawMessage `json:"nodes"`
 		AllocatedNodes []struct {
 			Name   string     `json:"nodename"`
