@@ -250,8 +250,9 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		})
 	}
 	pullNotify := func(n launcher.Notice) {
-		if n.Kind == launcher.NoticePulling {
-			m.pull()
+		if n.Kind == launcher.NoticePulled {
+			m.pull(n.Bytes)
+			return
 		}
 		notify(in.Notify, n)
 	}

@@ -41,7 +41,7 @@ func (m nodeMetrics) refused(err error) {
 	m.launch("failed", "", nil)
 }
 
-func (m nodeMetrics) pull() { m.update(func(s *metrics.State) { s.Pull(0) }) }
+func (m nodeMetrics) pull(bytes int64) { m.update(func(s *metrics.State) { s.Pull(bytes) }) }
 
 func (m nodeMetrics) lockWait(kind string, d time.Duration) {
 	m.update(func(s *metrics.State) { s.LockWait(kind, d) })

@@ -1,6 +1,8 @@
 package launcher
 
 import (
+	"context"
+	"io"
 	"strings"
 	"testing"
 
@@ -50,5 +52,28 @@ func TestPullProgressLog(t *testing.T) {
 	}
 	if s := p.summary(); s != "pulling registry.local/lab/tool:1: 2/2 layers; Downloaded newer image for registry.local/lab/tool:1" {
 		t.Errorf("final summary = %q", s)
+	}
+}
+
+// TestFollowPullCountsDownloadedBytes: a pull's bytes are its downloaded
+// layers' totals, once each, not the layers the node had; an error in the
+// stream is the pull's error.
+func TestFollowPullCountsDownloadedBytes(t *testing.T) {
+	msgs := strings.Join([]string{
+		`{"status":"Pulling from library/x","id":"3.20"}`,
+		`{"status":"Already exists","id":"l0"}`,
+		`{"status":"Downloading","id":"l1","progressDetail":{"current":10,"total":1000}}`,
+		`{"status":"Downloading","id":"l1","progressDetail":{"current":900,"total":1000}}`,
+		`{"status":"Downloading","id":"l2","progressDetail":{"current":5,"total":24}}`,
+		`{"status":"Download complete","id":"l1"}`,
+		`{"status":"Extracting","id":"l1","progressDetail":{"current":500,"total":4000}}`,
+	}, "\n") + "\n"
+	n, err := followPull(context.Background(), fakePull{io.NopCloser(strings.NewReader(msgs))})
+	if err != nil || n != 1024 {
+		t.Errorf("bytes %d err %v, want 1024", n, err)
+	}
+	bad := `{"status":"Downloading","id":"l1","progressDetail":{"current":1,"total":9}}` + "\n" + `{"errorDetail":{"message":"no space left on device"},"error":"no space left on device"}` + "\n"
+	if _, err := followPull(context.Background(), fakePull{io.NopCloser(strings.NewReader(bad))}); err == nil || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("err %v, want the stream's error", err)
 	}
 }

@@ -142,6 +142,8 @@ type Options struct {
 type Notice struct {
 	Kind NoticeKind
 	Text string
+	// Bytes, for NoticePulled: the layers' bytes the pull downloaded.
+	Bytes int64
 }
 
 // NoticeKind says what a Notice is.
@@ -151,6 +153,7 @@ const (
 	NoticeWarning        NoticeKind = iota // something went wrong that the launch survives
 	NoticePulling                          // the image is being pulled; Text is the reference
 	NoticeWaitingForPull                   // another launch on the node is pulling the image; Text is the reference
+	NoticePulled                           // the pull is done; Text is the reference, Bytes what it downloaded
 )
 
 func (o Options) notify(kind NoticeKind, format string, args ...any) {
@@ -628,17 +631,43 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
 	}
 	opts.notify(NoticePulling, "%s", ref)
-	if err := resp.Wait(pctx); err != nil {
-		resp.Close()
+	bytes, err := followPull(pctx, resp)
+	resp.Close()
+	if err != nil {
 		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
 	}
-	resp.Close()
+	if opts.Notify != nil {
+		opts.Notify(Notice{Kind: NoticePulled, Text: ref, Bytes: bytes})
+	}
 	img, err := inspect()
 	if err != nil {
 		return none, failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
 	}
 	markPulledNew(opts.EngineSocket, img.ID, ref, before)
 	return img, nil
+}
+
+// followPull reads a pull's progress to its end, as Wait does, and returns
+// the bytes of the layers it downloaded: each layer's largest total while
+// "Downloading" (a layer the node had is not downloaded, and not counted).
+func followPull(ctx context.Context, resp client.ImagePullResponse) (int64, error) {
+	layers := map[string]int64{}
+	for m, err := range resp.JSONMessages(ctx) {
+		if err != nil {
+			return 0, err
+		}
+		if m.Error != nil {
+			return 0, errors.New(m.Error.Message)
+		}
+		if m.Status == "Downloading" && m.Progress != nil && m.Progress.Total > layers[m.ID] {
+			layers[m.ID] = m.Progress.Total
+		}
+	}
+	var sum int64
+	for _, n := range layers {
+		sum += n
+	}
+	return sum, nil
 }
 
 // EngineProbeTimeout bounds the question whether the engine still

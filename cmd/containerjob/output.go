@@ -99,6 +99,8 @@ func printNotice(n launcher.Notice) {
 	switch n.Kind {
 	case launcher.NoticePulling:
 		fmt.Fprintf(stderr, "containerjob: pulling %s\n", oneLine(n.Text))
+	case launcher.NoticePulled:
+		// for the node's metrics; the pull's start was said already
 	case launcher.NoticeWaitingForPull:
 		fmt.Fprintf(stderr, "containerjob: waiting for another launch's pull of %s on this node\n", oneLine(n.Text))
 	default:
