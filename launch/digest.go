@@ -22,7 +22,9 @@ import (
 // or when no rule names a tag of its repository. confirm, when not empty,
 // is the tag a pin stands for: once the node confirms it (trusted, or the
 // image's own tags), the registry is not asked (confirmPinnedTag).
-func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, caller policy.Caller, image string, trusted []string, confirm string, auth func(host string) (string, bool, error)) *policy.DigestTags {
+// localOnly: the node's answers only (a job's own named container, whose
+// image was judged in full when it was made).
+func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, caller policy.Caller, image string, trusted []string, confirm string, localOnly bool, auth func(host string) (string, bool, error)) *policy.DigestTags {
 	ref, err := policy.NormalizeImage(image)
 	if err != nil || ref.Digest == "" {
 		return nil
@@ -49,8 +51,8 @@ func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, ca
 			}
 		}
 	}
-	if confirm != "" && slices.Contains(dt.Tags, confirm) {
-		return dt // judged as that tag: nothing else to ask
+	if confirm != "" && slices.Contains(dt.Tags, confirm) || localOnly {
+		return dt // judged as that tag, or by the node alone: nothing to ask
 	}
 	for _, tag := range literal {
 		if slices.Contains(dt.Tags, tag) {

@@ -84,7 +84,7 @@ images_deny = ["tool:2"]
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			eng := node()
-			dt := DigestTags(context.Background(), eng, pol, bob, tt.image, tt.trusted, "", nil)
+			dt := DigestTags(context.Background(), eng, pol, bob, tt.image, tt.trusted, "", false, nil)
 			if dt == nil {
 				t.Fatal("no tags for a digest reference")
 			}
@@ -100,7 +100,7 @@ images_deny = ["tool:2"]
 	t.Run("registry down", func(t *testing.T) {
 		eng := node()
 		eng.registry = nil
-		dt := DigestTags(context.Background(), eng, pol, bob, "tool@"+digestB, nil, "", nil)
+		dt := DigestTags(context.Background(), eng, pol, bob, "tool@"+digestB, nil, "", false, nil)
 		if !strings.Contains(dt.Unresolved, "connection refused") {
 			t.Errorf("unresolved %q", dt.Unresolved)
 		}
@@ -110,7 +110,7 @@ images_deny = ["tool:2"]
 	})
 	t.Run("a tag reference asks nothing", func(t *testing.T) {
 		eng := node()
-		if dt := DigestTags(context.Background(), eng, pol, bob, "tool:1", nil, "", nil); dt != nil || len(eng.asked) > 0 {
+		if dt := DigestTags(context.Background(), eng, pol, bob, "tool:1", nil, "", false, nil); dt != nil || len(eng.asked) > 0 {
 			t.Errorf("tags %v, asked %v", dt, eng.asked)
 		}
 	})
@@ -154,7 +154,7 @@ images_deny = ["tool:2", "tool@`+digestB+`"]
 				confirm = r.Tag
 			}
 			eng.asked = nil
-			dt := DigestTags(context.Background(), eng, pol, bob, tt.pinned, tt.trusted, confirm, nil)
+			dt := DigestTags(context.Background(), eng, pol, bob, tt.pinned, tt.trusted, confirm, false, nil)
 			if tt.pinned != tt.requested {
 				confirmPinnedTag(tt.requested, dt)
 			}
@@ -166,5 +166,19 @@ images_deny = ["tool:2", "tool@`+digestB+`"]
 				t.Errorf("verdict %v, want %q", err, tt.verdict)
 			}
 		})
+	}
+}
+
+// TestDigestTagsLocalOnly: a job's existing named container's image is
+// judged by what the node knows; the registry is never asked.
+func TestDigestTagsLocalOnly(t *testing.T) {
+	pol, err := policy.Parse("/p.toml", []byte("[defaults]\nimages_allow = [\"tool:*\"]\nimages_deny = [\"tool:2\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := &tagEngine{images: map[string]image.InspectResponse{}, registry: map[string]string{"docker.io/library/tool:2": digestB}}
+	dt := DigestTags(context.Background(), eng, pol, policy.Caller{User: "bob", UID: 1002, GID: 1002}, "tool@"+digestA, nil, "", true, nil)
+	if len(eng.asked) > 0 || dt == nil {
+		t.Errorf("asked %v, tags %v", eng.asked, dt)
 	}
 }

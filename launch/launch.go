@@ -182,7 +182,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	if r, err := policy.NormalizeImage(requested); err == nil && r.Digest == "" && req.Image != requested {
 		confirm = r.Tag
 	}
-	req.ImageTags = DigestTags(ctx, eng, pol, caller, req.Image, pinning.trustedTags(), confirm, auth)
+	req.ImageTags = DigestTags(ctx, eng, pol, caller, req.Image, pinning.trustedTags(), confirm, in.Existing, auth)
 	switch {
 	case in.Existing && req.ImageTags != nil:
 		// The job's own container of that name, made by root for this

@@ -37,7 +37,7 @@ func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job
 	auth := CallerCredentials(id, caller.Home)
 	ctx, cancel := context.WithTimeout(ctx, PrefetchTimeout)
 	defer cancel()
-	ref, _, err := pol.DecidePull(caller, image, DigestTags(ctx, eng, pol, caller, image, nil, "", auth))
+	ref, _, err := pol.DecidePull(caller, image, DigestTags(ctx, eng, pol, caller, image, nil, "", false, auth))
 	if err != nil {
 		return "", err
 	}

@@ -41,7 +41,7 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 				// before anything of the node's is locked; broken ones
 				// still let a public image come anonymously.
 				credsFor := launch.CallerCredentials(userfs.Identity{UID: o.caller.UID, GID: o.caller.GID, Groups: o.caller.Groups}, o.caller.Home)
-				ref, mode, err := o.pol.DecidePull(o.caller, args[0], launch.DigestTags(ctx, o.eng, o.pol, o.caller, args[0], nil, "", credsFor))
+				ref, mode, err := o.pol.DecidePull(o.caller, args[0], launch.DigestTags(ctx, o.eng, o.pol, o.caller, args[0], nil, "", false, credsFor))
 				if err != nil {
 					record["decision"], record["reason"] = "refused", err.Error()
 					trail.Record("decision", record)
