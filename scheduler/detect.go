@@ -67,7 +67,7 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 		if err := trustCgroupPath(cg); err != nil {
 			return Job{}, &JobError{err.Error()}
 		}
-		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: cg.NodeOrHost()}
+		s := Slurm{Scontrol: cfg.Scontrol, SlurmConf: cfg.SlurmConf, Node: cg.NodeOrHost(), RecordDir: StepRecordDir}
 		var sj SlurmJob
 		if job, sj, err = s.VerifyStep(ctx, caller.UID, cg, hint); err != nil {
 			return Job{}, &JobError{err.Error()}

@@ -399,14 +399,18 @@ type Slurm struct {
 	Scontrol  string // e.g. /usr/bin/scontrol
 	SlurmConf string // SLURM_CONF for scontrol, "" for Slurm's default
 	Node      string // this node's name in Slurm
+	// RecordDir keeps the steps' verified records (StepRecordDir); ""
+	// asks Slurm for every task.
+	RecordDir string
 }
+
+// jobIDRE is a Slurm job id (a SLUID is not one).
+var jobIDRE = regexp.MustCompile(`^[0-9]+$`)
 
 // ShowJob asks Slurm for the job's record as JSON, with a clean
 // environment: `scontrol --json show job -d ID` where scontrol has --json
 // (23.02 and later), else `squeue --json` (22.05), from which the job is
 // picked by its id.
-// jobIDRE is a Slurm job id (a SLUID is not one).
-var jobIDRE = regexp.MustCompile(`^[0-9]+$`)
 
 func (s Slurm) ShowJob(ctx context.Context, id string) (SlurmJob, error) {
 	if !jobIDRE.MatchString(id) {
@@ -499,9 +503,12 @@ func (s Slurm) VerifyStep(ctx context.Context, uid uint32, cg CgroupJob, hint st
 	if hint != "" && hint != id {
 		return Job{}, SlurmJob{}, fmt.Errorf("SLURM_JOB_ID=%q does not match job %s that the calling process runs in", hint, cg.Job)
 	}
-	sj, err := s.ShowJob(ctx, id)
-	if err != nil {
-		return Job{}, SlurmJob{}, err
+	sj, recorded := loadStepRecord(s.RecordDir, s.Node, id, cg, time.Now())
+	if !recorded {
+		var err error
+		if sj, err = s.ShowJob(ctx, id); err != nil {
+			return Job{}, SlurmJob{}, err
+		}
 	}
 	switch {
 	case bySLUID && sj.SLUID != cg.Job:
@@ -523,6 +530,9 @@ func (s Slurm) VerifyStep(ctx context.Context, uid uint32, cg CgroupJob, hint st
 	}
 	if !onNode {
 		return Job{}, sj, fmt.Errorf("node %q is not in job %s's node list %s", s.Node, sj.ID, sj.NodeList)
+	}
+	if !recorded {
+		saveStepRecord(s.RecordDir, s.Node, cg, sj, time.Now())
 	}
 	return Job{Scheduler: "slurm", ID: sj.ID, Step: cg.Step, Dir: sj.WorkDir, Node: s.Node, Cgroup: stepCgroup(cg)}, sj, nil
 }

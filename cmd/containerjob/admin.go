@@ -209,6 +209,11 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 		if err := launcher.DropJobMark(sched, job, node); err != nil {
 			warningf("%s for job %s: %v", hook, job, err)
 		}
+		if sched == "slurm" {
+			if err := scheduler.DropStepRecords(job); err != nil {
+				warningf("%s for job %s: %v", hook, job, err)
+			}
+		}
 	}
 	return nil
 }

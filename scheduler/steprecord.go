@@ -1,0 +1,122 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A step's tasks on one node all start together, and each used to ask
+// slurmctld about the job (a process and an RPC each: 16 tasks on 2 CPUs
+// spent a median of 224 ms there, benchmarks section 7). The first task's
+// verified answer is kept as root's record of the step; the step's other
+// tasks on the node take it for StepRecordTTL instead of asking again.
+// Each task is still placed in the step by the kernel (its cgroup path,
+// root-made) and checked against the record: the owner, the node, the
+// SLURM_JOB_ID it claims. What the record holds cannot change for a
+// running step (owner, nodes, the job's GPUs); its state can only end,
+// and a step whose job ended has no tasks left to start.
+var (
+	// StepRecordDir is root's (0700); "" keeps no records (tests, and
+	// any process that is not root).
+	StepRecordDir = "/run/containerjob/steprecord"
+	StepRecordTTL = 30 * time.Second
+)
+
+type stepRecord struct {
+	Cgroup string    `json:"cgroup"` // the step's cgroup, as the kernel placed the first task
+	Asked  time.Time `json:"asked"`
+	Job    SlurmJob  `json:"job"`
+}
+
+var recordNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+
+// stepRecordPath is the record of cg's step on node; ok is false where a
+// name is no safe file name (then no record is kept).
+// The job is its id (what the epilogue knows), the step cgroup decides.
+func stepRecordPath(dir, node, job string, cg CgroupJob) (string, bool) {
+	if node == "" {
+		node = "_"
+	}
+	for _, n := range []string{node, job, cg.Step} {
+		if !recordNameRE.MatchString(n) || strings.Trim(n, ".") == "" {
+			return "", false
+		}
+	}
+	return filepath.Join(dir, node, job, cg.Step+".json"), true
+}
+
+// loadStepRecord is the record of cg's step on node when it is root's,
+// fresh, and made for the same step cgroup.
+func loadStepRecord(dir, node, job string, cg CgroupJob, now time.Time) (SlurmJob, bool) {
+	path, ok := stepRecordPath(dir, node, job, cg)
+	if dir == "" || !ok || os.Geteuid() != 0 {
+		return SlurmJob{}, false
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return SlurmJob{}, false
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if syscall.Fstat(int(f.Fd()), &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Uid != 0 || st.Mode&0o022 != 0 {
+		return SlurmJob{}, false
+	}
+	var rec stepRecord
+	if json.NewDecoder(io.LimitReader(f, 1<<20)).Decode(&rec) != nil {
+		return SlurmJob{}, false
+	}
+	age := now.Sub(rec.Asked)
+	if rec.Cgroup == "" || rec.Cgroup != stepCgroup(cg) || rec.Job.ID != job || age < 0 || age > StepRecordTTL {
+		return SlurmJob{}, false
+	}
+	return rec.Job, true
+}
+
+// saveStepRecord keeps sj as the record of cg's step on node, written whole
+// (a temporary file renamed into place). Best effort: a task that cannot
+// keep it asked Slurm itself, and the next one will too.
+func saveStepRecord(dir, node string, cg CgroupJob, sj SlurmJob, now time.Time) {
+	path, ok := stepRecordPath(dir, node, sj.ID, cg)
+	if dir == "" || !ok || os.Geteuid() != 0 {
+		return
+	}
+	if os.MkdirAll(filepath.Dir(path), 0o700) != nil {
+		return
+	}
+	b, err := json.Marshal(stepRecord{Cgroup: stepCgroup(cg), Asked: now, Job: sj})
+	if err != nil {
+		return
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return
+	}
+	_, werr := f.Write(b)
+	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(tmp, path) != nil {
+		os.Remove(tmp)
+	}
+}
+
+// DropStepRecords removes the records of job (its epilogue), under every
+// node name of this host: a record only spares a question, so removing
+// one of a node whose tasks still start costs them a question, no more.
+func DropStepRecords(job string) error {
+	if StepRecordDir == "" || !recordNameRE.MatchString(job) || strings.Trim(job, ".") == "" {
+		return nil
+	}
+	dirs, _ := filepath.Glob(filepath.Join(StepRecordDir, "*", job))
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
