@@ -22,13 +22,13 @@ import (
 const policyPath = "/etc/containerjob/policy.toml"
 
 // testPolicy is installed as the site policy for the whole suite; the line
-// numbers of its rules are asserted in refusal messages.
+// numbers of its rules are asserted in refusal messages (a new setting
+// takes a line without moving them).
 const testPolicy = `# containerjob integration test policy
 [settings]
 audit_log = "/var/log/containerjob/audit.log"
-metrics_dir = "/run/containerjob-test-metrics"
 stop_grace_seconds = 3
-
+metrics_dir = "/run/containerjob-test-metrics"
 [defaults]
 images_allow = ["alpine:*"]
 images_deny = ["alpine:denied"]
