@@ -505,9 +505,15 @@ func (s Slurm) VerifyStep(ctx context.Context, uid uint32, cg CgroupJob, hint st
 	}
 	sj, recorded := loadStepRecord(s.RecordDir, s.Node, id, cg, time.Now())
 	if !recorded {
-		var err error
-		if sj, err = s.ShowJob(ctx, id); err != nil {
-			return Job{}, SlurmJob{}, err
+		// The step's tasks start together: one asks, the others wait
+		// for its record.
+		unlock := lockStepRecord(s.RecordDir, s.Node, id, cg)
+		defer unlock()
+		if sj, recorded = loadStepRecord(s.RecordDir, s.Node, id, cg, time.Now()); !recorded {
+			var err error
+			if sj, err = s.ShowJob(ctx, id); err != nil {
+				return Job{}, SlurmJob{}, err
+			}
 		}
 	}
 	switch {

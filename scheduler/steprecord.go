@@ -105,6 +105,37 @@ func saveStepRecord(dir, node string, cg CgroupJob, sj SlurmJob, now time.Time) 
 	}
 }
 
+// StepRecordWait bounds how long a task waits for the step's first task
+// to ask Slurm; then it asks itself.
+var StepRecordWait = 10 * time.Second
+
+// lockStepRecord makes the step's tasks on the node ask one at a time, so
+// that one asks and the others take its record: a lock of the step's own
+// (never the node's), held only while its holder asks Slurm (bounded by
+// ShowJob's own timeout). unlock is a no-op where no lock was taken.
+func lockStepRecord(dir, node, job string, cg CgroupJob) (unlock func()) {
+	unlock = func() {}
+	path, ok := stepRecordPath(dir, node, job, cg)
+	if dir == "" || !ok || os.Geteuid() != 0 || os.MkdirAll(filepath.Dir(path), 0o700) != nil {
+		return unlock
+	}
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return unlock
+	}
+	deadline := time.Now().Add(StepRecordWait)
+	for {
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			return func() { f.Close() } // closing lets go of the lock
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return unlock
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // DropStepRecords removes the records of job (its epilogue), under every
 // node name of this host: a record only spares a question, so removing
 // one of a node whose tasks still start costs them a question, no more.

@@ -2,9 +2,11 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -38,6 +40,25 @@ func TestStepRecordSparesTheOtherTasks(t *testing.T) {
 	}
 	if n := asked(); n != 1 {
 		t.Errorf("Slurm asked %d times for 4 tasks of one step, want once", n)
+	}
+	// Tasks that start together wait for the one that asks.
+	os.RemoveAll(records)
+	os.Remove(counter)
+	var wg sync.WaitGroup
+	for task := 0; task < 8; task++ {
+		wg.Add(1)
+		go func(task int) {
+			defer wg.Done()
+			c := cg
+			c.Path = fmt.Sprintf("/slurm_vm/uid_0/job_1/step_0/task_%d", task)
+			if _, _, err := s.VerifyStep(context.Background(), 0, c, "1"); err != nil {
+				t.Error(err)
+			}
+		}(task)
+	}
+	wg.Wait()
+	if n := asked(); n != 1 {
+		t.Errorf("Slurm asked %d times for 8 tasks starting together, want once", n)
 	}
 	rec := filepath.Join(records, "vm", "1", "0.json")
 	// Another step of the job has a cgroup of its own: not this record.
