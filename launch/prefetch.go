@@ -59,10 +59,16 @@ func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job
 	// node has is taken without the pull lock, which a pull of it by
 	// another launch may hold for long.
 	d := &policy.Decision{Image: ref, Pull: "missing", PrivateRegistry: pol.PrivateRegistry(ref)}
+	m := nodeMetrics{dir: pol.Settings.MetricsDir}
 	img, err := launcher.Resolve(ctx, eng, d, launcher.Options{
 		PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready,
 		RegistryAuth: auth,
 		EngineSocket: pol.Settings.EngineSocket(),
+		Notify: func(n launcher.Notice) {
+			if n.Kind == launcher.NoticePulled {
+				m.pull(n.Bytes)
+			}
+		},
 	})
 	if err != nil {
 		return "", err

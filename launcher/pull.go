@@ -15,20 +15,20 @@ import (
 // Pull fetches ref (normalized, already approved) and reports progress to
 // w: on a terminal one line rewritten in place, in a job's log plain lines,
 // one per layer event, never the engine's per-chunk ticks. It returns the
-// image ID the name now points at. auth is the caller's own credentials
+// image ID the name now points at and the bytes downloaded. auth is the caller's own credentials
 // for ref's registry, encoded for the engine ("" for none); socket is the
 // engine's socket path, under which the pull is recorded for gc --images.
-func Pull(ctx context.Context, eng Engine, ref, auth, socket string, w io.Writer, terminal bool) (string, error) {
+func Pull(ctx context.Context, eng Engine, ref, auth, socket string, w io.Writer, terminal bool) (id string, bytes int64, err error) {
 	unlock, waited, err := lockPull(ctx, ref, func() {
 		fmt.Fprintf(w, "containerjob: pull %s: waiting for another launch's pull on this node\n", ref)
 	})
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer unlock()
 	if waited {
 		if img, err := eng.ImageInspect(ctx, ref); err == nil {
-			return img.ID, nil
+			return img.ID, 0, nil
 		}
 	}
 	before := imagesBefore(ctx, eng)
@@ -36,16 +36,16 @@ func Pull(ctx context.Context, eng Engine, ref, auth, socket string, w io.Writer
 	defer cancel()
 	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{RegistryAuth: auth})
 	if err != nil {
-		return "", fmt.Errorf("pulling image %q failed: %v", ref, err)
+		return "", 0, fmt.Errorf("pulling image %q failed: %v", ref, err)
 	}
 	pr := newPullProgress(ref)
 	last := time.Time{}
 	for msg, err := range resp.JSONMessages(pctx) {
 		if err != nil {
-			return "", fmt.Errorf("pulling image %q failed: %v", ref, err)
+			return "", 0, fmt.Errorf("pulling image %q failed: %v", ref, err)
 		}
 		if msg.Error != nil {
-			return "", fmt.Errorf("pulling image %q failed: %s", ref, msg.Error.Message)
+			return "", 0, fmt.Errorf("pulling image %q failed: %s", ref, msg.Error.Message)
 		}
 		line, changed := pr.update(msg)
 		switch {
@@ -61,10 +61,10 @@ func Pull(ctx context.Context, eng Engine, ref, auth, socket string, w io.Writer
 	}
 	img, err := eng.ImageInspect(ctx, ref)
 	if err != nil {
-		return "", fmt.Errorf("image %q is not available after the pull: %v", ref, err)
+		return "", 0, fmt.Errorf("image %q is not available after the pull: %v", ref, err)
 	}
 	markPulledNew(socket, img.ID, ref, before)
-	return img.ID, nil
+	return img.ID, pr.downloaded(), nil
 }
 
 // pullProgress folds the engine's pull messages into per-layer state.
@@ -77,6 +77,17 @@ type pullProgress struct {
 type layerState struct {
 	status         string
 	current, total int64
+	downloaded     int64 // the largest total seen while "Downloading"
+}
+
+// downloaded is the bytes of the layers the pull downloaded: each one's
+// largest total while "Downloading"; a layer the node had is not counted.
+func (p *pullProgress) downloaded() int64 {
+	var sum int64
+	for _, l := range p.layers {
+		sum += l.downloaded
+	}
+	return sum
 }
 
 func newPullProgress(ref string) *pullProgress {
@@ -100,6 +111,9 @@ func (p *pullProgress) update(msg jsonstream.Message) (string, bool) {
 	}
 	if msg.Progress != nil {
 		l.current, l.total = msg.Progress.Current, msg.Progress.Total
+		if msg.Status == "Downloading" && l.total > l.downloaded {
+			l.downloaded = l.total
+		}
 	}
 	if l.status == msg.Status {
 		return "", false

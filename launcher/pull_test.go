@@ -77,3 +77,21 @@ func TestFollowPullCountsDownloadedBytes(t *testing.T) {
 		t.Errorf("err %v, want the stream's error", err)
 	}
 }
+
+// TestPullProgressCountsDownloads: `containerjob pull` counts the layers it
+// downloaded for the node's metrics, not those the node had.
+func TestPullProgressCountsDownloads(t *testing.T) {
+	p := newPullProgress("lab/tool:1")
+	for _, m := range []jsonstream.Message{
+		{Status: "Already exists", ID: "bbb"},
+		{Status: "Downloading", ID: "aaa", Progress: &jsonstream.Progress{Current: 1 << 20, Total: 4 << 20}},
+		{Status: "Downloading", ID: "aaa", Progress: &jsonstream.Progress{Current: 4 << 20, Total: 4 << 20}},
+		{Status: "Extracting", ID: "aaa", Progress: &jsonstream.Progress{Current: 1, Total: 9 << 20}},
+		{Status: "Pull complete", ID: "aaa"},
+	} {
+		p.update(m)
+	}
+	if n := p.downloaded(); n != 4<<20 {
+		t.Errorf("downloaded %d, want %d", n, 4<<20)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerjob/containerjob/internal/audit"
 	"github.com/containerjob/containerjob/internal/userfs"
+	"github.com/containerjob/containerjob/internal/metrics"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
@@ -67,7 +68,7 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 				// Progress is written while the pull lock is held: never
 				// straight to a descriptor of the caller's.
 				progress := launcher.NewCallerWriter(cmd.ErrOrStderr())
-				id, err := launcher.Pull(ctx, o.eng, ref.String(), auth, o.pol.Settings.EngineSocket(), progress, isTerminal(os.Stderr))
+				id, bytes, err := launcher.Pull(ctx, o.eng, ref.String(), auth, o.pol.Settings.EngineSocket(), progress, isTerminal(os.Stderr))
 				progress.Drain(time.Minute)
 				end := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": ref.String(), "image_id": id}
 				if err != nil {
@@ -76,6 +77,9 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 					return err
 				}
 				trail.Record("pull-end", end)
+				if bytes > 0 {
+					nodeMetric(o.pol, func(s *metrics.State) { s.Pull(bytes) })
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s\n", ref, id)
 				return nil
 			})
