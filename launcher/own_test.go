@@ -81,7 +81,7 @@ func TestImagesAndPull(t *testing.T) {
 	eng := newFakeEngine(t)
 	ctx := context.Background()
 	progress := newLineWriter()
-	id, err := Pull(ctx, eng, "docker.io/library/alpine:3.22", "", "/run/test.sock", progress, false)
+	id, _, err := Pull(ctx, eng, "docker.io/library/alpine:3.22", "", "/run/test.sock", progress, false)
 	if err != nil || !strings.HasPrefix(id, "sha256:") {
 		t.Fatalf("Pull = %q, %v", id, err)
 	}
@@ -91,7 +91,7 @@ func TestImagesAndPull(t *testing.T) {
 	if _, err := os.Stat(pulledPath("/run/test.sock", id)); err != nil {
 		t.Errorf("the pull is not recorded for gc --images: %v", err)
 	}
-	if _, err := Pull(ctx, eng, "registry.unreachable/x:1", "", "", newLineWriter(), false); err == nil || !strings.Contains(err.Error(), `pulling image "registry.unreachable/x:1" failed`) {
+	if _, _, err := Pull(ctx, eng, "registry.unreachable/x:1", "", "", newLineWriter(), false); err == nil || !strings.Contains(err.Error(), `pulling image "registry.unreachable/x:1" failed`) {
 		t.Errorf("Pull from an unreachable registry: %v", err)
 	}
 	imgs, err := Images(ctx, eng)
@@ -112,7 +112,7 @@ func TestPullNeverClaimsAnImageThatWasThere(t *testing.T) {
 	eng.unchanged = true
 	ctx := context.Background()
 	admins := eng.addImage("docker.io/library/tool:1", nil)
-	id, err := Pull(ctx, eng, "docker.io/library/tool:1", "", "/run/test.sock", newLineWriter(), false)
+	id, _, err := Pull(ctx, eng, "docker.io/library/tool:1", "", "/run/test.sock", newLineWriter(), false)
 	if err != nil || id != admins {
 		t.Fatalf("Pull = %q, %v; want the admin's %s", id, err, admins)
 	}
@@ -132,7 +132,7 @@ func TestPullNeverClaimsAnImageThatWasThere(t *testing.T) {
 		t.Errorf("a launch's pull recorded the image that was there: %v", err)
 	}
 	// A new image is recorded.
-	id, err = Pull(ctx, eng, "docker.io/library/fresh:1", "", "/run/test.sock", newLineWriter(), false)
+	id, _, err = Pull(ctx, eng, "docker.io/library/fresh:1", "", "/run/test.sock", newLineWriter(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/containerjob/containerjob/internal/audit"
-	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/internal/metrics"
+	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
