@@ -151,3 +151,22 @@ func DropStepRecords(job string) error {
 	}
 	return nil
 }
+
+// PruneStepRecords removes records older than age, with their locks and
+// the job directories they leave empty (gc): a step refused before any
+// container was made leaves no mark for its job's epilogue to find.
+func PruneStepRecords(age time.Duration, now time.Time) {
+	if StepRecordDir == "" {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(StepRecordDir, "*", "*", "*"))
+	for _, f := range files {
+		if fi, err := os.Lstat(f); err == nil && now.Sub(fi.ModTime()) > age {
+			os.Remove(f)
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(StepRecordDir, "*", "*"))
+	for _, d := range dirs {
+		os.Remove(d) // only an empty one goes
+	}
+}

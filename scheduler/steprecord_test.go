@@ -99,3 +99,26 @@ func TestStepRecordSparesTheOtherTasks(t *testing.T) {
 		t.Errorf("the job's records are left: %v", err)
 	}
 }
+
+// TestPruneStepRecords: gc removes records past their use, and the job
+// directories they leave empty; fresh ones stay.
+func TestPruneStepRecords(t *testing.T) {
+	old := StepRecordDir
+	StepRecordDir = t.TempDir()
+	t.Cleanup(func() { StepRecordDir = old })
+	stale := filepath.Join(StepRecordDir, "vm", "7", "0.json")
+	fresh := filepath.Join(StepRecordDir, "vm", "8", "0.json")
+	for _, f := range []string{stale, fresh} {
+		os.MkdirAll(filepath.Dir(f), 0o700)
+		os.WriteFile(f, []byte("{}"), 0o600)
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(stale, past, past)
+	PruneStepRecords(time.Hour, time.Now())
+	if _, err := os.Stat(filepath.Dir(stale)); !os.IsNotExist(err) {
+		t.Errorf("the stale record's job directory is left: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a fresh record went: %v", err)
+	}
+}

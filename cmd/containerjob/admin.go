@@ -255,6 +255,7 @@ image_store_high in containerjob-policy(5)).`,
 			}
 			if !dryRun {
 				launcher.CleanStale()
+				scheduler.PruneStepRecords(time.Hour, time.Now())
 			}
 			cs, err := launcher.ListManaged(ctx, eng, "", "")
 			if err != nil {
