@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +40,8 @@
 SPANK_PLUGIN(containerjob, 1);
 
 #define DEFAULT_CONTAINERJOB "/usr/local/bin/containerjob"
+/* launcher.JobMarkDir */
+#define JOB_MARK_DIR "/run/containerjob/jobs"
 #define MAX_OPT_LEN 8192
 
 static char containerjob_path[1024] = DEFAULT_CONTAINERJOB;
@@ -556,6 +559,17 @@ int slurm_spank_exit(spank_t sp, int ac, char **av)
 		return 0;
 	snprintf(jobs, sizeof(jobs), "%u", job);
 	step_name(step, steps, sizeof(steps));
+	/* A job that never made a container on this host has no mark
+	 * (containerjob writes JOB_MARK_DIR/slurm-JOB/NODE before its first
+	 * container, as the Prolog and Epilog scripts know): its steps end
+	 * without starting a process. */
+	{
+		char mark[64];
+		struct stat st;
+		snprintf(mark, sizeof(mark), JOB_MARK_DIR "/slurm-%u", job);
+		if (stat(mark, &st) != 0)
+			return 0;
+	}
 
 	pid = fork();
 	if (pid < 0) {
