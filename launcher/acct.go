@@ -13,6 +13,8 @@ import (
 
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/nodefile"
 )
 
 // A container's own cgroup disappears the moment it exits (runc removes
@@ -211,12 +213,5 @@ func writeNodeCache(path string, data []byte) {
 	if os.MkdirAll(filepath.Dir(path), 0o700) != nil {
 		return
 	}
-	tmp := path + "." + strconv.Itoa(os.Getpid())
-	if os.WriteFile(tmp, data, 0o600) != nil {
-		os.Remove(tmp)
-		return
-	}
-	if os.Rename(tmp, path) != nil {
-		os.Remove(tmp)
-	}
+	nodefile.Write(path, data, 0o600)
 }

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/containerjob/containerjob/internal/nodefile"
 )
 
 // A step's tasks on one node all start together, and each used to ask
@@ -37,6 +38,10 @@ type stepRecord struct {
 
 var recordNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 
+// recordName reports whether a scheduler's word (a node, a job id, a step)
+// can name a file of the records: no separator, not only dots.
+func recordName(s string) bool { return recordNameRE.MatchString(s) && strings.Trim(s, ".") != "" }
+
 // stepRecordPath is the record of cg's step on node; ok is false where a
 // name is no safe file name (then no record is kept).
 // The job is its id (what the epilogue knows), the step cgroup decides.
@@ -44,10 +49,8 @@ func stepRecordPath(dir, node, job string, cg CgroupJob) (string, bool) {
 	if node == "" {
 		node = "_"
 	}
-	for _, n := range []string{node, job, cg.Step} {
-		if !recordNameRE.MatchString(n) || strings.Trim(n, ".") == "" {
-			return "", false
-		}
+	if !recordName(node) || !recordName(job) || !recordName(cg.Step) {
+		return "", false
 	}
 	return filepath.Join(dir, node, job, cg.Step+".json"), true
 }
@@ -94,15 +97,7 @@ func saveStepRecord(dir, node string, cg CgroupJob, sj SlurmJob, now time.Time) 
 	if err != nil {
 		return
 	}
-	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return
-	}
-	_, werr := f.Write(b)
-	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(tmp, path) != nil {
-		os.Remove(tmp)
-	}
+	nodefile.Write(path, b, 0o600)
 }
 
 // StepRecordWait bounds how long a task waits for the step's first task
@@ -114,33 +109,21 @@ var StepRecordWait = 10 * time.Second
 // (never the node's), held only while its holder asks Slurm (bounded by
 // ShowJob's own timeout). unlock is a no-op where no lock was taken.
 func lockStepRecord(dir, node, job string, cg CgroupJob) (unlock func()) {
-	unlock = func() {}
 	path, ok := stepRecordPath(dir, node, job, cg)
 	if dir == "" || !ok || os.Geteuid() != 0 || os.MkdirAll(filepath.Dir(path), 0o700) != nil {
+		return func() {}
+	}
+	if unlock, err := nodefile.Lock(path+".lock", StepRecordWait); err == nil {
 		return unlock
 	}
-	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return unlock
-	}
-	deadline := time.Now().Add(StepRecordWait)
-	for {
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			return func() { f.Close() } // closing lets go of the lock
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return unlock
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return func() {} // no lock within the bound: this task asks itself
 }
 
 // DropStepRecords removes the records of job (its epilogue), under every
 // node name of this host: a record only spares a question, so removing
 // one of a node whose tasks still start costs them a question, no more.
 func DropStepRecords(job string) error {
-	if StepRecordDir == "" || !recordNameRE.MatchString(job) || strings.Trim(job, ".") == "" {
+	if StepRecordDir == "" || !recordName(job) {
 		return nil
 	}
 	dirs, _ := filepath.Glob(filepath.Join(StepRecordDir, "*", job))

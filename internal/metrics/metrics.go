@@ -17,12 +17,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/containerjob/containerjob/internal/nodefile"
 )
 
 // File is the exposition's name in the metrics directory.
@@ -144,22 +145,15 @@ func Update(dir string, fn func(*State)) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".containerjob.lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	unlock, err := nodefile.Lock(filepath.Join(dir, ".containerjob.lock"), LockWait)
 	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	deadline := time.Now().Add(LockWait)
-	for {
-		err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
+		var open *os.PathError
+		if errors.As(err, &open) {
+			return err
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			return fmt.Errorf("metrics in %s: another writer holds them (%v); this update is dropped", dir, err)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return fmt.Errorf("metrics in %s: another writer holds them (%v); this update is dropped", dir, err)
 	}
+	defer unlock()
 	statePath := filepath.Join(dir, ".containerjob-state.json")
 	var s State
 	if b, err := os.ReadFile(statePath); err == nil {
@@ -171,31 +165,14 @@ func Update(dir string, fn func(*State)) error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(statePath, b, 0o600); err != nil {
+	if err := nodefile.Write(statePath, b, 0o600); err != nil {
 		return err
 	}
 	var out strings.Builder
 	if err := Write(&out, &s); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, File), []byte(out.String()), 0o644)
-}
-
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return nodefile.Write(filepath.Join(dir, File), []byte(out.String()), 0o644)
 }
 
 // Write renders s in Prometheus' text exposition format.
