@@ -160,35 +160,18 @@ func hostPathOf(d *policy.Decision, path string) (string, bool) {
 }
 
 // callerTail returns the last max bytes of the caller's regular file path,
-// opened as the caller without following a symlink or waiting on a FIFO,
+// read as the caller without following a symlink or waiting on a FIFO,
 // within callerFileWait, and removes it.
 func callerTail(caller userfs.Identity, path string, max int64) ([]byte, error) {
-	type result struct {
-		b   []byte
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		r.err = userfs.As(caller, func() error {
-			f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if r.b, err = tailOf(f, path, max); err != nil {
-				return err
-			}
-			return os.Remove(path)
-		})
-		done <- r
-	}()
-	select {
-	case r := <-done:
-		return r.b, r.err
-	case <-time.After(callerFileWait):
-		return nil, fmt.Errorf("%s did not answer within %v", path, callerFileWait)
-	}
+	var b []byte
+	err := userfs.ReadRegular(caller, path, unix.O_NOFOLLOW, callerFileWait, func(f *os.File) error {
+		var err error
+		if b, err = tailOf(f, path, max); err != nil {
+			return err
+		}
+		return os.Remove(path)
+	})
+	return b, err
 }
 
 var errNoUpperDir = errors.New("the engine names no upper directory for the container")

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/registry"
-	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/userfs"
 )
@@ -48,34 +47,14 @@ var ReadTimeout = 10 * time.Second
 func Read(id userfs.Identity, home string) (Creds, error) {
 	path := filepath.Join(home, ".docker", "config.json")
 	var data []byte
-	done := make(chan error, 1)
-	go func() {
-		done <- userfs.As(id, func() error {
-			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-			if err != nil {
-				return &os.PathError{Op: "open", Path: path, Err: err}
-			}
-			f := os.NewFile(uintptr(fd), path)
-			defer f.Close()
-			fi, err := f.Stat()
-			if err != nil {
-				return err
-			}
-			if !fi.Mode().IsRegular() {
-				return fmt.Errorf("it is not a regular file (%s)", fi.Mode().Type())
-			}
-			b, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
-			data = b
-			return err
-		})
-	}()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(ReadTimeout):
-		// The reading thread is left to the process's exit: it holds
-		// nothing but its own descriptor.
-		return Creds{path: path}, fmt.Errorf("%s did not answer within %s", path, ReadTimeout)
+	err := userfs.ReadRegular(id, path, 0, ReadTimeout, func(f *os.File) error {
+		b, err := io.ReadAll(io.LimitReader(f, maxConfig+1))
+		data = b
+		return err
+	})
+	var timeout *userfs.TimeoutError
+	if errors.As(err, &timeout) {
+		return Creds{path: path}, err
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return Creds{path: path}, nil

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -73,6 +74,51 @@ func become(id Identity) error {
 		return errors.New("could not assume the caller's filesystem identity")
 	}
 	return nil
+}
+
+// TimeoutError: a file of the caller's did not answer within the bound (a
+// hung NFS home, say).
+type TimeoutError struct {
+	Path  string
+	After time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("%s did not answer within %s", e.Path, e.After)
+}
+
+// ReadRegular opens path as id without ever waiting on it (O_NONBLOCK: a
+// FIFO the caller owns would wait for a writer the caller controls), with
+// the extra open flags given (O_NOFOLLOW, say), refuses anything but a
+// regular file, and runs fn on it as id, all within timeout. After a
+// timeout the reading thread is left to the process's exit: it holds
+// nothing but its own descriptor. The open's error is an *os.PathError.
+func ReadRegular(id Identity, path string, flags int, timeout time.Duration, fn func(*os.File) error) error {
+	done := make(chan error, 1)
+	go func() {
+		done <- As(id, func() error {
+			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY|flags, 0)
+			if err != nil {
+				return &os.PathError{Op: "open", Path: path, Err: err}
+			}
+			f := os.NewFile(uintptr(fd), path)
+			defer f.Close()
+			fi, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			if !fi.Mode().IsRegular() {
+				return fmt.Errorf("it is not a regular file (%s)", fi.Mode().Type())
+			}
+			return fn(f)
+		})
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return &TimeoutError{Path: path, After: timeout}
+	}
 }
 
 // maxPathLen bounds a user-supplied path.

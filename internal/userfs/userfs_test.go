@@ -1,12 +1,15 @@
 package userfs
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestResolve: what a user-supplied path resolves to, as whoever runs the
@@ -133,5 +136,41 @@ func TestResolveUnreadable(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "cannot be opened as the caller") {
 		t.Errorf("Resolve of an unreadable directory: %v", err)
+	}
+}
+
+// TestReadRegular: a regular file is handed over; a FIFO is refused without
+// waiting for a writer, a symlink under O_NOFOLLOW is refused, and a
+// missing file is the open's *os.PathError.
+func TestReadRegular(t *testing.T) {
+	dir := t.TempDir()
+	me := Identity{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	file := filepath.Join(dir, "f")
+	os.WriteFile(file, []byte("data"), 0o644)
+	var got []byte
+	if err := ReadRegular(me, file, 0, time.Second, func(f *os.File) error {
+		var err error
+		got, err = io.ReadAll(f)
+		return err
+	}); err != nil || string(got) != "data" {
+		t.Errorf("a regular file: %q %v", got, err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	syscall.Mkfifo(fifo, 0o644)
+	never := func(*os.File) error { t.Error("handed a file it should refuse"); return nil }
+	if err := ReadRegular(me, fifo, 0, time.Minute, never); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a FIFO: %v", err)
+	}
+	link := filepath.Join(dir, "link")
+	os.Symlink(file, link)
+	if err := ReadRegular(me, link, syscall.O_NOFOLLOW, time.Second, never); err == nil {
+		t.Error("followed a symlink under O_NOFOLLOW")
+	}
+	var pe *os.PathError
+	if err := ReadRegular(me, filepath.Join(dir, "none"), 0, time.Second, never); !errors.As(err, &pe) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing file: %v", err)
+	}
+	if e := (&TimeoutError{Path: "/x", After: time.Second}).Error(); e != "/x did not answer within 1s" {
+		t.Errorf("timeout message %q", e)
 	}
 }
