@@ -68,12 +68,12 @@ func TestFollowPullCountsDownloadedBytes(t *testing.T) {
 		`{"status":"Download complete","id":"l1"}`,
 		`{"status":"Extracting","id":"l1","progressDetail":{"current":500,"total":4000}}`,
 	}, "\n") + "\n"
-	n, err := followPull(context.Background(), fakePull{io.NopCloser(strings.NewReader(msgs))})
+	n, err := followPull(context.Background(), "x:1", fakePull{io.NopCloser(strings.NewReader(msgs))})
 	if err != nil || n != 1024 {
 		t.Errorf("bytes %d err %v, want 1024", n, err)
 	}
 	bad := `{"status":"Downloading","id":"l1","progressDetail":{"current":1,"total":9}}` + "\n" + `{"errorDetail":{"message":"no space left on device"},"error":"no space left on device"}` + "\n"
-	if _, err := followPull(context.Background(), fakePull{io.NopCloser(strings.NewReader(bad))}); err == nil || !strings.Contains(err.Error(), "no space left on device") {
+	if _, err := followPull(context.Background(), "x:1", fakePull{io.NopCloser(strings.NewReader(bad))}); err == nil || !strings.Contains(err.Error(), "no space left on device") {
 		t.Errorf("err %v, want the stream's error", err)
 	}
 }

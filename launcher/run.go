@@ -631,7 +631,7 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
 	}
 	opts.notify(NoticePulling, "%s", ref)
-	bytes, err := followPull(pctx, resp)
+	bytes, err := followPull(pctx, ref, resp)
 	resp.Close()
 	if err != nil {
 		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
@@ -648,10 +648,9 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 }
 
 // followPull reads a pull's progress to its end, as Wait does, and returns
-// the bytes of the layers it downloaded: each layer's largest total while
-// "Downloading" (a layer the node had is not downloaded, and not counted).
-func followPull(ctx context.Context, resp client.ImagePullResponse) (int64, error) {
-	layers := map[string]int64{}
+// the bytes of the layers it downloaded (pullProgress.downloaded).
+func followPull(ctx context.Context, ref string, resp client.ImagePullResponse) (int64, error) {
+	pr := newPullProgress(ref)
 	for m, err := range resp.JSONMessages(ctx) {
 		if err != nil {
 			return 0, err
@@ -659,15 +658,9 @@ func followPull(ctx context.Context, resp client.ImagePullResponse) (int64, erro
 		if m.Error != nil {
 			return 0, errors.New(m.Error.Message)
 		}
-		if m.Status == "Downloading" && m.Progress != nil && m.Progress.Total > layers[m.ID] {
-			layers[m.ID] = m.Progress.Total
-		}
+		pr.update(m)
 	}
-	var sum int64
-	for _, n := range layers {
-		sum += n
-	}
-	return sum, nil
+	return pr.downloaded(), nil
 }
 
 // EngineProbeTimeout bounds the question whether the engine still
