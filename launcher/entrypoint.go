@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -105,14 +104,8 @@ func entrypointEnded(ctx context.Context, eng Engine, id, log string, d *policy.
 		// would read the staged source, which is gone by now; the file is
 		// on the host, the caller's, and read and removed as the caller.
 		out, err = callerTail(caller, src, maxEntrypointLog)
-	} else if out, err = upperTail(ctx, eng, id, log, maxEntrypointLog); errors.Is(err, errNoUpperDir) {
-		// Not overlay2 (the containerd image store): a running container
-		// (a named or step container after an exec) through its
-		// process's root, else the engine's copy, which mounts every
-		// mount's source again (Run keeps them until then).
-		if out, err = procRootTail(ctx, eng, id, log, maxEntrypointLog); err != nil {
-			out, err = tailFile(ctx, eng, id, log, maxEntrypointLog)
-		}
+	} else {
+		out, err = containerTail(ctx, eng, id, log, maxEntrypointLog)
 	}
 	if err != nil {
 		return code // no log: /tmp was not writable, or the container is gone
@@ -145,7 +138,7 @@ func entrypointEnded(ctx context.Context, eng Engine, id, log string, d *policy.
 func hostPathOf(d *policy.Decision, path string) (string, bool) {
 	best := -1
 	for i, m := range d.Spec.Mounts {
-		if m.Type != "bind" || !(path == m.Destination || strings.HasPrefix(path, strings.TrimSuffix(m.Destination, "/")+"/")) {
+		if m.Type != "bind" || !policy.Within(path, m.Destination) {
 			continue
 		}
 		if best < 0 || len(m.Destination) > len(d.Spec.Mounts[best].Destination) {
@@ -174,41 +167,30 @@ func callerTail(caller userfs.Identity, path string, max int64) ([]byte, error) 
 	return b, err
 }
 
-var errNoUpperDir = errors.New("the engine names no upper directory for the container")
-
-// upperTail returns the last max bytes of path as the container's own
-// writable layer holds it (overlay2's upper directory, which the engine
-// names): the engine's copy cannot be used once the staged mount sources
-// are released. The file is the caller's; it is opened beneath the layer
+// containerTail returns the last max bytes of path in container id, read
+// where the container keeps it: beneath its own writable layer (overlay2's
+// upper directory, which the engine names), else, while it runs (a named
+// or step container after an exec), beneath its process's root, else
+// through the engine's copy, which mounts every mount's source again (Run
+// keeps them until then): the engine's copy alone cannot be used once the
+// staged sources are released. The file is the caller's; it is opened
 // without following any symlink or crossing a mount, never waited on.
-func upperTail(ctx context.Context, eng Engine, id, path string, max int64) ([]byte, error) {
+func containerTail(ctx context.Context, eng Engine, id, path string, max int64) ([]byte, error) {
 	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
 	c, err := eng.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	gd := c.Container.GraphDriver
-	if gd == nil || gd.Name != "overlay2" || gd.Data["UpperDir"] == "" {
-		return nil, errNoUpperDir
+	if gd := c.Container.GraphDriver; gd != nil && gd.Name == "overlay2" && gd.Data["UpperDir"] != "" {
+		return tailBeneath(gd.Data["UpperDir"], path, max)
 	}
-	return tailBeneath(gd.Data["UpperDir"], path, max)
-}
-
-// procRootTail is upperTail for a running container whose writable layer
-// the engine does not name: beneath its process's root (/proc/PID/root),
-// never following a symlink or crossing a mount.
-func procRootTail(ctx context.Context, eng Engine, id, path string, max int64) ([]byte, error) {
-	ictx, cancel := context.WithTimeout(ctx, apiTimeout)
-	c, err := eng.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
-	cancel()
-	if err != nil {
-		return nil, err
+	if st := c.Container.State; st != nil && st.Running && st.Pid > 0 {
+		if out, err := tailBeneath(fmt.Sprintf("/proc/%d/root", st.Pid), path, max); err == nil {
+			return out, nil
+		}
 	}
-	if c.Container.State == nil || !c.Container.State.Running || c.Container.State.Pid <= 0 {
-		return nil, fmt.Errorf("container %.12s is not running", id)
-	}
-	return tailBeneath(fmt.Sprintf("/proc/%d/root", c.Container.State.Pid), path, max)
+	return tailFile(ctx, eng, id, path, max)
 }
 
 // tailBeneath opens path beneath the directory root without following a

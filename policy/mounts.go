@@ -35,23 +35,23 @@ func ForbiddenMountSource(src string) string {
 		return "the host's /etc"
 	}
 	for _, p := range neverMount {
-		if within(src, p) {
+		if Within(src, p) {
 			return "under " + p
 		}
 	}
 	for _, sock := range []string{"/var/run/docker.sock", "/run/docker.sock"} {
-		if within(sock, src) {
+		if Within(sock, src) {
 			return "the Docker socket or a directory holding it"
 		}
 	}
-	if within(src, "/run/containerd") || within(src, "/var/lib/docker") {
+	if Within(src, "/run/containerd") || Within(src, "/var/lib/docker") {
 		return "the container engine's state"
 	}
 	return ""
 }
 
-// within reports whether path is dir or below it; both must be clean.
-func within(path, dir string) bool {
+// Within reports whether path is dir or below it; both must be clean.
+func Within(path, dir string) bool {
 	if dir == "/" {
 		return true
 	}
@@ -60,7 +60,7 @@ func within(path, dir string) bool {
 
 func underAnyMount(path string, mounts []specs.Mount) bool {
 	for _, m := range mounts {
-		if within(path, m.Destination) {
+		if Within(path, m.Destination) {
 			return true
 		}
 	}
@@ -177,7 +177,7 @@ func (p *Policy) decideMounts(d *Decision, req Request, caller Caller, job Job, 
 			if strings.Contains(raw, "$JOB_DIR") && job.Dir == "" {
 				continue
 			}
-			if within(m.Source, prefix) && len(prefix) > bestLen {
+			if Within(m.Source, prefix) && len(prefix) > bestLen {
 				best, bestLen, bestRO = e.Origin, len(prefix), ro
 			}
 		}
@@ -215,7 +215,7 @@ func (p *Policy) decideNesting(d *Decision) error {
 		var outer *specs.Mount
 		for j := range mounts {
 			o := &mounts[j]
-			if j == i || o.Type != "bind" || o.Destination == m.Destination || !within(m.Destination, o.Destination) {
+			if j == i || o.Type != "bind" || o.Destination == m.Destination || !Within(m.Destination, o.Destination) {
 				continue
 			}
 			rel := strings.TrimPrefix(m.Destination, o.Destination)
