@@ -110,12 +110,13 @@ func DigestTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, ca
 // forged hint) keeps the full judgment of a digest. Found by the engine
 // lane: with Docker's containerd image store every image has a registry
 // digest, so every pinned step asked the registry about each denied tag.
-func confirmPinnedTag(requested string, tags *policy.DigestTags) {
-	ref, err := policy.NormalizeImage(requested)
-	if err != nil || ref.Digest != "" || ref.Tag == "" || tags == nil {
+// tag is the tag the request named ("" when it named a digest or no pin
+// narrowed it), as DigestTags was given it to confirm.
+func confirmPinnedTag(tag string, tags *policy.DigestTags) {
+	if tag == "" || tags == nil {
 		return
 	}
-	if slices.Contains(tags.Tags, ref.Tag) {
+	if slices.Contains(tags.Tags, tag) {
 		tags.Unresolved = ""
 		tags.Local = true // its tags that matter are known: the one asked for
 	}

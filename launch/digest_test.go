@@ -156,7 +156,7 @@ images_deny = ["tool:2", "tool@`+digestB+`"]
 			eng.asked = nil
 			dt := DigestTags(context.Background(), eng, pol, bob, tt.pinned, tt.trusted, confirm, false, nil)
 			if tt.pinned != tt.requested {
-				confirmPinnedTag(tt.requested, dt)
+				confirmPinnedTag(confirm, dt)
 			}
 			if tt.verdict == "" && len(eng.asked) > 0 {
 				t.Errorf("a confirmed pin asked the registry: %v", eng.asked)

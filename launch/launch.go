@@ -191,8 +191,8 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		// does not (the containerd image store gives every image a
 		// registry digest, so every such step would ask).
 		req.ImageTags.Unresolved, req.ImageTags.Local = "", true
-	case req.Image != requested:
-		confirmPinnedTag(requested, req.ImageTags)
+	default:
+		confirmPinnedTag(confirm, req.ImageTags)
 	}
 	pjob := PolicyJob(job, req.JobEnv, pol.Settings)
 	dec, err := pol.Decide(req, caller, pjob)
