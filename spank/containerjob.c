@@ -222,11 +222,32 @@ static int parse_bool(const char *v)
 }
 
 /*
+ * Where a PYXIS_CONTAINER_* variable is read: in a task, the job's
+ * environment (spank_getenv); where sbatch, salloc and srun run, the
+ * process's own. 0 when set and it fits buf.
+ */
+typedef int (*env_getter)(spank_t sp, const char *var, char *buf, int len);
+
+static int task_getenv(spank_t sp, const char *var, char *buf, int len)
+{
+	return spank_getenv(sp, var, buf, len) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+static int own_getenv(spank_t sp, const char *var, char *buf, int len)
+{
+	const char *v = getenv(var);
+	(void) sp;
+	if (v == NULL || snprintf(buf, len, "%s", v) >= len)
+		return -1;
+	return 0;
+}
+
+/*
  * The PYXIS_CONTAINER_* variables of the job's environment stand in for
  * options that were not given, as with pyxis; they are the user's own
  * words either way, and containerjob judges them the same.
  */
-static int pyxis_env(spank_t sp)
+static int pyxis_env(spank_t sp, env_getter get)
 {
 	static const struct { const char *var; char **dst; const char *opt; } strs[] = {
 		{ "PYXIS_CONTAINER_IMAGE", &opt_image, "container-image" },
@@ -249,14 +270,14 @@ static int pyxis_env(spank_t sp)
 	size_t i;
 
 	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-		if (*strs[i].dst != NULL || spank_getenv(sp, strs[i].var, buf, sizeof(buf)) != ESPANK_SUCCESS)
+		if (*strs[i].dst != NULL || get(sp, strs[i].var, buf, sizeof(buf)) != 0)
 			continue;
 		if (set_string(strs[i].dst, strs[i].opt, buf))
 			return -1;
 	}
 	for (i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
 		int v;
-		if (*bools[i].dst != -1 || spank_getenv(sp, bools[i].var, buf, sizeof(buf)) != ESPANK_SUCCESS)
+		if (*bools[i].dst != -1 || get(sp, bools[i].var, buf, sizeof(buf)) != 0)
 			continue;
 		if ((v = parse_bool(buf)) < 0) {
 			slurm_error("containerjob: %s=%s is not a yes or no", bools[i].var, buf);
@@ -268,51 +289,31 @@ static int pyxis_env(spank_t sp)
 }
 
 /*
- * Runs in sbatch, salloc and srun once the options are read: the job's
- * image goes into the job control environment, which slurmd hands to the
- * Prolog as SPANK_CONTAINERJOB_IMAGE, so that `containerjob prolog` can
- * pull it (for the job's owner, as the policy allows) before the first
- * step. The user's own words; failing to set it costs only the prefetch.
+ * The options as containerjob reads them (cmd/containerjob/spank.go): set
+ * for a task with setenv_task, for submit-check with own_setenv.
  */
-/* In the child of submit_check: the options, with the user's
- * PYXIS_CONTAINER_* variables for those not given, as a task gets them. */
-static void export_options(void)
-{
-	static const struct { const char *var; char **opt; const char *env; } strs[] = {
-		{ "IMAGE", &opt_image, "PYXIS_CONTAINER_IMAGE" },
-		{ "MOUNTS", &opt_mounts, "PYXIS_CONTAINER_MOUNTS" },
-		{ "WORKDIR", &opt_workdir, "PYXIS_CONTAINER_WORKDIR" },
-		{ "ENV", &opt_env, "PYXIS_CONTAINER_ENV" },
-		{ "NAME", &opt_name, "PYXIS_CONTAINER_NAME" },
-		{ "SAVE", &opt_save, "PYXIS_CONTAINER_SAVE" },
-		{ "UNSHARE", &opt_unshare, "PYXIS_CONTAINER_UNSHARE" },
-	};
-	static const struct { const char *var; int *opt; const char *env; int invert; } bools[] = {
-		{ "MOUNT_HOME", &opt_mount_home, "PYXIS_CONTAINER_MOUNT_HOME", 0 },
-		{ "READONLY", &opt_readonly, "PYXIS_CONTAINER_READONLY", 0 },
-		{ "READONLY", &opt_readonly, "PYXIS_CONTAINER_WRITABLE", 1 },
-		{ "ENTRYPOINT", &opt_entrypoint, "PYXIS_CONTAINER_ENTRYPOINT", 0 },
-		{ "ENTRYPOINT_LOG", &opt_entrypoint_log, "PYXIS_CONTAINER_ENTRYPOINT_LOG", 0 },
-		{ "REMAP_ROOT", &opt_remap_root, "PYXIS_CONTAINER_REMAP_ROOT", 0 },
-	};
-	char name[64];
-	size_t i;
+typedef int (*env_setter)(spank_t sp, const char *name, const char *val);
 
-	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-		const char *v = *strs[i].opt ? *strs[i].opt : getenv(strs[i].env);
-		snprintf(name, sizeof(name), "CONTAINERJOB_SPANK_%s", strs[i].var);
-		if (v != NULL && v[0] != '\0')
-			setenv(name, v, 1);
-	}
-	for (i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
-		int v = *bools[i].opt;
-		const char *e = getenv(bools[i].env);
-		if (v < 0 && e != NULL && (v = parse_bool(e)) >= 0 && bools[i].invert)
-			v = !v;
-		snprintf(name, sizeof(name), "CONTAINERJOB_SPANK_%s", bools[i].var);
-		if (v >= 0 && getenv(name) == NULL)
-			setenv(name, v ? "1" : "0", 1);
-	}
+static int own_setenv(spank_t sp, const char *name, const char *val)
+{
+	(void) sp;
+	return val == NULL ? 0 : setenv(name, val, 1);
+}
+
+static int export_options(spank_t sp, env_setter set)
+{
+	return set(sp, "CONTAINERJOB_SPANK_IMAGE", opt_image) ||
+	    set(sp, "CONTAINERJOB_SPANK_MOUNTS", opt_mounts) ||
+	    set(sp, "CONTAINERJOB_SPANK_WORKDIR", opt_workdir) ||
+	    set(sp, "CONTAINERJOB_SPANK_ENV", opt_env) ||
+	    set(sp, "CONTAINERJOB_SPANK_NAME", opt_name) ||
+	    set(sp, "CONTAINERJOB_SPANK_MOUNT_HOME", tristate(opt_mount_home)) ||
+	    set(sp, "CONTAINERJOB_SPANK_READONLY", tristate(opt_readonly)) ||
+	    set(sp, "CONTAINERJOB_SPANK_ENTRYPOINT", tristate(opt_entrypoint)) ||
+	    set(sp, "CONTAINERJOB_SPANK_ENTRYPOINT_LOG", tristate(opt_entrypoint_log)) ||
+	    set(sp, "CONTAINERJOB_SPANK_REMAP_ROOT", tristate(opt_remap_root)) ||
+	    set(sp, "CONTAINERJOB_SPANK_SAVE", opt_save) ||
+	    set(sp, "CONTAINERJOB_SPANK_UNSHARE", opt_unshare);
 }
 
 /*
@@ -342,7 +343,10 @@ static int submit_check(void)
 		return 0;
 	if (pid == 0) {
 		char *const argv[] = { "containerjob", "submit-check", NULL };
-		export_options();
+		/* The options as the node's task will get them; a malformed
+		 * one is the node's to refuse. */
+		if (pyxis_env(NULL, own_getenv) || export_options(NULL, own_setenv))
+			_exit(0);
 		unsetenv("CONTAINERJOB_SPANK");
 		setenv("CONTAINERJOB_SUBMIT_CHECK", "1", 1);
 		if ((fd = open("/dev/null", O_RDWR)) >= 0) {
@@ -364,6 +368,13 @@ static int submit_check(void)
 	return (r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 125) ? -1 : 0;
 }
 
+/*
+ * Runs in sbatch, salloc and srun once the options are read: the job's
+ * image goes into the job control environment, which slurmd hands to the
+ * Prolog as SPANK_CONTAINERJOB_IMAGE, so that `containerjob prolog` can
+ * pull it (for the job's owner, as the policy allows) before the first
+ * step. The user's own words; failing to set it costs only the prefetch.
+ */
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	(void) ac; (void) av;
@@ -456,7 +467,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 
 	if (!spank_remote(sp))
 		return 0;
-	if (pyxis_env(sp))
+	if (pyxis_env(sp, task_getenv))
 		return -1;
 	/* A step with --container-name alone runs in the job's existing
 	 * container of that name (pyxis); containerjob refuses it when there
@@ -468,19 +479,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		return -1;
 	}
 
-	if (setenv_task(sp, "CONTAINERJOB_SPANK", "1") ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_IMAGE", opt_image) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_MOUNTS", opt_mounts) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_WORKDIR", opt_workdir) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_ENV", opt_env) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_NAME", opt_name) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_MOUNT_HOME", tristate(opt_mount_home)) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_READONLY", tristate(opt_readonly)) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT", tristate(opt_entrypoint)) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_ENTRYPOINT_LOG", tristate(opt_entrypoint_log)) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_REMAP_ROOT", tristate(opt_remap_root)) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_SAVE", opt_save) ||
-	    setenv_task(sp, "CONTAINERJOB_SPANK_UNSHARE", opt_unshare))
+	if (setenv_task(sp, "CONTAINERJOB_SPANK", "1") || export_options(sp, setenv_task))
 		return -1;
 
 #if SLURM_VERSION_NUMBER >= SLURM_VERSION_NUM(23, 11, 0)
