@@ -292,27 +292,40 @@ func probeImageAccounts(ctx context.Context, eng Engine, d *policy.Decision, ima
 // copyFile reads one regular file out of a container: the first entry of
 // the engine's tar stream, at most maxAccountFile bytes.
 func copyFile(ctx context.Context, eng Engine, id, path string) (string, error) {
+	var b bytes.Buffer
+	err := readFromContainer(ctx, eng, id, path, func(h *tar.Header, r io.Reader) error {
+		if h.Size > maxAccountFile {
+			return fmt.Errorf("%s is larger than %d bytes", path, maxAccountFile)
+		}
+		if _, err := io.Copy(&b, io.LimitReader(r, maxAccountFile)); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %v", path, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// readFromContainer hands read the header and content of the regular file
+// path in container id, through the engine's copy (a tar stream whose
+// first entry is the file), within apiTimeout.
+func readFromContainer(ctx context.Context, eng Engine, id, path string, read func(h *tar.Header, r io.Reader) error) error {
 	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	res, err := eng.CopyFromContainer(cctx, id, client.CopyFromContainerOptions{SourcePath: path})
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer res.Content.Close()
 	tr := tar.NewReader(res.Content)
 	h, err := tr.Next()
 	if err != nil {
-		return "", fmt.Errorf("%s: %v", path, err)
+		return fmt.Errorf("%s: %v", path, err)
 	}
 	if h.Typeflag != tar.TypeReg {
-		return "", fmt.Errorf("%s is not a regular file", path)
+		return fmt.Errorf("%s is not a regular file", path)
 	}
-	if h.Size > maxAccountFile {
-		return "", fmt.Errorf("%s is larger than %d bytes", path, maxAccountFile)
-	}
-	var b bytes.Buffer
-	if _, err := io.Copy(&b, io.LimitReader(tr, maxAccountFile)); err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("%s: %v", path, err)
-	}
-	return b.String(), nil
+	return read(h, tr)
 }

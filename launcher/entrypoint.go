@@ -236,25 +236,16 @@ const callerFileWait = 10 * time.Second
 // tailFile returns the last max bytes of the regular file path in
 // container id.
 func tailFile(ctx context.Context, eng Engine, id, path string, max int64) ([]byte, error) {
-	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	res, err := eng.CopyFromContainer(cctx, id, client.CopyFromContainerOptions{SourcePath: path})
-	if err != nil {
-		return nil, err
-	}
-	defer res.Content.Close()
-	tr := tar.NewReader(res.Content)
-	h, err := tr.Next()
-	if err != nil {
-		return nil, err
-	}
-	if h.Typeflag != tar.TypeReg {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if skip := h.Size - max; skip > 0 {
-		if _, err := io.CopyN(io.Discard, tr, skip); err != nil {
-			return nil, err
+	var b []byte
+	err := readFromContainer(ctx, eng, id, path, func(h *tar.Header, r io.Reader) error {
+		if skip := h.Size - max; skip > 0 {
+			if _, err := io.CopyN(io.Discard, r, skip); err != nil {
+				return err
+			}
 		}
-	}
-	return io.ReadAll(io.LimitReader(tr, max))
+		var err error
+		b, err = io.ReadAll(io.LimitReader(r, max))
+		return err
+	})
+	return b, err
 }
