@@ -466,12 +466,11 @@ func prefetchImage(pol *policy.Policy, trail *audit.Log, job, node string) {
 		fail(fmt.Errorf("the job's owner, uid %d: %v", sj.UID, err))
 		return
 	}
-	owner, err := identity.CallerOf(identity.System, u, nil)
+	caller, err := policyCallerOf(u)
 	if err != nil {
 		fail(err)
 		return
 	}
-	caller := launch.PolicyCaller(owner)
 	rec["user"], rec["uid"] = caller.User, caller.UID
 	pinned, err := launch.Prefetch(ctx, pol, caller, scheduler.Job{Scheduler: "slurm", ID: job, Node: node}, image)
 	if err != nil {

@@ -11,8 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/containerjob/containerjob/internal/identity"
-	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -200,11 +198,10 @@ resolved as the user). An unknown user is an error.`,
 			if err != nil {
 				return fmt.Errorf("user %q is not in the user database; explain needs a real user (their groups decide the rules)", userName)
 			}
-			who, err := identity.CallerOf(identity.System, u, nil)
+			caller, err := policyCallerOf(u)
 			if err != nil {
 				return err
 			}
-			caller := launch.PolicyCaller(who)
 			if groups != nil {
 				caller.GroupNames = groups
 			}

@@ -85,6 +85,12 @@ var submitCaller = func() (policy.Caller, error) {
 	if err != nil {
 		return policy.Caller{}, err
 	}
+	return policyCallerOf(u)
+}
+
+// policyCallerOf is u as the policy sees a caller: name, ids and the
+// groups from the user database that decide which rules apply.
+func policyCallerOf(u *user.User) (policy.Caller, error) {
 	who, err := identity.CallerOf(identity.System, u, nil)
 	if err != nil {
 		return policy.Caller{}, err
