@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,19 +38,27 @@ const acctRoot = "/containerjob"
 var cgroupRoot = "/sys/fs/cgroup"
 
 // acctParent is one launch's accounting cgroup, relative to each
-// hierarchy's root.
-type acctParent struct{ path string }
+// hierarchy's root; or, sliceOnly, the caller's systemd slice, which
+// holds no totals of the launch's and is not the launch's to remove.
+type acctParent struct {
+	path      string
+	sliceOnly bool
+}
 
 // newAcctParent names a fresh accounting cgroup under the caller's own,
 // whose process cap it sets first, for engines that use the cgroupfs
-// driver (the systemd driver takes only slices, which systemd removes with
-// their last unit): elsewhere usage is sampled and there is no per-user
-// cap (containerjob doctor says so). A cap that cannot be set fails the
-// launch: it is the admin's bound.
+// driver. With the systemd driver the parent is the caller's own slice
+// (userSlice), which holds the cap but cannot hold one launch's totals:
+// systemd removes a slice with its last unit, so usage is sampled there.
+// Elsewhere there is neither (containerjob doctor says so). A cap that
+// cannot be set fails the launch: it is the admin's bound.
 func newAcctParent(ctx context.Context, eng Engine, socket, uid string, pidsPerUser int64) (*acctParent, error) {
 	user, err := userCgroup(ctx, eng, socket, uid, pidsPerUser)
 	if user == "" || err != nil {
 		return nil, err
+	}
+	if isUserSlice(user) {
+		return &acctParent{path: user, sliceOnly: true}, nil
 	}
 	// Named by this process, which lives as long as the container runs:
 	// cleanStaleAcct leaves the cgroups of live launches alone (runc makes
@@ -59,17 +68,23 @@ func newAcctParent(ctx context.Context, eng Engine, socket, uid string, pidsPerU
 	return &acctParent{path: user + "/" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b)}, nil
 }
 
-// userCgroup is the caller's own cgroup, acctRoot/uid_U, with its
-// process cap set: the parent of every container of the caller on this
-// node, whichever path made it (a run's, below its accounting cgroup; a
-// named or a step's shared container, which outlive one launch, directly).
-// "" where the engine's driver is not cgroupfs.
+// userCgroup is the caller's own cgroup with its process cap set: the
+// parent of every container of the caller on this node, whichever path
+// made it (a run's, below its accounting cgroup; a named or a step's
+// shared container, which outlive one launch, directly). With the
+// cgroupfs driver it is acctRoot/uid_U; with the systemd driver, which
+// takes slices only, the slice containerjob-uid_U.slice (userSlice). ""
+// for any other driver.
 func userCgroup(ctx context.Context, eng Engine, socket, uid string, pidsPerUser int64) (string, error) {
-	if cgroupDriver(ctx, eng, socket) != "cgroupfs" {
+	driver := cgroupDriver(ctx, eng, socket)
+	if driver != "cgroupfs" && driver != "systemd" {
 		return "", nil
 	}
 	if _, err := strconv.ParseUint(uid, 10, 32); err != nil {
 		return "", fmt.Errorf("accounting cgroup: uid %q", uid)
+	}
+	if driver == "systemd" {
+		return userSlice(ctx, uid, pidsPerUser)
 	}
 	user := acctRoot + "/uid_" + uid
 	if pidsPerUser > 0 {
@@ -78,6 +93,56 @@ func userCgroup(ctx context.Context, eng Engine, socket, uid string, pidsPerUser
 		}
 	}
 	return user, nil
+}
+
+// The systemd driver places a container in a scope under the slice its
+// cgroup parent names; systemd makes the slice (and containerjob.slice
+// above it: a dash in a slice's name is a level) with the scope and
+// removes it with its last unit. The cap is the slice's TasksMax, set at
+// runtime: systemd keeps it in a drop-in under systemdControlDir, which
+// outlives the slice and applies each time systemd makes it again, until
+// the node reboots.
+var (
+	systemctl         = "systemctl"
+	systemdControlDir = "/run/systemd/system.control"
+)
+
+const userSlicePrefix = "containerjob-uid_"
+
+func isUserSlice(p string) bool {
+	uid, ok := strings.CutSuffix(strings.TrimPrefix(p, userSlicePrefix), ".slice")
+	if !ok || !strings.HasPrefix(p, userSlicePrefix) {
+		return false
+	}
+	_, err := strconv.ParseUint(uid, 10, 32)
+	return err == nil
+}
+
+// userSlice sets the slice's TasksMax unless systemd's drop-in already
+// holds that value (one systemctl call per user and cap, not per launch).
+func userSlice(ctx context.Context, uid string, pidsPerUser int64) (string, error) {
+	slice := userSlicePrefix + uid + ".slice"
+	if pidsPerUser <= 0 {
+		return slice, nil
+	}
+	want := "TasksMax=" + strconv.FormatInt(pidsPerUser, 10)
+	if b, err := os.ReadFile(filepath.Join(systemdControlDir, slice+".d", "50-TasksMax.conf")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(l) == want {
+				return slice, nil
+			}
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(sctx, systemctl, "set-property", "--runtime", slice, want).CombinedOutput()
+	if err != nil {
+		if sctx.Err() != nil {
+			err = fmt.Errorf("systemd did not answer within %s", apiTimeout)
+		}
+		return "", fmt.Errorf("the per-user process cap (pids_limit_per_user %d) cannot be set on %s: %v %s", pidsPerUser, slice, err, strings.TrimSpace(string(out)))
+	}
+	return slice, nil
 }
 
 // capUserPids creates the user's cgroup in the pids hierarchy (v1) or the
@@ -104,7 +169,7 @@ func capUserPids(rel string, max int64) error {
 // the memory high-water mark (cgroup v1 cpuacct and memory, or v2).
 func (a *acctParent) read() (Usage, bool) {
 	var u Usage
-	if a == nil {
+	if a == nil || a.sliceOnly {
 		return u, false
 	}
 	if ns, ok := readInt(filepath.Join(cgroupRoot, "cpuacct", a.path, "cpuacct.usage")); ok {
@@ -127,7 +192,7 @@ func (a *acctParent) read() (Usage, bool) {
 // remove removes the accounting cgroup from every hierarchy where the
 // engine made it; a cgroup still in use is left (rmdir refuses).
 func (a *acctParent) remove() {
-	if a == nil {
+	if a == nil || a.sliceOnly {
 		return
 	}
 	removeCgroupDir(a.path)

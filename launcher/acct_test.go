@@ -141,3 +141,77 @@ func TestEveryPathLivesUnderTheUsersCap(t *testing.T) {
 		})
 	}
 }
+
+// With the systemd driver (which takes slices only) every container of a
+// user lives in their slice, whose TasksMax is pids_limit_per_user: set
+// once through systemctl, then found in systemd's drop-in.
+func TestEveryPathLivesInTheUsersSlice(t *testing.T) {
+	bin := t.TempDir()
+	control := t.TempDir()
+	calls := filepath.Join(bin, "calls")
+	oldCtl, oldDir := systemctl, systemdControlDir
+	systemctl, systemdControlDir = filepath.Join(bin, "systemctl"), control
+	defer func() { systemctl, systemdControlDir = oldCtl, oldDir }()
+	// systemd's own answer to set-property --runtime: a drop-in.
+	os.WriteFile(systemctl, []byte(`#!/bin/sh
+echo "$*" >> `+calls+`
+[ -n "$FAIL" ] && { echo "Failed to set unit properties: Access denied" >&2; exit 1; }
+mkdir -p `+control+`/"$3".d && printf '[Slice]\n%s\n' "$4" > `+control+`/"$3".d/50-TasksMax.conf
+`), 0o755)
+	socket := filepath.Join(t.TempDir(), "docker.sock")
+	os.WriteFile(socket, nil, 0o600)
+
+	for _, tt := range []struct {
+		name string
+		req  policy.Request
+		job  policy.Job
+	}{
+		{"plain", policy.Request{Cmd: []string{"true"}}, policy.Job{}},
+		{"named", policy.Request{Name: "w", Cmd: []string{"true"}}, policy.Job{}},
+		{"shared step", policy.Request{Image: "alpine:3.20", Cmd: []string{"true"}}, policy.Job{Scheduler: "slurm", ID: "7", Step: "3", Node: "n1", StepTasks: 2}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			eng, d, opts := lifecycle(t, tt.req)
+			eng.driver = "systemd"
+			if tt.job.ID != "" {
+				d = decideFor(t, lifecyclePolicy, tt.req, tt.job)
+			}
+			opts.EngineSocket = socket
+			eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
+			var parent string
+			opts.Created = func(id string) {
+				c, _ := eng.find(id)
+				parent = c.req.HostConfig.CgroupParent
+			}
+			if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
+				t.Fatal(err)
+			}
+			if parent != "containerjob-uid_1002.slice" {
+				t.Errorf("cgroup parent %q, want the user's slice containerjob-uid_1002.slice", parent)
+			}
+			for _, c := range eng.live() {
+				eng.ContainerRemove(context.Background(), c.id, client.ContainerRemoveOptions{Force: true})
+			}
+		})
+	}
+	b, _ := os.ReadFile(calls)
+	_, d, _ := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+	want := "set-property --runtime containerjob-uid_1002.slice TasksMax=" + strconv.FormatInt(d.PidsPerUser.Max, 10) + "\n"
+	if string(b) != want {
+		t.Errorf("systemctl was called with %q, want once with %q (the drop-in answers the later launches)", b, want)
+	}
+
+	// A cap systemd refuses fails the launch, naming it.
+	os.RemoveAll(filepath.Join(control, "containerjob-uid_1002.slice.d"))
+	t.Setenv("FAIL", "1")
+	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
+	if d.PidsPerUser.Max <= 0 {
+		t.Fatal("the test policy sets no per-user cap")
+	}
+	eng.driver = "systemd"
+	opts.EngineSocket = socket
+	_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+	if err == nil || !strings.Contains(err.Error(), "pids_limit_per_user") || !strings.Contains(err.Error(), "Access denied") || len(eng.live()) != 0 {
+		t.Errorf("launch with a cap systemd refused: %v, %d containers; want a refusal naming the cap and systemd's answer, and none", err, len(eng.live()))
+	}
+}

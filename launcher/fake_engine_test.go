@@ -34,6 +34,7 @@ import (
 // conflict errors, no start of a removed container).
 type fakeEngine struct {
 	mu         sync.Mutex
+	driver     string // the cgroup driver Info reports; "" is cgroupfs
 	images     map[string]fakeImage // by ID and by every reference
 	containers map[string]*fakeContainer
 	execs      map[string]*fakeExec
@@ -745,7 +746,13 @@ func (e *fakeEngine) NetworkCreate(_ context.Context, _ string, opts client.Netw
 }
 
 func (e *fakeEngine) Info(context.Context, client.InfoOptions) (client.SystemInfoResult, error) {
-	return client.SystemInfoResult{Info: system.Info{CgroupDriver: "cgroupfs"}}, nil
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	driver := e.driver
+	if driver == "" {
+		driver = "cgroupfs"
+	}
+	return client.SystemInfoResult{Info: system.Info{CgroupDriver: driver}}, nil
 }
 
 func (e *fakeEngine) ContainerStatPath(_ context.Context, id string, opts client.ContainerStatPathOptions) (client.ContainerStatPathResult, error) {

@@ -345,7 +345,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	// With an accounting cgroup the exact totals are read at the end;
 	// sampling is for engines without one.
 	usage := idleUsage()
-	if acct == nil {
+	if acct == nil || acct.sliceOnly {
 		usage = startUsage(ctx, eng, id)
 	}
 	defer usage.finish()

@@ -207,10 +207,13 @@ func engineChecks(host string, pol *policy.Policy) []check {
 	if pol != nil && pol.Settings.Confine == "cgroup-parent" && info.Info.CgroupDriver != "cgroupfs" {
 		out = append(out, check{name: "confine cgroup-parent", info: "needs the cgroupfs driver, engine uses " + info.Info.CgroupDriver, fix: "use confine = \"limits\", or run dockerd with --exec-opt native.cgroupdriver=cgroupfs"})
 	}
-	if info.Info.CgroupDriver == "cgroupfs" {
+	switch info.Info.CgroupDriver {
+	case "cgroupfs":
 		out = append(out, check{name: "per-user cgroup", ok: true, info: "containers go under /containerjob/uid_UID: exact usage, pids_limit_per_user enforced"})
-	} else {
-		out = append(out, check{name: "per-user cgroup", skip: true, info: "the " + info.Info.CgroupDriver + " cgroup driver takes slices only: usage is sampled (0.5 s) and pids_limit_per_user is not enforced; pids_limit per container holds"})
+	case "systemd":
+		out = append(out, check{name: "per-user cgroup", ok: true, info: "containers go in the slice containerjob-uid_UID.slice, whose TasksMax is pids_limit_per_user (systemctl set-property --runtime); usage is sampled (0.5 s): systemd removes a slice with its last unit, so no launch's totals outlive its container"})
+	default:
+		out = append(out, check{name: "per-user cgroup", skip: true, info: "the " + info.Info.CgroupDriver + " cgroup driver: usage is sampled (0.5 s) and pids_limit_per_user is not enforced; pids_limit per container holds"})
 	}
 	out = append(out, runcCheck(info.Info.RuncCommit.ID, pol))
 	out = append(out, advisoryCheck("runc advisories", "runc", info.Info.RuncCommit.ID))

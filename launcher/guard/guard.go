@@ -278,6 +278,20 @@ func checkSecurityOpt(r client.ContainerCreateOptions, _ Expect) error {
 	return nil
 }
 
+// ownParent: a cgroup parent of containerjob's own, the caller's
+// accounting cgroup (/containerjob/..., cgroupfs driver) or their slice
+// (containerjob-uid_U.slice, systemd driver); never one a request names.
+func ownParent(p string) bool {
+	if strings.HasPrefix(p, "/containerjob/") {
+		return true
+	}
+	uid, ok := strings.CutSuffix(strings.TrimPrefix(p, "containerjob-uid_"), ".slice")
+	if !ok || !strings.HasPrefix(p, "containerjob-uid_") || uid == "" {
+		return false
+	}
+	return strings.Trim(uid, "0123456789") == ""
+}
+
 func checkEngineKnobs(r client.ContainerCreateOptions, want Expect) error {
 	h := r.HostConfig
 	switch {
@@ -285,7 +299,7 @@ func checkEngineKnobs(r client.ContainerCreateOptions, want Expect) error {
 		return fmt.Errorf("sysctls")
 	case h.Runtime != want.Runtime:
 		return fmt.Errorf("runtime %q, want %q", h.Runtime, want.Runtime)
-	case h.CgroupParent != want.CgroupParent && !(want.CgroupParent == "" && want.AccountingParent != "" && h.CgroupParent == want.AccountingParent && strings.HasPrefix(want.AccountingParent, "/containerjob/")):
+	case h.CgroupParent != want.CgroupParent && !(want.CgroupParent == "" && want.AccountingParent != "" && h.CgroupParent == want.AccountingParent && ownParent(want.AccountingParent)):
 		return fmt.Errorf("cgroup parent %q, want the step's %q", h.CgroupParent, want.CgroupParent)
 	case h.OomKillDisable != nil && *h.OomKillDisable:
 		return fmt.Errorf("OOM killer disabled")

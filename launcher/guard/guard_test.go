@@ -63,3 +63,20 @@ func TestCheckMountsGeneratedFiles(t *testing.T) {
 		})
 	}
 }
+
+func TestOwnParent(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/containerjob/uid_1002/123-abcd": true,
+		"containerjob-uid_1002.slice":     true,
+		"containerjob-uid_.slice":         false,
+		"containerjob-uid_10x.slice":      false,
+		"containerjob-uid_1002.scope":     false,
+		"system.slice":                    false,
+		"/system.slice/slurmstepd.scope":  false,
+		"user-1002.slice":                 false,
+	} {
+		if got := ownParent(p); got != want {
+			t.Errorf("ownParent(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
