@@ -75,9 +75,11 @@ func DirOwner(path string) (uint32, error) {
 //
 //	v1: /slurm/uid_U/job_J/step_S[/task_T] (or /slurm_NODE/... with several slurmd per host)
 //	v2: /system.slice/slurmstepd.scope/job_J/step_S/user/task_T
+//	    (NODE_slurmstepd.scope with several slurmd per host, as Debian builds it)
 //
-// Slurm 26.05 may name job directories by SLUID (job_<sluid>) unless
-// CgroupJobIdPaths=yes; the job component is taken as it is written.
+// Slurm 26.05 names a job's v2 directory by its SLUID alone
+// (/system.slice/NODE_slurmstepd.scope/s875M97C5QX100/step_0/user/task_0,
+// seen on the cgroup v2 lane) unless CgroupJobIdPaths=yes.
 var (
 	cgroupV1RE = regexp.MustCompile(`^/slurm(?:_([^/]+))?/uid_(\d+)/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
 	// Anchored: slurmstepd's scope sits under systemd's slices only
@@ -86,7 +88,7 @@ var (
 	// every user on a v2 node) is never a slice, so a lookalike made
 	// there does not match; VerifyV2Owner then proves the directories are
 	// root's.
-	cgroupV2RE = regexp.MustCompile(`^/(?:[^/]+\.slice/)*(?:([^/]+)_)?slurmstepd\.scope/job_([0-9A-Za-z]+)/step_([0-9A-Za-z_.]+)(?:/|$)`)
+	cgroupV2RE = regexp.MustCompile(`^/(?:[^/]+\.slice/)*(?:([^/]+)_)?slurmstepd\.scope/(?:job_([0-9A-Za-z]+)|(s[0-9A-Z]+))/step_([0-9A-Za-z_.]+)(?:/|$)`)
 )
 
 // ParseCgroup reads /proc/PID/cgroup content. The freezer controller is
@@ -113,7 +115,7 @@ func ParseCgroup(data []byte) (CgroupJob, bool) {
 		}
 		if parts[0] == "0" && ctrls == "" {
 			if m := cgroupV2RE.FindStringSubmatch(path); m != nil && !found {
-				best, found = CgroupJob{Job: m[2], Step: m[3], Path: path, Node: m[1], V2: true}, true
+				best, found = CgroupJob{Job: m[2] + m[3], Step: m[4], Path: path, Node: m[1], V2: true}, true
 			}
 		}
 	}
