@@ -491,7 +491,7 @@ func (s Slurm) VerifyStep(ctx context.Context, uid uint32, cg CgroupJob, hint st
 		return Job{}, SlurmJob{}, fmt.Errorf("the calling process is in the cgroup of uid %d, not the caller's %d", cg.UID, uid)
 	}
 	// Slurm 26.05 names a job's cgroup directory by its SLUID
-	// (job_s2P5M97456T200) unless CgroupJobIdPaths=yes: the job is then
+	// (s2P5M97456T200) unless CgroupJobIdPaths=yes: the job is then
 	// the one the caller's SLURM_JOB_ID names, and only if Slurm's own
 	// record of it has that very SLUID (the path is root's; the variable
 	// is the caller's).
@@ -514,6 +514,9 @@ func (s Slurm) VerifyStep(ctx context.Context, uid uint32, cg CgroupJob, hint st
 		if sj, recorded = loadStepRecord(s.RecordDir, s.Node, id, cg, time.Now()); !recorded {
 			var err error
 			if sj, err = s.ShowJob(ctx, id); err != nil {
+				if bySLUID && errors.Is(err, ErrNoSuchJob) {
+					return Job{}, SlurmJob{}, fmt.Errorf("SLURM_JOB_ID=%q does not match job %s that the calling process runs in: Slurm has no job %s", hint, cg.Job, hint)
+				}
 				return Job{}, SlurmJob{}, err
 			}
 		}

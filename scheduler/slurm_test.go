@@ -253,7 +253,13 @@ func TestShowJobConfirmsAnEmptyAnswer(t *testing.T) {
 // that very SLUID. The previous binary refused every such step.
 func TestVerifyStepBySLUID(t *testing.T) {
 	dir := t.TempDir()
-	script := "#!/bin/sh\ncat " + filepath.Join(mustAbs(t, "testdata"), "scontrol-json-26.05-job-sluid.json") + "\n"
+	// Job 999999 is no job: an empty JSON answer, confirmed by the plain one.
+	script := `#!/bin/sh
+case "$*" in
+*999999*) case "$*" in *--json*) echo '{"jobs": []}' ;; *) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1 ;; esac ;;
+*) cat ` + filepath.Join(mustAbs(t, "testdata"), "scontrol-json-26.05-job-sluid.json") + ` ;;
+esac
+`
 	if err := os.WriteFile(dir+"/scontrol", []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -267,10 +273,11 @@ func TestVerifyStepBySLUID(t *testing.T) {
 		{"by SLUID without SLURM_JOB_ID", sluid, "", "SLURM_JOB_ID is not set"},
 		{"another job's SLUID", "sZZZZ9745KC900", "1", `whose SLUID is "` + sluid + `"`},
 		{"a hint that is no job id", sluid, "1; rm", "is not a Slurm job id"},
+		{"a hint that names no job", sluid, "999999", `SLURM_JOB_ID="999999" does not match job ` + sluid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cg := CgroupJob{Job: tt.job, Step: "0", Path: "/system.slice/slurmstepd.scope/job_" + tt.job + "/step_0/user/task_0", V2: true}
+			cg := CgroupJob{Job: tt.job, Step: "0", Path: "/system.slice/slurmstepd.scope/" + tt.job + "/step_0/user/task_0", V2: true}
 			job, _, err := s.VerifyStep(context.Background(), 0, cg, tt.hint)
 			if tt.err == "" {
 				if err != nil || job.ID != "1" {
