@@ -26,7 +26,7 @@ LDFLAGS := -s -w \
 # Paths substituted into the contrib files at install time.
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g'
 
-.PHONY: lint e2e-pbs lane-prep lane-trixie lane-forky lane-engine spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
+.PHONY: lint e2e-pbs lane-prep lane-trixie lane-forky lane-engine lane-cgroup2 spank-check all build spank man test unit fuzz integration e2e testimage install clean deps services check demo bench pkgroot deb rpm guide
 
 all: build spank
 
@@ -172,6 +172,7 @@ check: lint guide rpm spank-check
 	$(MAKE) lane-trixie
 	$(MAKE) lane-forky
 	$(MAKE) lane-engine
+	$(MAKE) lane-cgroup2
 
 # The other CI lanes, after the first lane's tests, each on a Debian
 # release's own packages (contrib/dev/debian-lane): trixie (Slurm 24.11,
@@ -198,6 +199,13 @@ lane-forky: lane-prep
 lane-engine: lane-prep
 	CGO_ENABLED=0 $(GO) test -c -tags integration -o bin/integration.test ./test/integration
 	ENGINE=$$(GO=$(GO) ./contrib/dev/build-dockerd) ./contrib/dev/debian-lane forky
+
+# An emulated machine (qemu, TCG) with systemd and pure cgroup v2, Docker's
+# systemd cgroup driver and Slurm 26.05's cgroup/v2, from the forky
+# packages: the e2e smoke subset of what differs there
+# (contrib/dev/cgroup2-lane).
+lane-cgroup2: lane-prep
+	./contrib/dev/cgroup2-lane
 
 # The main job on a fresh machine: a containerized Slurm job as a non-root user.
 demo: guide

@@ -18,7 +18,8 @@ import (
 
 // TestTwoJobsConfinedToTheirAllocation runs two jobs at once, each with its
 // own CPU, memory and (fake) GPUs, and proves from inside each container and
-// from the engine's view of it that each sees only its own.
+// from the engine's view of it that each sees only its own. The memory
+// limit is read from cgroup v1's file or v2's (the cgroup v2 lane).
 func TestTwoJobsConfinedToTheirAllocation(t *testing.T) {
 	type job struct {
 		name, args string
@@ -32,7 +33,7 @@ func TestTwoJobsConfinedToTheirAllocation(t *testing.T) {
 	}
 	script := `#!/bin/sh
 #SBATCH -o out-%j.txt
-srun containerjob alpine:3.20 sh -c 'echo DEVICES $(ls /dev/nvidia[0-9]* | tr "\n" " "); echo CUDA $CUDA_VISIBLE_DEVICES; grep Cpus_allowed_list /proc/self/status; echo MEM $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); cat /dev/nvidia9 2>&1 | head -1; while [ ! -e release ]; do sleep 0.2; done'
+srun containerjob alpine:3.20 sh -c 'echo DEVICES $(ls /dev/nvidia[0-9]* | tr "\n" " "); echo CUDA $CUDA_VISIBLE_DEVICES; grep Cpus_allowed_list /proc/self/status; echo MEM $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max); cat /dev/nvidia9 2>&1 | head -1; while [ ! -e release ]; do sleep 0.2; done'
 `
 	for _, j := range jobs {
 		j.dir = jobDir(t, alice)

@@ -1,0 +1,86 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/policy"
+)
+
+// TestCgroupV2 is the cgroup v2 lane's own (contrib/dev/cgroup2-lane: an
+// emulated machine with systemd as init, pure cgroup v2, Docker's systemd
+// cgroup driver, Slurm 26.05's cgroup/v2): the job directories are the
+// layout the lane asked for (SLUID, or job_ID with CgroupJobIdPaths=yes),
+// and a container of a job lives in its user's slice, whose TasksMax is
+// pids_limit_per_user, as the kernel reads it.
+func TestCgroupV2(t *testing.T) {
+	if os.Getenv("CONTAINERJOB_E2E_LANE") != "cgroup2" {
+		t.Skip("the cgroup v2 lane's own test (contrib/dev/cgroup2-lane)")
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &fs); err != nil || fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		t.Fatalf("/sys/fs/cgroup is not cgroup v2 (%v)", err)
+	}
+	t.Parallel()
+	dir := jobDir(t, alice)
+	script := `#!/bin/sh
+#SBATCH -o out-%j.txt
+echo "BATCH $(cat /proc/self/cgroup)"
+srun sh -c 'echo "STEP $(cat /proc/self/cgroup)"'
+srun containerjob alpine:3.20 sh -c 'while [ ! -e release ]; do sleep 0.2; done; echo released'
+`
+	id := sbatch(t, alice, dir, script)
+	t.Cleanup(func() { os.WriteFile(filepath.Join(dir, "release"), nil, 0o644) })
+
+	waitFor(t, 2*time.Minute, "job "+id+"'s container", func() bool { return len(jobContainers(t, id)) > 0 })
+	c, err := docker.ContainerInspect(context.Background(), jobContainers(t, id)[0], client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.Container.State.Pid) + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slice := "containerjob-uid_" + strconv.Itoa(int(alice.UID)) + ".slice"
+	if want := "0::/containerjob.slice/" + slice + "/docker-" + c.Container.ID + ".scope\n"; string(b) != want {
+		t.Errorf("the container's cgroup %q, want %q (its user's slice)", b, want)
+	}
+	pidMax, _ := os.ReadFile("/proc/sys/kernel/pid_max")
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(pidMax)), 10, 64)
+	max, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/containerjob.slice", slice, "pids.max"))
+	if got, want := strings.TrimSpace(string(max)), strconv.FormatInt(policy.PidsPerUserDefault(n), 10); got != want {
+		t.Errorf("the user's slice has pids.max %q, want pids_limit_per_user's default %s", got, want)
+	}
+	os.WriteFile(filepath.Join(dir, "release"), nil, 0o644)
+	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
+		t.Errorf("job %s: %s", id, state)
+	}
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	// Slurm's own directories: job_ID where the lane asked for them,
+	// else the job's SLUID (26.05's default), never job_ID.
+	// Debian's slurmd (built for several slurmd per host) names its scope
+	// NODE_slurmstepd.scope.
+	layout := regexp.MustCompile(`^0::/system\.slice/(?:[^/]+_)?slurmstepd\.scope/s[0-9A-Z]+/step_`)
+	if os.Getenv("CGROUP_JOB_ID_PATHS") == "yes" {
+		layout = regexp.MustCompile(`^0::/system\.slice/(?:[^/]+_)?slurmstepd\.scope/job_` + id + `/step_`)
+	}
+	for _, want := range []string{"BATCH ", "STEP "} {
+		if l := strings.TrimPrefix(lineWith(out, want), want); !layout.MatchString(l) {
+			t.Errorf("the %sstep's cgroup %q, want %s; output %q", strings.ToLower(want), l, layout, out)
+		}
+	}
+	if !strings.Contains(out, "released\n") {
+		t.Errorf("job output %q lacks the container's line", out)
+	}
+}
