@@ -95,6 +95,16 @@ func userCgroup(ctx context.Context, eng Engine, socket, uid string, pidsPerUser
 	return user, nil
 }
 
+// stepParentHolds: confine = "cgroup-parent" names the step's cgroup as
+// the parent, which Docker's systemd driver refuses (it takes slices
+// only) with an error that names neither the setting nor the way out.
+func stepParentHolds(ctx context.Context, eng Engine, socket string) error {
+	if cgroupDriver(ctx, eng, socket) == "systemd" {
+		return fmt.Errorf(`confine = "cgroup-parent" cannot place the container under the step's cgroup: this node's Docker uses the systemd cgroup driver, which takes slices only; the admin sets confine = "limits" in the policy, or runs dockerd with --exec-opt native.cgroupdriver=cgroupfs (containerjob doctor)`)
+	}
+	return nil
+}
+
 // The systemd driver places a container in a scope under the slice its
 // cgroup parent names; systemd makes the slice (and containerjob.slice
 // above it: a dash in a slice's name is a level) with the scope and

@@ -215,3 +215,31 @@ mkdir -p `+control+`/"$3".d && printf '[Slice]\n%s\n' "$4" > `+control+`/"$3".d/
 		t.Errorf("launch with a cap systemd refused: %v, %d containers; want a refusal naming the cap and systemd's answer, and none", err, len(eng.live()))
 	}
 }
+
+// confine = "cgroup-parent" with Docker's systemd driver: refused on every
+// path, naming the setting, before anything is created (the engine's own
+// error named neither).
+func TestStepParentNeedsCgroupfs(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "docker.sock")
+	os.WriteFile(socket, nil, 0o600)
+	for _, req := range []policy.Request{{Cmd: []string{"true"}}, {Name: "w", Cmd: []string{"true"}}} {
+		for _, driver := range []string{"systemd", "cgroupfs"} {
+			eng, d, opts := lifecycle(t, req)
+			eng.driver = driver
+			eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
+			d.CgroupParent = "/system.slice/slurmstepd.scope/job_7/step_0"
+			opts.Guard.CgroupParent = d.CgroupParent
+			opts.EngineSocket = socket
+			_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+			switch {
+			case driver == "systemd" && (err == nil || !strings.Contains(err.Error(), `confine = "cgroup-parent"`) || len(eng.live()) != 0):
+				t.Errorf("%s, name %q: %v, %d containers; want a refusal naming confine and none", driver, req.Name, err, len(eng.live()))
+			case driver == "cgroupfs" && err != nil:
+				t.Errorf("%s, name %q: %v", driver, req.Name, err)
+			}
+			for _, c := range eng.live() {
+				eng.ContainerRemove(context.Background(), c.id, client.ContainerRemoveOptions{Force: true})
+			}
+		}
+	}
+}

@@ -115,6 +115,8 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 			req.HostConfig.CgroupParent = user
 			opts.Guard.AccountingParent = user
 		}
+	} else if err := stepParentHolds(ctx, eng, opts.EngineSocket); err != nil {
+		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
 	digest := mountsDigest(req)
 	req.Config.Labels[policy.LabelMounts] = digest

@@ -245,6 +245,8 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 			opts.Guard.AccountingParent = acct.path
 			defer acct.remove() // after the container's removal below
 		}
+	} else if err := stepParentHolds(ctx, eng, opts.EngineSocket); err != nil {
+		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
 	created, err := guardedCreate(ctx, eng, d.Limits, req, opts.Guard)
 	phase("guard")

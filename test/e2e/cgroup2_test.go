@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/testutil"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -82,5 +83,31 @@ srun containerjob alpine:3.20 sh -c 'while [ ! -e release ]; do sleep 0.2; done;
 	}
 	if !strings.Contains(out, "released\n") {
 		t.Errorf("job output %q lacks the container's line", out)
+	}
+}
+
+// TestCgroupV2StepParent: confine = "cgroup-parent" cannot hold with
+// Docker's systemd driver (it takes slices only); the step is refused with
+// one line that names the setting, and nothing is created.
+func TestCgroupV2StepParent(t *testing.T) {
+	if os.Getenv("CONTAINERJOB_E2E_LANE") != "cgroup2" {
+		t.Skip("the cgroup v2 lane's own test (contrib/dev/cgroup2-lane)")
+	}
+	pol := strings.Replace(testPolicy, `confine = "limits"`, `confine = "cgroup-parent"`, 1)
+	if pol == testPolicy {
+		t.Fatal("the suite's policy has no confine line to change")
+	}
+	restore, err := testutil.InstallFile(policyPath, []byte(pol), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restore()
+	dir := jobDir(t, bob)
+	r := as(t, bob, dir, `srun containerjob alpine:3.20 true`)
+	if r.Code != 125 || !strings.Contains(r.Stderr, `confine = "cgroup-parent" cannot place the container under the step's cgroup`) {
+		t.Errorf("confine cgroup-parent with the systemd driver: code %d stderr %q; want 125 and the line that names it", r.Code, r.Stderr)
+	}
+	if ids := testutil.Containers(t, docker, "org.containerjob.uid="+strconv.Itoa(int(bob.UID))); len(ids) > 0 {
+		t.Errorf("the refused step left containers %v", ids)
 	}
 }

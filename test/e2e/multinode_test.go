@@ -286,7 +286,10 @@ func TestFabricDevices(t *testing.T) {
 // (checked: ls /usr/lib/x86_64-linux-gnu/slurm-wlm | grep mpi), and the
 // test image's Open MPI speaks PMIx alone. There the PMIx tests cannot
 // run; everywhere else a missing plugin fails them.
-var noPMIx = map[string]string{"forky": "Debian 14's slurm-wlm 26.05.5 ships no mpi/pmix plugin"}
+var noPMIx = map[string]string{
+	"forky":   "Debian 14's slurm-wlm 26.05.5 ships no mpi/pmix plugin",
+	"cgroup2": "Debian 14's slurm-wlm 26.05.5 ships no mpi/pmix plugin",
+}
 
 func needPMIx(t *testing.T) {
 	t.Helper()
