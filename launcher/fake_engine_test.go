@@ -34,7 +34,7 @@ import (
 // conflict errors, no start of a removed container).
 type fakeEngine struct {
 	mu         sync.Mutex
-	driver     string // the cgroup driver Info reports; "" is cgroupfs
+	driver     string               // the cgroup driver Info reports; "" is cgroupfs
 	images     map[string]fakeImage // by ID and by every reference
 	containers map[string]*fakeContainer
 	execs      map[string]*fakeExec
