@@ -1,0 +1,226 @@
+package launcher
+
+// The image of a launch: found locally or pulled (with the caller's
+// registry credentials, under the pull lock), its access checked against
+// a private registry, and the request built on it (prepare).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/policy"
+)
+
+// ensureImage makes the image available as the pull mode allows and returns
+// what the engine knows of it.
+func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Options) (client.ImageInspectResult, error) {
+	ref := d.Image.String()
+	var none client.ImageInspectResult
+	inspect := func() (client.ImageInspectResult, error) {
+		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+		defer cancel()
+		return eng.ImageInspect(ictx, ref)
+	}
+	if opts.PinnedImage != "" {
+		ictx, cancel := context.WithTimeout(ctx, apiTimeout)
+		defer cancel()
+		img, err := eng.ImageInspect(ictx, opts.PinnedImage)
+		if err != nil {
+			return none, failf(ExitLaunchFailed, "image %q ran as %.19s in this job's earlier steps on this node, and that image is gone (%v); the job cannot run another image under the same name", ref, opts.PinnedImage, err)
+		}
+		return img, nil
+	}
+	if d.Pull != "always" {
+		img, err := inspect()
+		if err == nil {
+			return img, nil
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return none, failf(ExitLaunchFailed, "inspecting image %q failed: %v", ref, err)
+		}
+		if d.Pull == "never" {
+			return none, failf(ExitLaunchFailed, "image %q is not on this node and the pull mode is never; ask your admin to load it, or use --pull missing if the policy allows", ref)
+		}
+	}
+	// One pull per image and node: whoever holds the lock pulls; the
+	// others wait and then take what it pulled.
+	unlock, waited, err := lockPull(ctx, ref, func() { opts.notify(NoticeWaitingForPull, "%s", ref) })
+	if err != nil {
+		return none, failf(ExitLaunchFailed, "%v", err)
+	}
+	defer unlock()
+	if waited {
+		if img, err := inspect(); err == nil {
+			return img, nil
+		}
+	}
+	auth, credErr := pullAuth(d.Image, opts)
+	if d.PrivateRegistry && (credErr != nil || auth == "") {
+		return none, noCredentials(d.Image, credErr)
+	}
+	before := imagesBefore(ctx, eng)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{RegistryAuth: auth})
+	if err != nil {
+		if credErr != nil {
+			return none, failf(ExitLaunchFailed, "pulling image %q failed: %v (your own credentials were not used: %v)", ref, err, credErr)
+		}
+		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
+	}
+	opts.notify(NoticePulling, "%s", ref)
+	bytes, err := followPull(pctx, ref, resp)
+	resp.Close()
+	if err != nil {
+		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
+	}
+	if opts.Notify != nil {
+		opts.Notify(Notice{Kind: NoticePulled, Text: ref, Bytes: bytes})
+	}
+	img, err := inspect()
+	if err != nil {
+		return none, failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
+	}
+	markPulledNew(opts.EngineSocket, img.ID, ref, before)
+	return img, nil
+}
+
+// followPull reads a pull's progress to its end, as Wait does, and returns
+// the bytes of the layers it downloaded (pullProgress.downloaded).
+func followPull(ctx context.Context, ref string, resp client.ImagePullResponse) (int64, error) {
+	pr := newPullProgress(ref)
+	for m, err := range resp.JSONMessages(ctx) {
+		if err != nil {
+			return 0, err
+		}
+		if m.Error != nil {
+			return 0, errors.New(m.Error.Message)
+		}
+		pr.update(m)
+	}
+	return pr.downloaded(), nil
+}
+
+// Resolve makes the decision's image available as a launch would (pull
+// mode, the job's pin) and creates nothing.
+func Resolve(ctx context.Context, eng Engine, d *policy.Decision, opts Options) (client.ImageInspectResult, error) {
+	img, err := ensureImage(ctx, eng, d, opts)
+	if err != nil {
+		return img, err
+	}
+	if err := checkAccess(ctx, eng, d, img, opts); err != nil {
+		return img, err
+	}
+	markUsed(opts.EngineSocket, img.ID)
+	if opts.ImageReady != nil {
+		if err := opts.ImageReady(img); err != nil {
+			return img, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+	}
+	return img, nil
+}
+
+// pullAuth is the caller's credentials for the image's registry, if any.
+// An error (a broken ~/.docker/config.json, a credential helper) lets a
+// public image be pulled anonymously; the caller decides.
+func pullAuth(ref policy.ImageRef, opts Options) (string, error) {
+	if opts.RegistryAuth == nil {
+		return "", nil
+	}
+	auth, _, err := opts.RegistryAuth(ref.Registry())
+	return auth, err
+}
+
+// oneLine keeps an engine's message to one line of the job's log.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// RepoDigest is the registry's digest-pinned name ("NAME@sha256:...") of
+// an image the engine has, for ref's repository; "" when it has none (an
+// image loaded or built on the node).
+func RepoDigest(ref policy.ImageRef, img client.ImageInspectResult) string {
+	for _, rd := range img.RepoDigests {
+		if r, err := policy.NormalizeImage(rd); err == nil && r.Name == ref.Name && r.Digest != "" {
+			return r.String()
+		}
+	}
+	return ""
+}
+
+// noCredentials is the refusal of a private registry's image to a caller
+// whose own credentials for it are missing or unusable.
+func noCredentials(ref policy.ImageRef, err error) error {
+	host := ref.Registry()
+	if err != nil {
+		return failf(ExitLaunchFailed, "image %q is in the private registry %s, which needs your own credentials: %v", ref.String(), host, err)
+	}
+	return failf(ExitLaunchFailed, "image %q is in the private registry %s, which needs your own credentials, and ~/.docker/config.json has none for it; run `docker login %s` where you have docker, or copy its entry", ref.String(), host, host)
+}
+
+// RegistryTimeout bounds the registry's answer to an access check.
+var RegistryTimeout = 30 * time.Second
+
+// checkAccess holds an image of a private registry to the caller's own
+// access: the image store is shared, so an image that another user pulled
+// is on the node whether or not this caller may have it. The engine asks
+// the registry for the image's manifest (by the digest that will run,
+// where the node knows it) with the caller's credentials, for this one
+// request; anything but an answer refuses the launch.
+func checkAccess(ctx context.Context, eng Engine, d *policy.Decision, img client.ImageInspectResult, opts Options) error {
+	if !d.PrivateRegistry {
+		return nil
+	}
+	host := d.Image.Registry()
+	target := d.Image.String()
+	if d.Image.Digest == "" {
+		if rd := RepoDigest(d.Image, img); rd != "" {
+			target = rd
+		}
+	}
+	var auth string
+	found := false
+	var err error
+	if opts.RegistryAuth != nil {
+		auth, found, err = opts.RegistryAuth(host)
+	}
+	if err != nil || !found {
+		return noCredentials(d.Image, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, RegistryTimeout)
+	defer cancel()
+	if _, err := eng.DistributionInspect(cctx, target, client.DistributionInspectOptions{EncodedRegistryAuth: auth}); err != nil {
+		if cctx.Err() != nil {
+			err = fmt.Errorf("no answer within %s", RegistryTimeout)
+		}
+		return failf(ExitLaunchFailed, "image %q is in the private registry %s, which did not grant your credentials access to %s: %s", d.Image.String(), host, target, oneLine(err.Error()))
+	}
+	return nil
+}
+
+// prepare makes the image available and builds the create request from it.
+func prepare(ctx context.Context, eng Engine, d *policy.Decision, opts Options) (client.ImageInspectResult, client.ContainerCreateOptions, error) {
+	img, err := Resolve(ctx, eng, d, opts)
+	if err != nil {
+		return img, client.ContainerCreateOptions{}, err
+	}
+	req, err := Build(d, img.ID)
+	if err != nil {
+		return img, req, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	if img.Config != nil {
+		req.Config.Env = imageEnvFirst(d, req.Config.Env, img.Config.Env)
+	}
+	if req.HostConfig.NetworkMode == IsolatedBridge {
+		if err := EnsureIsolatedBridge(ctx, eng); err != nil {
+			return img, req, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+	}
+	return img, req, nil
+}
