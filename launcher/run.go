@@ -220,39 +220,18 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	defer stage.Release()
 	phase("stage")
 
-	// Signals are caught before anything exists, so none is lost between
-	// create and the forwarding loop.
-	sigc := opts.Signals
-	if sigc == nil {
-		sigc = make(chan os.Signal, 16)
-		notify(sigc)
-		defer stopNotify(sigc)
-	}
+	sigc, stopSignals := callerSignals(opts)
+	defer stopSignals()
 
-	// The exact usage totals come from a cgroup of this launch's own,
-	// where the engine's driver allows one (acct.go).
-	var acct *acctParent
-	if d.CgroupParent == "" {
-		var err error
-		if acct, err = newAcctParent(ctx, eng, opts.EngineSocket, d.Labels[policy.LabelUID], d.PidsPerUser.Max); err != nil {
-			return res, &Error{Code: ExitLaunchFailed, Err: err}
-		}
-		if acct != nil {
-			req.HostConfig.CgroupParent = acct.path
-			opts.Guard.AccountingParent = acct.path
-			defer acct.remove() // after the container's removal below
-		}
-	} else if err := stepParentHolds(ctx, eng, opts.EngineSocket); err != nil {
-		return res, &Error{Code: ExitLaunchFailed, Err: err}
-	}
-	created, err := guardedCreate(ctx, eng, d.Limits, req, opts.Guard)
-	phase("guard")
-	var lerr *Error
-	if errors.As(err, &lerr) {
+	acct, err := launchParent(ctx, eng, d, &req, &opts)
+	if err != nil {
 		return res, err
 	}
+	defer acct.remove() // after the container's removal below
+	created, err := guardedCreate(ctx, eng, d.Limits, req, opts.Guard)
+	phase("guard")
 	if err != nil {
-		return res, failf(ExitLaunchFailed, "creating the container failed: %v", err)
+		return res, createError(err)
 	}
 	id := created.ID
 	res.ContainerID = id
@@ -260,86 +239,40 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if opts.Created != nil {
 		opts.Created(id)
 	}
-	// One removal, on every path out of here, with its own context: the
-	// caller's may already be cancelled when we get here.
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		defer cancel()
-		if _, err := eng.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-			opts.notify(NoticeWarning, "container %.12s could not be removed: %v; the job's epilogue will remove it", id, err)
-		}
-		phase("remove")
-	}()
+	defer removeContainer(eng, id, opts, phase)
 
 	if err := checkInterpreter(ctx, eng, id, d, opts.Interpreter); err != nil {
 		return res, err
 	}
-
-	// Attach before start so no byte of output is lost.
-	actx, acancel := context.WithCancel(context.Background())
-	defer acancel()
-	att, err := eng.ContainerAttach(actx, id, client.ContainerAttachOptions{
-		Stream: true, Stdin: d.Interactive, Stdout: true, Stderr: true,
-	})
+	a, err := attachOutput(eng, id, d, stdio)
 	if err != nil {
-		return res, failf(ExitLaunchFailed, "attaching to the container failed: %v", err)
+		return res, err
 	}
-	defer att.Close()
-	// Wait is registered before start as well, so a fast exit is not missed.
-	wctx, wcancel := context.WithCancel(context.Background())
-	defer wcancel()
-	waitRes := eng.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	defer a.close()
 	phase("attach")
 
-	// Output goes through sinks that remember the first write error: a
-	// reader that went away (EPIPE) or a full or failing disk (ENOSPC,
-	// EIO) stops the container instead of leaving it blocked or running.
-	sink := &outputSink{}
-	stdout, stderrW := sink.wrap(stdio.Stdout), sink.wrap(stdio.Stderr)
-	outDone := make(chan error, 1)
-	go func() {
-		var err error
-		if d.Tty {
-			_, err = io.Copy(stdout, att.Reader)
-		} else {
-			_, err = stdcopy.StdCopy(stdout, stderrW, att.Reader)
-		}
-		outDone <- err
-	}()
-	if d.Interactive && stdio.Stdin != nil {
-		go func() {
-			io.Copy(att.Conn, stdio.Stdin)
-			att.CloseWrite()
-		}()
-	}
-
-	var restoreTerm func()
 	if d.Tty && stdio.Terminal != nil {
-		restoreTerm = makeRaw(stdio.Terminal)
-	}
-	if restoreTerm != nil {
-		defer restoreTerm()
+		if restoreTerm := makeRaw(stdio.Terminal); restoreTerm != nil {
+			defer restoreTerm()
+		}
 	}
 
-	sctx, scancel := context.WithTimeout(ctx, apiTimeout)
-	_, err = eng.ContainerStart(sctx, id, client.ContainerStartOptions{})
-	scancel()
+	err = startContainer(ctx, eng, id, d, stdio, func() {
+		// runc has made the container's own mounts from the staged ones.
+		// An entrypoint's log may still have to be copied out through
+		// the engine once the container ends (an image store with no
+		// upper directory to read: the containerd store), which mounts
+		// the staged sources again; then they stay until the launch
+		// returns.
+		if entrypointLog == "" {
+			stage.Release()
+		}
+	})
 	res.Started = time.Now()
-	// runc has made the container's own mounts from the staged ones. An
-	// entrypoint's log may still have to be copied out through the engine
-	// once the container ends (an image store with no upper directory to
-	// read: the containerd store), which mounts the staged sources again;
-	// then they stay until the launch returns.
-	if entrypointLog == "" {
-		stage.Release()
-	}
 	if err != nil {
-		return res, startError(err, d.GPUDriver)
+		return res, err
 	}
 	phase("start")
-	if d.Tty && stdio.Terminal != nil {
-		resize(ctx, eng, id, stdio.Terminal)
-	}
 
 	// With an accounting cgroup the exact totals are read at the end;
 	// sampling is for engines without one.
@@ -348,63 +281,210 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		usage = startUsage(ctx, eng, id)
 	}
 	defer usage.finish()
+	forwarded, stopForwarding := startForwarding(eng, id, sigc, opts)
+	defer stopForwarding()
+	return awaitExit(ctx, eng, d, a, exitState{res: res, usage: usage, acct: acct, entrypointLog: entrypointLog, forwarded: forwarded, stderr: stdio.Stderr, caller: opts.Caller, phase: phase})
+}
+
+// callerSignals are the signals to forward: caught before anything
+// exists, so none is lost between create and the forwarding loop.
+func callerSignals(opts Options) (<-chan os.Signal, func()) {
+	if opts.Signals != nil {
+		return opts.Signals, func() {}
+	}
+	sigc := make(chan os.Signal, 16)
+	notify(sigc)
+	return sigc, func() { stopNotify(sigc) }
+}
+
+// startContainer starts the container; released runs once the engine has
+// answered, whatever it said.
+func startContainer(ctx context.Context, eng Engine, id string, d *policy.Decision, stdio IO, released func()) error {
+	sctx, scancel := context.WithTimeout(ctx, apiTimeout)
+	_, err := eng.ContainerStart(sctx, id, client.ContainerStartOptions{})
+	scancel()
+	released()
+	if err != nil {
+		return startError(err, d.GPUDriver)
+	}
+	if d.Tty && stdio.Terminal != nil {
+		resize(ctx, eng, id, stdio.Terminal)
+	}
+	return nil
+}
+
+// startForwarding relays the caller's signals to the container until the
+// returned stop; forwarded says whether one of them reached it.
+func startForwarding(eng Engine, id string, sigc <-chan os.Signal, opts Options) (forwarded *atomic.Bool, stop func()) {
 	var fwd sync.WaitGroup
-	var forwarded atomic.Bool // a signal of the caller's reached the container
-	stopForwarding := make(chan struct{})
+	forwarded = new(atomic.Bool)
+	done := make(chan struct{})
 	fwd.Add(1)
 	go func() {
 		defer fwd.Done()
-		forwardSignals(eng, id, sigc, stopForwarding, opts, &forwarded)
+		forwardSignals(eng, id, sigc, done, opts, forwarded)
 	}()
-	defer func() {
-		close(stopForwarding)
+	return forwarded, func() {
+		close(done)
 		fwd.Wait()
-	}()
+	}
+}
 
+// launchParent chooses the container's cgroup parent: the exact usage
+// totals come from a cgroup of this launch's own, where the engine's
+// driver allows one, and the per-user cap from the user's cgroup or slice
+// above it (acct.go); or the step's cgroup (confine = "cgroup-parent"),
+// where the driver can take it.
+func launchParent(ctx context.Context, eng Engine, d *policy.Decision, req *client.ContainerCreateOptions, opts *Options) (*acctParent, error) {
+	if d.CgroupParent != "" {
+		if err := stepParentHolds(ctx, eng, opts.EngineSocket); err != nil {
+			return nil, &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		return nil, nil
+	}
+	acct, err := newAcctParent(ctx, eng, opts.EngineSocket, d.Labels[policy.LabelUID], d.PidsPerUser.Max)
+	if err != nil {
+		return nil, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	if acct != nil {
+		req.HostConfig.CgroupParent = acct.path
+		opts.Guard.AccountingParent = acct.path
+	}
+	return acct, nil
+}
+
+// createError is a failed create's error for the caller: the guard's and
+// the limits' own refusals as they are, the engine's with what failed.
+func createError(err error) error {
+	var lerr *Error
+	if errors.As(err, &lerr) {
+		return err
+	}
+	return failf(ExitLaunchFailed, "creating the container failed: %v", err)
+}
+
+// removeContainer is a launch's one removal, on every path out of Run,
+// with its own context: the caller's may already be cancelled by then.
+func removeContainer(eng Engine, id string, opts Options, phase func(string)) {
+	rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	if _, err := eng.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		opts.notify(NoticeWarning, "container %.12s could not be removed: %v; the job's epilogue will remove it", id, err)
+	}
+	phase("remove")
+}
+
+// attachment is a container's output on its way to the caller: the attach
+// stream, copied into sinks that remember the first write error, and the
+// wait for its exit, both registered before start so that no byte and no
+// fast exit is missed.
+type attachment struct {
+	att     client.ContainerAttachResult
+	waitRes client.ContainerWaitResult
+	outDone chan error
+	sink    *outputSink
+	cancel  func()
+}
+
+func (a *attachment) close() {
+	a.att.Close()
+	a.cancel()
+}
+
+func attachOutput(eng Engine, id string, d *policy.Decision, stdio IO) (*attachment, error) {
+	actx, acancel := context.WithCancel(context.Background())
+	att, err := eng.ContainerAttach(actx, id, client.ContainerAttachOptions{
+		Stream: true, Stdin: d.Interactive, Stdout: true, Stderr: true,
+	})
+	if err != nil {
+		acancel()
+		return nil, failf(ExitLaunchFailed, "attaching to the container failed: %v", err)
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	a := &attachment{att: att, sink: &outputSink{}, outDone: make(chan error, 1), cancel: func() { wcancel(); acancel() }}
+	a.waitRes = eng.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+
+	// A reader that went away (EPIPE) or a full or failing disk (ENOSPC,
+	// EIO) stops the container instead of leaving it blocked or running.
+	stdout, stderrW := a.sink.wrap(stdio.Stdout), a.sink.wrap(stdio.Stderr)
+	go func() {
+		var err error
+		if d.Tty {
+			_, err = io.Copy(stdout, att.Reader)
+		} else {
+			_, err = stdcopy.StdCopy(stdout, stderrW, att.Reader)
+		}
+		a.outDone <- err
+	}()
+	if d.Interactive && stdio.Stdin != nil {
+		go func() {
+			io.Copy(att.Conn, stdio.Stdin)
+			att.CloseWrite()
+		}()
+	}
+	return a, nil
+}
+
+// exitState is what the end of a run reports from.
+type exitState struct {
+	res           Result
+	usage         *usageSampler
+	acct          *acctParent
+	entrypointLog string
+	forwarded     *atomic.Bool
+	stderr        io.Writer
+	caller        userfs.Identity
+	phase         func(string)
+}
+
+// awaitExit waits for the container's exit, the engine's loss, or an
+// output that nothing takes any more, and makes the launch's result.
+func awaitExit(ctx context.Context, eng Engine, d *policy.Decision, a *attachment, st exitState) (Result, error) {
+	res, id, outDone := st.res, st.res.ContainerID, a.outDone
 	for {
 		select {
-		case w := <-waitRes.Result:
-			phase("exit")
+		case w := <-a.waitRes.Result:
+			st.phase("exit")
 			// The output stream ends when the container's process does; drain
 			// it so the last bytes reach the job log before we return.
 			if outDone != nil {
 				<-outDone
 			}
 			res.Ended = time.Now()
-			res.Usage = usage.finish()
-			if u, ok := acct.read(); ok {
+			res.Usage = st.usage.finish()
+			if u, ok := st.acct.read(); ok {
 				res.Usage = u
 			}
-			if err := sink.failure(); err != nil {
+			if err := a.sink.failure(); err != nil {
 				return res, err
 			}
 			if w.Error != nil && w.Error.Message != "" {
 				return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
 			}
 			res.ExitCode = int(w.StatusCode)
-			res.ExitCode = entrypointEnded(ctx, eng, id, entrypointLog, d, opts.Caller, res.ExitCode, stdio.Stderr)
-			if res.ExitCode > 128 && !forwarded.Load() {
+			res.ExitCode = entrypointEnded(ctx, eng, id, st.entrypointLog, d, st.caller, res.ExitCode, st.stderr)
+			if res.ExitCode > 128 && !st.forwarded.Load() {
 				res.OOMKilled, res.MemoryLimit, res.EngineStopped = signalledWhy(eng, id, d)
 			}
 			return res, nil
-		case err := <-waitRes.Error:
+		case err := <-a.waitRes.Error:
 			return res, engineLost(eng, id, err)
 		case <-outDone:
 			outDone = nil
-			if sink.failure() == nil {
+			if a.sink.failure() == nil {
 				continue // the stream ended with the container; its exit follows
 			}
 			// Nothing can take the output any more: the container is
 			// stopped now, not left to block or run to the job's end. The
 			// attach stream goes first: the engine would otherwise wait,
 			// kill and all, for someone to read what the container wrote.
-			att.Close()
+			a.att.Close()
 			kctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 			eng.ContainerKill(kctx, id, client.ContainerKillOptions{Signal: "SIGKILL"})
 			cancel()
 			res.Ended = time.Now()
-			res.Usage = usage.finish()
-			return res, sink.failure()
+			res.Usage = st.usage.finish()
+			return res, a.sink.failure()
 		}
 	}
 }
