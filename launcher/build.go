@@ -5,6 +5,7 @@ package launcher
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/containerjob/containerjob/policy"
 )
@@ -28,12 +30,55 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 	if p == nil {
 		return client.ContainerCreateOptions{}, fmt.Errorf("decision has no process")
 	}
+	cfg := buildConfig(d, p, imageID)
+	hc := &container.HostConfig{
+		NetworkMode:    container.NetworkMode(engineNetwork(d.Network)),
+		ReadonlyRootfs: d.ReadOnlyRoot,
+		ShmSize:        d.ShmSize,
+		CapDrop:        []string{"ALL"},
+		LogConfig:      container.LogConfig{Type: d.LogDriver},
+	}
+	hc.CgroupParent = d.CgroupParent
+	if p.NoNewPrivileges {
+		hc.SecurityOpt = append(hc.SecurityOpt, "no-new-privileges")
+	}
+	if p.Capabilities != nil {
+		hc.CapAdd = append(hc.CapAdd, p.Capabilities.Effective...)
+	}
+	for _, g := range p.User.AdditionalGids {
+		hc.GroupAdd = append(hc.GroupAdd, strconv.FormatUint(uint64(g), 10))
+	}
+	buildResources(hc, d)
+	if d.Init {
+		yes := true
+		hc.Init = &yes
+	}
+	for _, rl := range p.Rlimits {
+		hc.Ulimits = append(hc.Ulimits, &container.Ulimit{Name: strings.ToLower(strings.TrimPrefix(rl.Type, "RLIMIT_")), Soft: int64(rl.Soft), Hard: int64(rl.Hard)})
+	}
+	var err error
+	if hc.Mounts, err = buildMounts(d.Spec.Mounts); err != nil {
+		return client.ContainerCreateOptions{}, err
+	}
+	if err := buildPorts(cfg, hc, d.Ports); err != nil {
+		return client.ContainerCreateOptions{}, err
+	}
+	return client.ContainerCreateOptions{
+		Name:             d.Name,
+		Config:           cfg,
+		HostConfig:       hc,
+		NetworkingConfig: &network.NetworkingConfig{},
+	}, nil
+}
+
+// buildConfig is the container's own configuration: who runs what,
+// where, with which labels and streams.
+func buildConfig(d *policy.Decision, p *specs.Process, imageID string) *container.Config {
 	labels := make(map[string]string, len(d.Labels)+1)
 	for k, v := range d.Labels {
 		labels[k] = v
 	}
 	labels[policy.LabelVersion] = Version
-
 	cfg := &container.Config{
 		Image:        imageID,
 		User:         strconv.FormatUint(uint64(p.User.UID), 10) + ":" + strconv.FormatUint(uint64(p.User.GID), 10),
@@ -56,23 +101,12 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 	if d.Interactive {
 		cfg.AttachStdin, cfg.OpenStdin, cfg.StdinOnce = true, true, true
 	}
+	return cfg
+}
 
-	hc := &container.HostConfig{
-		NetworkMode:    container.NetworkMode(engineNetwork(d.Network)),
-		ReadonlyRootfs: d.ReadOnlyRoot,
-		ShmSize:        d.ShmSize,
-		CapDrop:        []string{"ALL"},
-		LogConfig:      container.LogConfig{Type: d.LogDriver},
-	}
-	if p.NoNewPrivileges {
-		hc.SecurityOpt = append(hc.SecurityOpt, "no-new-privileges")
-	}
-	if p.Capabilities != nil {
-		hc.CapAdd = append(hc.CapAdd, p.Capabilities.Effective...)
-	}
-	for _, g := range p.User.AdditionalGids {
-		hc.GroupAdd = append(hc.GroupAdd, strconv.FormatUint(uint64(g), 10))
-	}
+// buildResources: the decision's pids, CPUs, memory and devices, and its
+// GPUs for the engine's device driver.
+func buildResources(hc *container.HostConfig, d *policy.Decision) {
 	if l := d.Spec.Linux; l != nil {
 		if r := l.Resources; r != nil {
 			if r.Pids != nil && r.Pids.Limit != nil {
@@ -102,36 +136,33 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 		}
 		hc.DeviceRequests = []container.DeviceRequest{req}
 	}
-	hc.CgroupParent = d.CgroupParent
-	if d.Init {
-		yes := true
-		hc.Init = &yes
-	}
-	for _, rl := range p.Rlimits {
-		hc.Ulimits = append(hc.Ulimits, &container.Ulimit{Name: strings.ToLower(strings.TrimPrefix(rl.Type, "RLIMIT_")), Soft: int64(rl.Soft), Hard: int64(rl.Hard)})
-	}
-	for _, m := range d.Spec.Mounts {
+}
+
+// buildMounts: the decision's bind mounts, private in propagation; no
+// other kind is built.
+func buildMounts(mounts []specs.Mount) ([]mount.Mount, error) {
+	var out []mount.Mount
+	for _, m := range mounts {
 		if m.Type != "bind" {
-			return client.ContainerCreateOptions{}, fmt.Errorf("mount type %q is not supported", m.Type)
+			return nil, fmt.Errorf("mount type %q is not supported", m.Type)
 		}
-		ro := false
-		for _, o := range m.Options {
-			if o == "ro" {
-				ro = true
-			}
-		}
-		hc.Mounts = append(hc.Mounts, mount.Mount{
+		out = append(out, mount.Mount{
 			Type:        mount.TypeBind,
 			Source:      m.Source,
 			Target:      m.Destination,
-			ReadOnly:    ro,
+			ReadOnly:    slices.Contains(m.Options, "ro"),
 			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate},
 		})
 	}
-	for _, pt := range d.Ports {
+	return out, nil
+}
+
+// buildPorts publishes the decision's ports.
+func buildPorts(cfg *container.Config, hc *container.HostConfig, ports []policy.Port) error {
+	for _, pt := range ports {
 		port, ok := network.PortFrom(pt.ContainerPort, network.IPProtocol(pt.Proto))
 		if !ok {
-			return client.ContainerCreateOptions{}, fmt.Errorf("port %s has no protocol", pt)
+			return fmt.Errorf("port %s has no protocol", pt)
 		}
 		if cfg.ExposedPorts == nil {
 			cfg.ExposedPorts, hc.PortBindings = network.PortSet{}, network.PortMap{}
@@ -139,12 +170,7 @@ func Build(d *policy.Decision, imageID string) (client.ContainerCreateOptions, e
 		cfg.ExposedPorts[port] = struct{}{}
 		hc.PortBindings[port] = append(hc.PortBindings[port], network.PortBinding{HostIP: pt.HostIP, HostPort: strconv.Itoa(int(pt.HostPort))})
 	}
-	return client.ContainerCreateOptions{
-		Name:             d.Name,
-		Config:           cfg,
-		HostConfig:       hc,
-		NetworkingConfig: &network.NetworkingConfig{},
-	}, nil
+	return nil
 }
 
 // ApprovedPorts lists the decision's host bindings in the guard's terms.

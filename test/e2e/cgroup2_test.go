@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -63,6 +64,10 @@ srun containerjob alpine:3.20 sh -c 'while [ ! -e release ]; do sleep 0.2; done;
 	if got, want := strings.TrimSpace(string(max)), strconv.FormatInt(policy.PidsPerUserDefault(n), 10); got != want {
 		t.Errorf("the user's slice has pids.max %q, want pids_limit_per_user's default %s", got, want)
 	}
+	// Where the launcher looks for the cap before it asks systemctl again.
+	if _, err := os.Stat(filepath.Join("/run/systemd/system.control", slice+".d", "50-TasksMax.conf")); err != nil {
+		t.Errorf("systemd keeps the cap elsewhere, so every launch asks systemctl: %v", err)
+	}
 	os.WriteFile(filepath.Join(dir, "release"), nil, 0o644)
 	if state, _ := waitJob(t, id, 2*time.Minute); state != "COMPLETED" {
 		t.Errorf("job %s: %s", id, state)
@@ -83,6 +88,14 @@ srun containerjob alpine:3.20 sh -c 'while [ ! -e release ]; do sleep 0.2; done;
 	}
 	if !strings.Contains(out, "released\n") {
 		t.Errorf("job output %q lacks the container's line", out)
+	}
+
+	// doctor on this node says what holds here.
+	doc, err := exec.Command(bin, "doctor").CombinedOutput()
+	for _, want := range []string{"v2 (unified)", "driver systemd, cgroup v2", "containerjob-uid_UID.slice, whose TasksMax is pids_limit_per_user"} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("doctor on the cgroup v2 node lacks %q (%v):\n%s", want, err, doc)
+		}
 	}
 }
 
