@@ -366,54 +366,19 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		found, err := eng.ContainerInspect(ictx, d.Name, client.ContainerInspectOptions{})
 		cancel()
 		if err == nil {
-			c := found.Container
-			l := c.Config.Labels
-			base := l[policy.LabelImageID]
-			if base == "" {
-				base = c.Image
+			id, mismatch, err := useExisting(ctx, eng, d, found.Container, req, imageID, digest, what)
+			if err != nil || mismatch == "" {
+				return id, err
 			}
-			mismatch := ""
-			switch {
-			case l[policy.LabelManaged] != "1" || l[policy.LabelUID] != d.Labels[policy.LabelUID] || l[policy.LabelJob] != d.Labels[policy.LabelJob]:
-				return "", failf(ExitLaunchFailed, "%s: the name belongs to another user or job", what)
-			case base != imageID:
-				return "", failf(ExitLaunchFailed, "%s runs another image (%s); use a new --container-name for %s", what, l[policy.LabelImage], d.Image)
-			case l[policy.LabelMounts] != digest:
-				mismatch = "other mounts"
-			case !d.StepShared && l[policy.LabelAlloc] != req.Config.Labels[policy.LabelAlloc]:
-				// (A step's shared container is its tasks' alike: each
-				// task's CPU binding is a part of the same step.)
-				// A step gets its own allocation, never the one a
-				// named container was made with (a gpu:1 step in a
-				// container of a gpu:2 step would see both GPUs).
-				mismatch = fmt.Sprintf("another allocation (%s; this step has %s)", allocSummary(c.HostConfig), allocSummary(req.HostConfig))
+			// As under pyxis, the step gets its own mounts and
+			// allocation and keeps the container's filesystem: the
+			// container is committed and made anew from that.
+			committed, err := recreateNamed(ctx, eng, d, found.Container.ID, what, mismatch)
+			if err != nil {
+				return "", err
 			}
-			if mismatch != "" {
-				if d.StepShared {
-					return "", failf(ExitLaunchFailed, "%s was created with %s", what, mismatch)
-				}
-				// As under pyxis, the step gets its own mounts and
-				// allocation and keeps the container's filesystem: the
-				// container is committed and made anew from that.
-				committed, err := recreateNamed(ctx, eng, d, c.ID, what, mismatch)
-				if err != nil {
-					return "", err
-				}
-				createFrom = committed
-				continue
-			}
-			if c.State == nil || !c.State.Running {
-				sctx, cancel := context.WithTimeout(ctx, apiTimeout)
-				_, err := eng.ContainerStart(sctx, c.ID, client.ContainerStartOptions{})
-				cancel()
-				if err != nil && d.StepShared {
-					return "", startError(err, d.GPUDriver) // another task is starting it
-				}
-				if err != nil {
-					return "", failf(ExitLaunchFailed, "%s has stopped and cannot be started again (%v); use a new --container-name", what, err)
-				}
-			}
-			return c.ID, nil
+			createFrom = committed
+			continue
 		}
 		if !cerrdefs.IsNotFound(err) {
 			return "", failf(ExitLaunchFailed, "looking up %s failed: %v", what, err)
@@ -421,51 +386,104 @@ func namedContainer(ctx context.Context, eng Engine, d *policy.Decision, req cli
 		if findOnly {
 			return "", nil
 		}
-		// Staging rewrites the request; each attempt starts from the original.
-		keep := req
-		hc := *req.HostConfig
-		hc.Mounts = slices.Clone(req.HostConfig.Mounts)
-		keep.HostConfig = &hc
-		stage, err := stageLaunch(ctx, eng, d, imageID, &keep, &opts)
-		if err != nil {
-			return "", err
-		}
-		defer stage.Release()
-		cfg := *req.Config
-		cfg.Image = createFrom
-		cfg.Entrypoint = []string{"/bin/sh", "-c", keeper}
-		cfg.Cmd = nil
-		cfg.Tty, cfg.OpenStdin, cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false, false, false
-		keep.Config = &cfg
-		created, err := guardedCreate(ctx, eng, d.Limits, keep, opts.Guard)
-		var lerr *Error
-		if errors.As(err, &lerr) {
-			return "", err
-		}
+		id, err := createKeeper(ctx, eng, d, req, imageID, createFrom, opts, what)
 		if cerrdefs.IsConflict(err) {
 			continue // another task of the step created it first
 		}
-		if err != nil {
-			return "", failf(ExitLaunchFailed, "creating %s failed: %v", what, err)
-		}
-		if opts.Created != nil {
-			opts.Created(created.ID)
-		}
-		sctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		_, err = eng.ContainerStart(sctx, created.ID, client.ContainerStartOptions{})
-		cancel()
-		if err != nil && !cerrdefs.IsConflict(err) {
-			// A container that never started is nobody's: the step's
-			// other tasks (waiting on the step lock) or the job's next step
-			// would find it without the staged files it was made with.
-			rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-			eng.ContainerRemove(rctx, created.ID, client.ContainerRemoveOptions{Force: true})
-			cancel()
-			return "", startError(err, d.GPUDriver)
-		}
-		return created.ID, nil
+		return id, err
 	}
 	return "", failf(ExitLaunchFailed, "%s could not be created or found", what)
+}
+
+// useExisting takes the container found under the name: its ID (started
+// again if it stopped), or what differs from this step's where the
+// container is to be made anew (mismatch), or the refusal of a container
+// that is not this one's to use.
+func useExisting(ctx context.Context, eng Engine, d *policy.Decision, c container.InspectResponse, req client.ContainerCreateOptions, imageID, digest, what string) (id, mismatch string, err error) {
+	l := c.Config.Labels
+	base := l[policy.LabelImageID]
+	if base == "" {
+		base = c.Image
+	}
+	switch {
+	case l[policy.LabelManaged] != "1" || l[policy.LabelUID] != d.Labels[policy.LabelUID] || l[policy.LabelJob] != d.Labels[policy.LabelJob]:
+		return "", "", failf(ExitLaunchFailed, "%s: the name belongs to another user or job", what)
+	case base != imageID:
+		return "", "", failf(ExitLaunchFailed, "%s runs another image (%s); use a new --container-name for %s", what, l[policy.LabelImage], d.Image)
+	case l[policy.LabelMounts] != digest:
+		mismatch = "other mounts"
+	case !d.StepShared && l[policy.LabelAlloc] != req.Config.Labels[policy.LabelAlloc]:
+		// (A step's shared container is its tasks' alike: each task's
+		// CPU binding is a part of the same step.) A step gets its own
+		// allocation, never the one a named container was made with (a
+		// gpu:1 step in a container of a gpu:2 step would see both GPUs).
+		mismatch = fmt.Sprintf("another allocation (%s; this step has %s)", allocSummary(c.HostConfig), allocSummary(req.HostConfig))
+	}
+	if mismatch != "" {
+		if d.StepShared {
+			return "", "", failf(ExitLaunchFailed, "%s was created with %s", what, mismatch)
+		}
+		return "", mismatch, nil
+	}
+	if c.State == nil || !c.State.Running {
+		sctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		_, err := eng.ContainerStart(sctx, c.ID, client.ContainerStartOptions{})
+		cancel()
+		if err != nil && d.StepShared {
+			return "", "", startError(err, d.GPUDriver) // another task is starting it
+		}
+		if err != nil {
+			return "", "", failf(ExitLaunchFailed, "%s has stopped and cannot be started again (%v); use a new --container-name", what, err)
+		}
+	}
+	return c.ID, "", nil
+}
+
+// createKeeper creates and starts the named or step container from
+// createFrom, its process a keeper that the tasks exec into. A conflict
+// (another task of the step created it first) is returned as the
+// engine's, for the caller to look again.
+func createKeeper(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, createFrom string, opts Options, what string) (string, error) {
+	// Staging rewrites the request; each attempt starts from the original.
+	keep := req
+	hc := *req.HostConfig
+	hc.Mounts = slices.Clone(req.HostConfig.Mounts)
+	keep.HostConfig = &hc
+	stage, err := stageLaunch(ctx, eng, d, imageID, &keep, &opts)
+	if err != nil {
+		return "", err
+	}
+	defer stage.Release()
+	cfg := *req.Config
+	cfg.Image = createFrom
+	cfg.Entrypoint = []string{"/bin/sh", "-c", keeper}
+	cfg.Cmd = nil
+	cfg.Tty, cfg.OpenStdin, cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false, false, false
+	keep.Config = &cfg
+	created, err := guardedCreate(ctx, eng, d.Limits, keep, opts.Guard)
+	var lerr *Error
+	if errors.As(err, &lerr) || cerrdefs.IsConflict(err) {
+		return "", err
+	}
+	if err != nil {
+		return "", failf(ExitLaunchFailed, "creating %s failed: %v", what, err)
+	}
+	if opts.Created != nil {
+		opts.Created(created.ID)
+	}
+	sctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	_, err = eng.ContainerStart(sctx, created.ID, client.ContainerStartOptions{})
+	cancel()
+	if err != nil && !cerrdefs.IsConflict(err) {
+		// A container that never started is nobody's: the step's other
+		// tasks (waiting on the step lock) or the job's next step would
+		// find it without the staged files it was made with.
+		rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		eng.ContainerRemove(rctx, created.ID, client.ContainerRemoveOptions{Force: true})
+		cancel()
+		return "", startError(err, d.GPUDriver)
+	}
+	return created.ID, nil
 }
 
 // recreateNamed commits a job's named container (the files its steps
