@@ -93,78 +93,29 @@ type Rule struct{ Item, Action, Rule string }
 // Every refusal is recorded in the audit trail before it is returned.
 func Run(ctx context.Context, in Input) (Outcome, error) {
 	var out Outcome
-	// Each phase's duration, for the node's metrics as for --timings.
-	var phaseMu sync.Mutex
-	phases := map[string]time.Duration{}
-	last := time.Now()
-	phase := func(name string) {
-		phaseMu.Lock()
-		now := time.Now()
-		phases[name] += now.Sub(last)
-		last = now
-		phaseMu.Unlock()
-		if in.Phase != nil {
-			in.Phase(name)
-		}
-	}
-	pol, err := policy.Load(in.PolicyPath)
+	clock := newPhaseClock(in.Phase)
+	phase := clock.phase
+	pol, trail, err := openPolicyAndTrail(in.PolicyPath, phase)
 	if err != nil {
 		return out, err
 	}
-	phase("policy")
+	defer trail.Close()
 	m := nodeMetrics{dir: pol.Settings.MetricsDir, notify: in.Notify}
 	launcher.LockWaits = m.lockWait
 	defer func() { launcher.LockWaits = nil }()
-	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
-	if err != nil {
-		return out, fmt.Errorf("%v; refusing to run without an audit trail", err)
-	}
-	defer trail.Close()
 	out.ReportUsage = pol.Settings.ReportUsage
 
 	caller := PolicyCaller(in.Caller)
 	caller.Limits = in.CallerLimits
-	req := in.Request
-	if in.Existing {
-		if req.Name == "" {
-			return out, fmt.Errorf("--existing needs --name")
-		}
-		req.Image = ExistingImage
-	}
-	job, err := scheduler.Detect(ctx, SchedulerConfig(pol.Settings), scheduler.Caller{UID: caller.UID, User: caller.User}, in.JobEnv, in.Cwd)
-	if err == nil {
-		err = resolveRequest(&req, &job, &caller, pol, in)
-	}
-	if err == nil && in.Existing {
-		req.Image, err = existingNamedImage(ctx, pol, caller, job, req.Name)
-	}
-	requested := req.Image
-	var pinning imagePinning
-	if err == nil && !in.DryRun && !in.Existing {
-		pinning, err = pinImage(job, &req)
-	}
+	r, err := jobRequest(ctx, pol, &caller, in)
 	phase("request")
-	record := map[string]any{
-		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": in.Invocation.String(),
-		"job": job.ID, "step": job.Step, "node": job.Node, "image": req.Image, "command": req.Cmd,
-	}
-	if req.Image != requested {
-		record["image_requested"] = requested
-	}
-	if pinning.PinnedID != "" {
-		record["image_pinned_id"] = pinning.PinnedID
-	}
+	req, job := r.req, r.job
+	record := decisionRecord(caller, in, r)
 	refuse := func(err error) (Outcome, error) {
 		record["decision"], record["reason"] = "refused", err.Error()
 		trail.Record("decision", record)
 		m.refused(err)
 		return out, err
-	}
-	if err == nil && in.Resolve && job.ID == "" {
-		err = fmt.Errorf("--resolve pins an image for a job; run it inside one")
-	}
-	if in.Resolve {
-		record["action"] = "resolve"
 	}
 	if err != nil {
 		return refuse(err)
@@ -178,69 +129,222 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	// is locked (a pull's lock, the launch lock).
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	auth := CallerCredentials(id, caller.Home)
-	confirm := ""
-	if r, err := policy.NormalizeImage(requested); err == nil && r.Digest == "" && req.Image != requested {
-		confirm = r.Tag
-	}
-	req.ImageTags = DigestTags(ctx, eng, pol, caller, req.Image, pinning.trustedTags(), confirm, in.Existing, auth)
-	switch {
-	case in.Existing && req.ImageTags != nil:
-		// The job's own container of that name, made by root for this
-		// caller after its image was judged in full: the tags the node
-		// has for it decide again, a denied tag that cannot be asked now
-		// does not (the containerd image store gives every image a
-		// registry digest, so every such step would ask).
-		req.ImageTags.Unresolved, req.ImageTags.Local = "", true
-	default:
-		confirmPinnedTag(confirm, req.ImageTags)
-	}
+	req.ImageTags = judgedTags(ctx, eng, pol, caller, req.Image, r, in.Existing, auth)
 	pjob := PolicyJob(job, req.JobEnv, pol.Settings)
-	dec, err := pol.Decide(req, caller, pjob)
-	if err == nil && req.Image != requested && !in.Existing {
-		// The job's pin (or the step's hint) names a digest for what was
-		// asked: it may narrow the request, never widen it.
-		err = pol.JudgeImage(caller, requested, nil)
-	}
+	dec, err := decide(pol, req, caller, pjob, r.requested, in.Existing)
 	if err != nil {
 		return refuse(err)
 	}
-	var mounts []string
-	for _, m := range dec.Spec.Mounts {
-		mounts = append(mounts, m.Source+":"+m.Destination+":"+strings.Join(m.Options, ","))
-	}
-	record["decision"], record["image"], record["mounts"] = "allowed", dec.Image.String(), mounts
+	record["decision"], record["image"], record["mounts"] = "allowed", dec.Image.String(), mountsRecord(dec)
 	if err := trail.Record("decision", record); err != nil {
 		return out, fmt.Errorf("%v; refusing to run a container that the audit trail does not record", err)
 	}
 	phase("decision")
 
 	want := GuardBounds(caller, pjob, dec)
-	if in.DryRun {
-		cr, err := launcher.DryRun(ctx, eng, dec, want)
-		if err != nil {
-			return out, err
-		}
-		out.DryRun = &DryRun{Name: cr.Name, Config: cr.Config, HostConfig: cr.HostConfig}
-		for _, a := range dec.Trail {
-			out.DryRun.Rules = append(out.DryRun.Rules, Rule{a.Item, a.Action, a.Rule.String()})
-		}
-		return out, nil
+	switch {
+	case in.DryRun:
+		out.DryRun, err = dryRun(ctx, eng, dec, want)
+		return out, err
+	case in.Resolve:
+		out.Resolved, err = resolvePin(ctx, eng, dec, r, launcher.Options{Notify: in.Notify, PinnedImage: r.pinning.PinnedID, ImageReady: r.pinning.Ready, RegistryAuth: auth,
+			EngineSocket: pol.Settings.EngineSocket()}, trail, caller, job)
+		return out, err
+	}
+	want.CallerCanAccess = callerCanAccess(id)
+	res, err := launcher.Run(ctx, eng, dec, in.Stdio, launcher.Options{
+		Caller: id, Guard: want, Phase: phase, Notify: m.pullNotify(in.Notify), RegistryAuth: auth,
+		StopGrace:    time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
+		ProbeTimeout: time.Duration(pol.Settings.MountProbeSeconds) * time.Second,
+		EngineSocket: pol.Settings.EngineSocket(),
+		Account:      ContainerAccount(in.Caller),
+		Interpreter:  scriptInterpreter(job, pol.Settings.SlurmdSpoolDir, dec.Cmd),
+		PinnedImage:  r.pinning.PinnedID, ImageReady: r.pinning.Ready,
+	})
+	out.Result = res
+	recordEnd(trail, in.Notify, caller, job, dec, r.requested, req.Image, res, err)
+	if err != nil {
+		m.launch("failed", "", clock.copy())
+		return out, err
+	}
+	phase("audit")
+	m.launch("ran", "", clock.copy())
+	return out, nil
+}
+
+// openPolicyAndTrail loads the policy and opens the audit trail that every
+// launch is recorded in; none runs without either.
+func openPolicyAndTrail(path string, phase func(string)) (*policy.Policy, *audit.Log, error) {
+	pol, err := policy.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	phase("policy")
+	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%v; refusing to run without an audit trail", err)
+	}
+	return pol, trail, nil
+}
+
+// decide is the policy's decision on the request; a request the job's pin
+// (or the step's hint) rewrote to a digest is also judged as it was asked:
+// a pin may narrow the request, never widen it.
+func decide(pol *policy.Policy, req policy.Request, caller policy.Caller, pjob policy.Job, requested string, existing bool) (*policy.Decision, error) {
+	dec, err := pol.Decide(req, caller, pjob)
+	if err == nil && req.Image != requested && !existing {
+		err = pol.JudgeImage(caller, requested, nil)
+	}
+	return dec, err
+}
+
+// decisionRecord is the audit trail's record of the request, which the
+// decision completes.
+func decisionRecord(caller policy.Caller, in Input, r request) map[string]any {
+	record := map[string]any{
+		"user": caller.User, "uid": caller.UID, "gid": caller.GID, "invocation": in.Invocation.String(),
+		"job": r.job.ID, "step": r.job.Step, "node": r.job.Node, "image": r.req.Image, "command": r.req.Cmd,
+	}
+	if r.req.Image != r.requested {
+		record["image_requested"] = r.requested
+	}
+	if r.pinning.PinnedID != "" {
+		record["image_pinned_id"] = r.pinning.PinnedID
 	}
 	if in.Resolve {
-		img, err := launcher.Resolve(ctx, eng, dec, launcher.Options{Notify: in.Notify, PinnedImage: pinning.PinnedID, ImageReady: pinning.Ready, RegistryAuth: auth,
-			EngineSocket: pol.Settings.EngineSocket()})
-		if err != nil {
-			return out, err
-		}
-		out.Resolved = PinOf(dec.Image, img).Digest
-		if out.Resolved == "" {
-			out.Resolved = dec.Image.String()
-		}
-		trail.Record("resolved", map[string]any{"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
-			"image_requested": requested, "image": out.Resolved, "image_id": img.ID})
-		return out, nil
+		record["action"] = "resolve"
 	}
-	want.CallerCanAccess = func(path string) error {
+	return record
+}
+
+// mountsRecord: the decision's mounts, SOURCE:TARGET:OPTIONS each.
+func mountsRecord(dec *policy.Decision) []string {
+	var mounts []string
+	for _, m := range dec.Spec.Mounts {
+		mounts = append(mounts, m.Source+":"+m.Destination+":"+strings.Join(m.Options, ","))
+	}
+	return mounts
+}
+
+// phaseClock keeps each phase's duration, for the node's metrics as for
+// --timings (report, the caller's).
+type phaseClock struct {
+	mu     sync.Mutex
+	phases map[string]time.Duration
+	last   time.Time
+	report func(string)
+}
+
+func newPhaseClock(report func(string)) *phaseClock {
+	return &phaseClock{phases: map[string]time.Duration{}, last: time.Now(), report: report}
+}
+
+func (c *phaseClock) phase(name string) {
+	c.mu.Lock()
+	now := time.Now()
+	c.phases[name] += now.Sub(c.last)
+	c.last = now
+	c.mu.Unlock()
+	if c.report != nil {
+		c.report(name)
+	}
+}
+
+func (c *phaseClock) copy() map[string]time.Duration { return phasesCopy(&c.mu, c.phases) }
+
+// request is the launch's request as the job and the node make it: the
+// image asked for (requested) and what runs (req.Image: the job's pin,
+// or the named container's image).
+type request struct {
+	req       policy.Request
+	job       scheduler.Job
+	requested string
+	pinning   imagePinning
+}
+
+// jobRequest finds the caller's job and makes the request from in; an
+// error is a refusal, with as much of the request as was made.
+func jobRequest(ctx context.Context, pol *policy.Policy, caller *policy.Caller, in Input) (request, error) {
+	r := request{req: in.Request}
+	if in.Existing {
+		if r.req.Name == "" {
+			return r, fmt.Errorf("--existing needs --name")
+		}
+		r.req.Image = ExistingImage
+	}
+	job, err := scheduler.Detect(ctx, SchedulerConfig(pol.Settings), scheduler.Caller{UID: caller.UID, User: caller.User}, in.JobEnv, in.Cwd)
+	if err == nil {
+		err = resolveRequest(&r.req, &job, caller, pol, in)
+	}
+	r.job = job
+	if err == nil && in.Existing {
+		r.req.Image, err = existingNamedImage(ctx, pol, *caller, job, r.req.Name)
+	}
+	r.requested = r.req.Image
+	if err == nil && !in.DryRun && !in.Existing {
+		r.pinning, err = pinImage(job, &r.req)
+	}
+	if err == nil && in.Resolve && job.ID == "" {
+		err = fmt.Errorf("--resolve pins an image for a job; run it inside one")
+	}
+	return r, err
+}
+
+// judgedTags are the tags the image is judged by (DigestTags): a pin
+// that the node confirms is judged as the tag it stands for.
+func judgedTags(ctx context.Context, eng launcher.Engine, pol *policy.Policy, caller policy.Caller, image string, r request, existing bool, auth func(host string) (string, bool, error)) *policy.DigestTags {
+	confirm := ""
+	if ref, err := policy.NormalizeImage(r.requested); err == nil && ref.Digest == "" && image != r.requested {
+		confirm = ref.Tag
+	}
+	tags := DigestTags(ctx, eng, pol, caller, image, r.pinning.trustedTags(), confirm, existing, auth)
+	switch {
+	case existing && tags != nil:
+		// The job's own container of that name, made by root for this
+		// caller after its image was judged in full: the tags the node
+		// has for it decide again, a denied tag that cannot be asked now
+		// does not (the containerd image store gives every image a
+		// registry digest, so every such step would ask).
+		tags.Unresolved, tags.Local = "", true
+	default:
+		confirmPinnedTag(confirm, tags)
+	}
+	return tags
+}
+
+// dryRun is what would be created, and the rules that made it.
+func dryRun(ctx context.Context, eng launcher.Engine, dec *policy.Decision, want guard.Expect) (*DryRun, error) {
+	cr, err := launcher.DryRun(ctx, eng, dec, want)
+	if err != nil {
+		return nil, err
+	}
+	out := &DryRun{Name: cr.Name, Config: cr.Config, HostConfig: cr.HostConfig}
+	for _, a := range dec.Trail {
+		out.Rules = append(out.Rules, Rule{a.Item, a.Action, a.Rule.String()})
+	}
+	return out, nil
+}
+
+// resolvePin makes the image available and returns the reference the
+// job's steps run (--resolve), recorded in the audit trail.
+func resolvePin(ctx context.Context, eng launcher.Engine, dec *policy.Decision, r request, opts launcher.Options, trail *audit.Log, caller policy.Caller, job scheduler.Job) (string, error) {
+	img, err := launcher.Resolve(ctx, eng, dec, opts)
+	if err != nil {
+		return "", err
+	}
+	resolved := PinOf(dec.Image, img).Digest
+	if resolved == "" {
+		resolved = dec.Image.String()
+	}
+	trail.Record("resolved", map[string]any{"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
+		"image_requested": r.requested, "image": resolved, "image_id": img.ID})
+	return resolved, nil
+}
+
+// callerCanAccess is the guard's last look at a mount source: the caller
+// can still reach it, and it still resolves to itself.
+func callerCanAccess(id userfs.Identity) func(path string) error {
+	return func(path string) error {
 		return userfs.As(id, func() error {
 			real, err := userfs.Resolve(path, "/")
 			if err == nil && real != path {
@@ -249,40 +353,22 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 			return err
 		})
 	}
-	pullNotify := func(n launcher.Notice) {
-		if n.Kind == launcher.NoticePulled {
-			m.pull(n.Bytes)
-			return
-		}
-		notify(in.Notify, n)
-	}
-	res, err := launcher.Run(ctx, eng, dec, in.Stdio, launcher.Options{
-		Caller:       id,
-		StopGrace:    time.Duration(pol.Settings.StopGraceSeconds) * time.Second,
-		ProbeTimeout: time.Duration(pol.Settings.MountProbeSeconds) * time.Second,
-		Guard:        want,
-		Phase:        phase,
-		Notify:       pullNotify,
-		EngineSocket: pol.Settings.EngineSocket(),
-		Account:      ContainerAccount(in.Caller),
-		Interpreter:  scriptInterpreter(job, pol.Settings.SlurmdSpoolDir, dec.Cmd),
-		PinnedImage:  pinning.PinnedID,
-		ImageReady:   pinning.Ready,
-		RegistryAuth: auth,
-	})
-	out.Result = res
+}
+
+// recordEnd writes the container's end, or its failure, to the audit
+// trail; a trail that cannot take it is said to the caller.
+func recordEnd(trail *audit.Log, notice func(launcher.Notice), caller policy.Caller, job scheduler.Job, dec *policy.Decision, requested, image string, res launcher.Result, err error) {
 	end := map[string]any{
 		"user": caller.User, "uid": caller.UID, "job": job.ID, "node": job.Node,
 		"image": dec.Image.String(), "image_id": res.ImageID, "container": res.ContainerID,
 	}
-	if req.Image != requested {
+	if image != requested {
 		end["image_requested"] = requested
 	}
 	if err != nil {
 		end["error"] = err.Error()
 		trail.Record("container-failed", end)
-		m.launch("failed", "", phasesCopy(&phaseMu, phases))
-		return out, err
+		return
 	}
 	end["exit_code"] = res.ExitCode
 	end["duration_s"] = res.Ended.Sub(res.Started).Seconds()
@@ -297,11 +383,8 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 		end["peak_memory_bytes"] = res.Usage.PeakMemory
 	}
 	if err := trail.Record("container-end", end); err != nil {
-		notify(in.Notify, launcher.Notice{Kind: launcher.NoticeWarning, Text: fmt.Sprintf("the container's end was not recorded: %v", err)})
+		notify(notice, launcher.Notice{Kind: launcher.NoticeWarning, Text: fmt.Sprintf("the container's end was not recorded: %v", err)})
 	}
-	phase("audit")
-	m.launch("ran", "", phasesCopy(&phaseMu, phases))
-	return out, nil
 }
 
 // CallerCredentials reads the caller's own registry credentials, as the

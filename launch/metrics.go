@@ -52,3 +52,15 @@ func phasesCopy(mu *sync.Mutex, p map[string]time.Duration) map[string]time.Dura
 	defer mu.Unlock()
 	return maps.Clone(p)
 }
+
+// pullNotify counts the launch's pulls for the node's metrics and passes
+// every other notice on to the caller.
+func (m nodeMetrics) pullNotify(next func(launcher.Notice)) func(launcher.Notice) {
+	return func(n launcher.Notice) {
+		if n.Kind == launcher.NoticePulled {
+			m.pull(n.Bytes)
+			return
+		}
+		notify(next, n)
+	}
+}
