@@ -199,6 +199,16 @@ func (a *acctParent) read() (Usage, bool) {
 	return u, false
 }
 
+// usage is how the container's usage is taken: with an accounting
+// cgroup of the launch's own the exact totals are read at the end (read);
+// without one (a slice, another driver, the step's cgroup) it is sampled.
+func (a *acctParent) usage(ctx context.Context, eng Engine, id string) *usageSampler {
+	if a == nil || a.sliceOnly {
+		return startUsage(ctx, eng, id)
+	}
+	return idleUsage()
+}
+
 // remove removes the accounting cgroup from every hierarchy where the
 // engine made it; a cgroup still in use is left (rmdir refuses).
 func (a *acctParent) remove() {

@@ -208,11 +208,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	}
 	res.ImageID = img.ID
 	phase("image")
-	var entrypointLog string
-	entrypoint, args := effectiveEntrypoint(d, img)
-	if argv, log, ok := pyxisEntrypoint(d, entrypoint, args); ok {
-		req.Config.Entrypoint, req.Config.Cmd, entrypointLog = argv, nil, log
-	}
+	entrypointLog := usePyxisEntrypoint(d, img, &req)
 	stage, err := stageLaunch(ctx, eng, d, img.ID, &req, &opts)
 	if err != nil {
 		return res, err
@@ -257,33 +253,40 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		}
 	}
 
-	err = startContainer(ctx, eng, id, d, stdio, func() {
-		// runc has made the container's own mounts from the staged ones.
-		// An entrypoint's log may still have to be copied out through
-		// the engine once the container ends (an image store with no
-		// upper directory to read: the containerd store), which mounts
-		// the staged sources again; then they stay until the launch
-		// returns.
-		if entrypointLog == "" {
-			stage.Release()
-		}
-	})
+	// runc has made the container's own mounts from the staged ones once
+	// the engine answers. An entrypoint's log may still have to be copied
+	// out through the engine once the container ends (an image store with
+	// no upper directory to read: the containerd store), which mounts the
+	// staged sources again; then they stay until the launch returns.
+	release := stage.Release
+	if entrypointLog != "" {
+		release = func() {}
+	}
+	err = startContainer(ctx, eng, id, d, stdio, release)
 	res.Started = time.Now()
 	if err != nil {
 		return res, err
 	}
 	phase("start")
 
-	// With an accounting cgroup the exact totals are read at the end;
-	// sampling is for engines without one.
-	usage := idleUsage()
-	if acct == nil || acct.sliceOnly {
-		usage = startUsage(ctx, eng, id)
-	}
+	usage := acct.usage(ctx, eng, id)
 	defer usage.finish()
 	forwarded, stopForwarding := startForwarding(eng, id, sigc, opts)
 	defer stopForwarding()
 	return awaitExit(ctx, eng, d, a, exitState{res: res, usage: usage, acct: acct, entrypointLog: entrypointLog, forwarded: forwarded, stderr: stdio.Stderr, caller: opts.Caller, phase: phase})
+}
+
+// usePyxisEntrypoint gives the request pyxis' way with the image's
+// entrypoint where the decision asks for it (entrypoint.go), and returns
+// the file its output is kept in ("" otherwise).
+func usePyxisEntrypoint(d *policy.Decision, img client.ImageInspectResult, req *client.ContainerCreateOptions) string {
+	entrypoint, args := effectiveEntrypoint(d, img)
+	argv, log, ok := pyxisEntrypoint(d, entrypoint, args)
+	if !ok {
+		return ""
+	}
+	req.Config.Entrypoint, req.Config.Cmd = argv, nil
+	return log
 }
 
 // callerSignals are the signals to forward: caught before anything
