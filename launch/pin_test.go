@@ -154,3 +154,29 @@ func TestPinHint(t *testing.T) {
 		t.Errorf("record and hint: image %q, %v; the node's record wins", req.Image, err)
 	}
 }
+
+// DropPins (the epilogue) removes one job's pins on the node, and nothing
+// for a name that is no safe file name.
+func TestDropPins(t *testing.T) {
+	pinRoot(t)
+	for _, job := range []string{"42", "43"} {
+		if _, err := SavePin(PinDir("slurm", "vm", job), ImagePin{Ref: "docker.io/lab/tool:1", Digest: "docker.io/lab/tool@" + digestA, ID: "sha256:1d"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := DropPins("slurm", "vm", "42"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(PinDir("slurm", "vm", "42")); !os.IsNotExist(err) {
+		t.Errorf("job 42's pins are still there (%v)", err)
+	}
+	if _, err := os.Stat(PinDir("slurm", "vm", "43")); err != nil {
+		t.Errorf("job 43's pins went with 42's: %v", err)
+	}
+	if err := DropPins("slurm", "vm", "../vm"); err != nil {
+		t.Errorf("an unsafe job name: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(PinRoot, "vm")); err != nil {
+		t.Errorf("an unsafe job name removed the node's pins: %v", err)
+	}
+}
