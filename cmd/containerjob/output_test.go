@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerjob/containerjob/launch"
+	"github.com/containerjob/containerjob/launcher"
+)
+
+func captureStderr(t *testing.T) *bytes.Buffer {
+	t.Helper()
+	var b bytes.Buffer
+	old := stderr
+	stderr = &b
+	t.Cleanup(func() { stderr = old })
+	return &b
+}
+
+// The lines a finished launch adds to the job's output (the output
+// contract): an OOM kill with the job's memory, an engine that stopped
+// the container, and the usage line only where the policy asks for it.
+func TestPrintOutcome(t *testing.T) {
+	start := time.Unix(1000, 0)
+	for _, tt := range []struct {
+		name string
+		out  launch.Outcome
+		want []string
+		not  []string
+	}{
+		{"OOM with the job's memory", launch.Outcome{Result: launcher.Result{OOMKilled: true, MemoryLimit: 300 << 20, ExitCode: 137}},
+			[]string{"containerjob: error: the container was killed for using more than the job's memory on this node (300 MiB); ask for more memory (e.g. sbatch --mem)\n"}, nil},
+		{"OOM without a known limit", launch.Outcome{Result: launcher.Result{OOMKilled: true}}, []string{"more than its memory limit;"}, nil},
+		{"engine stopped", launch.Outcome{Result: launcher.Result{EngineStopped: true, ExitCode: 143}}, []string{"the container engine stopped", "(exit 143)", "this was not your program's doing"}, nil},
+		{"usage asked for", launch.Outcome{ReportUsage: true, Result: launcher.Result{Started: start, Ended: start.Add(1500 * time.Millisecond), Usage: launcher.Usage{Sampled: true, CPU: 250 * time.Millisecond, PeakMemory: 3 << 20}}},
+			[]string{"containerjob: usage: cpu 0.25 s, peak memory 3.0 MiB, wall 1.50 s, exit 0\n"}, nil},
+		{"usage not asked for", launch.Outcome{Result: launcher.Result{Usage: launcher.Usage{Sampled: true}}}, nil, []string{"usage"}},
+		{"usage not known", launch.Outcome{ReportUsage: true}, nil, []string{"usage"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := captureStderr(t)
+			printOutcome(tt.out)
+			for _, w := range tt.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("output %q lacks %q", b, w)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(b.String(), w) {
+					t.Errorf("output %q has %q", b, w)
+				}
+			}
+		})
+	}
+}
+
+// What the launcher tells while it runs, one line each; a pull's count
+// for the metrics is not the user's.
+func TestPrintNotice(t *testing.T) {
+	b := captureStderr(t)
+	printNotice(launcher.Notice{Kind: launcher.NoticePulling, Text: "alpine:3.20\nforged line"})
+	printNotice(launcher.Notice{Kind: launcher.NoticePulled, Bytes: 1 << 20})
+	printNotice(launcher.Notice{Kind: launcher.NoticeWaitingForPull, Text: "alpine:3.20"})
+	printNotice(launcher.Notice{Kind: launcher.NoticeWarning, Text: "container abc could not be removed"})
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "containerjob: pulling alpine:3.20") ||
+		lines[1] != "containerjob: waiting for another launch's pull of alpine:3.20 on this node" ||
+		!strings.Contains(lines[2], "container abc could not be removed") {
+		t.Errorf("notices printed %q", lines)
+	}
+}
+
+// doctor's ownership check: root's file, and none of the forbidden mode
+// bits.
+func TestFileOwnedBy(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "policy.toml")
+	os.WriteFile(f, nil, 0o644)
+	root := os.Geteuid() == 0
+	if c := fileOwnedBy("policy", f, 0o022, "chmod"); c.ok != root {
+		t.Errorf("a 0644 file of uid %d: %+v", os.Geteuid(), c)
+	}
+	os.Chmod(f, 0o666)
+	if c := fileOwnedBy("policy", f, 0o022, "chmod 0644"); c.ok || c.fix != "chmod 0644" {
+		t.Errorf("a file others can write: %+v", c)
+	}
+	if c := fileOwnedBy("policy", filepath.Join(dir, "missing"), 0o022, "install it"); c.ok || c.fix != "install it" {
+		t.Errorf("a missing file: %+v", c)
+	}
+}
+
+func TestInJobAndDash(t *testing.T) {
+	if !inJob([]string{"HOME=/h", "SLURM_JOB_ID=7"}) || !inJob([]string{"PBS_JOBID=1.srv"}) || inJob([]string{"SLURM_JOB_IDX=7", "X=SLURM_JOB_ID=7"}) {
+		t.Error("inJob reads only SLURM_JOB_ID= and PBS_JOBID= entries")
+	}
+	if dash("") != "-" || dash("x") != "x" {
+		t.Error("dash")
+	}
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
+)
+
+// TestJobVerdict: gc and the epilogue remove a job's containers only when
+// Slurm says the job is over on this node; a Slurm that cannot be asked is
+// "unknown", never "over" (a restarting slurmctld must not cost running
+// jobs their containers).
+func TestJobVerdict(t *testing.T) {
+	running, err := filepath.Abs("../../scheduler/testdata/scontrol-json-26.05-job-sluid.json") // job 1, RUNNING on vm
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	scontrol := filepath.Join(dir, "scontrol")
+	os.WriteFile(scontrol, []byte(`#!/bin/sh
+case "$*" in
+*" 1") cat `+running+` ;;
+*--json*" 2") echo '{"jobs": []}' ;;
+*" 2") echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1 ;;
+*) echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2; exit 1 ;;
+esac
+`), 0o755)
+	for _, tt := range []struct {
+		name, node, job string
+		running, unknown bool
+	}{
+		{"running here", "vm", "1", true, false},
+		{"running on another node", "other", "1", false, false},
+		{"Slurm has no such job", "vm", "2", false, false},
+		{"Slurm does not answer", "vm", "3", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := jobVerdict(context.Background(), scheduler.Slurm{Scontrol: scontrol, Node: tt.node}, scheduler.PBS{}, "slurm", tt.job)
+			if v.running != tt.running || (v.unknown != nil) != tt.unknown {
+				t.Errorf("verdict running %v unknown %v, want running %v unknown %v", v.running, v.unknown, tt.running, tt.unknown)
+			}
+		})
+	}
+}
+
+func TestSlurmConfValue(t *testing.T) {
+	conf := []byte("# a comment\nProctrackType=proctrack/linuxproc\n  proctracktype = proctrack/cgroup \nKillWait=30\nPlugStackConfig=/etc/slurm/plugstack.conf\n")
+	for key, want := range map[string]string{"ProctrackType": "proctrack/cgroup", "KILLWAIT": "30", "Epilog": "", "PlugStackConfig": "/etc/slurm/plugstack.conf"} {
+		if got := slurmConfValue(conf, key); got != want {
+			t.Errorf("%s = %q, want %q (the last line for a key counts, case aside)", key, got, want)
+		}
+	}
+}
+
+// doctor's runc line: nested_mounts = "allow" needs runc's CVE-2024-45310
+// fix (1.1.14); a distribution's patch level is not trusted to carry it.
+func TestRuncCheck(t *testing.T) {
+	allow := &policy.Policy{Settings: policy.Settings{NestedMounts: "allow"}}
+	for _, tt := range []struct {
+		commit string
+		pol    *policy.Policy
+		ok     bool
+		info   string
+	}{
+		{"1.1.5+ds1-1+deb12u1", nil, true, "lacks the CVE-2024-45310 fix"},
+		{"1.1.5+ds1-1+deb12u1", allow, false, "older than 1.1.14"},
+		{"v1.1.14-0-g2c9f560", allow, true, "has the CVE-2024-45310 fix"},
+		{"1.3.6+ds1", allow, true, "has the CVE-2024-45310 fix"},
+		{"2.0.0", allow, true, "has the CVE-2024-45310 fix"},
+		{"unknown", allow, false, "of unknown version"},
+	} {
+		c := runcCheck(tt.commit, tt.pol)
+		if c.ok != tt.ok || !strings.Contains(c.info, tt.info) || (!c.ok && c.fix == "") {
+			t.Errorf("runc %s (policy %v): %+v, want ok %v and %q", tt.commit, tt.pol != nil, c, tt.ok, tt.info)
+		}
+	}
+}
+
+func TestRlimitValue(t *testing.T) {
+	for v, want := range map[uint64]int64{0: 0, 1024: 1024, 1<<62 + 1: -1, ^uint64(0): -1} {
+		if got := rlimitValue(v); got != want {
+			t.Errorf("rlimitValue(%d) = %d, want %d", v, got, want)
+		}
+	}
+}
