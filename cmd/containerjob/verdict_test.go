@@ -31,7 +31,7 @@ case "$*" in
 esac
 `), 0o755)
 	for _, tt := range []struct {
-		name, node, job string
+		name, node, job  string
 		running, unknown bool
 	}{
 		{"running here", "vm", "1", true, false},
