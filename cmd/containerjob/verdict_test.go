@@ -88,3 +88,41 @@ func TestRlimitValue(t *testing.T) {
 		}
 	}
 }
+
+// doctor's Slurm wiring: the plugin in the plugstack, the prolog and
+// epilog, KillWait above the stop grace, proctrack/cgroup (the job is
+// read from the caller's cgroup); each missing piece is one failed line
+// with its fix.
+func TestSlurmChecks(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "slurm.conf")
+	os.WriteFile(filepath.Join(dir, "plugstack.conf"), []byte("required /usr/lib/containerjob/spank_containerjob.so\n"), 0o644)
+	pol := &policy.Policy{Settings: policy.Settings{SlurmConf: conf, StopGraceSeconds: 10}}
+	verdicts := func(text string) map[string]check {
+		os.WriteFile(conf, []byte(text), 0o644)
+		out := map[string]check{}
+		for _, c := range slurmChecks(pol) {
+			out[c.name] = c
+		}
+		return out
+	}
+	wired := "Prolog=/usr/libexec/containerjob/slurm-prolog\nEpilog=/usr/libexec/containerjob/slurm-epilog\nKillWait=30\nProctrackType=proctrack/cgroup\n"
+	for name, c := range verdicts(wired) {
+		if !c.ok {
+			t.Errorf("a wired node: %s fails: %+v", name, c)
+		}
+	}
+	if len(verdicts(wired)) != 5 {
+		t.Errorf("checks %v, want the plugin, Prolog, Epilog, KillWait and ProctrackType", verdicts(wired))
+	}
+	bare := verdicts("KillWait=12\nProctrackType=proctrack/linuxproc\nPlugStackConfig=" + filepath.Join(dir, "other.conf") + "\n")
+	for _, name := range []string{"SPANK plugin", "Prolog", "Epilog", "KillWait", "ProctrackType"} {
+		if c := bare[name]; c.ok || c.fix == "" {
+			t.Errorf("a bare node's %s: %+v, want a failure with its fix", name, c)
+		}
+	}
+	pol.Settings.SlurmConf = filepath.Join(dir, "missing.conf")
+	if out := slurmChecks(pol); len(out) != 1 || out[0].ok {
+		t.Errorf("no slurm.conf: %+v, want one line that says so", out)
+	}
+}
