@@ -97,6 +97,13 @@ func compileImagePattern(p string) (imagePattern, error) {
 		return imagePattern{}, fmt.Errorf("image pattern is empty or contains NUL")
 	}
 	if expr, ok := strings.CutPrefix(p, "re:"); ok {
+		// The expression is judged alone first: inside the anchoring
+		// group, an unbalanced one such as "a)|(.*" would close the group
+		// and match every image (and ")(" compiled there, but not alone).
+		bare, err := regexp.Compile(expr)
+		if err != nil {
+			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %v", p, err)
+		}
 		re, err := regexp.Compile("^(?:" + expr + ")$")
 		if err != nil {
 			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %v", p, err)
@@ -104,7 +111,7 @@ func compileImagePattern(p string) (imagePattern, error) {
 		// A regular expression decides for a digest-pinned reference by
 		// what it matches: the digest form itself, or NAME:TAG for a tag
 		// confirmed to resolve to that digest.
-		prefix, _ := regexp.MustCompile(expr).LiteralPrefix()
+		prefix, _ := bare.LiteralPrefix()
 		return imagePattern{full: re, isRegexp: true, prefix: prefix}, nil
 	}
 	if !strings.ContainsAny(p, "*?") {

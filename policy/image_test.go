@@ -102,10 +102,16 @@ func TestImagePatternMatches(t *testing.T) {
 }
 
 func TestCompileImagePatternErrors(t *testing.T) {
-	for _, p := range []string{"", "re:(", "alpine:{a,b}", "ALPINE", "a\x00b"} {
+	// re:)( panicked (found by FuzzParse): a policy typo must be a
+	// refusal naming the key, never a crash of every launch. re:a)|(.*
+	// escaped the anchoring group and allowed every image.
+	for _, p := range []string{"", "re:(", "re:)(", "re:a)|(.*", "alpine:{a,b}", "ALPINE", "a\x00b"} {
 		if _, err := compileImagePattern(p); err == nil {
 			t.Errorf("compileImagePattern(%q) accepted a broken pattern", p)
 		}
+	}
+	if _, err := Parse("policy.toml", []byte("[defaults]\nimages_allow = [\"re:)(\"]\n")); err == nil || !strings.Contains(err.Error(), "images_allow") {
+		t.Errorf("a policy with re:)( : %v, want a refusal naming images_allow", err)
 	}
 }
 
