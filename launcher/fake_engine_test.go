@@ -57,6 +57,9 @@ type fakeEngine struct {
 	createErr, startErr, attachErr error
 	waitErr                        error // delivered on the wait's error channel
 	oomOnExit137                   bool
+	// oomLate: the engine tells an OOM kill only after this many
+	// inspections of the exited container (its event came late).
+	oomLate, inspects137 int
 	// down: the engine no longer answers new requests (it is stopping);
 	// what is already under way still ends.
 	down         bool
@@ -590,8 +593,11 @@ func (e *fakeEngine) ContainerInspect(_ context.Context, id string, _ client.Con
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if c.exitCode == 137 {
+		e.inspects137++
+	}
 	st := &container.State{Status: container.ContainerState(c.state), Running: c.state == "running", ExitCode: c.exitCode,
-		OOMKilled: e.oomOnExit137 && c.exitCode == 137}
+		OOMKilled: e.oomOnExit137 && c.exitCode == 137 && e.inspects137 > e.oomLate}
 	if c.state == "running" {
 		st.Pid = 4242
 	}

@@ -165,6 +165,11 @@ func TestRunReportsOOM(t *testing.T) {
 	if got := stderr.all(); got != "" {
 		t.Errorf("the launcher printed %q itself", got)
 	}
+	// The engine's OOM event may come after its exit: still told.
+	eng.oomLate, eng.inspects137 = 3, 0
+	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts); err != nil || !res.OOMKilled {
+		t.Errorf("Run with the OOM event after the exit = %+v, %v; want killed for its memory", res, err)
+	}
 	// A 137 from a kill is not reported as memory.
 	eng.oomOnExit137 = false
 	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts); err != nil || res.ExitCode != 137 || res.OOMKilled {

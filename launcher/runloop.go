@@ -190,6 +190,10 @@ func runtimeCause(msg string) string {
 // answers after a container died of a signal nobody here sent.
 var EngineProbeTimeout = 3 * time.Second
 
+// oomSettle: the waits before asking again whether a SIGKILLed container
+// was killed for its memory (signalledWhy); a variable for tests.
+var oomSettle = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, 400 * time.Millisecond}
+
 // signalledWhy asks the engine why a container died of a signal nobody
 // here sent: the kernel killed it for exceeding its memory (with the
 // limit the decision set), or the engine itself is stopping. A stopping
@@ -202,6 +206,24 @@ func signalledWhy(eng Engine, id string, d *policy.Decision) (oom bool, limit in
 	c, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return false, 0, !cerrdefs.IsNotFound(err)
+	}
+	// The engine learns of an OOM kill from an event of its own (on
+	// cgroup v2, the shim's watch of memory.events), which can come after
+	// the exit it reports (seen on the cgroup v2 lane): a SIGKILL without
+	// it is asked about again for about a second.
+	for _, wait := range oomSettle {
+		if st := c.Container.State; st == nil || st.OOMKilled || st.ExitCode != 137 {
+			break
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		again, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if err != nil {
+			break
+		}
+		c = again
 	}
 	if c.Container.State == nil || !c.Container.State.OOMKilled {
 		return false, 0, false
