@@ -17,6 +17,7 @@ package launch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -250,7 +251,11 @@ func (c *phaseClock) phase(name string) {
 	}
 }
 
-func (c *phaseClock) copy() map[string]time.Duration { return phasesCopy(&c.mu, c.phases) }
+func (c *phaseClock) copy() map[string]time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.phases)
+}
 
 // request is the launch's request as the job and the node make it: the
 // image asked for (requested) and what runs (req.Image: the job's pin,

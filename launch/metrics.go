@@ -3,8 +3,6 @@ package launch
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"sync"
 	"time"
 
 	"github.com/containerjob/containerjob/internal/metrics"
@@ -45,12 +43,6 @@ func (m nodeMetrics) pull(bytes int64) { m.update(func(s *metrics.State) { s.Pul
 
 func (m nodeMetrics) lockWait(kind string, d time.Duration) {
 	m.update(func(s *metrics.State) { s.LockWait(kind, d) })
-}
-
-func phasesCopy(mu *sync.Mutex, p map[string]time.Duration) map[string]time.Duration {
-	mu.Lock()
-	defer mu.Unlock()
-	return maps.Clone(p)
 }
 
 // pullNotify counts the launch's pulls for the node's metrics and passes

@@ -57,7 +57,7 @@ func newAcctParent(ctx context.Context, eng Engine, socket, uid string, pidsPerU
 	if user == "" || err != nil {
 		return nil, err
 	}
-	if isUserSlice(user) {
+	if strings.HasSuffix(user, ".slice") { // userSlice's: no totals there
 		return &acctParent{path: user, sliceOnly: true}, nil
 	}
 	// Named by this process, which lives as long as the container runs:
@@ -118,15 +118,6 @@ var (
 )
 
 const userSlicePrefix = "containerjob-uid_"
-
-func isUserSlice(p string) bool {
-	uid, ok := strings.CutSuffix(strings.TrimPrefix(p, userSlicePrefix), ".slice")
-	if !ok || !strings.HasPrefix(p, userSlicePrefix) {
-		return false
-	}
-	_, err := strconv.ParseUint(uid, 10, 32)
-	return err == nil
-}
 
 // userSlice sets the slice's TasksMax unless systemd's drop-in already
 // holds that value (one systemctl call per user and cap, not per launch).

@@ -92,15 +92,12 @@ func TestCleanStaleAcct(t *testing.T) {
 // whose pids.max is the per-user cap. Named and step containers used to
 // get no parent at all, so they escaped pids_limit_per_user (three named
 // containers held 906 processes under a cap of 600).
-func TestEveryPathLivesUnderTheUsersCap(t *testing.T) {
-	root := t.TempDir()
-	old := cgroupRoot
-	cgroupRoot = root
-	defer func() { cgroupRoot = old }()
-	os.MkdirAll(filepath.Join(root, "pids"), 0o755) // a v1 pids hierarchy
-	socket := filepath.Join(t.TempDir(), "docker.sock")
-	os.WriteFile(socket, nil, 0o600)
-
+// onEveryPath launches a plain, a named and a shared step's container
+// with the engine's cgroup driver (socket names the engine, for the
+// driver's cache) and hands check each decision and the cgroup parent
+// its container was created with.
+func onEveryPath(t *testing.T, driver, socket string, check func(t *testing.T, d *policy.Decision, parent string)) {
+	t.Helper()
 	for _, tt := range []struct {
 		name string
 		req  policy.Request
@@ -112,6 +109,7 @@ func TestEveryPathLivesUnderTheUsersCap(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			eng, d, opts := lifecycle(t, tt.req)
+			eng.driver = driver
 			if tt.job.ID != "" {
 				d = decideFor(t, lifecyclePolicy, tt.req, tt.job)
 				if !d.StepShared {
@@ -128,18 +126,32 @@ func TestEveryPathLivesUnderTheUsersCap(t *testing.T) {
 			if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(parent+"/", "/containerjob/uid_1002/") {
-				t.Errorf("cgroup parent %q, want under the user's /containerjob/uid_1002", parent)
-			}
-			b, err := os.ReadFile(filepath.Join(root, "pids/containerjob/uid_1002/pids.max"))
-			if err != nil || strings.TrimSpace(string(b)) != strconv.FormatInt(d.PidsPerUser.Max, 10) || d.PidsPerUser.Max <= 0 {
-				t.Errorf("the user's pids.max %q (%v), want %d", b, err, d.PidsPerUser.Max)
-			}
+			check(t, d, parent)
 			for _, c := range eng.live() {
 				eng.ContainerRemove(context.Background(), c.id, client.ContainerRemoveOptions{Force: true})
 			}
 		})
 	}
+}
+
+func TestEveryPathLivesUnderTheUsersCap(t *testing.T) {
+	root := t.TempDir()
+	old := cgroupRoot
+	cgroupRoot = root
+	defer func() { cgroupRoot = old }()
+	os.MkdirAll(filepath.Join(root, "pids"), 0o755) // a v1 pids hierarchy
+	socket := filepath.Join(t.TempDir(), "docker.sock")
+	os.WriteFile(socket, nil, 0o600)
+
+	onEveryPath(t, "cgroupfs", socket, func(t *testing.T, d *policy.Decision, parent string) {
+		if !strings.HasPrefix(parent+"/", "/containerjob/uid_1002/") {
+			t.Errorf("cgroup parent %q, want under the user's /containerjob/uid_1002", parent)
+		}
+		b, err := os.ReadFile(filepath.Join(root, "pids/containerjob/uid_1002/pids.max"))
+		if err != nil || strings.TrimSpace(string(b)) != strconv.FormatInt(d.PidsPerUser.Max, 10) || d.PidsPerUser.Max <= 0 {
+			t.Errorf("the user's pids.max %q (%v), want %d", b, err, d.PidsPerUser.Max)
+		}
+	})
 }
 
 // With the systemd driver (which takes slices only) every container of a
@@ -161,39 +173,11 @@ mkdir -p `+control+`/"$3".d && printf '[Slice]\n%s\n' "$4" > `+control+`/"$3".d/
 	socket := filepath.Join(t.TempDir(), "docker.sock")
 	os.WriteFile(socket, nil, 0o600)
 
-	for _, tt := range []struct {
-		name string
-		req  policy.Request
-		job  policy.Job
-	}{
-		{"plain", policy.Request{Cmd: []string{"true"}}, policy.Job{}},
-		{"named", policy.Request{Name: "w", Cmd: []string{"true"}}, policy.Job{}},
-		{"shared step", policy.Request{Image: "alpine:3.20", Cmd: []string{"true"}}, policy.Job{Scheduler: "slurm", ID: "7", Step: "3", Node: "n1", StepTasks: 2}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			eng, d, opts := lifecycle(t, tt.req)
-			eng.driver = "systemd"
-			if tt.job.ID != "" {
-				d = decideFor(t, lifecyclePolicy, tt.req, tt.job)
-			}
-			opts.EngineSocket = socket
-			eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
-			var parent string
-			opts.Created = func(id string) {
-				c, _ := eng.find(id)
-				parent = c.req.HostConfig.CgroupParent
-			}
-			if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
-				t.Fatal(err)
-			}
-			if parent != "containerjob-uid_1002.slice" {
-				t.Errorf("cgroup parent %q, want the user's slice containerjob-uid_1002.slice", parent)
-			}
-			for _, c := range eng.live() {
-				eng.ContainerRemove(context.Background(), c.id, client.ContainerRemoveOptions{Force: true})
-			}
-		})
-	}
+	onEveryPath(t, "systemd", socket, func(t *testing.T, d *policy.Decision, parent string) {
+		if parent != "containerjob-uid_1002.slice" {
+			t.Errorf("cgroup parent %q, want the user's slice containerjob-uid_1002.slice", parent)
+		}
+	})
 	b, _ := os.ReadFile(calls)
 	_, d, _ := lifecycle(t, policy.Request{Cmd: []string{"true"}})
 	want := "set-property --runtime containerjob-uid_1002.slice TasksMax=" + strconv.FormatInt(d.PidsPerUser.Max, 10) + "\n"
