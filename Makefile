@@ -21,6 +21,7 @@ PKGROOT     := $(CURDIR)/bin/pkgroot
 LDFLAGS := -s -w \
 	-X main.sudoPath=$(SUDO_PATH) \
 	-X main.selfPath=$(BINDIR)/containerjob \
+	-X github.com/containerjob/containerjob/launcher.InitPath=$(LIBEXECDIR)/containerjob/containerjob-init \
 	-X github.com/containerjob/containerjob/launcher.Version=$(VERSION)
 
 # Paths substituted into the contrib files at install time.
@@ -32,6 +33,7 @@ all: build spank
 
 build:
 	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/containerjob ./cmd/containerjob
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/containerjob-init ./cmd/containerjob-init
 
 # The SPANK plugin, against the installed Slurm's spank.h; only the SPANK
 # entry points and plugin metadata are exported (spank/exports.map).
@@ -111,6 +113,7 @@ install: build spank man
 	bin/containerjob completion zsh > $(DESTDIR)$(DATADIR)/zsh/site-functions/_containerjob
 	install -D -m 0755 bin/spank_containerjob.so $(DESTDIR)$(LIBDIR)/containerjob/spank_containerjob.so
 	install -d -m 0755 $(DESTDIR)$(LIBEXECDIR)/containerjob $(DESTDIR)$(DATADIR)/containerjob/slurm
+	install -m 0755 bin/containerjob-init $(DESTDIR)$(LIBEXECDIR)/containerjob/containerjob-init
 	for f in slurm-prolog slurm-epilog; do \
 		$(SUBST) contrib/slurm/$$f > $(DESTDIR)$(LIBEXECDIR)/containerjob/$$f && \
 		chmod 0755 $(DESTDIR)$(LIBEXECDIR)/containerjob/$$f; done

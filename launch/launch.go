@@ -383,6 +383,9 @@ func recordEnd(trail *audit.Log, notice func(launcher.Notice), caller policy.Cal
 	if res.EngineStopped {
 		end["engine_stopped"] = true
 	}
+	if res.Output != "" {
+		end["output"] = res.Output
+	}
 	if res.Usage.Sampled {
 		end["cpu_s"] = res.Usage.CPU.Seconds()
 		end["peak_memory_bytes"] = res.Usage.PeakMemory

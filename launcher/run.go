@@ -183,6 +183,10 @@ type Result struct {
 	// while the engine stopped (a restart, an upgrade): the engine stops
 	// its containers as it goes, which a bare 137 does not tell.
 	EngineStopped bool
+	// Output is the way the container's output took: OutputDirect (the
+	// command wrote to the caller's descriptors itself), or OutputEngine
+	// and why ("engine: a terminal (-t)").
+	Output string
 }
 
 // phases is Phase, or a no-op where none is set.
@@ -214,6 +218,12 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		return res, err
 	}
 	defer stage.Release()
+	ho, output, err := useHandoff(d, img, &req, stdio, stage, &opts)
+	if err != nil {
+		return res, err
+	}
+	defer ho.close()
+	res.Output = output
 	phase("stage")
 
 	sigc, stopSignals := callerSignals(opts)
@@ -240,7 +250,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if err := checkInterpreter(ctx, eng, id, d, opts.Interpreter); err != nil {
 		return res, err
 	}
-	a, err := attachOutput(eng, id, d, stdio)
+	a, err := outputOf(eng, id, d, stdio, ho)
 	if err != nil {
 		return res, err
 	}
@@ -262,6 +272,9 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	if entrypointLog != "" {
 		release = func() {}
 	}
+	ho.start()
+	ho.watchReaders(stdio)
+	defer ho.stopWatching()
 	err = startContainer(ctx, eng, id, d, stdio, release)
 	res.Started = time.Now()
 	if err != nil {
@@ -273,7 +286,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	defer usage.finish()
 	forwarded, stopForwarding := startForwarding(eng, id, sigc, opts)
 	defer stopForwarding()
-	return awaitExit(ctx, eng, d, a, exitState{res: res, usage: usage, acct: acct, entrypointLog: entrypointLog, forwarded: forwarded, stderr: stdio.Stderr, caller: opts.Caller, phase: phase})
+	return awaitExit(ctx, eng, d, a, exitState{res: res, usage: usage, acct: acct, entrypointLog: entrypointLog, forwarded: forwarded, stderr: stdio.Stderr, caller: opts.Caller, phase: phase, handoff: ho})
 }
 
 // usePyxisEntrypoint gives the request pyxis' way with the image's
@@ -382,16 +395,31 @@ func removeContainer(eng Engine, id string, opts Options, phase func(string)) {
 // wait for its exit, both registered before start so that no byte and no
 // fast exit is missed.
 type attachment struct {
-	att     client.ContainerAttachResult
-	waitRes client.ContainerWaitResult
-	outDone chan error
-	sink    *outputSink
-	cancel  func()
+	att      client.ContainerAttachResult
+	attached bool // false where the command writes to the caller itself
+	waitRes  client.ContainerWaitResult
+	outDone  chan error
+	sink     *outputSink
+	cancel   func()
 }
 
 func (a *attachment) close() {
-	a.att.Close()
+	if a.attached {
+		a.att.Close()
+	}
 	a.cancel()
+}
+
+// outputOf registers the wait for the container's exit and, unless the
+// handoff gives the command the caller's descriptors, the attach stream.
+func outputOf(eng Engine, id string, d *policy.Decision, stdio IO, ho *handoff) (*attachment, error) {
+	if ho == nil {
+		return attachOutput(eng, id, d, stdio)
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	a := &attachment{sink: &outputSink{}, cancel: wcancel}
+	a.waitRes = eng.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	return a, nil
 }
 
 func attachOutput(eng Engine, id string, d *policy.Decision, stdio IO) (*attachment, error) {
@@ -404,7 +432,7 @@ func attachOutput(eng Engine, id string, d *policy.Decision, stdio IO) (*attachm
 		return nil, failf(ExitLaunchFailed, "attaching to the container failed: %v", err)
 	}
 	wctx, wcancel := context.WithCancel(context.Background())
-	a := &attachment{att: att, sink: &outputSink{}, outDone: make(chan error, 1), cancel: func() { wcancel(); acancel() }}
+	a := &attachment{att: att, attached: true, sink: &outputSink{}, outDone: make(chan error, 1), cancel: func() { wcancel(); acancel() }}
 	a.waitRes = eng.ContainerWait(wctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
 
 	// A reader that went away (EPIPE) or a full or failing disk (ENOSPC,
@@ -438,6 +466,7 @@ type exitState struct {
 	stderr        io.Writer
 	caller        userfs.Identity
 	phase         func(string)
+	handoff       *handoff
 }
 
 // awaitExit waits for the container's exit, the engine's loss, or an
@@ -464,6 +493,14 @@ func awaitExit(ctx context.Context, eng Engine, d *policy.Decision, a *attachmen
 			if w.Error != nil && w.Error.Message != "" {
 				return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
 			}
+			if st.handoff != nil {
+				if err := st.handoff.outcome(); err != nil {
+					return res, handoffFailed(err)
+				}
+				if st.handoff.readerLost() && !st.forwarded.Load() {
+					return res, errBrokenPipe()
+				}
+			}
 			res.ExitCode = int(w.StatusCode)
 			res.ExitCode = entrypointEnded(ctx, eng, id, st.entrypointLog, d, st.caller, res.ExitCode, st.stderr)
 			if res.ExitCode > 128 && !st.forwarded.Load() {
@@ -472,6 +509,15 @@ func awaitExit(ctx context.Context, eng Engine, d *policy.Decision, a *attachmen
 			return res, nil
 		case err := <-a.waitRes.Error:
 			return res, engineLost(eng, id, err)
+		case <-st.handoff.readerGone():
+			// The command writes to the caller's pipe itself: it is
+			// stopped as the engine's path stops it below.
+			kctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+			eng.ContainerKill(kctx, id, client.ContainerKillOptions{Signal: "SIGKILL"})
+			cancel()
+			res.Ended = time.Now()
+			res.Usage = st.usage.finish()
+			return res, errBrokenPipe()
 		case <-outDone:
 			outDone = nil
 			if a.sink.failure() == nil {

@@ -175,6 +175,29 @@ func (s *Stage) AddFile(name string, content []byte, target string) (string, err
 	return p, nil
 }
 
+// AddSocket makes a listening socket of this launch's own for a
+// read-only bind at target, and returns it and its path. The directory
+// is root's 0700, so only the container reaches it, through the bind: the
+// socket itself is open to the container's user. It is removed with the
+// stage; a bound container still reaches it after that.
+func (s *Stage) AddSocket(name, target string) (*net.UnixListener, string, error) {
+	if err := s.makeDir(); err != nil {
+		return nil, "", err
+	}
+	p := filepath.Join(s.dir, "gen-"+name)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	if err != nil {
+		return nil, "", fmt.Errorf("staging %s: %v", target, err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(p, 0o666); err != nil {
+		ln.Close()
+		return nil, "", fmt.Errorf("staging %s: %v", target, err)
+	}
+	s.Generated[p] = target
+	return ln, p, nil
+}
+
 func closeAll(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)

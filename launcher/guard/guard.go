@@ -45,6 +45,10 @@ type Expect struct {
 	// AccountingParent is the launch's own accounting cgroup, the one
 	// cgroup parent allowed besides the step's (launcher/acct.go).
 	AccountingParent string
+	// Own maps containerjob's own files outside the stage (its init,
+	// launcher/handoff.go) to the one target each may be bound at,
+	// read-only.
+	Own map[string]string
 }
 
 type check struct {
@@ -178,6 +182,12 @@ func checkMounts(r client.ContainerCreateOptions, want Expect) error {
 		src := m.Source
 		if !filepath.IsAbs(src) || filepath.Clean(src) != src {
 			return fmt.Errorf("mount source %q is not absolute and clean", src)
+		}
+		if target, ok := want.Own[src]; ok {
+			if m.Target != target || !m.ReadOnly {
+				return fmt.Errorf("containerjob's file %q bound at %q (read-only %v), want read-only at %q", src, m.Target, m.ReadOnly, target)
+			}
+			continue
 		}
 		if want.StageRoot != "" && (src == want.StageRoot || strings.HasPrefix(src, want.StageRoot+"/")) {
 			if target, ok := want.Generated[src]; ok {

@@ -38,7 +38,8 @@ func TestCheckMountTargets(t *testing.T) {
 func TestCheckMountsGeneratedFiles(t *testing.T) {
 	const root = "/run/containerjob/stage"
 	gen := root + "/1-ab/gen-passwd"
-	want := Expect{StageRoot: root, Generated: map[string]string{gen: "/etc/passwd"}, Staged: map[string]string{root + "/1-ab/0": "/home/a"}}
+	const init = "/usr/libexec/containerjob/containerjob-init"
+	want := Expect{StageRoot: root, Generated: map[string]string{gen: "/etc/passwd"}, Staged: map[string]string{root + "/1-ab/0": "/home/a"}, Own: map[string]string{init: "/.containerjob/init"}}
 	bind := func(src, dst string, ro bool) mount.Mount {
 		return mount.Mount{Type: mount.TypeBind, Source: src, Target: dst, ReadOnly: ro}
 	}
@@ -52,6 +53,9 @@ func TestCheckMountsGeneratedFiles(t *testing.T) {
 		{"generated, elsewhere", bind(gen, "/etc/shadow", true), "want read-only"},
 		{"staged user path", bind(root+"/1-ab/0", "/home/a", false), ""},
 		{"another launch's file", bind(root+"/2-cd/gen-passwd", "/etc/passwd", true), "not made by this launch"},
+		{"containerjob's own, read-only, at its target", bind(init, "/.containerjob/init", true), ""},
+		{"containerjob's own, writable", bind(init, "/.containerjob/init", false), "want read-only"},
+		{"containerjob's own, elsewhere", bind(init, "/usr/bin/env", true), "want read-only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

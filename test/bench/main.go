@@ -43,13 +43,15 @@ var (
 	userName     = flag.String("user", "cjbench", "non-root user to launch as")
 	bin          = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
 	dockerB      = flag.String("docker", "", "docker CLI (default: first in PATH)")
-	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls,hooks,metrics")
+	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls,hooks,metrics,batch")
 	slurmDir     = flag.String("slurm", "/run/containerjob-testcluster", "the test cluster (contrib/slurm/testcluster) for the steps benchmark")
 	stepRanks    = flag.Int("ranks", 16, "tasks of the steps benchmark's step, on one node")
 	stepRuns     = flag.Int("step-runs", 5, "runs per variant of the steps benchmark")
 	pullLaunches = flag.Int("pull-launches", 32, "launches at once of the pulls benchmark")
 	pullMiB      = flag.Int("pull-mib", 200, "size of the pulls benchmark's image layer, MiB")
 	pullRuns     = flag.Int("pull-runs", 3, "runs per tool of the pulls benchmark")
+	batchMiB     = flag.Int("batch-mib", 1024, "MiB a batch job of the batch benchmark writes to its output file")
+	batchRuns    = flag.Int("batch-runs", 3, "interleaved rounds of the batch benchmark")
 )
 
 type bencher struct {
@@ -91,7 +93,7 @@ func main() {
 	}{
 		{"overhead", b.overhead}, {"stream", b.stream}, {"concurrency", b.concurrency},
 		{"footprint", b.footprint}, {"decision", b.decision}, {"epilog", b.epilog}, {"phases", b.phases},
-		{"steps", b.steps}, {"pulls", b.pulls}, {"hooks", b.hooks}, {"metrics", b.metrics},
+		{"steps", b.steps}, {"pulls", b.pulls}, {"hooks", b.hooks}, {"metrics", b.metrics}, {"batch", b.batch},
 	}
 	for _, s := range steps {
 		if !want(s.name) {
