@@ -31,6 +31,7 @@ type Managed struct {
 	ShortName string // the name the user gave with --name, if any
 	Image     string // the reference the policy approved
 	GPUs      string // allocated GPU devices, comma-separated
+	Output    string // "direct" where the engine has none of its output
 	Step      string // the job step that created it
 	Node      string // the node it was created for
 }
@@ -56,7 +57,7 @@ func ListManaged(ctx context.Context, eng Engine, scheduler, job string) ([]Mana
 			ID: c.ID, State: string(c.State), Created: time.Unix(c.Created, 0),
 			User: c.Labels[policy.LabelUser], UID: c.Labels[policy.LabelUID],
 			Job: c.Labels[policy.LabelJob], Scheduler: c.Labels[policy.LabelScheduler],
-			ShortName: c.Labels[policy.LabelName], Image: c.Labels[policy.LabelImage], GPUs: c.Labels[policy.LabelGPUs],
+			ShortName: c.Labels[policy.LabelName], Image: c.Labels[policy.LabelImage], GPUs: c.Labels[policy.LabelGPUs], Output: c.Labels[policy.LabelOutput],
 			Step: c.Labels[policy.LabelStep], Node: c.Labels[policy.LabelNode],
 		}
 		if len(c.Names) > 0 {

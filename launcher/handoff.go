@@ -218,6 +218,10 @@ func useHandoff(d *policy.Decision, img client.ImageInspectResult, req *client.C
 	}
 	req.Config.Entrypoint = append([]string{initTarget, "--"}, argv...)
 	req.Config.Cmd = nil
+	if req.Config.Labels == nil {
+		req.Config.Labels = map[string]string{}
+	}
+	req.Config.Labels[policy.LabelOutput] = OutputDirect
 	req.HostConfig.Mounts = append(req.HostConfig.Mounts,
 		mount.Mount{Type: mount.TypeBind, Source: InitPath, Target: initTarget, ReadOnly: true},
 		mount.Mount{Type: mount.TypeBind, Source: sock, Target: handoffTarget, ReadOnly: true})
@@ -240,6 +244,9 @@ func handoffRefused(req *client.ContainerCreateOptions, img client.ImageInspectR
 	}
 	if argv := engineArgv(req.Config.Entrypoint, req.Config.Cmd, img); len(argv) == 0 || argv[0] == "" {
 		return "no command" // the engine's own refusal says it best
+	}
+	if req.Config.Labels[policy.LabelName] != "" {
+		return "a named container (containerjob attach follows its output)"
 	}
 	if len(req.HostConfig.CapAdd) > 0 {
 		// A capability of the container's would act on the caller's

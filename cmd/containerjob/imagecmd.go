@@ -140,6 +140,9 @@ Your input is not passed to it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOwnContainer(cmd, args, args[0], func(ctx context.Context, o ownContext, c launcher.Managed) error {
+				if c.Output == launcher.OutputDirect {
+					return fmt.Errorf("container %.12s writes its output to its job's output file itself, not through the engine: there is nothing to attach to; read the job's output file (containers started with --name keep the engine's path and can be followed)", c.ID)
+				}
 				sctx, stop := signalContext(ctx)
 				defer stop()
 				code, ended, err := launcher.Attach(sctx, o.eng, c.ID, cmd.OutOrStdout(), cmd.ErrOrStderr())

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,34 @@ func TestAttach(t *testing.T) {
 	r = cj(t, alice, alice.Home, "attach", "follow")
 	if r.Code != 7 || r.Stdout != "tick\n" || r.Stderr != "tock\n" {
 		t.Errorf("attach: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+}
+
+// TestAttachToDirectOutput: a container whose command writes to the
+// caller's pipe itself (no --name) has nothing in the engine to follow:
+// attach says so in one line instead of following silence.
+func TestAttachToDirectOutput(t *testing.T) {
+	cmd := testutil.Command(alice, alice.Home, nil, bin, "alpine:3.20", "sh", "-c", "echo ready; ls -l /proc/self/fd/1; sleep 3")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	rd := bufio.NewReader(stdout)
+	if line, _ := rd.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("container said %q", line)
+	}
+	// The command's stdout is the caller's pipe itself, not the engine's.
+	if line, _ := rd.ReadString('\n'); !strings.Contains(line, "pipe:[") {
+		t.Errorf("the command's stdout is %q, want the caller's pipe", line)
+	}
+	ids := testutil.Containers(t, docker, "org.containerjob.uid="+strconv.Itoa(int(alice.UID)))
+	if len(ids) != 1 {
+		t.Fatalf("containers %v", ids)
+	}
+	r := cj(t, alice, alice.Home, "attach", ids[0])
+	if r.Code != 125 || !strings.Contains(r.Stderr, "there is nothing to attach to") {
+		t.Errorf("attach to a direct-output container: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 	}
 }
 
