@@ -245,11 +245,11 @@ const (
 	LabelVersion   = "org.containerjob.version"
 	LabelImage     = "org.containerjob.image"
 	LabelName      = "org.containerjob.name"
+	LabelMounts    = "org.containerjob.mounts"
 	// LabelOutput is "direct" on a container whose command writes to the
 	// job's output itself (launcher/handoff.go): the engine has none of it
 	// to attach to.
 	LabelOutput = "org.containerjob.output"
-	LabelMounts    = "org.containerjob.mounts"
 	// LabelAlloc identifies the allocation a named container was made
 	// with (CPUs, memory, devices, GPUs): a step with another may not
 	// exec into it.
