@@ -93,6 +93,25 @@ func TestFileOwnedBy(t *testing.T) {
 	}
 }
 
+// The output handoff's init: missing is a skip (launches still work, the
+// engine carries the output), one others could change is a failure.
+func TestInitCheck(t *testing.T) {
+	dir := t.TempDir()
+	if c := initCheck(filepath.Join(dir, "missing")); c.ok || !c.skip || !strings.Contains(c.info, "through the engine") {
+		t.Errorf("missing: %+v", c)
+	}
+	f := filepath.Join(dir, "containerjob-init")
+	os.WriteFile(f, nil, 0o755)
+	root := os.Geteuid() == 0
+	if c := initCheck(f); c.ok != root || root && !strings.Contains(c.info, "write to the job's output files") {
+		t.Errorf("a 0755 file of uid %d: %+v", os.Geteuid(), c)
+	}
+	os.Chmod(f, 0o777)
+	if c := initCheck(f); c.ok || c.skip || !strings.Contains(c.fix, "chmod 0755") {
+		t.Errorf("a file others can write: %+v", c)
+	}
+}
+
 func TestInJobAndDash(t *testing.T) {
 	if !inJob([]string{"HOME=/h", "SLURM_JOB_ID=7"}) || !inJob([]string{"PBS_JOBID=1.srv"}) || inJob([]string{"SLURM_JOB_IDX=7", "X=SLURM_JOB_ID=7"}) {
 		t.Error("inJob reads only SLURM_JOB_ID= and PBS_JOBID= entries")

@@ -771,3 +771,47 @@ echo "queued-after $(squeue -h -n $n | wc -l) $(sacct -n -X --name $n 2>/dev/nul
 		t.Errorf("no refusal of --container-writable: %q", r.Stderr)
 	}
 }
+
+// TestBatchOutputGoesStraightToItsFile: a batch step's container writes to
+// the job's output file itself (launcher/handoff.go): /proc/self/fd/1 is
+// the file, every byte arrives in order, and a batch script's own lines
+// around a wrapper-form launch keep their places (the container shares the
+// script's file offset, as a bare command does). The audit says which
+// path each container's output took.
+func TestBatchOutputGoesStraightToItsFile(t *testing.T) {
+	dir := jobDir(t, alice)
+	const size = 8 << 20
+	gen := fmt.Sprintf("yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c %d", size)
+	spank := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH --container-image=alpine:3.20\nreadlink /proc/self/fd/1\n"+gen+"\necho\necho end\n", "-o", "spank-%j.out")
+	wrapper := sbatch(t, alice, dir, "#!/bin/sh\necho before\n"+bin+" alpine:3.20 sh -c 'echo inside; echo inside-err >&2; readlink /proc/self/fd/1'\necho after\n", "-o", "wrapper-%j.out")
+	for _, id := range []string{spank, wrapper} {
+		if state, exit := waitJob(t, id, 3*time.Minute); state != "COMPLETED" {
+			t.Fatalf("job %s %s (exit %s)", id, state, exit)
+		}
+	}
+	// The policy's report_usage adds containerjob's own usage line.
+	withoutUsage := func(s string) string {
+		return regexp.MustCompile(`(?m)^containerjob: usage: .*\n`).ReplaceAllString(s, "")
+	}
+	spankOut := filepath.Join(dir, "spank-"+spank+".out")
+	want := spankOut + "\n" + strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz\n", size/37+1)[:size] + "\nend\n"
+	if got := withoutUsage(readOutput(t, spankOut)); got != want {
+		t.Errorf("batch step output: %d bytes, want %d; starts %q", len(got), len(want), got[:min(len(got), 200)])
+	}
+	wrapperOut := filepath.Join(dir, "wrapper-"+wrapper+".out")
+	if got, want := withoutUsage(readOutput(t, wrapperOut)), "before\ninside\ninside-err\n"+wrapperOut+"\nafter\n"; got != want {
+		t.Errorf("wrapper form in a batch script: output %q, want %q", got, want)
+	}
+	trail, _ := os.ReadFile("/var/log/containerjob/audit.log")
+	for _, id := range []string{spank, wrapper} {
+		direct := false
+		for _, l := range strings.Split(string(trail), "\n") {
+			if strings.Contains(l, `"msg":"container-end"`) && strings.Contains(l, `"job":"`+id+`"`) && strings.Contains(l, `"output":"direct"`) {
+				direct = true
+			}
+		}
+		if !direct {
+			t.Errorf("the audit trail has no container-end of job %s with output direct", id)
+		}
+	}
+}
