@@ -148,9 +148,17 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 		return res, failf(ExitLaunchFailed, "no command to run in container %q", d.Labels[policy.LabelName])
 	}
 	p := d.Spec.Process
-	code, started, ended, err := Exec(ctx, eng, id, ExecSpec{
-		User: req.Config.User, Env: req.Config.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
-	}, stdio, opts)
+	var code int
+	var started, ended time.Time
+	used := false
+	if d.StepShared {
+		code, started, ended, used, err = runTask(d, cmd, req.Config.Env, p.Cwd, stdio, opts)
+	}
+	if !used {
+		code, started, ended, err = Exec(ctx, eng, id, ExecSpec{
+			User: req.Config.User, Env: req.Config.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
+		}, stdio, opts)
+	}
 	res.Started, res.Ended, res.ExitCode = started, ended, code
 	if err == nil {
 		res.ExitCode = entrypointEnded(ctx, eng, id, entrypointLog, d, opts.Caller, code, stdio.Stderr)
@@ -228,6 +236,10 @@ func endStepTask(eng Engine, id, name string, opts Options) {
 			return // another task of the step runs, or is about to
 		}
 	}
+	if stepTasksRunning(name) {
+		return // another task runs through the container's own server
+	}
+	defer os.Remove(taskSocket(name))
 	if _, err := eng.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		opts.notify(NoticeWarning, "the step's container %.12s could not be removed: %v; the step's end or the job's epilogue will remove it", id, err)
 	}
@@ -460,6 +472,12 @@ func createKeeper(ctx context.Context, eng Engine, d *policy.Decision, req clien
 	cfg.Cmd = nil
 	cfg.Tty, cfg.OpenStdin, cfg.StdinOnce, cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = false, false, false, false, false, false
 	keep.Config = &cfg
+	srv, err := serveTasks(d, &keep, stage, &opts)
+	if err != nil {
+		return "", err
+	}
+	served := false
+	defer func() { srv.handOver(served) }()
 	created, err := guardedCreate(ctx, eng, d.Limits, keep, opts.Guard)
 	var lerr *Error
 	if errors.As(err, &lerr) || cerrdefs.IsConflict(err) {
@@ -483,6 +501,7 @@ func createKeeper(ctx context.Context, eng Engine, d *policy.Decision, req clien
 		cancel()
 		return "", startError(err, d.GPUDriver)
 	}
+	served = true
 	return created.ID, nil
 }
 

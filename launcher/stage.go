@@ -294,6 +294,7 @@ func IsStaged(path string) bool {
 // (their process is gone), for the epilogue and gc.
 func CleanStale() {
 	cleanStaleAcct()
+	cleanStaleTaskSockets()
 	entries, err := os.ReadDir(StageRoot)
 	if err != nil {
 		return

@@ -14,11 +14,15 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/tasks"
 )
 
 // The socket's place in the container (launcher/handoff.go); a variable
@@ -34,6 +38,9 @@ const (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "--serve" {
+		serve()
+	}
 	if len(os.Args) < 3 || os.Args[1] != "--" {
 		fail(-1, exitFailed, "containerjob-init is started by containerjob, as: containerjob-init -- COMMAND [ARG...]")
 	}
@@ -66,31 +73,13 @@ func main() {
 // take receives the job's descriptors and puts them in place: one
 // message of one byte ('o': stdout and stderr; 'i': stdin as well).
 func take() (int, error) {
-	conn, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	conn, kind, fds, err := receive()
 	if err != nil {
 		return -1, err
 	}
-	if err := unix.Connect(conn, &unix.SockaddrUnix{Name: socketPath}); err != nil {
-		return -1, fmt.Errorf("connecting to %s: %v", socketPath, err)
-	}
-	buf := make([]byte, 1)
-	oob := make([]byte, unix.CmsgSpace(4*maxDescriptors))
-	n, oobn, _, _, err := unix.Recvmsg(conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
-	if err != nil {
-		return -1, err
-	}
-	var fds []int
-	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-		for _, m := range msgs {
-			got, err := unix.ParseUnixRights(&m)
-			if err == nil {
-				fds = append(fds, got...)
-			}
-		}
-	}
-	want := map[byte][]int{'o': {1, 2}, 'i': {0, 1, 2}}[buf[0]]
-	if n != 1 || want == nil || len(fds) != len(want) {
-		return -1, fmt.Errorf("unexpected message (%d bytes, %d descriptors)", n, len(fds))
+	want := map[byte][]int{'o': {1, 2}, 'i': {0, 1, 2}}[kind]
+	if want == nil || len(fds) != len(want) {
+		return -1, fmt.Errorf("unexpected message (kind %q, %d descriptors)", kind, len(fds))
 	}
 	for i, fd := range fds {
 		// dup3 leaves the copy without close-on-exec: the command keeps it.
@@ -104,6 +93,69 @@ func take() (int, error) {
 		}
 	}
 	return conn, nil
+}
+
+// receive connects to the launch's socket and reads its one message: a
+// kind byte and its descriptors (close-on-exec here).
+func receive() (conn int, kind byte, fds []int, err error) {
+	conn, err = unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, nil, err
+	}
+	if err := unix.Connect(conn, &unix.SockaddrUnix{Name: socketPath}); err != nil {
+		unix.Close(conn)
+		return -1, 0, nil, fmt.Errorf("connecting to %s: %v", socketPath, err)
+	}
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4*maxDescriptors))
+	n, oobn, _, _, err := unix.Recvmsg(conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		unix.Close(conn)
+		return -1, 0, nil, err
+	}
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range msgs {
+			got, err := unix.ParseUnixRights(&m)
+			if err == nil {
+				fds = append(fds, got...)
+			}
+		}
+	}
+	if n != 1 {
+		unix.Close(conn)
+		return -1, 0, fds, fmt.Errorf("unexpected message (%d bytes)", n)
+	}
+	return conn, buf[0], fds, nil
+}
+
+// serve is the keeper of a shared step container (containerjob-init
+// --serve, its PID 1): it takes the listening socket of the step's tasks
+// ('s', one descriptor) and starts each task the node's containerjob
+// asks for (internal/tasks); without one (the container started again
+// after a stop), it only reaps. SIGTERM, SIGINT and SIGHUP end it, and
+// with it the container, as the shell keeper's trap did.
+func serve() {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() {
+		<-sigc
+		os.Exit(0)
+	}()
+	conn, kind, fds, err := receive()
+	if err == nil && kind == 's' && len(fds) == 1 {
+		unix.Close(conn)
+		f := os.NewFile(uintptr(fds[0]), "tasks")
+		if l, err := net.FileListener(f); err == nil {
+			if ln, ok := l.(*net.UnixListener); ok {
+				f.Close()
+				tasks.Serve(ln)
+			}
+		}
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	tasks.Reap()
 }
 
 // fail reports why the command did not start: to containerjob over the
