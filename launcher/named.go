@@ -154,7 +154,9 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	if d.StepShared {
 		code, started, ended, used, err = runTask(d, cmd, req.Config.Env, p.Cwd, stdio, opts)
 	}
+	res.Output = OutputDirect
 	if !used {
+		res.Output = OutputEngine + ": the engine's exec"
 		code, started, ended, err = Exec(ctx, eng, id, ExecSpec{
 			User: req.Config.User, Env: req.Config.Env, Workdir: p.Cwd, Cmd: cmd, Tty: d.Tty, Interactive: d.Interactive,
 		}, stdio, opts)
