@@ -179,38 +179,41 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 // is registered before any task can judge the container unused. A task
 // that misses it takes StepCreateLock and looks again before creating,
 // so one task creates it and the rest find it; all start at once, and
-// the engine's names and these locks settle the order, not timing.
+// the engine's names and these locks settle the order, not timing. The
+// join lock stays held (shared) while the task creates or looks again:
+// a task that ended (endStepTask, exclusive) cannot remove the container
+// between its creation and its first task's registration, nor while
+// another task is about to use it (seen when tasks became fast enough to
+// end before the others joined: "marked for removal and cannot be
+// started").
 func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.ContainerCreateOptions, imageID, digest string, opts Options) (string, func(), error) {
 	joinLock, createLock := containerLocks(d.Name)
-	for attempt := 0; attempt < 5; attempt++ {
-		unlock, _, err := takeLock(ctx, joinLock, "the other tasks of this step joining its container", syscall.LOCK_SH, LockWait, nil)
-		if err != nil {
-			return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
-		}
-		id, err := namedContainer(ctx, eng, d, req, imageID, digest, opts, true)
-		if err != nil {
-			unlock()
-			return "", func() {}, err
-		}
-		if id != "" {
-			var once sync.Once
-			return id, func() { once.Do(unlock) }, nil
-		}
-		unlock()
-		// Missing: made by this task, unless another made it meanwhile.
-		// (It may also be gone again before the next look, when every
-		// task that used it has ended; then it is made anew.)
-		unlockCreate, _, err := takeLock(ctx, createLock, "another task of this step creating its container", syscall.LOCK_EX, LockWait, nil)
-		if err != nil {
-			return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
-		}
-		_, err = namedContainer(ctx, eng, d, req, imageID, digest, opts, false)
-		unlockCreate()
-		if err != nil {
-			return "", func() {}, err
-		}
+	unlock, _, err := takeLock(ctx, joinLock, "the other tasks of this step joining its container", syscall.LOCK_SH, LockWait, nil)
+	if err != nil {
+		return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
 	}
-	return "", func() {}, failf(ExitLaunchFailed, "the step's container on this node could not be created or found")
+	var once sync.Once
+	release := func() { once.Do(unlock) }
+	id, err := namedContainer(ctx, eng, d, req, imageID, digest, opts, true)
+	if err != nil || id != "" {
+		if err != nil {
+			release()
+		}
+		return id, release, err
+	}
+	// Missing: made by this task, unless another made it meanwhile.
+	unlockCreate, _, err := takeLock(ctx, createLock, "another task of this step creating its container", syscall.LOCK_EX, LockWait, nil)
+	if err != nil {
+		release()
+		return "", func() {}, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	id, err = namedContainer(ctx, eng, d, req, imageID, digest, opts, false)
+	unlockCreate()
+	if err != nil {
+		release()
+		return "", func() {}, err
+	}
+	return id, release, nil
 }
 
 // endStepTask removes the step's container when no task of the step on
