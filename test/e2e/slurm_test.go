@@ -815,3 +815,34 @@ func TestBatchOutputGoesStraightToItsFile(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedStepTasksThroughTheServer: a shared step's tasks are forked
+// by the container's own server (containerjob-init --serve, its PID 1),
+// each with its own rank and output, and steps of fast tasks one after
+// the other all succeed: a task that ended first never removes the
+// container under the tasks still joining it. Each step's container and
+// task socket are gone after it.
+func TestSharedStepTasksThroughTheServer(t *testing.T) {
+	dir := jobDir(t, alice)
+	script := "#!/bin/sh\n#SBATCH -o out-%j.txt\n"
+	for i := 0; i < 4; i++ {
+		script += "srun -O -n16 --container-image=alpine:3.20 sh -c 'echo rank-$SLURM_PROCID $(tr \"\\\\0\" \" \" < /proc/1/cmdline)'\n"
+	}
+	id := sbatch(t, alice, dir, script, "-N1", "-n16", "-O")
+	state, exit := waitJob(t, id, 4*time.Minute)
+	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
+	if state != "COMPLETED" {
+		t.Fatalf("job %s %s (exit %s): %s", id, state, exit, out)
+	}
+	for r := 0; r < 16; r++ {
+		if n := strings.Count(out, fmt.Sprintf("rank-%d /.containerjob/init --serve\n", r)); n != 4 {
+			t.Errorf("rank %d ran %d times under the container's server, want 4; output %q", r, n, out)
+		}
+	}
+	if ids := jobContainers(t, id); len(ids) != 0 {
+		t.Errorf("containers left after the steps: %v", ids)
+	}
+	if socks, _ := filepath.Glob("/run/containerjob/tasks/cj-*-" + id + "-*"); len(socks) != 0 {
+		t.Errorf("task sockets left after the steps: %v", socks)
+	}
+}
