@@ -24,6 +24,7 @@ import (
 
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/tasks"
 	"github.com/containerjob/containerjob/policy"
@@ -142,7 +143,7 @@ func runTask(d *policy.Decision, cmd, env []string, cwd string, stdio IO, opts O
 	if why != "" {
 		return 0, started, ended, false, nil
 	}
-	task, err := tasks.Spawn(path, tasks.Request{Argv: cmd, Env: env, Cwd: cwd, Stdin: kind == 'i'}, fds, taskAnswer)
+	task, err := tasks.Spawn(path, tasks.Request{Argv: cmd, Env: env, Cwd: cwd, Stdin: kind == 'i', CPUs: ownCPUs()}, fds, taskAnswer)
 	closeAll(fds)
 	var se *tasks.StartError
 	switch {
@@ -257,4 +258,21 @@ func cleanStaleTaskSockets() {
 			os.Remove(p)
 		}
 	}
+}
+
+// ownCPUs is this process's CPU affinity, which slurmstepd set for the
+// task (--cpu-bind) and sudo kept: the task in the container gets it too.
+// None where it cannot be read.
+func ownCPUs() []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return nil
+	}
+	var cpus []int
+	for c := 0; c < 1024 && len(cpus) < set.Count(); c++ {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
 }

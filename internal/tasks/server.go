@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -192,13 +193,41 @@ func (s *server) spawn(req Request, fds []int) (int, chan int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	restore := bindThread(req.CPUs)
 	pid, err := syscall.ForkExec(path, req.Argv, &syscall.ProcAttr{Dir: req.Cwd, Env: env, Files: files})
+	restore()
 	if err != nil {
 		return 0, nil, fmt.Errorf("exec: %q: %v", req.Argv[0], err)
 	}
 	done := make(chan int, 1)
 	s.running[pid] = done
 	return pid, done, nil
+}
+
+// bindThread gives the calling thread the CPUs cpus until restore, so
+// that the task forked from it starts bound (the binding is inherited
+// through fork and exec; set afterwards, the task's first instructions
+// would run unbound). Within the container's cpuset; a binding it cannot
+// take leaves the task on the container's CPUs, as an exec's was.
+func bindThread(cpus []int) (restore func()) {
+	if len(cpus) == 0 {
+		return func() {}
+	}
+	var set, old unix.CPUSet
+	for _, c := range cpus {
+		if c >= 0 && c < 1024 {
+			set.Set(c)
+		}
+	}
+	runtime.LockOSThread()
+	if unix.SchedGetaffinity(0, &old) != nil || unix.SchedSetaffinity(0, &set) != nil {
+		runtime.UnlockOSThread()
+		return func() {}
+	}
+	return func() {
+		unix.SchedSetaffinity(0, &old)
+		runtime.UnlockOSThread()
+	}
 }
 
 func unwrapPathError(err error) error {

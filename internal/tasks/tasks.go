@@ -46,6 +46,9 @@ type Request struct {
 	Env   []string `json:"env,omitempty"`
 	Cwd   string   `json:"cwd,omitempty"`
 	Stdin bool     `json:"stdin,omitempty"`
+	// CPUs is the task's own CPU binding (its containerjob's affinity,
+	// which slurmstepd set for --cpu-bind); empty for none.
+	CPUs []int `json:"cpus,omitempty"`
 }
 
 // writeRequest sends req and, with it, the descriptors fds.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -300,4 +301,33 @@ func TestLookPath(t *testing.T) {
 		t.Errorf("a name with a slash: %q", p)
 	}
 	_ = unix.O_RDONLY
+}
+
+// A task gets the CPU binding it was sent (its containerjob's, from
+// slurmstepd), within what the server may use.
+func TestSpawnKeepsTheTasksCPUs(t *testing.T) {
+	var own unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &own); err != nil {
+		t.Fatal(err)
+	}
+	cpu := -1
+	for c := 0; c < 1024; c++ {
+		if own.IsSet(c) {
+			cpu = c
+			break
+		}
+	}
+	sock := startServer(t)
+	p := newPipes(t)
+	task, err := p.spawn(t, sock, Request{Argv: []string{"/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"}, CPUs: []int{cpu}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer task.Close()
+	if code, err := task.Wait(); code != 0 || err != nil {
+		t.Fatalf("exit %d, %v", code, err)
+	}
+	if got, want := strings.Fields(readAll(p.outR)), []string{"Cpus_allowed_list:", strconv.Itoa(cpu)}; !reflect.DeepEqual(got, want) {
+		t.Errorf("the task's CPUs: %q, want %q", got, want)
+	}
 }
