@@ -72,6 +72,31 @@ func openLock(path string) (*os.File, error) {
 	return f, nil
 }
 
+// tryLock takes the lock at path only where it is free now; ok is false
+// where another holds it.
+func tryLock(path string, how int) (unlock func(), ok bool, err error) {
+	f, err := openLock(path)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if err == syscall.EWOULDBLOCK {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("the node's lock %s: %v", path, err)
+	}
+	lockTaken()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			f.Close()
+			lockReleased()
+		})
+	}, true, nil
+}
+
 // lockWaitError is a lock wait that ran out: it names what was waited for.
 type lockWaitError struct {
 	What  string

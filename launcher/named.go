@@ -218,15 +218,20 @@ func joinStep(ctx context.Context, eng Engine, d *policy.Decision, req client.Co
 
 // endStepTask removes the step's container when no task of the step on
 // this node is left in it: no exec in it runs or waits to be started (the
-// engine drops an exec from the container's list when it ends). A task
-// killed outright leaves its share to the step's end (the SPANK plugin's
-// epilog --step) or the job's epilogue.
+// engine drops an exec from the container's list when it ends), and its
+// server runs none. It does not wait for the join lock: a task holding it
+// (shared) is joining, and will look again itself when its own task ends.
+// A task killed outright, or one whose join failed, leaves its share to
+// the step's end (the SPANK plugin's epilog --step) or the job's epilogue.
 func endStepTask(eng Engine, id, name string, opts Options) {
 	joinLock, _ := containerLocks(name)
-	unlock, _, err := takeLock(context.Background(), joinLock, "the other tasks of this step", syscall.LOCK_EX, LockWait, nil)
+	unlock, ok, err := tryLock(joinLock, syscall.LOCK_EX)
 	if err != nil {
 		opts.notify(NoticeWarning, "%v; the step's container is left to the step's end", err)
 		return
+	}
+	if !ok {
+		return // another task is joining: it ends after this one
 	}
 	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -180,5 +181,30 @@ func TestRunTaskFallsBack(t *testing.T) {
 	}
 	if _, err := os.Lstat(taskSocket(d.Name)); err != nil {
 		t.Errorf("the live server's socket was removed: %v", err)
+	}
+}
+
+// A task that ends while another still joins the step's container (the
+// join lock held shared) leaves the last-task check to that one, at
+// once: it neither waits for the lock nor looks at the container.
+func TestEndStepTaskLeavesTheCheckToAJoiningTask(t *testing.T) {
+	old := StepLockDir
+	StepLockDir = t.TempDir()
+	defer func() { StepLockDir = old }()
+	join, _ := containerLocks("cj-step-joining")
+	unlock, _, err := takeLock(context.Background(), join, "a joining task", syscall.LOCK_SH, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	done := make(chan struct{})
+	go func() {
+		endStepTask(nil, "id", "cj-step-joining", Options{}) // a nil engine: never asked
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("endStepTask waited for a joining task's lock")
 	}
 }
