@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
-
-	"github.com/containerjob/containerjob/internal/testutil"
 )
 
 // TestCDIGPUs: with gpus_mode = "cdi" on an engine with CDI on (Docker
@@ -48,11 +46,7 @@ func TestCDIGPUs(t *testing.T) {
 	if cdiPolicy == testPolicy {
 		t.Fatal("the suite's policy has no gpus_mode line to change")
 	}
-	restore, err := testutil.InstallFile(policyPath, []byte(cdiPolicy), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+	usePolicy(t, cdiPolicy)
 
 	dir := jobDir(t, alice)
 	id := sbatch(t, alice, dir, `#!/bin/sh

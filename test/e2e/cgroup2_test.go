@@ -110,11 +110,7 @@ func TestCgroupV2StepParent(t *testing.T) {
 	if pol == testPolicy {
 		t.Fatal("the suite's policy has no confine line to change")
 	}
-	restore, err := testutil.InstallFile(policyPath, []byte(pol), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+	usePolicy(t, pol)
 	dir := jobDir(t, bob)
 	r := as(t, bob, dir, `srun containerjob alpine:3.20 true`)
 	if r.Code != 125 || !strings.Contains(r.Stderr, `confine = "cgroup-parent" cannot place the container under the step's cgroup`) {

@@ -29,11 +29,7 @@ func TestImagePinnedForTheJob(t *testing.T) {
 images_allow = ["127.0.0.1:5057/cjtest/*"]
 pull = ["missing"]
 `
-	restore, err := testutil.InstallFile(policyPath, []byte(pol), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+	usePolicy(t, pol)
 	dir := jobDir(t, alice)
 	id := sbatch(t, alice, dir, `#!/bin/sh
 #SBATCH -o out-%j.txt -N2 -p all
@@ -80,15 +76,11 @@ func TestPrologPrefetchesTheImage(t *testing.T) {
 	testutil.StartRegistry(t, "127.0.0.1:5060")
 	const ref = "127.0.0.1:5060/cjtest/prefetch:1"
 	testutil.PushImage(t, ref, "prefetched")
-	restore, err := testutil.InstallFile(policyPath, []byte(testPolicy+`
+	usePolicy(t, testPolicy+`
 [user.cjalice]
 images_allow = ["127.0.0.1:5060/cjtest/*"]
 pull = ["missing"]
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer restore()
+`)
 	dir := jobDir(t, alice)
 	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH --container-image="+ref+"\n#SBATCH -o out-%j.txt -p main\ncat /marker\n")
 	state, _ := waitJob(t, id, 3*time.Minute)

@@ -125,6 +125,17 @@ func as(t *testing.T, u testutil.User, dir, script string, env ...string) testut
 	return testutil.Run(t, u, dir, append([]string{"SLURM_CONF=" + slurmConf}, env...), "sh", "-c", script)
 }
 
+// usePolicy installs text as the node's policy until the test ends (its
+// cleanups put the suite's back, after the test's own defers).
+func usePolicy(t *testing.T, text string) {
+	t.Helper()
+	restore, err := testutil.InstallFile(policyPath, []byte(text), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(restore)
+}
+
 // jobDir is a fresh directory owned by u, the job's working directory.
 func jobDir(t *testing.T, u testutil.User) string {
 	t.Helper()

@@ -461,13 +461,9 @@ func killPrivileged(t *testing.T, marker string) {
 // max_containers_per_job = 10; counting and creating under the node's
 // launch lock lets exactly 10 run and refuses the other 10.
 func TestMaxContainersUnderBurst(t *testing.T) {
-	defer writeRootFile(policyPath, testPolicy)
 	// Each task its own container, and the limit in [defaults].
-	burst := strings.Replace(strings.Replace(testPolicy, "outside_jobs = false\n", "outside_jobs = false\nmax_containers_per_job = 10\n", 1),
-		"[settings]\n", "[settings]\nstep_containers = \"per-task\"\n", 1)
-	if err := writeRootFile(policyPath, burst); err != nil {
-		t.Fatal(err)
-	}
+	usePolicy(t, strings.Replace(strings.Replace(testPolicy, "outside_jobs = false\n", "outside_jobs = false\nmax_containers_per_job = 10\n", 1),
+		"[settings]\n", "[settings]\nstep_containers = \"per-task\"\n", 1))
 	dir := jobDir(t, alice)
 	id := sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\nsrun -O -n20 containerjob alpine:3.20 sh -c 'echo started; sleep 600'\n", "-n20", "-O")
 	defer cancelAndClean(t, alice, dir, id)
