@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,16 +33,24 @@ func TestWrapperInsideStep(t *testing.T) {
 			t.Errorf("output %q lacks %q", r.Stdout, want)
 		}
 	}
-	// The two tasks share one container, which has the step's CPUs, not
-	// the first task's binding (both ranks ran on one CPU).
-	var cpus []string
-	for _, l := range strings.Split(r.Stdout, "\n") {
-		if v, ok := strings.CutPrefix(l, "Cpus_allowed_list:"); ok {
-			cpus = append(cpus, strings.TrimSpace(v))
+	// The two tasks share one container, which has the step's CPUs (not
+	// the first task's binding: both ranks once ran on one CPU), and each
+	// rank keeps its own binding from slurmstepd, as the same step's
+	// tasks without a container do (the container's server forks each
+	// task bound to its containerjob's CPUs).
+	cpusOf := func(out string) []string {
+		var cpus []string
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(l, "Cpus_allowed_list:"); ok {
+				cpus = append(cpus, strings.TrimSpace(v))
+			}
 		}
+		slices.Sort(cpus)
+		return cpus
 	}
-	if len(cpus) != 2 || cpus[0] != cpus[1] || !strings.ContainsAny(cpus[0], ",-") {
-		t.Errorf("the ranks' CPUs %q; want both the step's (more than one CPU)", cpus)
+	bare := as(t, alice, dir, `srun -n2 grep Cpus_allowed_list /proc/self/status`)
+	if got, want := cpusOf(r.Stdout), cpusOf(bare.Stdout); len(want) != 2 || !slices.Equal(got, want) {
+		t.Errorf("the ranks' CPUs %q; want the bare step's %q", got, want)
 	}
 }
 
