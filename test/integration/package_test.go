@@ -33,6 +33,7 @@ func TestPackage(t *testing.T) {
 		{"/usr/bin/containerjob", 0o755},
 		{"/usr/lib/containerjob/spank_containerjob.so", 0o755},
 		{"/usr/libexec/containerjob/slurm-epilog", 0o755},
+		{"/usr/libexec/containerjob/containerjob-init", 0o755},
 		{"/etc/sudoers.d/containerjob", 0o440},
 		{"/etc/containerjob", 0o755 | os.ModeDir},
 		{"/var/log/containerjob", 0o700 | os.ModeDir},
@@ -101,6 +102,7 @@ func TestRPM(t *testing.T) {
 		"-rwxr-xr-x root:root  /usr/bin/containerjob\n",
 		"-r--r----- root:root cn /etc/sudoers.d/containerjob\n",
 		"-rwxr-xr-x root:root  /usr/lib/containerjob/spank_containerjob.so\n",
+		"-rwxr-xr-x root:root  /usr/libexec/containerjob/containerjob-init\n",
 		"-rw-r--r-- root:root  /usr/share/containerjob/policy.toml.example\n",
 	} {
 		if !strings.Contains(string(out), want) {
