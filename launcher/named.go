@@ -151,7 +151,7 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	var code int
 	var started, ended time.Time
 	used := false
-	if d.StepShared {
+	if d.StepShared || d.Persist {
 		code, started, ended, used, err = runTask(d, cmd, req.Config.Env, p.Cwd, stdio, opts)
 	}
 	res.Output = OutputDirect
@@ -540,6 +540,9 @@ func recreateNamed(ctx context.Context, eng Engine, d *policy.Decision, id, what
 		if err == nil && st.Running {
 			return "", failf(ExitLaunchFailed, "%s has %s than this step, and another step still runs in it; wait for that step, or use a new --container-name", what, why)
 		}
+	}
+	if stepTasksRunning(d.Name) {
+		return "", failf(ExitLaunchFailed, "%s has %s than this step, and another step still runs in it; wait for that step, or use a new --container-name", what, why)
 	}
 	l := d.Labels
 	changes := []string{

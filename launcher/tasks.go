@@ -1,7 +1,8 @@
 package launcher
 
-// A shared step container's tasks without the engine's exec (issue 29,
-// item 2): the container's PID 1 is containerjob-init --serve, handed at
+// A shared step container's tasks, and a named container's, without the
+// engine's exec (issue 29, item 2): the container's PID 1 is
+// containerjob-init --serve, handed at
 // start a listening socket of root's on the host (TaskSocketDir); each of
 // the step's tasks on the node asks it to fork and exec the task there
 // (internal/tasks), with the task's own stdin, stdout and stderr. A runc
@@ -30,8 +31,8 @@ import (
 	"github.com/containerjob/containerjob/policy"
 )
 
-// TaskSocketDir holds the task sockets of the node's shared step
-// containers, one per container, named after it; root's, 0700.
+// TaskSocketDir holds the task sockets of the node's shared step and
+// named containers, one per container, named after it; root's, 0700.
 var TaskSocketDir = "/run/containerjob/tasks"
 
 // taskAnswer bounds connecting to a step container's server and its
@@ -52,7 +53,7 @@ type taskServer struct {
 // where it can serve the step's tasks, and returns what hands it its
 // socket once started (nil where the keeper stays the shell).
 func serveTasks(d *policy.Decision, req *client.ContainerCreateOptions, stage *Stage, opts *Options) (*taskServer, error) {
-	if !d.StepShared || !initInstalled() {
+	if !d.StepShared && !d.Persist || !initInstalled() {
 		return nil, nil
 	}
 	if err := privateRoot(TaskSocketDir); err != nil {
