@@ -484,6 +484,18 @@ func errBrokenPipe() error {
 	return failf(ExitBrokenPipe, "the container's output has no reader any more (broken pipe); the container was stopped")
 }
 
+// killedFirst: containerjob-init never took the descriptors because the
+// container was killed first (a signal forwarded, an OOM kill, the
+// engine's stop: a status above 128); its exit is then reported as it
+// would have been, not as a failed handoff.
+func killedFirst(err error, status int64, forwarded bool) bool {
+	var lerr *Error
+	if errors.As(err, &lerr) {
+		return false // the command's own start error
+	}
+	return forwarded || status > 128
+}
+
 // handoffFailed is the launch's error for a handoff that did not start
 // the command: the command's own start error as it is, else one line.
 func handoffFailed(err error) error {

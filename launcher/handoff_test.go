@@ -430,3 +430,26 @@ func TestHandoffWatchesTheReader(t *testing.T) {
 	}
 	none.stopWatching()
 }
+
+// A container killed before containerjob-init took the descriptors ends
+// with its signal's status, not a failed handoff; a start error stays one.
+func TestKilledFirst(t *testing.T) {
+	never := errors.New("containerjob-init never asked for the job's output")
+	start := &Error{Code: ExitCommandMissing, Err: errors.New("not found")}
+	for _, tc := range []struct {
+		err       error
+		status    int64
+		forwarded bool
+		want      bool
+	}{
+		{never, 137, false, true},
+		{never, 143, true, true},
+		{never, 0, true, true},
+		{never, 125, false, false},
+		{start, 137, true, false},
+	} {
+		if got := killedFirst(tc.err, tc.status, tc.forwarded); got != tc.want {
+			t.Errorf("%v, status %d, forwarded %v: %v, want %v", tc.err, tc.status, tc.forwarded, got, tc.want)
+		}
+	}
+}

@@ -494,7 +494,7 @@ func awaitExit(ctx context.Context, eng Engine, d *policy.Decision, a *attachmen
 				return res, failf(ExitLaunchFailed, "waiting for the container failed: %s", w.Error.Message)
 			}
 			if st.handoff != nil {
-				if err := st.handoff.outcome(); err != nil {
+				if err := st.handoff.outcome(); err != nil && !killedFirst(err, w.StatusCode, st.forwarded.Load()) {
 					return res, handoffFailed(err)
 				}
 				if st.handoff.readerLost() && !st.forwarded.Load() {
