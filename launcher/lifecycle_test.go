@@ -154,6 +154,9 @@ func TestRunForwardsSignalsAndStopsOnTerm(t *testing.T) {
 }
 
 func TestRunReportsOOM(t *testing.T) {
+	oldSettle := oomSettle
+	oomSettle = []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond}
+	defer func() { oomSettle = oldSettle }()
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"hog"}})
 	eng.program["hog"] = func(*fakeProc) int { return 137 }
 	eng.oomOnExit137 = true

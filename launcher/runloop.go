@@ -192,7 +192,10 @@ var EngineProbeTimeout = 3 * time.Second
 
 // oomSettle: the waits before asking again whether a SIGKILLed container
 // was killed for its memory (signalledWhy); a variable for tests.
-var oomSettle = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, 400 * time.Millisecond}
+// About 3 s in all: under emulation (the cgroup v2 lane, ~17x slower)
+// one second was not always enough once the output handoff let the exit
+// be seen sooner (no attach stream to drain first).
+var oomSettle = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, 400 * time.Millisecond, 500 * time.Millisecond, 700 * time.Millisecond, 750 * time.Millisecond}
 
 // signalledWhy asks the engine why a container died of a signal nobody
 // here sent: the kernel killed it for exceeding its memory (with the
@@ -210,16 +213,15 @@ func signalledWhy(eng Engine, id string, d *policy.Decision) (oom bool, limit in
 	// The engine learns of an OOM kill from an event of its own (on
 	// cgroup v2, the shim's watch of memory.events), which can come after
 	// the exit it reports (seen on the cgroup v2 lane): a SIGKILL without
-	// it is asked about again for about a second.
+	// it is asked about again for about three seconds.
 	for _, wait := range oomSettle {
 		if st := c.Container.State; st == nil || st.OOMKilled || st.ExitCode != 137 {
 			break
 		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		}
-		again, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		time.Sleep(wait)
+		actx, acancel := context.WithTimeout(context.Background(), EngineProbeTimeout)
+		again, err := eng.ContainerInspect(actx, id, client.ContainerInspectOptions{})
+		acancel()
 		if err != nil {
 			break
 		}
