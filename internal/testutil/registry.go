@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,4 +175,17 @@ func ServeRegistryIn(t testing.TB, netns, addr, logPath string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Process.Kill(); reg.Wait() })
+	// Answering, before the test's first pull: on a busy machine the
+	// first pull met "connection refused" (CI, TestImageStoreCollect).
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for exec.Command("nsenter", "--net="+netns, "bash", "-c", "exec 3<>/dev/tcp/"+host+"/"+port).Run() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the registry at %s in %s does not answer after 30 s", addr, netns)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
