@@ -140,9 +140,12 @@ install: build spank man
 	mv $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob.tmp $(DESTDIR)$(SYSCONFDIR)/sudoers.d/containerjob
 
 # Benchmarks against the docker CLI on the same engine (docs/benchmarks.md).
-# Not part of the tests: nothing asserts a time.
+# Not part of the tests: nothing asserts a time. PYXIS=DIR names a second
+# test cluster whose plugstack loads pyxis (built by hand: docs/benchmarks.md
+# §12), for the side-by-side section.
+PYXIS ?=
 bench: guide
-	$(GO) run ./test/bench -bin /usr/bin/containerjob -out docs/benchmarks.md -raw bench-raw.txt
+	$(GO) run ./test/bench -bin /usr/bin/containerjob -out docs/benchmarks.md -raw bench-raw.txt $(if $(PYXIS),-pyxis $(PYXIS))
 
 # Packages: the tree `make install` stages for /usr, packed by nfpm with
 # the ownership and modes contrib/pkg/nfpm.yaml sets.

@@ -43,7 +43,7 @@ var (
 	userName     = flag.String("user", "cjbench", "non-root user to launch as")
 	bin          = flag.String("bin", "/usr/local/bin/containerjob", "containerjob")
 	dockerB      = flag.String("docker", "", "docker CLI (default: first in PATH)")
-	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls,hooks,metrics,batch")
+	only         = flag.String("only", "", "comma-separated subset: overhead,stream,concurrency,footprint,decision,epilog,phases,steps,pulls,hooks,metrics,batch,pyxis")
 	slurmDir     = flag.String("slurm", "/run/containerjob-testcluster", "the test cluster (contrib/slurm/testcluster) for the steps benchmark")
 	stepRanks    = flag.Int("ranks", 16, "tasks of the steps benchmark's step, on one node")
 	stepRuns     = flag.Int("step-runs", 5, "runs per variant of the steps benchmark")
@@ -52,6 +52,9 @@ var (
 	pullRuns     = flag.Int("pull-runs", 3, "runs per tool of the pulls benchmark")
 	batchMiB     = flag.Int("batch-mib", 1024, "MiB a batch job of the batch benchmark writes to its output file")
 	batchRuns    = flag.Int("batch-runs", 3, "interleaved rounds of the batch benchmark")
+	pyxisDir     = flag.String("pyxis", "", "a second test cluster whose plugstack loads pyxis (docs/benchmarks.md §12); the pyxis section runs only with it")
+	pyxisImage   = flag.String("pyxis-image", "/var/tmp/pyxbench/alpine.sqsh", "the image for pyxis, a squashfs file of -image (enroot import dockerd://IMAGE)")
+	pyxisRuns    = flag.Int("pyxis-runs", 11, "interleaved rounds of the pyxis section's steps")
 )
 
 type bencher struct {
@@ -94,6 +97,7 @@ func main() {
 		{"overhead", b.overhead}, {"stream", b.stream}, {"concurrency", b.concurrency},
 		{"footprint", b.footprint}, {"decision", b.decision}, {"epilog", b.epilog}, {"phases", b.phases},
 		{"steps", b.steps}, {"pulls", b.pulls}, {"hooks", b.hooks}, {"metrics", b.metrics}, {"batch", b.batch},
+		{"pyxis", b.pyxis},
 	}
 	for _, s := range steps {
 		if !want(s.name) {

@@ -30,6 +30,7 @@ step_containers = %[2]q
 images_allow = ["alpine:*"]
 pull = ["never"]
 networks_allow = ["none"]
+flags_allow = ["name"]
 pids_limit = 4096
 `, *slurmDir, mode)
 }
