@@ -64,6 +64,9 @@ type Input struct {
 	// CallerLimits are the resource limits the caller gave the process,
 	// read before it raised its own (the container gets them).
 	CallerLimits []policy.Ulimit
+	// Engine is the node's engine; nil connects to the policy's
+	// docker_host (tests hand in launcher/enginetest's).
+	Engine launcher.Engine
 }
 
 // Outcome is what a launch produced besides an error.
@@ -121,11 +124,15 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	if err != nil {
 		return refuse(err)
 	}
-	eng, err := launcher.Connect(pol.Settings.DockerHost)
-	if err != nil {
-		return out, err
+	eng := in.Engine
+	if eng == nil {
+		c, err := launcher.Connect(pol.Settings.DockerHost)
+		if err != nil {
+			return out, err
+		}
+		defer c.Close()
+		eng = c
 	}
-	defer eng.Close()
 	// The caller's own files are read now, before anything of the node's
 	// is locked (a pull's lock, the launch lock).
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}

@@ -109,7 +109,7 @@ func onEveryPath(t *testing.T, driver, socket string, check func(t *testing.T, d
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			eng, d, opts := lifecycle(t, tt.req)
-			eng.driver = driver
+			eng.Driver = driver
 			if tt.job.ID != "" {
 				d = decideFor(t, lifecyclePolicy, tt.req, tt.job)
 				if !d.StepShared {
@@ -117,18 +117,18 @@ func onEveryPath(t *testing.T, driver, socket string, check func(t *testing.T, d
 				}
 			}
 			opts.EngineSocket = socket
-			eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // a named container's keeper
+			eng.Program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // a named container's keeper
 			var parent string
 			opts.Created = func(id string) {
-				c, _ := eng.find(id)
-				parent = c.req.HostConfig.CgroupParent
+				c, _ := eng.Find(id)
+				parent = c.Req.HostConfig.CgroupParent
 			}
 			if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 				t.Fatal(err)
 			}
 			check(t, d, parent)
-			for _, c := range eng.live() {
-				eng.ContainerRemove(context.Background(), c.id, client.ContainerRemoveOptions{Force: true})
+			for _, c := range eng.Live() {
+				eng.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true})
 			}
 		})
 	}
@@ -192,11 +192,11 @@ mkdir -p `+control+`/"$3".d && printf '[Slice]\n%s\n' "$4" > `+control+`/"$3".d/
 	if d.PidsPerUser.Max <= 0 {
 		t.Fatal("the test policy sets no per-user cap")
 	}
-	eng.driver = "systemd"
+	eng.Driver = "systemd"
 	opts.EngineSocket = socket
 	_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
-	if err == nil || !strings.Contains(err.Error(), "pids_limit_per_user") || !strings.Contains(err.Error(), "Access denied") || len(eng.live()) != 0 {
-		t.Errorf("launch with a cap systemd refused: %v, %d containers; want a refusal naming the cap and systemd's answer, and none", err, len(eng.live()))
+	if err == nil || !strings.Contains(err.Error(), "pids_limit_per_user") || !strings.Contains(err.Error(), "Access denied") || len(eng.Live()) != 0 {
+		t.Errorf("launch with a cap systemd refused: %v, %d containers; want a refusal naming the cap and systemd's answer, and none", err, len(eng.Live()))
 	}
 }
 
@@ -209,20 +209,20 @@ func TestStepParentNeedsCgroupfs(t *testing.T) {
 	for _, req := range []policy.Request{{Cmd: []string{"true"}}, {Name: "w", Cmd: []string{"true"}}} {
 		for _, driver := range []string{"systemd", "cgroupfs"} {
 			eng, d, opts := lifecycle(t, req)
-			eng.driver = driver
-			eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
+			eng.Driver = driver
+			eng.Program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
 			d.CgroupParent = "/system.slice/slurmstepd.scope/job_7/step_0"
 			opts.Guard.CgroupParent = d.CgroupParent
 			opts.EngineSocket = socket
 			_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
 			switch {
-			case driver == "systemd" && (err == nil || !strings.Contains(err.Error(), `confine = "cgroup-parent"`) || len(eng.live()) != 0):
-				t.Errorf("%s, name %q: %v, %d containers; want a refusal naming confine and none", driver, req.Name, err, len(eng.live()))
+			case driver == "systemd" && (err == nil || !strings.Contains(err.Error(), `confine = "cgroup-parent"`) || len(eng.Live()) != 0):
+				t.Errorf("%s, name %q: %v, %d containers; want a refusal naming confine and none", driver, req.Name, err, len(eng.Live()))
 			case driver == "cgroupfs" && err != nil:
 				t.Errorf("%s, name %q: %v", driver, req.Name, err)
 			}
-			for _, c := range eng.live() {
-				eng.ContainerRemove(context.Background(), c.id, client.ContainerRemoveOptions{Force: true})
+			for _, c := range eng.Live() {
+				eng.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true})
 			}
 		}
 	}

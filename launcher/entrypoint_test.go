@@ -161,11 +161,11 @@ func TestEntrypointEnded(t *testing.T) {
 			switch tt.log {
 			case "":
 			case "\x00":
-				files[path] = fakeFile{mode: 0o644}
+				files[path] = fakeFile{Mode: 0o644}
 			default:
-				files[path] = fakeFile{content: tt.log, mode: 0o644}
+				files[path] = fakeFile{Content: tt.log, Mode: 0o644}
 			}
-			e.containers["c1"] = &fakeContainer{id: "c1", name: "named", req: client.ContainerCreateOptions{Config: &container.Config{}}, image: fakeImage{files: files}}
+			e.Containers["c1"] = &fakeContainer{ID: "c1", Name: "named", Req: client.ContainerCreateOptions{Config: &container.Config{}}, Image: fakeImage{Files: files}}
 			var w bytes.Buffer
 			mode := policy.EntrypointLog
 			if tt.quiet {

@@ -99,7 +99,7 @@ func (w *lineWriter) all() string {
 
 func TestRunStreamsExitCodeAndRemoves(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"work", "a b"}})
-	eng.program["work"] = func(p *fakeProc) int {
+	eng.Program["work"] = func(p *fakeProc) int {
 		fmt.Fprintf(p.Stdout, "args %q\n", p.Args)
 		fmt.Fprintln(p.Stderr, "to stderr")
 		return 3
@@ -117,11 +117,11 @@ func TestRunStreamsExitCodeAndRemoves(t *testing.T) {
 	if got := stderr.all(); got != "to stderr" {
 		t.Errorf("stderr %q", got)
 	}
-	if len(eng.live()) != 0 {
-		t.Errorf("containers left: %d", len(eng.live()))
+	if len(eng.Live()) != 0 {
+		t.Errorf("containers left: %d", len(eng.Live()))
 	}
 	// Attach and wait come before start: no output and no exit is missed.
-	calls := strings.Join(eng.calls, ",")
+	calls := strings.Join(eng.Calls, ",")
 	if a, w, s := strings.Index(calls, "ContainerAttach"), strings.Index(calls, "ContainerWait"), strings.Index(calls, "ContainerStart"); a < 0 || w < 0 || s < a || s < w {
 		t.Errorf("engine calls in order %s", calls)
 	}
@@ -132,7 +132,7 @@ func TestRunStreamsExitCodeAndRemoves(t *testing.T) {
 
 func TestRunForwardsSignalsAndStopsOnTerm(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"wait"}})
-	eng.program["wait"] = untilTerm("")
+	eng.Program["wait"] = untilTerm("")
 	stdout := newLineWriter()
 	done := make(chan error, 1)
 	var res Result
@@ -148,8 +148,8 @@ func TestRunForwardsSignalsAndStopsOnTerm(t *testing.T) {
 	if err := <-done; err != nil || res.ExitCode != 143 {
 		t.Fatalf("Run = %+v, %v; want 143 after SIGTERM", res, err)
 	}
-	if !slices.Contains(eng.calls, "ContainerStop") {
-		t.Errorf("SIGTERM did not become a stop with grace: %v", eng.calls)
+	if !slices.Contains(eng.Calls, "ContainerStop") {
+		t.Errorf("SIGTERM did not become a stop with grace: %v", eng.Calls)
 	}
 }
 
@@ -158,8 +158,8 @@ func TestRunReportsOOM(t *testing.T) {
 	oomSettle = []time.Duration{time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond, time.Millisecond}
 	defer func() { oomSettle = oldSettle }()
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"hog"}})
-	eng.program["hog"] = func(*fakeProc) int { return 137 }
-	eng.oomOnExit137 = true
+	eng.Program["hog"] = func(*fakeProc) int { return 137 }
+	eng.OOMOnExit137 = true
 	stderr := newLineWriter()
 	res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts)
 	if err != nil || res.ExitCode != 137 || !res.OOMKilled {
@@ -169,12 +169,12 @@ func TestRunReportsOOM(t *testing.T) {
 		t.Errorf("the launcher printed %q itself", got)
 	}
 	// The engine's OOM event may come after its exit: still told.
-	eng.oomLate, eng.inspects137 = 3, 0
+	eng.OOMLate, eng.Inspects137 = 3, 0
 	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts); err != nil || !res.OOMKilled {
 		t.Errorf("Run with the OOM event after the exit = %+v, %v; want killed for its memory", res, err)
 	}
 	// A 137 from a kill is not reported as memory.
-	eng.oomOnExit137 = false
+	eng.OOMOnExit137 = false
 	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: stderr}, opts); err != nil || res.ExitCode != 137 || res.OOMKilled {
 		t.Errorf("Run after a plain SIGKILL = %+v, %v", res, err)
 	}
@@ -186,23 +186,23 @@ func TestRunReportsOOM(t *testing.T) {
 // for its memory, or by the caller's own signal, is not taken for that.
 func TestRunTellsAnEngineStopFromAnOOMKill(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"victim"}})
-	eng.program["victim"] = func(*fakeProc) int {
-		eng.mu.Lock()
-		eng.down = true // the engine stops, then kills its containers
-		eng.mu.Unlock()
+	eng.Program["victim"] = func(*fakeProc) int {
+		eng.Mu.Lock()
+		eng.Down = true // the engine stops, then kills its containers
+		eng.Mu.Unlock()
 		return 137
 	}
 	res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
 	if err != nil || res.ExitCode != 137 || !res.EngineStopped || res.OOMKilled {
 		t.Fatalf("Run = %+v, %v; want 137 with the engine's stop told", res, err)
 	}
-	eng.program["victim"] = func(*fakeProc) int { return 137 }
-	eng.oomOnExit137 = true
+	eng.Program["victim"] = func(*fakeProc) int { return 137 }
+	eng.OOMOnExit137 = true
 	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || res.EngineStopped || !res.OOMKilled {
 		t.Errorf("an OOM kill: %+v, %v", res, err)
 	}
-	eng.oomOnExit137 = false
-	eng.program["victim"] = func(*fakeProc) int { return 139 }
+	eng.OOMOnExit137 = false
+	eng.Program["victim"] = func(*fakeProc) int { return 139 }
 	if res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || res.EngineStopped || res.OOMKilled {
 		t.Errorf("a segfault with the engine up: %+v, %v", res, err)
 	}
@@ -215,15 +215,15 @@ func TestRunFailures(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		{"create fails", func(e *fakeEngine) { e.createErr = errors.New("no space left on device") }, ExitLaunchFailed, "creating the container failed: no space left on device"},
+		{"create fails", func(e *fakeEngine) { e.CreateErr = errors.New("no space left on device") }, ExitLaunchFailed, "creating the container failed: no space left on device"},
 		{"command not found", func(e *fakeEngine) {
-			e.startErr = errors.New(`OCI runtime create failed: runc create failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown`)
+			e.StartErr = errors.New(`OCI runtime create failed: runc create failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown`)
 		}, ExitCommandMissing, `the command was not found in the image: "nosuch": executable file not found in $PATH`},
 		{"not executable", func(e *fakeEngine) {
-			e.startErr = errors.New(`OCI runtime create failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown`)
+			e.StartErr = errors.New(`OCI runtime create failed: unable to start container process: exec: "/etc/passwd": permission denied: unknown`)
 		}, ExitCannotInvoke, `the command cannot be run: "/etc/passwd": permission denied`},
-		{"attach fails", func(e *fakeEngine) { e.attachErr = errors.New("hijack refused") }, ExitLaunchFailed, "attaching to the container failed"},
-		{"engine lost mid-run", func(e *fakeEngine) { e.waitErr = errors.New("unexpected EOF") }, ExitLaunchFailed, "the connection to the container engine was lost while the container ran (unexpected EOF)"},
+		{"attach fails", func(e *fakeEngine) { e.AttachErr = errors.New("hijack refused") }, ExitLaunchFailed, "attaching to the container failed"},
+		{"engine lost mid-run", func(e *fakeEngine) { e.WaitErr = errors.New("unexpected EOF") }, ExitLaunchFailed, "the connection to the container engine was lost while the container ran (unexpected EOF)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -234,7 +234,7 @@ func TestRunFailures(t *testing.T) {
 			if !errors.As(err, &lerr) || lerr.Code != tt.wantCode || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Run error %v; want code %d and %q", err, tt.wantCode, tt.wantErr)
 			}
-			if n := len(eng.live()); n != 0 {
+			if n := len(eng.Live()); n != 0 {
 				t.Errorf("%d containers left after %s", n, tt.name)
 			}
 		})
@@ -243,7 +243,7 @@ func TestRunFailures(t *testing.T) {
 
 func TestRunStopsWhenOutputBreaks(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"chatty"}})
-	eng.program["chatty"] = func(p *fakeProc) int {
+	eng.Program["chatty"] = func(p *fakeProc) int {
 		for {
 			if _, err := fmt.Fprintln(p.Stdout, "line"); err != nil {
 				return 1
@@ -262,8 +262,8 @@ func TestRunStopsWhenOutputBreaks(t *testing.T) {
 	if !errors.As(err, &lerr) || lerr.Code != ExitBrokenPipe {
 		t.Fatalf("Run error %v; want exit %d", err, ExitBrokenPipe)
 	}
-	if !slices.Contains(eng.calls, "ContainerKill SIGKILL") {
-		t.Errorf("the container was not killed: %v", eng.calls)
+	if !slices.Contains(eng.Calls, "ContainerKill SIGKILL") {
+		t.Errorf("the container was not killed: %v", eng.Calls)
 	}
 }
 
@@ -274,11 +274,11 @@ func TestRunPullsMissingImageOnce(t *testing.T) {
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("Run = %+v, %v", res, err)
 	}
-	if !slices.Equal(eng.pulls, []string{"docker.io/library/alpine:3.21"}) {
-		t.Errorf("pulls %v", eng.pulls)
+	if !slices.Equal(eng.Pulls, []string{"docker.io/library/alpine:3.21"}) {
+		t.Errorf("pulls %v", eng.Pulls)
 	}
-	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || len(eng.pulls) != 1 {
-		t.Errorf("second run: %v, pulls %v; the image is there now", err, eng.pulls)
+	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil || len(eng.Pulls) != 1 {
+		t.Errorf("second run: %v, pulls %v; the image is there now", err, eng.Pulls)
 	}
 }
 
@@ -288,7 +288,7 @@ func TestRunPullsMissingImageOnce(t *testing.T) {
 // other launch waits (with the lock) or a second pull begins (without it).
 func TestConcurrentLaunchesPullOnce(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Image: "alpine:3.21", Pull: "missing", Cmd: []string{"true"}})
-	eng.pullGate = make(chan struct{})
+	eng.PullGate = make(chan struct{})
 	const n = 8
 	var waiting, done atomic.Int32
 	opts.Notify = func(nt Notice) {
@@ -304,16 +304,16 @@ func TestConcurrentLaunchesPullOnce(t *testing.T) {
 			errs <- err
 		}()
 	}
-	for waiting.Load() < n-1 && eng.pullCount() < 2 && done.Load() == 0 {
+	for waiting.Load() < n-1 && eng.PullCount() < 2 && done.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	close(eng.pullGate)
+	close(eng.PullGate)
 	for i := 0; i < n; i++ {
 		if err := <-errs; err != nil {
 			t.Errorf("launch %d: %v", i, err)
 		}
 	}
-	if got := eng.pullCount(); got != 1 || waiting.Load() != n-1 {
+	if got := eng.PullCount(); got != 1 || waiting.Load() != n-1 {
 		t.Errorf("%d launches made %d pulls (%d waited); want 1 pull and %d waiting", n, got, waiting.Load(), n-1)
 	}
 }
@@ -321,8 +321,8 @@ func TestConcurrentLaunchesPullOnce(t *testing.T) {
 func TestRunNeverPullsWhenTheModeSaysNever(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Image: "alpine:3.21", Pull: "never", Cmd: []string{"true"}})
 	_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
-	if err == nil || len(eng.pulls) != 0 {
-		t.Fatalf("Run error %v, pulls %v; want a refusal and no pull", err, eng.pulls)
+	if err == nil || len(eng.Pulls) != 0 {
+		t.Fatalf("Run error %v, pulls %v; want a refusal and no pull", err, eng.Pulls)
 	}
 }
 
@@ -331,11 +331,11 @@ func TestRunAddsTheCallersAccount(t *testing.T) {
 	opts.Account = &Account{Name: "bob", UID: 1002, GID: 1002, Home: "/home/bob", LoginShell: "/bin/bash", Groups: []Group{{"bob", 1002}, {"proj", 3000}}}
 	var created string
 	opts.Created = func(id string) { created = id }
-	eng.program["true"] = func(p *fakeProc) int {
+	eng.Program["true"] = func(p *fakeProc) int {
 		// The generated files exist while the container starts.
-		c, _ := eng.find(created)
-		for _, m := range c.req.HostConfig.Mounts {
-			fmt.Fprintf(p.Stdout, "%s ro=%v %q\n", m.Target, m.ReadOnly, c.mounted[m.Target])
+		c, _ := eng.Find(created)
+		for _, m := range c.Req.HostConfig.Mounts {
+			fmt.Fprintf(p.Stdout, "%s ro=%v %q\n", m.Target, m.ReadOnly, c.Mounted[m.Target])
 		}
 		return 0
 	}
@@ -351,19 +351,19 @@ func TestRunAddsTheCallersAccount(t *testing.T) {
 	// The image was read once, from a probe container that never started
 	// and is gone; a second launch reads the node's cache.
 	probes := 0
-	for _, c := range eng.containers {
-		if c.req.Config.Labels[LabelProbe] == "1" {
+	for _, c := range eng.Containers {
+		if c.Req.Config.Labels[LabelProbe] == "1" {
 			probes++
-			if !c.removed || c.state != "created" {
-				t.Errorf("probe container state %s removed %v", c.state, c.removed)
+			if !c.Removed || c.State != "created" {
+				t.Errorf("probe container state %s removed %v", c.State, c.Removed)
 			}
 		}
 	}
 	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range eng.containers {
-		if c.req.Config.Labels[LabelProbe] == "1" {
+	for _, c := range eng.Containers {
+		if c.Req.Config.Labels[LabelProbe] == "1" {
 			probes--
 		}
 	}
@@ -377,9 +377,9 @@ func TestRunAddsTheCallersAccount(t *testing.T) {
 
 func TestRunSkipsAccountsForASymlinkedPasswd(t *testing.T) {
 	eng, _, opts := lifecycle(t, policy.Request{Cmd: []string{"true"}})
-	eng.addImage("docker.io/library/alpine:evil", map[string]fakeFile{
-		"/etc":        {mode: os.ModeDir | 0o755},
-		"/etc/passwd": {mode: os.ModeSymlink | 0o777, link: "/home/bob/steer"},
+	eng.AddImage("docker.io/library/alpine:evil", map[string]fakeFile{
+		"/etc":        {Mode: os.ModeDir | 0o755},
+		"/etc/passwd": {Mode: os.ModeSymlink | 0o777, Link: "/home/bob/steer"},
 	})
 	_, d, _ := lifecycle(t, policy.Request{Image: "alpine:evil", Cmd: []string{"true"}})
 	opts.Account = &Account{Name: "bob", UID: 1002, GID: 1002, Home: "/home/bob", Groups: []Group{{"bob", 1002}}}
@@ -388,8 +388,8 @@ func TestRunSkipsAccountsForASymlinkedPasswd(t *testing.T) {
 	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 		t.Fatal(err)
 	}
-	if c := eng.containers[created]; len(c.req.HostConfig.Mounts) != 0 {
-		t.Errorf("mounts %v over a symlinked /etc/passwd", c.req.HostConfig.Mounts)
+	if c := eng.Containers[created]; len(c.Req.HostConfig.Mounts) != 0 {
+		t.Errorf("mounts %v over a symlinked /etc/passwd", c.Req.HostConfig.Mounts)
 	}
 }
 
@@ -401,7 +401,7 @@ func TestRunNamesAMissingInterpreter(t *testing.T) {
 	if !errors.As(err, &lerr) || lerr.Code != ExitCommandMissing || !strings.Contains(err.Error(), "the batch script starts with #!/bin/bash, which image docker.io/library/alpine:3.20 does not have") {
 		t.Fatalf("Run error %v", err)
 	}
-	if slices.Contains(eng.calls, "ContainerStart") {
+	if slices.Contains(eng.Calls, "ContainerStart") {
 		t.Errorf("the container was started")
 	}
 	opts.Interpreter = "/bin/sh"
@@ -413,7 +413,7 @@ func TestRunNamesAMissingInterpreter(t *testing.T) {
 func TestRunRefusesBeyondTheJobsLimit(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"hold"}})
 	release := make(chan struct{})
-	eng.program["hold"] = func(p *fakeProc) int {
+	eng.Program["hold"] = func(p *fakeProc) int {
 		fmt.Fprintln(p.Stdout, "up")
 		select {
 		case <-release:
@@ -447,8 +447,8 @@ func TestRunNamedSharesOneContainer(t *testing.T) {
 	if !d.Persist {
 		t.Fatal("a named launch in a job must persist")
 	}
-	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
-	eng.program["step"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "in step"); return 5 }
+	eng.Program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
+	eng.Program["step"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "in step"); return 5 }
 	// Two tasks at once: the engine's unique names settle who creates.
 	var wg sync.WaitGroup
 	codes := make([]int, 2)
@@ -464,12 +464,12 @@ func TestRunNamedSharesOneContainer(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	live := eng.live()
-	if len(live) != 1 || live[0].name != d.Name || codes[0] != 5 || codes[1] != 5 {
+	live := eng.Live()
+	if len(live) != 1 || live[0].Name != d.Name || codes[0] != 5 || codes[1] != 5 {
 		t.Fatalf("containers %d, exit codes %v; want one named container and both steps' 5", len(live), codes)
 	}
 	// An exec that never starts is translated, not passed through.
-	eng.execStartErr = `OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown`
+	eng.ExecStartErr = `OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown`
 	stdout := newLineWriter()
 	_, err := Run(context.Background(), eng, d, IO{Stdout: stdout, Stderr: newLineWriter()}, opts)
 	var lerr *Error
@@ -486,7 +486,7 @@ func TestRunNamedSharesOneContainer(t *testing.T) {
 			t.Errorf("removing %s: %v", id, err)
 		}
 	}
-	if len(eng.live()) != 0 {
+	if len(eng.Live()) != 0 {
 		t.Errorf("the named container survived RemoveAll")
 	}
 }
@@ -505,10 +505,10 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 	if d := task(0); !d.StepShared || d.Name != "cj-1002-7-n1_step.3" {
 		t.Fatalf("a 3-task step: shared %v, name %q", d.StepShared, d.Name)
 	}
-	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
+	eng.Program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
 	release := make(chan struct{})
 	othersUp := make(chan struct{})
-	eng.program["rank"] = func(p *fakeProc) int {
+	eng.Program["rank"] = func(p *fakeProc) int {
 		rank := 0
 		for _, e := range p.Env {
 			fmt.Sscanf(e, "SLURM_PROCID=%d", &rank)
@@ -540,8 +540,8 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 		outs[rank].await(t, fmt.Sprintf("rank %d", rank))
 	}
 	close(othersUp)
-	eng.awaitCalls("ExecInspect", 2) // rank 2 has ended (its status) and found another running
-	if live := eng.live(); len(live) != 1 || live[0].name != "cj-1002-7-n1_step.3" {
+	eng.AwaitCalls("ExecInspect", 2) // rank 2 has ended (its status) and found another running
+	if live := eng.Live(); len(live) != 1 || live[0].Name != "cj-1002-7-n1_step.3" {
 		t.Fatalf("while ranks 0 and 1 run: %d containers; want the step's one", len(live))
 	}
 	close(release)
@@ -549,10 +549,10 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 	if codes[0] != 0 || codes[1] != 1 || codes[2] != 3 {
 		t.Errorf("exit codes %v; want each rank's own (0, 1, 3)", codes)
 	}
-	if live := eng.live(); len(live) != 0 {
+	if live := eng.Live(); len(live) != 0 {
 		t.Errorf("%d containers left after the step's last task", len(live))
 	}
-	if n := eng.count("ContainerCreate"); n != 1 {
+	if n := eng.Count("ContainerCreate"); n != 1 {
 		t.Errorf("%d creates for one step on one node", n)
 	}
 	// One task alone, or per-task containers by policy: not shared.
@@ -572,7 +572,7 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 func TestStepContainerThatFailsToStartIsRemoved(t *testing.T) {
 	eng, _, opts := lifecycle(t, policy.Request{})
 	job := policy.Job{Scheduler: "slurm", ID: "7", Step: "4", Node: "n1", StepTasks: 2}
-	eng.startErr = errors.New("failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 8: operation not permitted: unknown")
+	eng.StartErr = errors.New("failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: error setting rlimits for ready process: error setting rlimit type 8: operation not permitted: unknown")
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for rank := range errs {
@@ -589,21 +589,21 @@ func TestStepContainerThatFailsToStartIsRemoved(t *testing.T) {
 			t.Errorf("rank %d: %v; want the engine's reason", rank, err)
 		}
 	}
-	if n := eng.count("ContainerStart"); n != 2 {
+	if n := eng.Count("ContainerStart"); n != 2 {
 		t.Errorf("%d starts; want each task's own try", n)
 	}
-	if live := eng.live(); len(live) != 0 {
+	if live := eng.Live(); len(live) != 0 {
 		t.Errorf("%d containers left by a step that never started", len(live))
 	}
 }
 
 func TestRunNamedRefusesAnotherImage(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Name: "w", Cmd: []string{"true"}})
-	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
+	eng.Program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 }
 	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 		t.Fatal(err)
 	}
-	eng.addImage("docker.io/library/alpine:3.21", map[string]fakeFile{})
+	eng.AddImage("docker.io/library/alpine:3.21", map[string]fakeFile{})
 	_, d2, _ := lifecycle(t, policy.Request{Image: "alpine:3.21", Name: "w", Cmd: []string{"true"}})
 	_, err := Run(context.Background(), eng, d2, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
 	if err == nil || !strings.Contains(err.Error(), `container "w" runs another image`) {
@@ -647,15 +647,15 @@ pull = ["missing"]
 			if !d.PrivateRegistry {
 				t.Fatal("the decision does not mark the registry private")
 			}
-			eng.registryAuth = good
+			eng.RegistryAuth = good
 			if tt.present {
-				eng.addImage("registry.lab:5000/team/tool:1", map[string]fakeFile{"/bin/sh": {content: "ELF", mode: 0o755}})
+				eng.AddImage("registry.lab:5000/team/tool:1", map[string]fakeFile{"/bin/sh": {Content: "ELF", Mode: 0o755}})
 			}
 			opts.RegistryAuth = tt.auth
 			_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
 			if tt.wantErr == "" {
-				if err != nil || len(eng.distChecks) != 1 {
-					t.Errorf("Run = %v, registry asked %v; want a run after one check", err, eng.distChecks)
+				if err != nil || len(eng.DistChecks) != 1 {
+					t.Errorf("Run = %v, registry asked %v; want a run after one check", err, eng.DistChecks)
 				}
 				return
 			}
@@ -663,7 +663,7 @@ pull = ["missing"]
 			if !errors.As(err, &lerr) || lerr.Code != ExitLaunchFailed || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("Run = %v; want one line with code 125 containing %q", err, tt.wantErr)
 			}
-			if n := eng.count("ContainerCreate"); n != 0 {
+			if n := eng.Count("ContainerCreate"); n != 0 {
 				t.Errorf("%d containers created", n)
 			}
 		})
@@ -678,9 +678,9 @@ pull = ["missing"]
 // refused other mounts, and ran a gpu:1 step inside the gpu:2 container.
 func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 	eng, _, opts := lifecycle(t, policy.Request{})
-	eng.program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
-	eng.program["write"] = func(p *fakeProc) int { p.Layer["/work/state"] = p.Args[1]; return 0 }
-	eng.program["read"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "state="+p.Layer["/work/state"]); return 0 }
+	eng.Program["/bin/sh"] = func(p *fakeProc) int { <-p.Killed; return 0 } // the keeper
+	eng.Program["write"] = func(p *fakeProc) int { p.Layer["/work/state"] = p.Args[1]; return 0 }
+	eng.Program["read"] = func(p *fakeProc) int { fmt.Fprintln(p.Stdout, "state="+p.Layer["/work/state"]); return 0 }
 	step := func(cpus string, mem int64, cmd ...string) *policy.Decision {
 		return decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20", Name: "w", Cmd: cmd},
 			policy.Job{Scheduler: "slurm", ID: "7", Step: "0", Node: "n1", CPUs: cpus, MemoryBytes: mem})
@@ -691,18 +691,18 @@ func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 		if _, err := Run(context.Background(), eng, d, IO{Stdout: out, Stderr: newLineWriter()}, opts); err != nil {
 			t.Fatal(err)
 		}
-		live := eng.live()
+		live := eng.Live()
 		if len(live) != 1 {
 			t.Fatalf("%d containers, want the job's one", len(live))
 		}
-		h := live[0].req.HostConfig
+		h := live[0].Req.HostConfig
 		return out.all(), fmt.Sprintf("%s/%d", h.Resources.CpusetCpus, h.Resources.Memory>>20)
 	}
 	if _, alloc := run(step("0-1", 2<<30, "write", "one")); alloc != "0-1/2048" {
 		t.Fatalf("first step's container: %s", alloc)
 	}
-	if out, _ := run(step("0-1", 2<<30, "read")); out != "state=one" || eng.count("ContainerCommit") != 0 {
-		t.Errorf("same allocation: %q, %d commits; want it run as it is", out, eng.count("ContainerCommit"))
+	if out, _ := run(step("0-1", 2<<30, "read")); out != "state=one" || eng.Count("ContainerCommit") != 0 {
+		t.Errorf("same allocation: %q, %d commits; want it run as it is", out, eng.Count("ContainerCommit"))
 	}
 	for i, c := range []struct {
 		cpus string
@@ -712,17 +712,17 @@ func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 		if want := fmt.Sprintf("%s/%d", c.cpus, c.mem>>20); alloc != want || out != "state=one" {
 			t.Errorf("step with %s: container %s, output %q; want %s and the first step's files", want, alloc, out, want)
 		}
-		if n := eng.count("ContainerCommit"); n != i+1 {
+		if n := eng.Count("ContainerCommit"); n != i+1 {
 			t.Errorf("%d commits after %d changes", n, i+1)
 		}
 	}
 	// Each recreation committed on top of the last: the job's images.
 	committed := 0
-	for id, img := range eng.images {
-		if id == img.id && img.labels[policy.LabelCommitted] == "1" {
+	for id, img := range eng.Images {
+		if id == img.ID && img.Labels[policy.LabelCommitted] == "1" {
 			committed++
-			if img.labels[policy.LabelJob] != "7" || img.labels[policy.LabelUID] != "1002" {
-				t.Errorf("committed image labels %v", img.labels)
+			if img.Labels[policy.LabelJob] != "7" || img.Labels[policy.LabelUID] != "1002" {
+				t.Errorf("committed image labels %v", img.Labels)
 			}
 		}
 	}
@@ -743,7 +743,7 @@ func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 	if removed, err := RemoveCommitted(context.Background(), eng, "slurm", "7", "n1"); err != nil || len(removed) != 3 {
 		t.Errorf("RemoveCommitted = %v, %v; want the job's image", removed, err)
 	}
-	for _, c := range eng.live() {
-		eng.ContainerRemove(context.Background(), c.id, moby.ContainerRemoveOptions{Force: true})
+	for _, c := range eng.Live() {
+		eng.ContainerRemove(context.Background(), c.ID, moby.ContainerRemoveOptions{Force: true})
 	}
 }

@@ -22,7 +22,7 @@ import (
 // waiting for ever (the lock was one per node, and a blocking flock).
 func TestOneUsersLaunchLockNeverHoldsAnother(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{})
-	req, err := Build(d, eng.addImage("alpine:3.20", nil))
+	req, err := Build(d, eng.AddImage("alpine:3.20", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestJobMarkBeforeTheFirstContainer(t *testing.T) {
 		t.Error("a job id that is no file name was marked")
 	}
 	// The mark is written before the create: a create that fails leaves it.
-	eng.createErr = fmt.Errorf("boom")
+	eng.CreateErr = fmt.Errorf("boom")
 	if _, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err == nil {
 		t.Fatal("create failure not reported")
 	}

@@ -14,7 +14,7 @@ import (
 // running named container, against the fake engine.
 func TestOwnContainerOperations(t *testing.T) {
 	eng, d, opts := lifecycle(t, policy.Request{Name: "svc", Cmd: []string{"true"}})
-	eng.program["/bin/sh"] = untilTerm("keeper ")
+	eng.Program["/bin/sh"] = untilTerm("keeper ")
 	ctx := context.Background()
 	if _, err := Run(ctx, eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func TestOwnContainerOperations(t *testing.T) {
 		attached <- err
 	}()
 	// Attach is registered once the engine records a second attach.
-	eng.awaitCalls("ContainerWait", 1) // the named step itself waits on no container
+	eng.AwaitCalls("ContainerWait", 1) // the named step itself waits on no container
 	if err := Kill(ctx, eng, id, "SIGUSR1"); err != nil {
 		t.Fatal(err)
 	}
@@ -109,9 +109,9 @@ func TestPullNeverClaimsAnImageThatWasThere(t *testing.T) {
 	PulledDir, PullLockDir = t.TempDir(), t.TempDir()
 	t.Cleanup(func() { PulledDir, PullLockDir = oldPulled, oldLocks })
 	eng := newFakeEngine(t)
-	eng.unchanged = true
+	eng.Unchanged = true
 	ctx := context.Background()
-	admins := eng.addImage("docker.io/library/tool:1", nil)
+	admins := eng.AddImage("docker.io/library/tool:1", nil)
 	id, _, err := Pull(ctx, eng, "docker.io/library/tool:1", "", "/run/test.sock", newLineWriter(), false)
 	if err != nil || id != admins {
 		t.Fatalf("Pull = %q, %v; want the admin's %s", id, err, admins)
@@ -121,8 +121,8 @@ func TestPullNeverClaimsAnImageThatWasThere(t *testing.T) {
 	}
 	// Through a launch (pull = always) alike.
 	eng2, d, opts := lifecycle(t, policy.Request{Image: "alpine:3.20", Cmd: []string{"true"}})
-	eng2.unchanged = true
-	present := eng2.addImage("docker.io/library/alpine:3.20", nil)
+	eng2.Unchanged = true
+	present := eng2.AddImage("docker.io/library/alpine:3.20", nil)
 	opts.EngineSocket = "/run/test.sock"
 	d.Pull = "always"
 	if _, err := Run(ctx, eng2, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts); err != nil {
@@ -147,8 +147,8 @@ func TestDryRunCreatesNothing(t *testing.T) {
 	if err != nil || req.Config.User != "1002:1002" || !strings.HasPrefix(req.Config.Image, "sha256:") {
 		t.Fatalf("DryRun = %+v, %v", req.Config, err)
 	}
-	if slices.Contains(eng.calls, "ContainerCreate") || len(eng.pulls) > 0 {
-		t.Errorf("a dry run called %v", eng.calls)
+	if slices.Contains(eng.Calls, "ContainerCreate") || len(eng.Pulls) > 0 {
+		t.Errorf("a dry run called %v", eng.Calls)
 	}
 	want := opts.Guard
 	want.UID = 4242
@@ -162,10 +162,10 @@ func TestIsolatedBridgeIsCreatedOnce(t *testing.T) {
 	if err := EnsureIsolatedBridge(context.Background(), eng); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(eng.calls, "NetworkCreate") {
-		t.Errorf("calls %v", eng.calls)
+	if !slices.Contains(eng.Calls, "NetworkCreate") {
+		t.Errorf("calls %v", eng.Calls)
 	}
-	eng.network = map[string]string{"com.docker.network.bridge.enable_icc": "true"}
+	eng.Network = map[string]string{"com.docker.Network.bridge.enable_icc": "true"}
 	if err := EnsureIsolatedBridge(context.Background(), eng); err == nil || !strings.Contains(err.Error(), "exists without containerjob's isolation") {
 		t.Errorf("a bridge without isolation: %v", err)
 	}

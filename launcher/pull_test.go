@@ -2,11 +2,12 @@ package launcher
 
 import (
 	"context"
-	"io"
 	"strings"
 	"testing"
 
 	"github.com/moby/moby/api/types/jsonstream"
+
+	"github.com/containerjob/containerjob/launcher/enginetest"
 )
 
 // A pull as the engine reports it (API 1.41), cut to two layers.
@@ -68,12 +69,12 @@ func TestFollowPullCountsDownloadedBytes(t *testing.T) {
 		`{"status":"Download complete","id":"l1"}`,
 		`{"status":"Extracting","id":"l1","progressDetail":{"current":500,"total":4000}}`,
 	}, "\n") + "\n"
-	n, err := followPull(context.Background(), "x:1", fakePull{io.NopCloser(strings.NewReader(msgs))})
+	n, err := followPull(context.Background(), "x:1", enginetest.PullResponse(strings.NewReader(msgs)))
 	if err != nil || n != 1024 {
 		t.Errorf("bytes %d err %v, want 1024", n, err)
 	}
 	bad := `{"status":"Downloading","id":"l1","progressDetail":{"current":1,"total":9}}` + "\n" + `{"errorDetail":{"message":"no space left on device"},"error":"no space left on device"}` + "\n"
-	if _, err := followPull(context.Background(), "x:1", fakePull{io.NopCloser(strings.NewReader(bad))}); err == nil || !strings.Contains(err.Error(), "no space left on device") {
+	if _, err := followPull(context.Background(), "x:1", enginetest.PullResponse(strings.NewReader(bad))); err == nil || !strings.Contains(err.Error(), "no space left on device") {
 		t.Errorf("err %v, want the stream's error", err)
 	}
 }

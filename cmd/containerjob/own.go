@@ -31,15 +31,14 @@ import (
 // ownContext is what every own-container command needs.
 type ownContext struct {
 	caller policy.Caller
-	eng    launcherEngine
+	eng    launcher.Engine
 	pol    *policy.Policy
 	node   string
 }
 
-type launcherEngine interface {
-	launcher.Engine
-	Close() error
-}
+// openNode is the node's policy and engine for a privileged command;
+// tests point it at a fake engine.
+var openNode = func() (*launch.Node, error) { return launch.OpenNode(policy.DefaultPath) }
 
 // withOwn escalates like run does, then resolves the caller and engine.
 func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o ownContext) error) error {
@@ -60,16 +59,12 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 	if err != nil {
 		return err
 	}
-	pol, err := policy.Load(policy.DefaultPath)
+	n, err := openNode()
 	if err != nil {
 		return err
 	}
-	eng, err := launcher.Connect(pol.Settings.DockerHost)
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
-	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), eng: eng, pol: pol, node: hereNode()})
+	defer n.Close()
+	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), eng: n.Engine, pol: n.Policy, node: hereNode()})
 }
 
 // hereNode is the node this command runs on: its job step's, else the

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/internal/testutil"
+	"github.com/containerjob/containerjob/launch"
+	"github.com/containerjob/containerjob/launcher/enginetest"
+	"github.com/containerjob/containerjob/policy"
+)
+
+// ownNode points the own-container commands at a fake engine holding a
+// running container named web for nobody (uid 65534) and one of the same
+// name for uid 1000, and returns their ids.
+func ownNode(t *testing.T) (eng *enginetest.Engine, mine, theirs string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testutil.Unavailable(t, "--as-user is root's; run as root")
+	}
+	pol, err := policy.Parse("test.toml", []byte("[settings]\nstop_grace_seconds = 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng = enginetest.New(t)
+	old := openNode
+	openNode = func() (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
+	t.Cleanup(func() { openNode = old })
+	eng.Program["serve"] = enginetest.UntilTerm("")
+	run := func(uid, user string) string {
+		c, err := eng.ContainerCreate(context.Background(), client.ContainerCreateOptions{
+			Config: &container.Config{Image: "docker.io/library/alpine:3.20", Cmd: []string{"serve"}, Labels: map[string]string{
+				policy.LabelManaged: "1", policy.LabelUID: uid, policy.LabelUser: user, policy.LabelName: "web", policy.LabelImage: "alpine:3.20"}},
+			HostConfig: &container.HostConfig{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eng.ContainerStart(context.Background(), c.ID, client.ContainerStartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	mine, theirs = run("65534", "nobody"), run("1000", "alice")
+	t.Cleanup(func() {
+		for _, id := range []string{mine, theirs} {
+			eng.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
+		}
+	})
+	return eng, mine, theirs
+}
+
+// TestOwnCommandsSeeOnlyTheCallersContainers: ps, stop and rm through the
+// node's engine act on the caller's containers only; another user's, even
+// of the same name and named by its id, is "not found" and left alone.
+func TestOwnCommandsSeeOnlyTheCallersContainers(t *testing.T) {
+	eng, mine, theirs := ownNode(t)
+	out, errout, code := cli(t, "ps", "--as-user", "nobody")
+	if code != 0 || !strings.Contains(out, mine[:12]) || strings.Contains(out, theirs[:12]) {
+		t.Fatalf("ps = %d %q %q; want nobody's container alone", code, out, errout)
+	}
+	_, errout, code = cli(t, "stop", "--as-user", "nobody", theirs[:8])
+	if code == 0 || !strings.Contains(errout, "no container of yours matches") {
+		t.Errorf("stop of another user's container = %d %q, want not found", code, errout)
+	}
+	if sigs := eng.Containers[theirs].Signals; len(sigs) != 0 {
+		t.Errorf("another user's container got %v", sigs)
+	}
+	out, errout, code = cli(t, "stop", "--as-user", "nobody", "web")
+	if code != 0 || strings.TrimSpace(out) != mine[:12] {
+		t.Fatalf("stop web = %d %q %q", code, out, errout)
+	}
+	if sigs := eng.Containers[mine].Signals; !slices.Contains(sigs, "SIGTERM") {
+		t.Errorf("the caller's container got %v, want SIGTERM", sigs)
+	}
+	out, errout, code = cli(t, "rm", "--as-user", "nobody", "web")
+	if code != 0 || strings.TrimSpace(out) != mine[:12] {
+		t.Fatalf("rm web = %d %q %q", code, out, errout)
+	}
+	if !eng.Containers[mine].Removed || eng.Containers[theirs].Removed {
+		t.Errorf("removed: caller's %v, other's %v; want the caller's alone", eng.Containers[mine].Removed, eng.Containers[theirs].Removed)
+	}
+	out, _, _ = cli(t, "ps", "--all", "--as-user", "nobody")
+	if strings.Contains(out, mine[:12]) {
+		t.Errorf("ps --all after rm still lists it: %q", out)
+	}
+}

@@ -1,0 +1,38 @@
+package launch
+
+import (
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/policy"
+)
+
+// Node is what a privileged command works through on this node: the
+// admins' policy, read once, and one connection to the node's engine.
+// The CLI opens one per process (OpenNode); tests build one around
+// launcher/enginetest's engine.
+type Node struct {
+	Policy *policy.Policy
+	Engine launcher.Engine
+	close  func() error
+}
+
+// OpenNode loads the policy at path and connects to the engine it names
+// (the connection is made on the first request).
+func OpenNode(path string) (*Node, error) {
+	pol, err := policy.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{Policy: pol, Engine: eng, close: eng.Close}, nil
+}
+
+// Close lets go of the engine's connection.
+func (n *Node) Close() error {
+	if n == nil || n.close == nil {
+		return nil
+	}
+	return n.close()
+}
