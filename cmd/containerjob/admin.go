@@ -155,11 +155,12 @@ func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched,
 			warningf("%s for job %s: removing the job's image pins: %v", hook, job, err)
 		}
 	}
-	eng, err := launcher.Connect(pol.Settings.DockerHost)
+	n, err := nodeFor(pol)
 	if err != nil {
 		return err
 	}
-	defer eng.Close()
+	defer n.Close()
+	eng := n.Engine
 	ctx := context.Background()
 	cs, err := launcher.ListManaged(ctx, eng, sched, job)
 	if err != nil {
@@ -244,11 +245,12 @@ image_store_high in containerjob-policy(5)).`,
 			if err != nil {
 				return err
 			}
-			eng, err := launcher.Connect(pol.Settings.DockerHost)
+			n, err := nodeFor(pol)
 			if err != nil {
 				return err
 			}
-			defer eng.Close()
+			defer n.Close()
+			eng := n.Engine
 			ctx := context.Background()
 			if images {
 				return collectImages(ctx, cmd, pol, eng, dryRun)

@@ -24,14 +24,8 @@ func ownNode(t *testing.T) (eng *enginetest.Engine, mine, theirs string) {
 	if os.Geteuid() != 0 {
 		testutil.Unavailable(t, "--as-user is root's; run as root")
 	}
-	pol, err := policy.Parse("test.toml", []byte("[settings]\nstop_grace_seconds = 1\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	eng = enginetest.New(t)
-	old := openNode
-	openNode = func() (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
-	t.Cleanup(func() { openNode = old })
+	useEngine(t, eng, "[settings]\nstop_grace_seconds = 1\n")
 	eng.Program["serve"] = enginetest.UntilTerm("")
 	run := func(uid, user string) string {
 		c, err := eng.ContainerCreate(context.Background(), client.ContainerCreateOptions{
@@ -53,6 +47,20 @@ func ownNode(t *testing.T) (eng *enginetest.Engine, mine, theirs string) {
 		}
 	})
 	return eng, mine, theirs
+}
+
+// useEngine points the privileged commands' node at eng for the test,
+// under the policy text for the commands that read the admins' own.
+func useEngine(t *testing.T, eng *enginetest.Engine, text string) {
+	t.Helper()
+	pol, err := policy.Parse("test.toml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldOpen, oldFor := openNode, nodeFor
+	openNode = func() (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
+	nodeFor = func(pol *policy.Policy) (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
+	t.Cleanup(func() { openNode, nodeFor = oldOpen, oldFor })
 }
 
 // TestOwnCommandsSeeOnlyTheCallersContainers: ps, stop and rm through the
@@ -88,5 +96,56 @@ func TestOwnCommandsSeeOnlyTheCallersContainers(t *testing.T) {
 	out, _, _ = cli(t, "ps", "--all", "--as-user", "nobody")
 	if strings.Contains(out, mine[:12]) {
 		t.Errorf("ps --all after rm still lists it: %q", out)
+	}
+}
+
+// TestStepEpilogRemovesTheStepsOwnContainers: the SPANK plugin's cleanup
+// at a step's end (epilog --step) removes that step's containers on this
+// node and nothing else: not another step's, not the job's named one,
+// not another node's on the same engine, not another job's; each removal
+// is in the audit trail.
+func TestStepEpilogRemovesTheStepsOwnContainers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.Unavailable(t, "epilog is root's; run as root")
+	}
+	dir := t.TempDir()
+	audit := dir + "/audit.log"
+	path := trustedPolicy(t, "[settings]\naudit_log = \""+audit+"\"\n")
+	eng := enginetest.New(t)
+	useEngine(t, eng, "")
+	newContainer := func(job, step, node, name string) string {
+		c, err := eng.ContainerCreate(context.Background(), client.ContainerCreateOptions{
+			Config: &container.Config{Image: "docker.io/library/alpine:3.20", Labels: map[string]string{
+				policy.LabelManaged: "1", policy.LabelScheduler: "slurm", policy.LabelJob: job, policy.LabelStep: step,
+				policy.LabelNode: node, policy.LabelName: name, policy.LabelUID: "65534", policy.LabelUser: "nobody"}},
+			HostConfig: &container.HostConfig{}, Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	gone := newContainer("7", "0", "n1", "")
+	kept := []string{newContainer("7", "1", "n1", ""), newContainer("7", "0", "n1", "keeper"), newContainer("7", "0", "n2", ""), newContainer("8", "0", "n1", "")}
+	t.Cleanup(func() {
+		for _, id := range kept {
+			eng.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
+		}
+	})
+	_, errout, code := cli(t, "epilog", "--scheduler", "slurm", "--job", "7", "--step", "0", "--node", "n1", "--policy", path, "--quiet")
+	if code != 0 {
+		t.Fatalf("epilog --step = %d %q", code, errout)
+	}
+	if !eng.Containers[gone].Removed {
+		t.Error("the step's own container was left")
+	}
+	for _, id := range kept {
+		if eng.Containers[id].Removed {
+			t.Errorf("container %v of job %s step %s node %s was removed", eng.Containers[id].Name, eng.Containers[id].Req.Config.Labels[policy.LabelJob],
+				eng.Containers[id].Req.Config.Labels[policy.LabelStep], eng.Containers[id].Req.Config.Labels[policy.LabelNode])
+		}
+	}
+	log, _ := os.ReadFile(audit)
+	if n := strings.Count(string(log), `"msg":"epilog-removed"`); n != 1 || !strings.Contains(string(log), gone) {
+		t.Errorf("audit trail %q: want one epilog-removed record, for %s", log, gone)
 	}
 }
