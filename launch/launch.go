@@ -109,9 +109,20 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	defer func() { launcher.LockWaits = nil }()
 	out.ReportUsage = pol.Settings.ReportUsage
 
+	// One engine connection for the whole launch (none is made before
+	// the first request).
+	eng := in.Engine
+	if eng == nil {
+		c, err := launcher.Connect(pol.Settings.DockerHost)
+		if err != nil {
+			return out, err
+		}
+		defer c.Close()
+		eng = c
+	}
 	caller := PolicyCaller(in.Caller)
 	caller.Limits = in.CallerLimits
-	r, err := jobRequest(ctx, pol, &caller, in)
+	r, err := jobRequest(ctx, eng, pol, &caller, in)
 	phase("request")
 	req, job := r.req, r.job
 	record := decisionRecord(caller, in, r)
@@ -123,15 +134,6 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	}
 	if err != nil {
 		return refuse(err)
-	}
-	eng := in.Engine
-	if eng == nil {
-		c, err := launcher.Connect(pol.Settings.DockerHost)
-		if err != nil {
-			return out, err
-		}
-		defer c.Close()
-		eng = c
 	}
 	// The caller's own files are read now, before anything of the node's
 	// is locked (a pull's lock, the launch lock).
@@ -276,7 +278,7 @@ type request struct {
 
 // jobRequest finds the caller's job and makes the request from in; an
 // error is a refusal, with as much of the request as was made.
-func jobRequest(ctx context.Context, pol *policy.Policy, caller *policy.Caller, in Input) (request, error) {
+func jobRequest(ctx context.Context, eng launcher.Engine, pol *policy.Policy, caller *policy.Caller, in Input) (request, error) {
 	r := request{req: in.Request}
 	if in.Existing {
 		if r.req.Name == "" {
@@ -290,7 +292,7 @@ func jobRequest(ctx context.Context, pol *policy.Policy, caller *policy.Caller, 
 	}
 	r.job = job
 	if err == nil && in.Existing {
-		r.req.Image, err = existingNamedImage(ctx, pol, *caller, job, r.req.Name)
+		r.req.Image, err = existingNamedImage(ctx, eng, *caller, job, r.req.Name)
 	}
 	r.requested = r.req.Image
 	if err == nil && !in.DryRun && !in.Existing {

@@ -18,7 +18,7 @@ const ExistingImage = "containerjob.invalid/existing:named"
 // the verified job on this node, as the policy approved it when the
 // container was created (the policy judges it again now). Without such a
 // container the step is refused, never run on the host.
-func existingNamedImage(ctx context.Context, pol *policy.Policy, caller policy.Caller, job scheduler.Job, name string) (string, error) {
+func existingNamedImage(ctx context.Context, eng launcher.Engine, caller policy.Caller, job scheduler.Job, name string) (string, error) {
 	refuse := func(why string) error {
 		return &policy.Refusal{Item: fmt.Sprintf("--container-name %q without --container-image (%s)", name, why),
 			Reason: "is refused", Rule: policy.Origin{Table: "built-in", Key: "named-container"}, Hint: "name the image (--container-image) on the step that creates the container"}
@@ -26,11 +26,6 @@ func existingNamedImage(ctx context.Context, pol *policy.Policy, caller policy.C
 	if job.ID == "" {
 		return "", refuse("outside a job there are no named containers")
 	}
-	eng, err := launcher.Connect(pol.Settings.DockerHost)
-	if err != nil {
-		return "", err
-	}
-	defer eng.Close()
 	cs, err := launcher.ListManaged(ctx, eng, job.Scheduler, job.ID)
 	if err != nil {
 		return "", fmt.Errorf("looking up container %q: %v", name, err)

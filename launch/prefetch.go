@@ -27,12 +27,8 @@ var PrefetchTimeout = 10 * time.Minute
 // launches then run that digest). It returns the pinned reference. The
 // caller is the job's owner as Slurm records it; the prolog never fails on
 // what this returns.
-func Prefetch(ctx context.Context, pol *policy.Policy, caller policy.Caller, job scheduler.Job, image string) (string, error) {
-	eng, err := launcher.Connect(pol.Settings.DockerHost)
-	if err != nil {
-		return "", err
-	}
-	defer eng.Close()
+func Prefetch(ctx context.Context, n *Node, caller policy.Caller, job scheduler.Job, image string) (string, error) {
+	eng, pol := n.Engine, n.Policy
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	auth := CallerCredentials(id, caller.Home)
 	ctx, cancel := context.WithTimeout(ctx, PrefetchTimeout)

@@ -130,9 +130,14 @@ could not be removed.`,
 			if err != nil {
 				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 			}
-			cerr := cleanupJob(cmd, pol, trail, sched, job, step, hookNode(node), quiet, cmd.Name())
+			n, nerr := nodeFor(pol)
+			if nerr != nil {
+				return nerr
+			}
+			defer n.Close()
+			cerr := cleanupJob(cmd, n, trail, sched, job, step, hookNode(node), quiet, cmd.Name())
 			if prolog && err == nil && sched == "slurm" {
-				prefetchImage(pol, trail, job, hookNode(node))
+				prefetchImage(n, trail, job, hookNode(node))
 			}
 			return cerr
 		},
@@ -148,19 +153,14 @@ could not be removed.`,
 	return cmd
 }
 
-func cleanupJob(cmd *cobra.Command, pol *policy.Policy, trail *audit.Log, sched, job, step, node string, quiet bool, hook string) error {
+func cleanupJob(cmd *cobra.Command, n *launch.Node, trail *audit.Log, sched, job, step, node string, quiet bool, hook string) error {
+	pol, eng := n.Policy, n.Engine
 	if step == "" {
 		// The job's image pins on this node go with it, engine or not.
 		if err := launch.DropPins(sched, node, job); err != nil {
 			warningf("%s for job %s: removing the job's image pins: %v", hook, job, err)
 		}
 	}
-	n, err := nodeFor(pol)
-	if err != nil {
-		return err
-	}
-	defer n.Close()
-	eng := n.Engine
 	ctx := context.Background()
 	cs, err := launcher.ListManaged(ctx, eng, sched, job)
 	if err != nil {
@@ -445,7 +445,8 @@ func toSyslog(prio syslog.Priority, msg string) {
 // job's owner as Slurm records it, pinned for the job on this node. It
 // says what it did in the audit trail and never fails the prolog: the
 // job's first step pulls for itself whatever this could not.
-func prefetchImage(pol *policy.Policy, trail *audit.Log, job, node string) {
+func prefetchImage(n *launch.Node, trail *audit.Log, job, node string) {
+	pol := n.Policy
 	image := os.Getenv(launch.PrefetchEnv)
 	if image == "" {
 		return
@@ -474,7 +475,7 @@ func prefetchImage(pol *policy.Policy, trail *audit.Log, job, node string) {
 		return
 	}
 	rec["user"], rec["uid"] = caller.User, caller.UID
-	pinned, err := launch.Prefetch(ctx, pol, caller, scheduler.Job{Scheduler: "slurm", ID: job, Node: node}, image)
+	pinned, err := launch.Prefetch(ctx, n, caller, scheduler.Job{Scheduler: "slurm", ID: job, Node: node}, image)
 	if err != nil {
 		fail(err)
 		return
