@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/internal/registryauth"
 	"github.com/containerjob/containerjob/internal/userfs"
@@ -299,7 +300,7 @@ func jobRequest(ctx context.Context, eng launcher.Engine, pol *policy.Policy, ca
 		r.pinning, err = pinImage(job, &r.req)
 	}
 	if err == nil && in.Resolve && job.ID == "" {
-		err = fmt.Errorf("--resolve pins an image for a job; run it inside one")
+		err = hint.Errorf("run containerjob --resolve inside a job (srun, sbatch or salloc)", "--resolve pins an image for a job")
 	}
 	return r, err
 }

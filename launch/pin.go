@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 	"github.com/containerjob/containerjob/scheduler"
@@ -206,7 +207,7 @@ func pinImage(job scheduler.Job, req *policy.Request) (imagePinning, error) {
 			return err
 		}
 		if have.ID != got.ID {
-			return fmt.Errorf("image %q became %s for this step, but another step of job %s pinned it to %s at the same moment; run the step again", ref.String(), got.ID, job.ID, have.ID)
+			return hint.Errorf("run the step again", "image %q became %s for this step, but another step of job %s pinned it to %s at the same moment", ref.String(), got.ID, job.ID, have.ID)
 		}
 		return nil
 	}

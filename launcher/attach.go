@@ -8,6 +8,8 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // Attach streams the output a running container writes from now on, until
@@ -20,7 +22,7 @@ func Attach(ctx context.Context, eng Engine, id string, stdout, stderr io.Writer
 		return 0, false, err
 	}
 	if c.Container.State == nil || !c.Container.State.Running {
-		return 0, false, fmt.Errorf("container %.12s is not running; see containerjob logs", id)
+		return 0, false, hint.Errorf("see containerjob logs", "container %.12s is not running", id)
 	}
 	att, err := eng.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
 	if err != nil {

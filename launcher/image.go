@@ -14,6 +14,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -45,7 +46,7 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 			return none, failf(ExitLaunchFailed, "inspecting image %q failed: %v", ref, err)
 		}
 		if d.Pull == "never" {
-			return none, failf(ExitLaunchFailed, "image %q is not on this node and the pull mode is never; ask your admin to load it, or use --pull missing if the policy allows", ref)
+			return none, &Error{Code: ExitLaunchFailed, Err: hint.Errorf("ask your admin to load it, or use --pull missing if the policy allows", "image %q is not on this node and the pull mode is never", ref)}
 		}
 	}
 	// One pull per image and node: whoever holds the lock pulls; the
@@ -161,7 +162,7 @@ func noCredentials(ref policy.ImageRef, err error) error {
 	if err != nil {
 		return failf(ExitLaunchFailed, "image %q is in the private registry %s, which needs your own credentials: %v", ref.String(), host, err)
 	}
-	return failf(ExitLaunchFailed, "image %q is in the private registry %s, which needs your own credentials, and ~/.docker/config.json has none for it; run `docker login %s` where you have docker, or copy its entry", ref.String(), host, host)
+	return &Error{Code: ExitLaunchFailed, Err: hint.Errorf("run `docker login "+host+"` where you have docker, or copy its entry", "image %q is in the private registry %s, which needs your own credentials, and ~/.docker/config.json has none for it", ref.String(), host)}
 }
 
 // RegistryTimeout bounds the registry's answer to an access check.

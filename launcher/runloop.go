@@ -20,6 +20,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -172,7 +173,7 @@ func checkInterpreter(ctx context.Context, eng Engine, id string, d *policy.Deci
 	defer cancel()
 	_, err := eng.ContainerStatPath(sctx, id, client.ContainerStatPathOptions{Path: interp})
 	if cerrdefs.IsNotFound(err) {
-		return &Error{Code: ExitCommandMissing, Err: fmt.Errorf("the batch script starts with #!%s, which image %s does not have; start the script with an interpreter the image has (#!/bin/sh), or choose an image with %s", interp, d.Image.String(), interp)}
+		return &Error{Code: ExitCommandMissing, Err: hint.Errorf("start the script with an interpreter the image has (#!/bin/sh), or choose an image with "+interp, "the batch script starts with #!%s, which image %s does not have", interp, d.Image.String())}
 	}
 	return nil // anything else is left to the runtime to report
 }

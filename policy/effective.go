@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // Entry is one value of an accumulated list, with where it was written.
@@ -302,7 +304,7 @@ func (p *Policy) JudgeImage(caller Caller, image string, tags *DigestTags) error
 func (p *Policy) judgeImage(eff *Effective, image string, tags *DigestTags) (ImageRef, Origin, error) {
 	ref, err := NormalizeImage(image)
 	if err != nil {
-		return ref, Origin{}, &Refusal{Item: err.Error(), Rule: builtin("image-reference")}
+		return ref, Origin{}, &Refusal{Item: err.Error(), Rule: builtin("image-reference"), Hint: hint.Of(err)}
 	}
 	if o, ok := p.matchImage(eff.ImagesDeny, ref, tags); ok {
 		return ref, Origin{}, &Refusal{Item: fmt.Sprintf("image %q", image), Reason: "is denied", Rule: o}

@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // DefaultPath is where the admins' policy lives. Only root may point
@@ -251,7 +253,7 @@ func readTrusted(path string) ([]byte, error) {
 		return nil, fmt.Errorf("policy file %s cannot be read: %w", path, errors.Unwrap(err))
 	}
 	if fi.Mode()&os.ModeSymlink != 0 {
-		return nil, fmt.Errorf("policy file %s is a symbolic link; install the file itself", path)
+		return nil, hint.Errorf("install the file itself", "policy file %s is a symbolic link", path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -325,7 +327,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 				path, loc.line(k.String(), "", ""), k.String())
 		}
 		tbl, key := strings.Join(k[:len(k)-1], "."), k[len(k)-1]
-		return nil, fmt.Errorf("%s:%d: unknown key %q in [%s]; see docs/policy.md for the keys each table takes",
+		return nil, hint.Errorf("see docs/policy.md for the keys each table takes", "%s:%d: unknown key %q in [%s]",
 			path, loc.line(tbl, key, ""), key, tbl)
 	}
 	p := &Policy{

@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/distribution/reference"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // maxImageRefLen bounds an image reference; the registry spec allows 255 for
@@ -47,7 +49,7 @@ func NormalizeImage(s string) (ImageRef, error) {
 	case !utf8.ValidString(s) || strings.ContainsAny(s, "\x00\n\r\t "):
 		return ImageRef{}, fmt.Errorf("image reference %q contains invalid characters", s)
 	case strings.HasPrefix(s, "sha256:"):
-		return ImageRef{}, fmt.Errorf("image reference %q is an image ID; name the image by repository and tag", s)
+		return ImageRef{}, hint.Errorf("name the image by repository and tag", "image reference %q is an image ID", s)
 	}
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {

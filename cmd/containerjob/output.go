@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
@@ -90,7 +91,7 @@ func exitCode(err error) int {
 		}
 		return launcher.ExitLaunchFailed
 	}
-	errorf("%v", err)
+	printWithHint(err)
 	return launcher.ExitLaunchFailed
 }
 
@@ -129,12 +130,14 @@ func printOutcome(out launch.Outcome) {
 	}
 }
 
-// printWithHint prints err's line and, when it is a refusal with a hint,
-// the hint's line.
+// printWithHint prints err's line and, when it is a refusal with a hint
+// or carries one (internal/hint), the hint's line.
 func printWithHint(err error) {
 	errorf("%v", err)
 	var ref *policy.Refusal
 	if errors.As(err, &ref) && ref.Hint != "" {
 		hintf("%s", ref.Hint)
+	} else if h := hint.Of(err); h != "" {
+		hintf("%s", h)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
@@ -115,11 +116,11 @@ func (o ownContext) find(ctx context.Context, ref string) (launcher.Managed, err
 	}
 	switch len(hits) {
 	case 0:
-		return launcher.Managed{}, fmt.Errorf("no container of yours matches %q; see containerjob ps", ref)
+		return launcher.Managed{}, hint.Errorf("see containerjob ps", "no container of yours matches %q", ref)
 	case 1:
 		return hits[0], nil
 	}
-	return launcher.Managed{}, fmt.Errorf("%q matches %d of your containers; use more of the id", ref, len(hits))
+	return launcher.Managed{}, hint.Errorf("use more of the id", "%q matches %d of your containers", ref, len(hits))
 }
 
 // withOwnContainer is withOwn for commands about one container: ref is

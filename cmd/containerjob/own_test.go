@@ -73,8 +73,9 @@ func TestOwnCommandsSeeOnlyTheCallersContainers(t *testing.T) {
 		t.Fatalf("ps = %d %q %q; want nobody's container alone", code, out, errout)
 	}
 	_, errout, code = cli(t, "stop", "--as-user", "nobody", theirs[:8])
-	if code == 0 || !strings.Contains(errout, "no container of yours matches") {
-		t.Errorf("stop of another user's container = %d %q, want not found", code, errout)
+	want := "containerjob: error: no container of yours matches \"" + theirs[:8] + "\"\ncontainerjob: hint: see containerjob ps\n"
+	if code == 0 || errout != want {
+		t.Errorf("stop of another user's container = %d %q, want not found, the hint on its own line: %q", code, errout, want)
 	}
 	if sigs := eng.Containers[theirs].Signals; len(sigs) != 0 {
 		t.Errorf("another user's container got %v", sigs)

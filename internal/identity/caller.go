@@ -5,6 +5,8 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // Caller is the user a privileged containerjob serves, from the user
@@ -85,7 +87,7 @@ func CallerOf(db UserDB, u *user.User, gid *uint32) (Caller, error) {
 		}
 	}
 	if c.UID == 0 {
-		return Caller{}, fmt.Errorf("containers never run as root; name an ordinary user")
+		return Caller{}, hint.Errorf("name an ordinary user", "containers never run as root")
 	}
 	return c, nil
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // Invocation is how containerjob was started, which decides whose request
@@ -75,7 +77,7 @@ func Establish(p Probe) (Invocation, uint32, error) {
 	v := EnvValue(p.Env, "SUDO_UID")
 	uid, err := strconv.ParseUint(v, 10, 32)
 	if err != nil {
-		return AsRoot, 0, fmt.Errorf("started as root with SUDO_* variables but SUDO_UID %q is not a uid; run containerjob through sudo, or clear the SUDO_* variables to act as root", v)
+		return AsRoot, 0, hint.Errorf("run containerjob through sudo, or clear the SUDO_* variables to act as root", "started as root with SUDO_* variables but SUDO_UID %q is not a uid", v)
 	}
 	if !p.startedBySudo(uint32(uid)) {
 		return AsRoot, 0, fmt.Errorf("started as root with SUDO_* variables, but not by sudo for this binary (SUDO_COMMAND names another program); run containerjob through sudo, or clear the SUDO_* variables to act as root")

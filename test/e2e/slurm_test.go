@@ -682,7 +682,8 @@ func TestErrorsUsersCanActOn(t *testing.T) {
 	state, exit := waitJob(t, id, 2*time.Minute)
 	out := readOutput(t, filepath.Join(dir, "out-"+id+".txt"))
 	if state != "FAILED" || exit != "127:0" || strings.Contains(out, "ran") ||
-		strings.TrimSpace(out) != "containerjob: error: the batch script starts with #!/bin/bash, which image docker.io/library/alpine:3.20 does not have; start the script with an interpreter the image has (#!/bin/sh), or choose an image with /bin/bash" {
+		strings.TrimSpace(out) != "containerjob: error: the batch script starts with #!/bin/bash, which image docker.io/library/alpine:3.20 does not have\n"+
+			"containerjob: hint: start the script with an interpreter the image has (#!/bin/sh), or choose an image with /bin/bash" {
 		t.Errorf("job %s: %s %s, output %q", id, state, exit, out)
 	}
 	id = sbatch(t, alice, dir, "#!/bin/sh\n#SBATCH -o out-%j.txt\n"+
