@@ -14,6 +14,7 @@ import (
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -212,7 +213,7 @@ func Logs(ctx context.Context, eng Engine, id string, stdout, stderr io.Writer) 
 		return err
 	}
 	if h := c.Container.HostConfig; h != nil && h.LogConfig.Type == "none" {
-		return fmt.Errorf("the engine keeps no output for this container (container_logs = none in the policy); it is in your job's output file")
+		return hint.Errorf("read your job's output file", "the engine keeps no output for this container (container_logs = none in the policy)")
 	}
 	rc, err := eng.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/launcher/guard"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -55,7 +56,7 @@ func EnsureIsolatedBridge(ctx context.Context, eng Engine) error {
 			net := n.Network
 			for k, v := range isolatedBridgeOptions {
 				if net.Driver != "bridge" || net.Options[k] != v {
-					return fmt.Errorf("network %q exists without containerjob's isolation (driver %q, %s=%q); the admin removes it (docker network rm %s) and containerjob recreates it", IsolatedBridge, net.Driver, k, net.Options[k], IsolatedBridge)
+					return hint.Errorf("the admin removes it (docker network rm "+IsolatedBridge+") and containerjob recreates it", "network %q exists without containerjob's isolation (driver %q, %s=%q)", IsolatedBridge, net.Driver, k, net.Options[k])
 				}
 			}
 			return nil

@@ -160,7 +160,7 @@ func RepoDigest(ref policy.ImageRef, img client.ImageInspectResult) string {
 func noCredentials(ref policy.ImageRef, err error) error {
 	host := ref.Registry()
 	if err != nil {
-		return failf(ExitLaunchFailed, "image %q is in the private registry %s, which needs your own credentials: %v", ref.String(), host, err)
+		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("image %q is in the private registry %s, which needs your own credentials: %w", ref.String(), host, err)}
 	}
 	return &Error{Code: ExitLaunchFailed, Err: hint.Errorf("run `docker login "+host+"` where you have docker, or copy its entry", "image %q is in the private registry %s, which needs your own credentials, and ~/.docker/config.json has none for it", ref.String(), host)}
 }

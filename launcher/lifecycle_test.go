@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -323,6 +324,10 @@ func TestRunNeverPullsWhenTheModeSaysNever(t *testing.T) {
 	_, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
 	if err == nil || len(eng.Pulls) != 0 {
 		t.Fatalf("Run error %v, pulls %v; want a refusal and no pull", err, eng.Pulls)
+	}
+	// What to do is the hint's, not the error line's.
+	if strings.Contains(err.Error(), "ask your admin") || !strings.HasPrefix(hint.Of(err), "ask your admin to load it") {
+		t.Errorf("error %q, hint %q: want the advice on the hint alone", err, hint.Of(err))
 	}
 }
 

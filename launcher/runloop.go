@@ -150,11 +150,11 @@ func startError(err error, gpuDriver string) error {
 	case strings.Contains(msg, "error setting rlimit"):
 		// Raising a hard limit needs CAP_SYS_RESOURCE where the runtime
 		// runs; memlock=-1 for RDMA is the usual case.
-		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine could not set the policy's ulimits (%s); the admin raises the engine's own limits (LimitMEMLOCK=infinity in its service) or lowers ulimits in the policy", runtimeCause(msg))}
+		return &Error{Code: ExitLaunchFailed, Err: hint.Errorf("the admin raises the engine's own limits (LimitMEMLOCK=infinity in its service) or lowers ulimits in the policy", "the engine could not set the policy's ulimits (%s)", runtimeCause(msg))}
 	case strings.Contains(msg, "unable to apply cgroup configuration"):
 		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine could not set up the container's cgroups: %s", runtimeCause(msg))}
 	case gpuDriver != "" && (strings.Contains(msg, "could not select device driver") || strings.Contains(msg, "CDI")):
-		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine cannot give the job's GPUs as gpus_mode %q asks (%s); the admin installs nvidia-container-toolkit or enables CDI, or sets another gpus_mode in the policy (containerjob doctor checks this)", gpuDriver, runtimeCause(msg))}
+		return &Error{Code: ExitLaunchFailed, Err: hint.Errorf("the admin installs nvidia-container-toolkit or enables CDI, or sets another gpus_mode in the policy (containerjob doctor checks this)", "the engine cannot give the job's GPUs as gpus_mode %q asks (%s)", gpuDriver, runtimeCause(msg))}
 	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
 		return &Error{Code: ExitCommandMissing, Err: fmt.Errorf("the command was not found in the image: %s", runtimeCause(msg))}
 	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "exec format error"), strings.Contains(msg, "is a directory"):

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/userfs"
 )
 
@@ -117,13 +118,13 @@ func (s *Stage) makeDir() error {
 		return nil
 	}
 	if err := privateRoot(StageRoot); err != nil {
-		return fmt.Errorf("staging mounts: %v", err)
+		return fmt.Errorf("staging mounts: %w", err)
 	}
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	dir := filepath.Join(StageRoot, strconv.Itoa(os.Getpid())+"-"+hex.EncodeToString(rnd[:]))
 	if err := os.Mkdir(dir, 0o700); err != nil {
-		return fmt.Errorf("staging mounts: %v", err)
+		return fmt.Errorf("staging mounts: %w", err)
 	}
 	s.dir = dir
 	return nil
@@ -144,7 +145,7 @@ func privateRoot(dir string) error {
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) {
-		return fmt.Errorf("%s is not a directory of containerjob's own (mode %o, uid %d); the admin removes it", dir, st.Mode, st.Uid)
+		return hint.Errorf("the admin removes it", "%s is not a directory of containerjob's own (mode %o, uid %d)", dir, st.Mode, st.Uid)
 	}
 	if st.Mode&0o077 != 0 {
 		return unix.Chmod(dir, 0o700)
@@ -354,5 +355,5 @@ func sameMountNamespace(socket string) error {
 	if err1 != nil || err2 != nil || theirs == ours {
 		return nil
 	}
-	return fmt.Errorf("the engine (pid %d) runs in another mount namespace than containerjob, so the mounts containerjob stages would reach the container empty; run containerjob in the engine's mount namespace (a scheduler daemon with a private /etc or /tmp namespace, or an engine unit with PrivateMounts=, breaks this)", cred.Pid)
+	return hint.Errorf("run containerjob in the engine's mount namespace (a scheduler daemon with a private /etc or /tmp namespace, or an engine unit with PrivateMounts=, breaks this)", "the engine (pid %d) runs in another mount namespace than containerjob, so the mounts containerjob stages would reach the container empty", cred.Pid)
 }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/identity"
 )
 
@@ -92,7 +93,7 @@ func escalate(args []string, pass *passedEnv) error {
 		}
 	}
 	err := syscall.Exec(sudoPath, argv, env)
-	return fmt.Errorf("running %s failed: %v; containerjob needs the sudoers rule in contrib/sudoers.d/containerjob", sudoPath, err)
+	return hint.Errorf("containerjob needs the sudoers rule in contrib/sudoers.d/containerjob", "running %s failed: %v", sudoPath, err)
 }
 
 // passEnv writes p into a sealed memfd on jobEnvFD.

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/metrics"
 	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launch"
@@ -141,7 +142,7 @@ Your input is not passed to it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOwnContainer(cmd, args, args[0], func(ctx context.Context, o ownContext, c launcher.Managed) error {
 				if c.Output == launcher.OutputDirect {
-					return fmt.Errorf("container %.12s writes its output to its job's output file itself, not through the engine: there is nothing to attach to; read the job's output file (containers started with --name keep the engine's path and can be followed)", c.ID)
+					return hint.Errorf("read the job's output file (containers started with --name keep the engine's path and can be followed)", "container %.12s writes its output to its job's output file itself, not through the engine: there is nothing to attach to", c.ID)
 				}
 				sctx, stop := signalContext(ctx)
 				defer stop()

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -65,7 +66,7 @@ func ownResources() {
 		}
 	}
 	if len(short) > 0 {
-		resourceErr = fmt.Errorf("the caller's %s would stop containerjob mid-run, and it cannot raise it here (no CAP_SYS_RESOURCE); raise it first (ulimit -H), or run outside that shell", strings.Join(short, ", "))
+		resourceErr = hint.Errorf("raise it first (ulimit -H), or run outside that shell", "the caller's %s would stop containerjob mid-run, and it cannot raise it here (no CAP_SYS_RESOURCE)", strings.Join(short, ", "))
 	}
 	// Job-control stops: ^Z on the caller's terminal (or SIGTTIN/SIGTTOU
 	// for a background read or write) would stop this root process with

@@ -113,7 +113,7 @@ func Privileged(db UserDB, inv Invocation, sudoUID uint32, sudoGID, asUser strin
 		return CallerOf(db, u, gid)
 	case AsRoot:
 		if asUser == "" {
-			return Caller{}, fmt.Errorf("containers never run as root; as root, name the job's owner with --as-user")
+			return Caller{}, hint.Errorf("as root, name the job's owner with --as-user", "containers never run as root")
 		}
 		u, err := db.Lookup(asUser)
 		if err != nil {

@@ -6,7 +6,6 @@
 package identity
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -80,7 +79,7 @@ func Establish(p Probe) (Invocation, uint32, error) {
 		return AsRoot, 0, hint.Errorf("run containerjob through sudo, or clear the SUDO_* variables to act as root", "started as root with SUDO_* variables but SUDO_UID %q is not a uid", v)
 	}
 	if !p.startedBySudo(uint32(uid)) {
-		return AsRoot, 0, fmt.Errorf("started as root with SUDO_* variables, but not by sudo for this binary (SUDO_COMMAND names another program); run containerjob through sudo, or clear the SUDO_* variables to act as root")
+		return AsRoot, 0, hint.Errorf("run containerjob through sudo, or clear the SUDO_* variables to act as root", "started as root with SUDO_* variables, but not by sudo for this binary (SUDO_COMMAND names another program)")
 	}
 	if uid == 0 {
 		return AsRoot, 0, nil // root itself ran sudo containerjob

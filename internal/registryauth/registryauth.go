@@ -19,6 +19,7 @@ import (
 
 	"github.com/moby/moby/api/types/registry"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/userfs"
 )
 
@@ -138,7 +139,7 @@ func (c Creds) For(host string) (encoded string, found bool, err error) {
 	ac, ok := c.byHost[host]
 	if !ok {
 		if c.helpers[host] || c.store {
-			return "", false, fmt.Errorf("%s leaves %s to a credential helper, which containerjob does not run; log in with a plain entry (docker login stores one when no helper is configured)", c.where(), host)
+			return "", false, hint.Errorf("log in with a plain entry (docker login stores one when no helper is configured)", "%s leaves %s to a credential helper, which containerjob does not run", c.where(), host)
 		}
 		return "", false, nil
 	}

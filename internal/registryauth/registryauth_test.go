@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/userfs"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 func TestParseAndFor(t *testing.T) {
@@ -84,8 +86,8 @@ func TestParseRefusesMalformed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.For("docker.io"); err == nil || !strings.Contains(err.Error(), "credential helper") {
-		t.Errorf("credsStore: %v", err)
+	if _, _, err := c.For("docker.io"); err == nil || !strings.Contains(err.Error(), "credential helper") || !strings.Contains(hint.Of(err), "docker login") {
+		t.Errorf("credsStore: %v (hint %q)", err, hint.Of(err))
 	}
 }
 
