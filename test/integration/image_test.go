@@ -256,7 +256,10 @@ pull = ["missing"]
 	// Now the image is on the node; bob is held to his own access all the same.
 	since = time.Now()
 	r := run(bob)
-	if r.Code != 125 || !strings.Contains(r.Stderr, "private registry 127.0.0.1:5058") || !strings.Contains(r.Stderr, "has none for it") || strings.Count(r.Stderr, "\n") != 1 {
+	// One error line, and what to do on the hint line after it.
+	lines := strings.Split(strings.TrimSuffix(r.Stderr, "\n"), "\n")
+	if r.Code != 125 || len(lines) != 2 || !strings.Contains(lines[0], "private registry 127.0.0.1:5058") || !strings.HasSuffix(lines[0], "has none for it") ||
+		lines[1] != "containerjob: hint: run `docker login 127.0.0.1:5058` where you have docker, or copy its entry" {
 		t.Errorf("bob without credentials: code %d stderr %q", r.Code, r.Stderr)
 	}
 	writeConfig(bob, auth("cjalice", "guessed"))
