@@ -110,17 +110,11 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	defer func() { launcher.LockWaits = nil }()
 	out.ReportUsage = pol.Settings.ReportUsage
 
-	// One engine connection for the whole launch (none is made before
-	// the first request).
-	eng := in.Engine
-	if eng == nil {
-		c, err := launcher.Connect(pol.Settings.DockerHost)
-		if err != nil {
-			return out, err
-		}
-		defer c.Close()
-		eng = c
+	eng, closeEngine, err := engineOf(in, pol)
+	if err != nil {
+		return out, err
 	}
+	defer closeEngine()
 	caller := PolicyCaller(in.Caller)
 	caller.Limits = in.CallerLimits
 	r, err := jobRequest(ctx, eng, pol, &caller, in)
@@ -181,6 +175,20 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	phase("audit")
 	m.launch("ran", "", clock.copy())
 	return out, nil
+}
+
+// engineOf is the one engine connection of a launch: the one the caller
+// handed in, else a new one to the policy's docker_host (no connection is
+// made before the first request).
+func engineOf(in Input, pol *policy.Policy) (launcher.Engine, func(), error) {
+	if in.Engine != nil {
+		return in.Engine, func() {}, nil
+	}
+	c, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, func() { c.Close() }, nil
 }
 
 // openPolicyAndTrail loads the policy and opens the audit trail that every

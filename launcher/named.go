@@ -105,19 +105,8 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	if err := guard.Check(req, opts.Guard); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
-	// Named and step containers live under the caller's own cgroup too:
-	// the per-user process cap holds on every path to a container.
-	if d.CgroupParent == "" {
-		user, err := userCgroup(ctx, eng, opts.EngineSocket, d.Labels[policy.LabelUID], d.PidsPerUser.Max)
-		if err != nil {
-			return res, &Error{Code: ExitLaunchFailed, Err: err}
-		}
-		if user != "" {
-			req.HostConfig.CgroupParent = user
-			opts.Guard.AccountingParent = user
-		}
-	} else if err := stepParentHolds(ctx, eng, opts.EngineSocket); err != nil {
-		return res, &Error{Code: ExitLaunchFailed, Err: err}
+	if err := namedParent(ctx, eng, d, &req, &opts); err != nil {
+		return res, err
 	}
 	digest := mountsDigest(req)
 	req.Config.Labels[policy.LabelMounts] = digest
@@ -173,6 +162,27 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 		phase("end-task")
 	}
 	return res, err
+}
+
+// namedParent puts named and step containers under the caller's own
+// cgroup too (the per-user process cap holds on every path to a
+// container), or checks the step's parent where the decision names one.
+func namedParent(ctx context.Context, eng Engine, d *policy.Decision, req *client.ContainerCreateOptions, opts *Options) error {
+	if d.CgroupParent != "" {
+		if err := stepParentHolds(ctx, eng, opts.EngineSocket); err != nil {
+			return &Error{Code: ExitLaunchFailed, Err: err}
+		}
+		return nil
+	}
+	user, err := userCgroup(ctx, eng, opts.EngineSocket, d.Labels[policy.LabelUID], d.PidsPerUser.Max)
+	if err != nil {
+		return &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	if user != "" {
+		req.HostConfig.CgroupParent = user
+		opts.Guard.AccountingParent = user
+	}
+	return nil
 }
 
 // joinStep finds the step's container on this node, or has it made, and

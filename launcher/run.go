@@ -257,21 +257,8 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	defer a.close()
 	phase("attach")
 
-	if d.Tty && stdio.Terminal != nil {
-		if restoreTerm := makeRaw(stdio.Terminal); restoreTerm != nil {
-			defer restoreTerm()
-		}
-	}
-
-	// runc has made the container's own mounts from the staged ones once
-	// the engine answers. An entrypoint's log may still have to be copied
-	// out through the engine once the container ends (an image store with
-	// no upper directory to read: the containerd store), which mounts the
-	// staged sources again; then they stay until the launch returns.
-	release := stage.Release
-	if entrypointLog != "" {
-		release = func() {}
-	}
+	defer rawTerminal(d, stdio)()
+	release := releaseAfterStart(stage, entrypointLog)
 	ho.start()
 	ho.watchReaders(stdio)
 	defer ho.stopWatching()
@@ -287,6 +274,30 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 	forwarded, stopForwarding := startForwarding(eng, id, sigc, opts)
 	defer stopForwarding()
 	return awaitExit(ctx, eng, d, a, exitState{res: res, usage: usage, acct: acct, entrypointLog: entrypointLog, forwarded: forwarded, stderr: stdio.Stderr, caller: opts.Caller, phase: phase, handoff: ho})
+}
+
+// rawTerminal puts the caller's terminal in raw mode for a -t launch and
+// returns what puts it back (nothing to do otherwise).
+func rawTerminal(d *policy.Decision, stdio IO) func() {
+	if d.Tty && stdio.Terminal != nil {
+		if restore := makeRaw(stdio.Terminal); restore != nil {
+			return restore
+		}
+	}
+	return func() {}
+}
+
+// releaseAfterStart is what lets the staged sources go once the container
+// started: runc has made the container's own mounts from them once the
+// engine answers. An entrypoint's log may still have to be copied out
+// through the engine once the container ends (an image store with no
+// upper directory to read: the containerd store), which mounts the staged
+// sources again; then they stay until the launch returns.
+func releaseAfterStart(stage *Stage, entrypointLog string) func() {
+	if entrypointLog != "" {
+		return func() {}
+	}
+	return stage.Release
 }
 
 // usePyxisEntrypoint gives the request pyxis' way with the image's
