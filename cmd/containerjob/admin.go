@@ -154,67 +154,23 @@ could not be removed.`,
 }
 
 func cleanupJob(cmd *cobra.Command, n *launch.Node, trail *audit.Log, sched, job, step, node string, quiet bool, hook string) error {
-	pol, eng := n.Policy, n.Engine
-	if step == "" {
-		// The job's image pins on this node go with it, engine or not.
-		if err := launch.DropPins(sched, node, job); err != nil {
-			warningf("%s for job %s: removing the job's image pins: %v", hook, job, err)
-		}
+	res := n.CleanJob(context.Background(), trail, hook, sched, job, step, node)
+	for _, w := range res.Warnings {
+		warningf("%s for job %s: %s", hook, job, w)
 	}
-	ctx := context.Background()
-	cs, err := launcher.ListManaged(ctx, eng, sched, job)
-	if err != nil {
-		warningf("%s for job %s: the engine cannot be reached (%v); nothing was checked", hook, job, err)
-		trail.Record(hook, map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
+	if res.EngineDown != nil {
+		warningf("%s for job %s: the engine cannot be reached (%v); nothing was checked", hook, job, res.EngineDown)
 		return nil
 	}
-	// Another node's containers are not this hook's, even on one engine.
-	cs = slices.DeleteFunc(cs, func(c launcher.Managed) bool { return !onNode(c, node) })
-	if step != "" {
-		// A step's end: its own containers, not the job's named ones,
-		// which later steps run in.
-		cs = slices.DeleteFunc(cs, func(c launcher.Managed) bool { return c.Step != step || c.ShortName != "" })
-	}
-	errs := launcher.RemoveAll(ctx, eng, cs)
-	if step == "" {
-		launcher.CleanStale()
-		// The job's named containers recreated for a step kept their
-		// files in images of the job's; they go with it.
-		removed, err := launcher.RemoveCommitted(ctx, eng, sched, job, node)
-		if err != nil {
-			warningf("%s for job %s: %v", hook, job, err)
-		}
-		for _, id := range removed {
-			trail.Record(hook+"-removed", map[string]any{"job": job, "scheduler": sched, "image": id})
-		}
-	}
-	failed := 0
-	defer func() { nodeMetric(pol, func(s *metrics.State) { s.RemovedBy(hook, len(cs)-failed) }) }()
-	for _, c := range cs {
-		rec := map[string]any{"job": job, "step": c.Step, "scheduler": sched, "container": c.ID, "user": c.User, "uid": c.UID, "state": c.State}
-		if err := errs[c.ID]; err != nil {
-			failed++
+	for _, c := range res.Containers {
+		if err := res.Failed[c.ID]; err != nil {
 			errorf("%s for job %s: %v", hook, job, err)
-			rec["error"] = err.Error()
 		} else if !quiet {
 			fmt.Fprintf(cmd.ErrOrStderr(), "containerjob: %s: removed container %.12s (%s, user %s, was %s)\n", hook, c.ID, c.Name, c.User, c.State)
 		}
-		trail.Record(hook+"-removed", rec)
 	}
-	if failed > 0 {
+	if len(res.Failed) > 0 {
 		return exitStatus(1)
-	}
-	if step == "" {
-		// Clean on this node: its Epilog need not start containerjob
-		// for this job again.
-		if err := launcher.DropJobMark(sched, job, node); err != nil {
-			warningf("%s for job %s: %v", hook, job, err)
-		}
-		if sched == "slurm" {
-			if err := scheduler.DropStepRecords(job); err != nil {
-				warningf("%s for job %s: %v", hook, job, err)
-			}
-		}
 	}
 	return nil
 }
