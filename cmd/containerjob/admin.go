@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/syslog"
+	"maps"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -211,97 +211,37 @@ image_store_high in containerjob-policy(5)).`,
 			if images {
 				return collectImages(ctx, cmd, pol, eng, dryRun)
 			}
-			if !dryRun {
-				launcher.CleanStale()
-				scheduler.PruneStepRecords(time.Hour, time.Now())
-			}
-			cs, err := launcher.ListManaged(ctx, eng, "", "")
+			res, err := n.Collect(ctx, hookNode(node), grace, dryRun)
 			if err != nil {
-				return fmt.Errorf("listing containers: %v", err)
+				return err
 			}
-			s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: hookNode(node)}
-			pbs := scheduler.PBS{Qstat: pol.Settings.Qstat, JSON: pol.Settings.QstatFormat == "json", Node: s.Node}
-			alive := map[string]jobState{}
-			var doomed []launcher.Managed
-			for _, c := range cs {
-				if time.Since(c.Created) < grace || !onNode(c, s.Node) {
-					continue
-				}
-				switch {
-				case c.Job == "":
-					if c.State != "exited" && c.State != "dead" && c.State != "created" {
-						continue
-					}
-				case c.Scheduler == "slurm" || c.Scheduler == "pbs":
-					key := c.Scheduler + "/" + c.Job
-					verdict, seen := alive[key]
-					if !seen {
-						verdict = jobVerdict(ctx, s, pbs, c.Scheduler, c.Job)
-						alive[key] = verdict
-						if verdict.unknown != nil {
-							warningf("gc: keeping the containers of %s job %s: %v", c.Scheduler, c.Job, verdict.unknown)
-						}
-					}
-					if verdict.running || verdict.unknown != nil {
-						continue
-					}
-				default:
-					continue
-				}
-				doomed = append(doomed, c)
+			for _, key := range slices.Sorted(maps.Keys(res.Kept)) {
+				sched, job, _ := strings.Cut(key, "/")
+				warningf("gc: keeping the containers of %s job %s: %v", sched, job, res.Kept[key])
 			}
-			sort.Slice(doomed, func(i, j int) bool { return doomed[i].Created.Before(doomed[j].Created) })
 			verb := "removing"
 			if dryRun {
 				verb = "would remove"
 			}
-			for _, c := range doomed {
+			for _, c := range res.Doomed {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %.12s job=%q user=%s state=%s created=%s\n", verb, c.ID, c.Job, c.User, c.State, c.Created.Format(time.RFC3339))
 			}
-			failed := 0
-			if !dryRun {
-				removed := 0
-				for id, err := range launcher.RemoveAll(ctx, eng, doomed) {
-					if err != nil {
-						failed++
-						errorf("gc: %.12s: %v", id, err)
-					} else {
-						removed++
-					}
+			for _, c := range res.Doomed {
+				if err := res.Failed[c.ID]; err != nil {
+					errorf("gc: %.12s: %v", c.ID, err)
 				}
-				nodeMetric(pol, func(s *metrics.State) { s.RemovedBy("gc", removed) })
 			}
-			// The images a job's recreated named containers left, where
-			// its epilogue could not remove them: once the job is over.
-			committed, err := launcher.ListCommitted(ctx, eng, s.Node)
-			if err != nil {
-				warningf("gc: listing committed images: %v", err)
-			}
-			done := map[string]bool{}
-			for _, img := range committed {
-				key := img.Scheduler + "/" + img.Job
-				if done[key] || time.Since(img.Created) < grace || (img.Scheduler != "slurm" && img.Scheduler != "pbs") || img.Job == "" {
-					continue
-				}
-				verdict, seen := alive[key]
-				if !seen {
-					verdict = jobVerdict(ctx, s, pbs, img.Scheduler, img.Job)
-					alive[key] = verdict
-				}
-				if verdict.running || verdict.unknown != nil {
-					continue
-				}
-				done[key] = true
-				fmt.Fprintf(cmd.OutOrStdout(), "%s the committed images of %s job %s\n", verb, img.Scheduler, img.Job)
-				if dryRun {
-					continue
-				}
-				if _, err := launcher.RemoveCommitted(ctx, eng, img.Scheduler, img.Job, s.Node); err != nil {
-					failed++
+			for _, key := range res.CommittedJobs {
+				sched, job, _ := strings.Cut(key, "/")
+				fmt.Fprintf(cmd.OutOrStdout(), "%s the committed images of %s job %s\n", verb, sched, job)
+				if err := res.CommittedFailed[key]; err != nil {
 					errorf("gc: %v", err)
 				}
 			}
-			if failed > 0 {
+			for _, w := range res.Warnings {
+				warningf("gc: %s", w)
+			}
+			if len(res.Failed)+len(res.CommittedFailed) > 0 {
 				return exitStatus(1)
 			}
 			return nil
@@ -313,39 +253,6 @@ image_store_high in containerjob-policy(5)).`,
 	cmd.Flags().StringVar(&node, "node", "", "the node whose containers to judge (default: this host's name; nodes sharing an engine each run their own gc)")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
 	return cmd
-}
-
-// jobState is what gc learned of a job: running here, over, or unknown
-// (the scheduler could not be asked). Only "over" lets gc remove.
-type jobState struct {
-	running bool
-	unknown error
-}
-
-// jobVerdict asks the scheduler about a job. A job it no longer knows, or
-// knows as not running on this node, is over; any failure to ask is
-// unknown, never taken for "over": a slurmctld that is restarting must
-// not cost running jobs their containers.
-func jobVerdict(ctx context.Context, s scheduler.Slurm, pbs scheduler.PBS, sched, job string) jobState {
-	var running bool
-	var err error
-	if sched == "slurm" {
-		var sj scheduler.SlurmJob
-		sj, err = s.ShowJob(ctx, job)
-		_, here := sj.Nodes[s.Node]
-		running = sj.State == "RUNNING" && (here || len(sj.Nodes) == 0)
-	} else {
-		var pj scheduler.PBSJob
-		pj, err = pbs.ShowJob(ctx, job)
-		running = pj.State == "R" && slices.Contains(pj.Hosts, pbs.Node)
-	}
-	switch {
-	case errors.Is(err, scheduler.ErrNoSuchJob):
-		return jobState{}
-	case err != nil:
-		return jobState{unknown: err}
-	}
-	return jobState{running: running}
 }
 
 // collectImages is gc --images: the image store held between the policy's

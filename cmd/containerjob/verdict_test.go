@@ -1,52 +1,13 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerjob/containerjob/policy"
-	"github.com/containerjob/containerjob/scheduler"
 )
-
-// TestJobVerdict: gc and the epilogue remove a job's containers only when
-// Slurm says the job is over on this node; a Slurm that cannot be asked is
-// "unknown", never "over" (a restarting slurmctld must not cost running
-// jobs their containers).
-func TestJobVerdict(t *testing.T) {
-	running, err := filepath.Abs("../../scheduler/testdata/scontrol-json-26.05-job-sluid.json") // job 1, RUNNING on vm
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	scontrol := filepath.Join(dir, "scontrol")
-	os.WriteFile(scontrol, []byte(`#!/bin/sh
-case "$*" in
-*" 1") cat `+running+` ;;
-*--json*" 2") echo '{"jobs": []}' ;;
-*" 2") echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1 ;;
-*) echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2; exit 1 ;;
-esac
-`), 0o755)
-	for _, tt := range []struct {
-		name, node, job  string
-		running, unknown bool
-	}{
-		{"running here", "vm", "1", true, false},
-		{"running on another node", "other", "1", false, false},
-		{"Slurm has no such job", "vm", "2", false, false},
-		{"Slurm does not answer", "vm", "3", false, true},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			v := jobVerdict(context.Background(), scheduler.Slurm{Scontrol: scontrol, Node: tt.node}, scheduler.PBS{}, "slurm", tt.job)
-			if v.running != tt.running || (v.unknown != nil) != tt.unknown {
-				t.Errorf("verdict running %v unknown %v, want running %v unknown %v", v.running, v.unknown, tt.running, tt.unknown)
-			}
-		})
-	}
-}
 
 func TestSlurmConfValue(t *testing.T) {
 	conf := []byte("# a comment\nProctrackType=proctrack/linuxproc\n  proctracktype = proctrack/cgroup \nKillWait=30\nPlugStackConfig=/etc/slurm/plugstack.conf\n")
