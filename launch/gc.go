@@ -93,8 +93,13 @@ func (n *Node) Collect(ctx context.Context, node string, grace time.Duration, dr
 			out.Warnings = append(out.Warnings, fmt.Sprintf("node metrics not updated: %v", err))
 		}
 	}
-	// The images a job's recreated named containers left, where its
-	// epilogue could not remove them: once the job is over.
+	n.collectCommitted(ctx, &out, node, grace, dryRun, verdict)
+	return out, nil
+}
+
+// collectCommitted removes the images a job's recreated named containers
+// left, where its epilogue could not remove them: once the job is over.
+func (n *Node) collectCommitted(ctx context.Context, out *Collection, node string, grace time.Duration, dryRun bool, verdict func(sched, job string) JobState) {
 	committed, err := launcher.ListCommitted(ctx, n.Engine, node)
 	if err != nil {
 		out.Warnings = append(out.Warnings, fmt.Sprintf("listing committed images: %v", err))
@@ -115,7 +120,6 @@ func (n *Node) Collect(ctx context.Context, node string, grace time.Duration, dr
 			out.CommittedFailed[key] = err
 		}
 	}
-	return out, nil
 }
 
 // JobState is what gc learned of a job: running here, over, or unknown
