@@ -3,8 +3,11 @@ package launch
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
+	"github.com/containerjob/containerjob/internal/audit"
+	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
@@ -73,4 +76,41 @@ func Prefetch(ctx context.Context, n *Node, caller policy.Caller, job scheduler.
 		return p.Digest, nil
 	}
 	return fmt.Sprintf("%s (%.19s)", ref, img.ID), nil
+}
+
+// PrefetchForJob is the Slurm Prolog's pull of the job's image (the
+// --container-image the SPANK plugin hands to the Prolog), for the job's
+// owner as Slurm records it, pinned for the job on this node. What it did
+// is in the audit trail; it returns why it did not prefetch, for the
+// node's log, and never fails the Prolog: the job's first step pulls for
+// itself whatever this could not.
+func (n *Node) PrefetchForJob(ctx context.Context, trail *audit.Log, job, node, image string) error {
+	rec := map[string]any{"job": job, "node": node, "image_requested": image}
+	fail := func(err error) error {
+		rec["error"] = err.Error()
+		trail.Record("prefetch-failed", rec)
+		return err
+	}
+	s := scheduler.Slurm{Scontrol: n.Policy.Settings.Scontrol, SlurmConf: n.Policy.Settings.SlurmConf, Node: node}
+	sj, err := s.ShowJob(ctx, job)
+	if err != nil {
+		return fail(err)
+	}
+	u, err := identity.System.LookupID(strconv.FormatUint(uint64(sj.UID), 10))
+	if err != nil {
+		return fail(fmt.Errorf("the job's owner, uid %d: %v", sj.UID, err))
+	}
+	who, err := identity.CallerOf(identity.System, u, nil)
+	if err != nil {
+		return fail(err)
+	}
+	caller := PolicyCaller(who)
+	rec["user"], rec["uid"] = caller.User, caller.UID
+	pinned, err := Prefetch(ctx, n, caller, scheduler.Job{Scheduler: "slurm", ID: job, Node: node}, image)
+	if err != nil {
+		return fail(err)
+	}
+	rec["image"] = pinned
+	trail.Record("prefetched", rec)
+	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/containerjob/containerjob/internal/audit"
-	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/internal/metrics"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
@@ -303,48 +301,17 @@ func toSyslog(prio syslog.Priority, msg string) {
 	}
 }
 
-// prefetchImage is the Slurm prolog's pull of the job's image
-// (--container-image, which the SPANK plugin hands to the prolog), for the
-// job's owner as Slurm records it, pinned for the job on this node. It
-// says what it did in the audit trail and never fails the prolog: the
-// job's first step pulls for itself whatever this could not.
+// prefetchImage is the Slurm prolog's pull of the job's image, when the
+// SPANK plugin handed it one (launch.PrefetchForJob); it never fails the
+// prolog, and says in the node's log why it did not prefetch.
 func prefetchImage(n *launch.Node, trail *audit.Log, job, node string) {
-	pol := n.Policy
 	image := os.Getenv(launch.PrefetchEnv)
 	if image == "" {
 		return
 	}
-	rec := map[string]any{"job": job, "node": node, "image_requested": image}
-	fail := func(err error) {
-		rec["error"] = err.Error()
-		trail.Record("prefetch-failed", rec)
+	if err := n.PrefetchForJob(context.Background(), trail, job, node, image); err != nil {
 		toSyslog(syslog.LOG_INFO, fmt.Sprintf("prolog for job %s: not prefetching %q: %v", job, image, err))
 	}
-	ctx := context.Background()
-	s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: node}
-	sj, err := s.ShowJob(ctx, job)
-	if err != nil {
-		fail(err)
-		return
-	}
-	u, err := identity.System.LookupID(strconv.FormatUint(uint64(sj.UID), 10))
-	if err != nil {
-		fail(fmt.Errorf("the job's owner, uid %d: %v", sj.UID, err))
-		return
-	}
-	caller, err := policyCallerOf(u)
-	if err != nil {
-		fail(err)
-		return
-	}
-	rec["user"], rec["uid"] = caller.User, caller.UID
-	pinned, err := launch.Prefetch(ctx, n, caller, scheduler.Job{Scheduler: "slurm", ID: job, Node: node}, image)
-	if err != nil {
-		fail(err)
-		return
-	}
-	rec["image"] = pinned
-	trail.Record("prefetched", rec)
 }
 
 // nodeMetric adds to the node's metrics (policy setting metrics_dir); a
