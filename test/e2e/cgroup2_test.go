@@ -45,11 +45,18 @@ srun containerjob alpine:3.20 sh -c 'while [ ! -e release ]; do sleep 0.2; done;
 	id := sbatch(t, alice, dir, script)
 	t.Cleanup(func() { os.WriteFile(filepath.Join(dir, "release"), nil, 0o644) })
 
-	waitFor(t, 2*time.Minute, "job "+id+"'s container", func() bool { return len(jobContainers(t, id)) > 0 })
-	c, err := docker.ContainerInspect(context.Background(), jobContainers(t, id)[0], client.ContainerInspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Running, not only created: the engine lists a container before its
+	// start, and under emulation the gap is long enough to meet (pid 0).
+	var c client.ContainerInspectResult
+	waitFor(t, 2*time.Minute, "job "+id+"'s container running", func() bool {
+		ids := jobContainers(t, id)
+		if len(ids) == 0 {
+			return false
+		}
+		r, err := docker.ContainerInspect(context.Background(), ids[0], client.ContainerInspectOptions{})
+		c = r
+		return err == nil && r.Container.State != nil && r.Container.State.Running && r.Container.State.Pid > 0
+	})
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.Container.State.Pid) + "/cgroup")
 	if err != nil {
 		t.Fatal(err)
