@@ -193,10 +193,15 @@ var EngineProbeTimeout = 3 * time.Second
 
 // oomSettle: the waits before asking again whether a SIGKILLed container
 // was killed for its memory (signalledWhy); a variable for tests.
-// About 3 s in all: under emulation (the cgroup v2 lane, ~17x slower)
+// About 8 s in all, most of it only where no OOM kill is told: under
+// emulation (the cgroup v2 lane, ~17x slower, with other tests beside)
 // one second was not always enough once the output handoff let the exit
-// be seen sooner (no attach stream to drain first).
-var oomSettle = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, 400 * time.Millisecond, 500 * time.Millisecond, 700 * time.Millisecond, 750 * time.Millisecond}
+// be seen sooner, and three seconds twice in about ten runs. Only a
+// SIGKILL that containerjob did not forward waits at all (a kill -9
+// inside, an admin's docker kill); an OOM kill is told as soon as the
+// engine knows it.
+var oomSettle = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, 400 * time.Millisecond,
+	500 * time.Millisecond, 700 * time.Millisecond, 750 * time.Millisecond, time.Second, 1500 * time.Millisecond, 2500 * time.Millisecond}
 
 // signalledWhy asks the engine why a container died of a signal nobody
 // here sent: the kernel killed it for exceeding its memory (with the
@@ -214,7 +219,7 @@ func signalledWhy(eng Engine, id string, d *policy.Decision) (oom bool, limit in
 	// The engine learns of an OOM kill from an event of its own (on
 	// cgroup v2, the shim's watch of memory.events), which can come after
 	// the exit it reports (seen on the cgroup v2 lane): a SIGKILL without
-	// it is asked about again for about three seconds.
+	// it is asked about again for about eight seconds.
 	for _, wait := range oomSettle {
 		if st := c.Container.State; st == nil || st.OOMKilled || st.ExitCode != 137 {
 			break
