@@ -46,7 +46,7 @@ func (n *Node) CleanJob(ctx context.Context, trail *audit.Log, hook, sched, job,
 		trail.Record(hook, map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 		return out
 	}
-	cs = slices.DeleteFunc(cs, func(c launcher.Managed) bool { return c.Node != "" && c.Node != node })
+	cs = slices.DeleteFunc(cs, func(c launcher.Managed) bool { return !c.OnNode(node) })
 	if step != "" {
 		cs = slices.DeleteFunc(cs, func(c launcher.Managed) bool { return c.Step != step || c.ShortName != "" })
 	}

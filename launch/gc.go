@@ -60,7 +60,7 @@ func (n *Node) Collect(ctx context.Context, node string, grace time.Duration, dr
 		return v
 	}
 	for _, c := range cs {
-		if time.Since(c.Created) < grace || (c.Node != "" && c.Node != node) {
+		if time.Since(c.Created) < grace || !c.OnNode(node) {
 			continue
 		}
 		switch {

@@ -32,7 +32,7 @@ func existingNamedImage(ctx context.Context, eng launcher.Engine, caller policy.
 	}
 	uid := strconv.FormatUint(uint64(caller.UID), 10)
 	for _, c := range cs {
-		if c.UID == uid && c.ShortName == name && c.Image != "" && (c.Node == "" || c.Node == job.Node) {
+		if c.UID == uid && c.ShortName == name && c.Image != "" && c.OnNode(job.Node) {
 			return c.Image, nil
 		}
 	}

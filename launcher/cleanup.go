@@ -37,6 +37,11 @@ type Managed struct {
 	Node      string // the node it was created for
 }
 
+// OnNode: a container of node (nodes that share one engine each act on
+// their own only), or one from before containers were labelled with
+// their node.
+func (m Managed) OnNode(node string) bool { return m.Node == "" || m.Node == node }
+
 // ListManaged lists containerjob's containers, optionally only those of
 // one job of one scheduler.
 func ListManaged(ctx context.Context, eng Engine, scheduler, job string) ([]Managed, error) {

@@ -59,10 +59,6 @@ func hookNode(flag string) string {
 	return scheduler.Node()
 }
 
-// onNode: a container of this node, or one from before containers were
-// labelled with their node.
-func onNode(c launcher.Managed, node string) bool { return c.Node == "" || c.Node == node }
-
 // jobFromHookEnv is the job id a scheduler hook was started for. The hook
 // runs as root, started by slurmd or pbs_mom, so its environment is theirs.
 func jobFromHookEnv(sched string) string {

@@ -93,7 +93,7 @@ func ownedHere(all []launcher.Managed, uid uint32, node string) []launcher.Manag
 	id := strconv.FormatUint(uint64(uid), 10)
 	var out []launcher.Managed
 	for _, c := range all {
-		if c.UID == id && onNode(c, node) {
+		if c.UID == id && c.OnNode(node) {
 			out = append(out, c)
 		}
 	}
@@ -155,7 +155,7 @@ func newPsCmd() *cobra.Command {
 					}
 					fmt.Fprintln(w, "GPUS\tJOB\tUSER\tCONTAINER\tSTATE")
 					for _, c := range all {
-						if c.GPUs != "" && c.State == "running" && onNode(c, o.node) {
+						if c.GPUs != "" && c.State == "running" && c.OnNode(o.node) {
 							fmt.Fprintf(w, "%s\t%s\t%s\t%.12s\t%s\n", c.GPUs, dash(c.Job), c.User, c.ID, c.State)
 						}
 					}
