@@ -14,7 +14,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
-	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -46,7 +45,7 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 			return none, failf(ExitLaunchFailed, "inspecting image %q failed: %v", ref, err)
 		}
 		if d.Pull == "never" {
-			return none, &Error{Code: ExitLaunchFailed, Err: hint.Errorf("ask your admin to load it, or use --pull missing if the policy allows", "image %q is not on this node and the pull mode is never", ref)}
+			return none, failHint(ExitLaunchFailed, "ask your admin to load it, or use --pull missing if the policy allows", "image %q is not on this node and the pull mode is never", ref)
 		}
 	}
 	// One pull per image and node: whoever holds the lock pulls; the
@@ -162,7 +161,7 @@ func noCredentials(ref policy.ImageRef, err error) error {
 	if err != nil {
 		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("image %q is in the private registry %s, which needs your own credentials: %w", ref.String(), host, err)}
 	}
-	return &Error{Code: ExitLaunchFailed, Err: hint.Errorf("run `docker login "+host+"` where you have docker, or copy its entry", "image %q is in the private registry %s, which needs your own credentials, and ~/.docker/config.json has none for it", ref.String(), host)}
+	return failHint(ExitLaunchFailed, "run `docker login "+host+"` where you have docker, or copy its entry", "image %q is in the private registry %s, which needs your own credentials, and ~/.docker/config.json has none for it", ref.String(), host)
 }
 
 // RegistryTimeout bounds the registry's answer to an access check.

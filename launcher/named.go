@@ -23,7 +23,6 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
-	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/launcher/guard"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -542,7 +541,7 @@ func recreateNamed(ctx context.Context, eng Engine, d *policy.Decision, id, what
 	found, err := eng.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
 	cancel()
 	if err != nil {
-		return "", &Error{Code: ExitLaunchFailed, Err: hint.Errorf("run the step again", "%s changed while this step looked at it (%v)", what, err)}
+		return "", failHint(ExitLaunchFailed, "run the step again", "%s changed while this step looked at it (%v)", what, err)
 	}
 	for _, ex := range found.Container.ExecIDs {
 		xctx, cancel := context.WithTimeout(ctx, apiTimeout)

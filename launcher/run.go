@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/userfs"
 	"github.com/containerjob/containerjob/launcher/guard"
 	"github.com/containerjob/containerjob/policy"
@@ -81,6 +82,12 @@ func (e *Error) Unwrap() error { return e.Err }
 
 func failf(code int, format string, args ...any) error {
 	return &Error{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// failHint is failf with what the user can do about it, for the hint line
+// (internal/hint).
+func failHint(code int, advice, format string, args ...any) error {
+	return &Error{Code: code, Err: hint.Errorf(advice, format, args...)}
 }
 
 // IO is where the container's streams go.

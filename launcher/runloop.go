@@ -20,7 +20,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
-	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -150,11 +149,11 @@ func startError(err error, gpuDriver string) error {
 	case strings.Contains(msg, "error setting rlimit"):
 		// Raising a hard limit needs CAP_SYS_RESOURCE where the runtime
 		// runs; memlock=-1 for RDMA is the usual case.
-		return &Error{Code: ExitLaunchFailed, Err: hint.Errorf("the admin raises the engine's own limits (LimitMEMLOCK=infinity in its service) or lowers ulimits in the policy", "the engine could not set the policy's ulimits (%s)", runtimeCause(msg))}
+		return failHint(ExitLaunchFailed, "the admin raises the engine's own limits (LimitMEMLOCK=infinity in its service) or lowers ulimits in the policy", "the engine could not set the policy's ulimits (%s)", runtimeCause(msg))
 	case strings.Contains(msg, "unable to apply cgroup configuration"):
 		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("the engine could not set up the container's cgroups: %s", runtimeCause(msg))}
 	case gpuDriver != "" && (strings.Contains(msg, "could not select device driver") || strings.Contains(msg, "CDI")):
-		return &Error{Code: ExitLaunchFailed, Err: hint.Errorf("the admin installs nvidia-container-toolkit or enables CDI, or sets another gpus_mode in the policy (containerjob doctor checks this)", "the engine cannot give the job's GPUs as gpus_mode %q asks (%s)", gpuDriver, runtimeCause(msg))}
+		return failHint(ExitLaunchFailed, "the admin installs nvidia-container-toolkit or enables CDI, or sets another gpus_mode in the policy (containerjob doctor checks this)", "the engine cannot give the job's GPUs as gpus_mode %q asks (%s)", gpuDriver, runtimeCause(msg))
 	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
 		return &Error{Code: ExitCommandMissing, Err: fmt.Errorf("the command was not found in the image: %s", runtimeCause(msg))}
 	case strings.Contains(msg, "permission denied"), strings.Contains(msg, "exec format error"), strings.Contains(msg, "is a directory"):
@@ -173,7 +172,7 @@ func checkInterpreter(ctx context.Context, eng Engine, id string, d *policy.Deci
 	defer cancel()
 	_, err := eng.ContainerStatPath(sctx, id, client.ContainerStatPathOptions{Path: interp})
 	if cerrdefs.IsNotFound(err) {
-		return &Error{Code: ExitCommandMissing, Err: hint.Errorf("start the script with an interpreter the image has (#!/bin/sh), or choose an image with "+interp, "the batch script starts with #!%s, which image %s does not have", interp, d.Image.String())}
+		return failHint(ExitCommandMissing, "start the script with an interpreter the image has (#!/bin/sh), or choose an image with "+interp, "the batch script starts with #!%s, which image %s does not have", interp, d.Image.String())
 	}
 	return nil // anything else is left to the runtime to report
 }
