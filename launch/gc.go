@@ -47,7 +47,7 @@ func (n *Node) Collect(ctx context.Context, node string, grace time.Duration, dr
 		return out, fmt.Errorf("listing containers: %v", err)
 	}
 	pol := n.Policy
-	s := scheduler.Slurm{Scontrol: pol.Settings.Scontrol, SlurmConf: pol.Settings.SlurmConf, Node: node}
+	s := slurmAt(pol.Settings, node)
 	pbs := scheduler.PBS{Qstat: pol.Settings.Qstat, JSON: pol.Settings.QstatFormat == "json", Node: node}
 	verdicts := map[string]JobState{}
 	verdict := func(sched, job string) JobState {

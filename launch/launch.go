@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os/user"
 	"strings"
 	"sync"
 	"time"
@@ -443,6 +444,21 @@ func PolicyCaller(c identity.Caller) policy.Caller {
 		}
 	}
 	return pc
+}
+
+// PolicyCallerOf is u as the policy sees a caller: name, ids and the
+// groups from the user database that decide which rules apply.
+func PolicyCallerOf(u *user.User) (policy.Caller, error) {
+	who, err := identity.CallerOf(identity.System, u, nil)
+	if err != nil {
+		return policy.Caller{}, err
+	}
+	return PolicyCaller(who), nil
+}
+
+// slurmAt is the site's Slurm, asked from node.
+func slurmAt(s policy.Settings, node string) scheduler.Slurm {
+	return scheduler.Slurm{Scontrol: s.Scontrol, SlurmConf: s.SlurmConf, Node: node}
 }
 
 // SchedulerConfig is what scheduler.Detect needs of the site's settings.

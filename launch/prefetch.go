@@ -91,8 +91,7 @@ func (n *Node) PrefetchForJob(ctx context.Context, trail *audit.Log, job, node, 
 		trail.Record("prefetch-failed", rec)
 		return err
 	}
-	s := scheduler.Slurm{Scontrol: n.Policy.Settings.Scontrol, SlurmConf: n.Policy.Settings.SlurmConf, Node: node}
-	sj, err := s.ShowJob(ctx, job)
+	sj, err := slurmAt(n.Policy.Settings, node).ShowJob(ctx, job)
 	if err != nil {
 		return fail(err)
 	}
@@ -100,11 +99,10 @@ func (n *Node) PrefetchForJob(ctx context.Context, trail *audit.Log, job, node, 
 	if err != nil {
 		return fail(fmt.Errorf("the job's owner, uid %d: %v", sj.UID, err))
 	}
-	who, err := identity.CallerOf(identity.System, u, nil)
+	caller, err := PolicyCallerOf(u)
 	if err != nil {
 		return fail(err)
 	}
-	caller := PolicyCaller(who)
 	rec["user"], rec["uid"] = caller.User, caller.UID
 	pinned, err := Prefetch(ctx, n, caller, scheduler.Job{Scheduler: "slurm", ID: job, Node: node}, image)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/containerjob/containerjob/internal/identity"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -85,15 +84,5 @@ var submitCaller = func() (policy.Caller, error) {
 	if err != nil {
 		return policy.Caller{}, err
 	}
-	return policyCallerOf(u)
-}
-
-// policyCallerOf is u as the policy sees a caller: name, ids and the
-// groups from the user database that decide which rules apply.
-func policyCallerOf(u *user.User) (policy.Caller, error) {
-	who, err := identity.CallerOf(identity.System, u, nil)
-	if err != nil {
-		return policy.Caller{}, err
-	}
-	return launch.PolicyCaller(who), nil
+	return launch.PolicyCallerOf(u)
 }
