@@ -43,6 +43,17 @@ func cleanupNode(t *testing.T) (*Node, *enginetest.Engine, string) {
 	return &Node{Policy: pol, Engine: eng}, eng, filepath.Join(dir, "audit.log")
 }
 
+// epilog is the Epilog's cleanup of job on node n1, audited to auditPath.
+func epilog(t *testing.T, n *Node, auditPath, job string) JobCleanup {
+	t.Helper()
+	trail, err := audit.Open(auditPath, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trail.Close()
+	return n.CleanJob(context.Background(), trail, "epilog", "slurm", job, "", "n1")
+}
+
 func jobContainer(t *testing.T, eng *enginetest.Engine, job, node, name string) string {
 	t.Helper()
 	c, err := eng.ContainerCreate(context.Background(), client.ContainerCreateOptions{Name: name,
@@ -72,12 +83,7 @@ func TestCleanJobRemovesTheJobOnThisNode(t *testing.T) {
 	if err := launcher.MarkJob("slurm", "7", "n1"); err != nil {
 		t.Fatal(err)
 	}
-	trail, err := audit.Open(auditPath, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := n.CleanJob(context.Background(), trail, "epilog", "slurm", "7", "", "n1")
-	trail.Close()
+	res := epilog(t, n, auditPath, "7")
 	if res.EngineDown != nil || len(res.Failed) != 0 || len(res.Warnings) != 0 || len(res.Containers) != 2 {
 		t.Fatalf("cleanup = %+v", res)
 	}
@@ -115,12 +121,7 @@ func TestCleanJobWithoutTheEngine(t *testing.T) {
 	if err := launcher.MarkJob("slurm", "9", "n1"); err != nil {
 		t.Fatal(err)
 	}
-	trail, err := audit.Open(auditPath, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := n.CleanJob(context.Background(), trail, "epilog", "slurm", "9", "", "n1")
-	trail.Close()
+	res := epilog(t, n, auditPath, "9")
 	if res.EngineDown == nil || len(res.Containers) != 0 {
 		t.Fatalf("cleanup = %+v, want the engine down and nothing checked", res)
 	}

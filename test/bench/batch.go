@@ -55,13 +55,11 @@ func (b *bencher) batch() error {
 		{name: "containerjob through the engine (containerjob-init moved aside)", cmd: *bin + " " + *image + " " + gen, noInit: true},
 		{name: "docker CLI (root)", root: true, cmd: b.docker + " " + strings.Join(b.dockerArgs(strings.Fields(gen)...), " ")},
 	}
-	dir := filepath.Join(b.home, "cjbench-batch")
-	os.RemoveAll(dir)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	dir, err := b.userDir("cjbench-batch")
+	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	os.Chown(dir, atoi(b.uid), atoi(b.gid))
 	for r := 0; r < *batchRuns; r++ {
 		for i, v := range variants {
 			if v.noInit {
@@ -151,6 +149,17 @@ func (b *bencher) batchJob(dir, name string, root bool, cmd string, size int64, 
 	t0, _ := strconv.ParseFloat(f[1], 64)
 	t1, _ := strconv.ParseFloat(f[2], 64)
 	return t1 - t0, nil
+}
+
+// userDir is a fresh directory of the bench user's, in their home, for a
+// section's jobs to write to; the section removes it.
+func (b *bencher) userDir(name string) (string, error) {
+	dir := filepath.Join(b.home, name)
+	os.RemoveAll(dir)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	return dir, os.Chown(dir, atoi(b.uid), atoi(b.gid))
 }
 
 // installedInit is containerjob-init beside the containerjob under test

@@ -123,13 +123,11 @@ func (b *bencher) pyxis() error {
 	for _, c := range clusters {
 		jobTimes[c.name] = make([][]time.Duration, len(jobs))
 	}
-	dir := filepath.Join(b.home, "cjbench-pyxis")
-	os.RemoveAll(dir)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	dir, err := b.userDir("cjbench-pyxis")
+	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	os.Chown(dir, atoi(b.uid), atoi(b.gid))
 	for r := 0; r < *batchRuns; r++ {
 		for i, j := range jobs {
 			for _, c := range clusters {
