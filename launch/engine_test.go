@@ -5,14 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/launcher/enginetest"
 	"github.com/containerjob/containerjob/policy"
+	"github.com/containerjob/containerjob/scheduler"
 )
 
 // onFakeEngine is runInput's launch against the shared fake engine, with
@@ -23,7 +29,7 @@ func onFakeEngine(t *testing.T, extra string) (Input, string, *enginetest.Engine
 	in, audit := runInput(t, "outside_jobs = true\nmount_job_dir = false\n"+extra)
 	dir := t.TempDir()
 	saved := []*string{&launcher.JobMarkDir, &launcher.LaunchLockDir, &launcher.StepLockDir, &launcher.AccountsCache,
-		&launcher.NodeCacheDir, &launcher.StageRoot, &launcher.PullLockDir, &launcher.PulledDir, &launcher.InitPath, &launcher.TaskSocketDir}
+		&launcher.NodeCacheDir, &launcher.StageRoot, &launcher.PullLockDir, &launcher.PulledDir, &launcher.InitPath, &launcher.TaskSocketDir, &PinRoot}
 	old := make([]string, len(saved))
 	for i, p := range saved {
 		old[i] = *p
@@ -99,13 +105,13 @@ func TestRunThroughTheEngine(t *testing.T) {
 		t.Fatalf("no container ran: %v", eng.Calls)
 	}
 	cfg, host := c.Req.Config, c.Req.HostConfig
-	if cfg.User != "65534:65534" {
-		t.Errorf("container user %q, want nobody's uid:gid", cfg.User)
+	if want := fmt.Sprintf("%d:%d", in.Caller.UID, in.Caller.GID); cfg.User != want {
+		t.Errorf("container user %q, want the caller's uid:gid %s", cfg.User, want)
 	}
 	if host.Privileged || len(host.CapAdd) != 0 || host.NetworkMode != "none" || !strings.Contains(strings.Join(host.SecurityOpt, ","), "no-new-privileges") {
 		t.Errorf("confinement: privileged %v, caps %v, network %q, security %v", host.Privileged, host.CapAdd, host.NetworkMode, host.SecurityOpt)
 	}
-	if c.Req.Config.Labels[policy.LabelUID] != "65534" {
+	if c.Req.Config.Labels[policy.LabelUID] != strconv.FormatUint(uint64(in.Caller.UID), 10) {
 		t.Errorf("labels %v lack the caller's uid", c.Req.Config.Labels)
 	}
 	rec := records(t, audit)
@@ -155,5 +161,95 @@ func TestRunThroughTheEngineCreateFails(t *testing.T) {
 	}
 	if rec := records(t, audit); len(rec["container-failed"]) != 1 || len(rec["container-end"]) != 0 {
 		t.Errorf("records %v, want the container's failure", rec)
+	}
+}
+
+// nodeOf is the Node a privileged command would open for in: its policy
+// (loaded as the CLI would, or as handed in) and the fake engine.
+func nodeOf(t *testing.T, in Input, eng *enginetest.Engine) *Node {
+	t.Helper()
+	pol := in.Policy
+	if pol == nil {
+		var err error
+		if pol, err = policy.Load(in.PolicyPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &Node{Policy: pol, Engine: eng}
+}
+
+// TestPrefetchPinsTheJobsImage: the Prolog's prefetch takes an image the
+// node has without pulling it and pins it for the job; a second prefetch
+// of the same job finds the pin; an image the owner may not run is
+// refused before the engine is asked for it, and a missing one is pulled.
+func TestPrefetchPinsTheJobsImage(t *testing.T) {
+	in, _, eng := onFakeEngine(t, "pull = [\"missing\"]\n")
+	n := nodeOf(t, in, eng)
+	caller := PolicyCaller(in.Caller)
+	job := scheduler.Job{Scheduler: "slurm", ID: "42", Node: "n1"}
+	ctx := context.Background()
+	first, err := Prefetch(ctx, n, caller, job, "alpine:3.20")
+	if err != nil || !strings.Contains(first, "docker.io/library/alpine:3.20") {
+		t.Fatalf("Prefetch = %q, %v", first, err)
+	}
+	if eng.PullCount() != 0 {
+		t.Errorf("an image the node has was pulled: %v", eng.Pulls)
+	}
+	again, err := Prefetch(ctx, n, caller, job, "alpine:3.20")
+	if err != nil || again == "" {
+		t.Errorf("second prefetch = %q, %v", again, err)
+	}
+	if _, err := Prefetch(ctx, n, caller, job, "ubuntu:24.04"); err == nil || !strings.Contains(err.Error(), "images_allow") {
+		t.Errorf("prefetch of an image not allowed = %v", err)
+	}
+	if eng.PullCount() != 0 {
+		t.Errorf("a refused image reached the engine: %v", eng.Pulls)
+	}
+	if _, err := Prefetch(ctx, n, caller, scheduler.Job{Scheduler: "slurm", ID: "43", Node: "n1"}, "alpine:3.19"); err != nil || eng.PullCount() != 1 {
+		t.Errorf("prefetch of a missing image = %v, pulls %v", err, eng.Pulls)
+	}
+}
+
+// TestExistingNamedImage: a step naming the job's container alone runs
+// the image that container was created from, and only the caller's, of
+// this job, on this node; anything else is refused, never run elsewhere.
+func TestExistingNamedImage(t *testing.T) {
+	in, _, eng := onFakeEngine(t, "")
+	caller := PolicyCaller(in.Caller)
+	uid := strconv.FormatUint(uint64(caller.UID), 10)
+	add := func(name, owner, job, node, image string) {
+		c, err := eng.ContainerCreate(context.Background(), client.ContainerCreateOptions{Name: "cj-" + name + "-" + owner + "-" + node,
+			Config: &container.Config{Image: "docker.io/library/alpine:3.20", Labels: map[string]string{
+				policy.LabelManaged: "1", policy.LabelScheduler: "slurm", policy.LabelJob: job, policy.LabelNode: node,
+				policy.LabelName: name, policy.LabelUID: owner, policy.LabelImage: image}},
+			HostConfig: &container.HostConfig{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { eng.ContainerRemove(context.Background(), c.ID, client.ContainerRemoveOptions{Force: true}) })
+	}
+	add("web", uid, "7", "n1", "alpine:3.20")
+	add("shared", "4242", "7", "n1", "alpine:3.19") // another user's
+	add("remote", uid, "7", "n2", "alpine:3.18")    // the caller's, on another node
+	job := scheduler.Job{Scheduler: "slurm", ID: "7", Node: "n1"}
+	ctx := context.Background()
+	if img, err := existingNamedImage(ctx, eng, caller, job, "web"); err != nil || img != "alpine:3.20" {
+		t.Errorf("the caller's own container = %q, %v", img, err)
+	}
+	for _, tt := range []struct {
+		name string
+		job  scheduler.Job
+		says string
+	}{
+		{"shared", job, "no container of that name"},
+		{"remote", job, "no container of that name"},
+		{"web", scheduler.Job{Scheduler: "slurm", ID: "8", Node: "n1"}, "no container of that name"},
+		{"web", scheduler.Job{}, "outside a job"},
+	} {
+		_, err := existingNamedImage(ctx, eng, caller, tt.job, tt.name)
+		var ref *policy.Refusal
+		if !errors.As(err, &ref) || !strings.Contains(err.Error(), tt.says) {
+			t.Errorf("%s in job %q = %v, want a refusal saying %q", tt.name, tt.job.ID, err, tt.says)
+		}
 	}
 }

@@ -39,6 +39,9 @@ type Input struct {
 	Invocation identity.Invocation
 	Caller     identity.Caller
 	PolicyPath string
+	// Policy is the node's policy, already loaded (a Node's); nil loads
+	// PolicyPath.
+	Policy *policy.Policy
 	// Request is the command line in the policy's terms: host paths as
 	// written (each mount's Given; Source is filled in here), no job
 	// context, no default mounts yet.
@@ -101,7 +104,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	var out Outcome
 	clock := newPhaseClock(in.Phase)
 	phase := clock.phase
-	pol, trail, err := openPolicyAndTrail(in.PolicyPath, phase)
+	pol, trail, err := openPolicyAndTrail(in, phase)
 	if err != nil {
 		return out, err
 	}
@@ -194,10 +197,13 @@ func engineOf(in Input, pol *policy.Policy) (launcher.Engine, func(), error) {
 
 // openPolicyAndTrail loads the policy and opens the audit trail that every
 // launch is recorded in; none runs without either.
-func openPolicyAndTrail(path string, phase func(string)) (*policy.Policy, *audit.Log, error) {
-	pol, err := policy.Load(path)
-	if err != nil {
-		return nil, nil, err
+func openPolicyAndTrail(in Input, phase func(string)) (*policy.Policy, *audit.Log, error) {
+	pol := in.Policy
+	if pol == nil {
+		var err error
+		if pol, err = policy.Load(in.PolicyPath); err != nil {
+			return nil, nil, err
+		}
 	}
 	phase("policy")
 	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)

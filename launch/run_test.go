@@ -4,23 +4,23 @@ import (
 	"context"
 	"errors"
 	"os"
+	osuser "os/user"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerjob/containerjob/internal/identity"
-	"github.com/containerjob/containerjob/internal/testutil"
 	"github.com/containerjob/containerjob/policy"
 )
 
-// runInput is a launch for nobody outside any job, under a policy written
-// where policy.Load trusts it, auditing to a file of the test's; the
-// engine's address leads nowhere, so nothing can be created.
+// runInput is a launch outside any job, under a policy parsed from the
+// test's text and auditing to a file of the test's; the engine's address
+// leads nowhere, so nothing can be created. As root the caller is nobody
+// and the policy is loaded from a root-owned file, as on a node; as any
+// other user the caller is that user (whose files the launch then resolves
+// without changing its identity) and the policy is handed in loaded.
 func runInput(t *testing.T, extra string) (Input, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testutil.Unavailable(t, "a launch resolves paths as the caller and trusts only root's policy; run as root")
-	}
 	if os.Getenv("SLURM_JOB_ID") != "" || os.Getenv("PBS_JOBID") != "" {
 		t.Skip("runs outside a scheduler job only")
 	}
@@ -32,12 +32,25 @@ func runInput(t *testing.T, extra string) (Input, string) {
 	if err := os.WriteFile(pol, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	caller, err := identity.Privileged(identity.System, identity.AsRoot, 0, "", "nobody")
+	in := Input{Invocation: identity.AsRoot, PolicyPath: pol, Cwd: "/tmp",
+		Request: policy.Request{Image: "alpine:3.20", Cmd: []string{"id"}}}
+	user := "nobody"
+	if os.Geteuid() != 0 {
+		me, err := osuser.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		user = me.Username
+		if in.Policy, err = policy.Parse(pol, []byte(text)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	caller, err := identity.Privileged(identity.System, identity.AsRoot, 0, "", user)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Input{Invocation: identity.AsRoot, Caller: caller, PolicyPath: pol, Cwd: "/tmp",
-		Request: policy.Request{Image: "alpine:3.20", Cmd: []string{"id"}}}, audit
+	in.Caller = caller
+	return in, audit
 }
 
 // TestRunRecordsRefusals: a refusal comes back as the policy's, and the
@@ -50,11 +63,11 @@ func TestRunRecordsRefusals(t *testing.T) {
 		t.Fatalf("Run outside a job = %v, want the outside_jobs refusal", err)
 	}
 	log, _ := os.ReadFile(audit)
-	if !strings.Contains(string(log), `"decision":"refused"`) || !strings.Contains(string(log), `"user":"nobody"`) {
+	if !strings.Contains(string(log), `"decision":"refused"`) || !strings.Contains(string(log), `"user":"`+in.Caller.User+`"`) {
 		t.Errorf("audit log %q", log)
 	}
 	in.Request.Image = "ubuntu:24.04"
-	in.PolicyPath = filepath.Join(t.TempDir(), "missing.toml")
+	in.PolicyPath, in.Policy = filepath.Join(t.TempDir(), "missing.toml"), nil
 	if _, err := Run(context.Background(), in); err == nil {
 		t.Error("a missing policy was not an error")
 	}
