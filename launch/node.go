@@ -7,22 +7,12 @@ import (
 
 // Node is what a privileged command works through on this node: the
 // admins' policy, read once, and one connection to the node's engine.
-// The CLI opens one per process (OpenNode); tests build one around
-// launcher/enginetest's engine.
+// The CLI opens one per process (NodeFor, under the policy it loaded);
+// tests build one around launcher/enginetest's engine.
 type Node struct {
 	Policy *policy.Policy
 	Engine launcher.Engine
 	close  func() error
-}
-
-// OpenNode loads the policy at path and connects to the engine it names
-// (the connection is made on the first request).
-func OpenNode(path string) (*Node, error) {
-	pol, err := policy.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	return NodeFor(pol)
 }
 
 // NodeFor is the node under a policy already loaded (a hook that goes on

@@ -35,14 +35,12 @@ func requireRoot(name string) error {
 }
 
 // adminPolicy loads the policy for a root-only command.
-func adminPolicy(path string) (*policy.Policy, error) {
-	if path == "" {
-		path = os.Getenv("CONTAINERJOB_POLICY")
+func adminPolicy(flag string) (*policy.Policy, error) {
+	path, err := policyPathFor(asRoot, flag)
+	if err != nil {
+		return nil, err
 	}
-	if path == "" {
-		path = policy.DefaultPath
-	}
-	return policy.Load(path)
+	return loadPolicy(path)
 }
 
 // hookNode is the node a scheduler hook acts for: the one slurmd names in

@@ -33,20 +33,48 @@ func cli(t *testing.T, args ...string) (stdout, errout string, code int) {
 	return out.String(), errb.String(), code
 }
 
-// trustedPolicy writes a policy where policy.Load trusts it: root-owned,
-// in a directory only root may write. Unit tests run as root in CI.
+// trustedPolicy writes a policy the commands take as root's. As root it
+// is where policy.Load trusts it: root-owned, in a directory only root
+// may write. As any other user the commands run as root would (actAsRoot)
+// and read this one file as policy.Load reads root's.
 func trustedPolicy(t *testing.T, text string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testutil.Unavailable(t, "policy files are trusted only when root owns them; run as root")
-	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	p := filepath.Join(dir, "policy.toml")
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if os.Geteuid() != 0 {
+		actAsRoot(t)
+		load := loadPolicy
+		loadPolicy = func(path string) (*policy.Policy, error) {
+			if path != p {
+				return load(path)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return nil, err
+			}
+			return policy.Parse(path, data)
+		}
+		t.Cleanup(func() { loadPolicy = load })
+	}
 	return p
+}
+
+// actAsRoot makes the commands see the invocation of root's shell (no
+// sudo) for the rest of the test, when the test does not run as root: what
+// they then do as root goes to the fake engine and the test's own files.
+func actAsRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	oldInv, oldEuid := currentInvocation, euid
+	currentInvocation = func() (invocation, uint32, error) { return asRoot, 0, nil }
+	euid = func() int { return 0 }
+	t.Cleanup(func() { currentInvocation, euid = oldInv, oldEuid })
 }
 
 const cliPolicy = `[settings]
@@ -77,6 +105,17 @@ func TestCLIPolicyCheck(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(target); string(b) != cliPolicy {
 		t.Errorf("the target changed: %q", b)
+	}
+	if os.Geteuid() != 0 {
+		// The installed file is made root's, which only root can do: the
+		// install fails, and the target is left as it was.
+		if _, _, code := cli(t, "policy", "check", "--install", good, target); code == 0 {
+			t.Errorf("install without root: exit 0")
+		}
+		if b, _ := os.ReadFile(target); string(b) != cliPolicy {
+			t.Errorf("a failed install changed the target: %q", b)
+		}
+		return
 	}
 	if _, _, code := cli(t, "policy", "check", "--install", good, target); code != 0 {
 		t.Errorf("install of a good candidate: exit %d", code)

@@ -57,10 +57,11 @@ check fails. Run it as root.`,
 			if err := requireRoot("doctor"); err != nil {
 				return err
 			}
-			if policyPath == "" {
-				policyPath = policy.DefaultPath
+			path, err := policyPathFor(asRoot, policyPath)
+			if err != nil {
+				return err
 			}
-			checks := runDoctor(policyPath)
+			checks := runDoctor(path)
 			failed := printChecks(cmd.OutOrStdout(), checks)
 			if failed > 0 {
 				return exitStatus(1)
@@ -95,7 +96,7 @@ func printChecks(w io.Writer, checks []check) int {
 
 func runDoctor(policyPath string) []check {
 	var out []check
-	pol, err := policy.Load(policyPath)
+	pol, err := loadPolicy(policyPath)
 	if err != nil {
 		out = append(out, check{name: "policy", info: err.Error(), fix: "containerjob policy check " + policyPath})
 	} else {

@@ -32,10 +32,10 @@ const (
 	asRoot  = identity.AsRoot
 )
 
-// currentInvocation establishes who started this process. An error means
+// establishInvocation establishes who started this process. An error means
 // root with SUDO_* variables that no sudo hop to this binary explains:
 // refused, never taken for root.
-func currentInvocation() (invocation, uint32, error) {
+func establishInvocation() (invocation, uint32, error) {
 	return identity.Establish(identity.Current(sudoPath))
 }
 

@@ -37,14 +37,6 @@ type ownContext struct {
 	node   string
 }
 
-// openNode is the node's policy and engine for the own-container verbs,
-// nodeFor the engine under a policy already loaded (the hooks, gc); tests
-// point both at a fake engine.
-var (
-	openNode = func() (*launch.Node, error) { return launch.OpenNode(policy.DefaultPath) }
-	nodeFor  = launch.NodeFor
-)
-
 // withOwn escalates like run does, then resolves the caller and engine.
 func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o ownContext) error) error {
 	inv, sudoUID, err := currentInvocation()
@@ -64,7 +56,11 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 	if err != nil {
 		return err
 	}
-	n, err := openNode()
+	path, err := policyPathFor(inv, "")
+	if err != nil {
+		return err
+	}
+	n, err := openNode(path)
 	if err != nil {
 		return err
 	}

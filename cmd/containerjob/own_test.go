@@ -10,7 +10,6 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
-	"github.com/containerjob/containerjob/internal/testutil"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher/enginetest"
 	"github.com/containerjob/containerjob/policy"
@@ -21,9 +20,7 @@ import (
 // name for uid 1000, and returns their ids.
 func ownNode(t *testing.T) (eng *enginetest.Engine, mine, theirs string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testutil.Unavailable(t, "--as-user is root's; run as root")
-	}
+	actAsRoot(t)
 	eng = enginetest.New(t)
 	useEngine(t, eng, "[settings]\nstop_grace_seconds = 1\n")
 	eng.Program["serve"] = enginetest.UntilTerm("")
@@ -50,17 +47,20 @@ func ownNode(t *testing.T) (eng *enginetest.Engine, mine, theirs string) {
 }
 
 // useEngine points the privileged commands' node at eng for the test,
-// under the policy text for the commands that read the admins' own.
+// and, when text is not empty, makes it the policy every command reads.
 func useEngine(t *testing.T, eng *enginetest.Engine, text string) {
 	t.Helper()
+	oldLoad, oldFor := loadPolicy, nodeFor
+	t.Cleanup(func() { loadPolicy, nodeFor = oldLoad, oldFor })
+	nodeFor = func(pol *policy.Policy) (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
+	if text == "" {
+		return
+	}
 	pol, err := policy.Parse("test.toml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldOpen, oldFor := openNode, nodeFor
-	openNode = func() (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
-	nodeFor = func(pol *policy.Policy) (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
-	t.Cleanup(func() { openNode, nodeFor = oldOpen, oldFor })
+	loadPolicy = func(string) (*policy.Policy, error) { return pol, nil }
 }
 
 // TestOwnCommandsSeeOnlyTheCallersContainers: ps, stop and rm through the
@@ -106,9 +106,7 @@ func TestOwnCommandsSeeOnlyTheCallersContainers(t *testing.T) {
 // not another node's on the same engine, not another job's; each removal
 // is in the audit trail.
 func TestStepEpilogRemovesTheStepsOwnContainers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.Unavailable(t, "epilog is root's; run as root")
-	}
+	actAsRoot(t)
 	dir := t.TempDir()
 	audit := dir + "/audit.log"
 	path := trustedPolicy(t, "[settings]\naudit_log = \""+audit+"\"\n")

@@ -62,7 +62,7 @@ do not stop the install. Exits 1, changing nothing, on any error.`,
 			if len(args) == 1 {
 				path = args[0]
 			}
-			pol, err := policy.Load(path)
+			pol, err := loadPolicy(path)
 			var untrusted *policy.UntrustedError
 			if errors.As(err, &untrusted) {
 				// Report the trust problem, and still check the content.
@@ -96,7 +96,7 @@ do not stop the install. Exits 1, changing nothing, on any error.`,
 // installPolicy checks the candidate's content and renames a root-owned
 // copy over target: the policy is replaced whole or not at all.
 func installPolicy(out io.Writer, candidate, target string) error {
-	if os.Geteuid() != 0 {
+	if euid() != 0 {
 		return fmt.Errorf("installing a policy needs root")
 	}
 	data, err := os.ReadFile(candidate)
@@ -178,7 +178,7 @@ resolved as the user). An unknown user is an error.`,
   containerjob policy explain --user alice -- -v /data/x:/x nvidia/cuda:12.4 nvidia-smi`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if userName == "" {
-				if os.Geteuid() == 0 {
+				if euid() == 0 {
 					errorf("--user is required: name the user whose launch to explain")
 					return exitStatus(2)
 				}
@@ -188,10 +188,15 @@ resolved as the user). An unknown user is an error.`,
 				}
 				userName = u.Username
 			}
-			if policyPath == "" {
-				policyPath = policy.DefaultPath
+			inv, _, err := currentInvocation()
+			if err != nil {
+				return err
 			}
-			pol, err := policy.Load(policyPath)
+			path, err := policyPathFor(inv, policyPath)
+			if err != nil {
+				return err
+			}
+			pol, err := loadPolicy(path)
 			if err != nil {
 				return err
 			}

@@ -182,8 +182,9 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		argv, pass := rebuildArgs(fl, f, args)
 		return escalate(argv, pass)
 	}
-	if inv == viaSudo && (fl.Changed("policy") || os.Getenv("CONTAINERJOB_POLICY") != "") {
-		return usagef("--policy and CONTAINERJOB_POLICY are for root only")
+	policyPath, err := policyPathFor(inv, f.policyPath)
+	if err != nil {
+		return err
 	}
 	if f.existing && f.name == "" {
 		return usagef("--existing needs --name")
@@ -209,14 +210,9 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	clock.mark("identity")
 
-	policyPath := policy.DefaultPath
-	if inv == asRoot {
-		if v := os.Getenv("CONTAINERJOB_POLICY"); v != "" {
-			policyPath = v
-		}
-		if f.policyPath != "" {
-			policyPath = f.policyPath
-		}
+	pol, err := loadPolicy(policyPath)
+	if err != nil {
+		return err
 	}
 	if f.existing {
 		// The named container's image stands in for the image argument.
@@ -242,7 +238,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 		stdio.Terminal = os.Stdin
 	}
 	out, err := launch.Run(context.Background(), launch.Input{
-		Invocation: inv, Caller: caller, PolicyPath: policyPath, Request: req,
+		Invocation: inv, Caller: caller, PolicyPath: policyPath, Policy: pol, Request: req,
 		MountHome: f.mountHome, Existing: f.existing, DryRun: f.dryRun, Resolve: f.resolve,
 		JobEnv: jobEnv, Cwd: cwd, Stdio: stdio, Phase: clock.mark, Notify: printNotice,
 		CallerLimits: callerLimits,

@@ -40,7 +40,7 @@ func newSubmitCheckCmd() *cobra.Command {
 }
 
 func submitCheck() error {
-	pol, err := policy.Load(submitPolicyPath)
+	pol, err := loadPolicy(submitPolicyPath)
 	if err != nil {
 		return nil // no policy here (or not one to trust): the node decides
 	}
