@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/containerjob/containerjob/policy"
@@ -31,7 +32,8 @@ func TestPolicyPathFor(t *testing.T) {
 			t.Setenv("CONTAINERJOB_POLICY", tt.env)
 			got, err := policyPathFor(tt.inv, tt.flag)
 			if tt.want == "" {
-				if err == nil || exitCode(err) != 2 {
+				var usage usageError
+				if !errors.As(err, &usage) {
 					t.Errorf("= %q, %v; want a usage error", got, err)
 				}
 				return
