@@ -253,3 +253,38 @@ func TestExistingNamedImage(t *testing.T) {
 		}
 	}
 }
+
+// TestNodePull: containerjob pull through the Node. An image the node has
+// is not fetched again where the policy pulls missing images only; a
+// missing one is pulled with its progress on the writer given; one the
+// caller may not run is refused before the engine is asked; the trail
+// has each decision and the pull's end, in one trail for the Node.
+func TestNodePull(t *testing.T) {
+	in, audit, eng := onFakeEngine(t, "pull = [\"missing\"]\n")
+	n := nodeOf(t, in, eng)
+	defer n.Close()
+	caller := PolicyCaller(in.Caller)
+	ctx := context.Background()
+	var progress bytes.Buffer
+	warn := func(w string) { t.Errorf("warning %q", w) }
+	p, err := n.Pull(ctx, caller, "alpine:3.20", &progress, false, warn)
+	if err != nil || !p.Present || p.Ref != "docker.io/library/alpine:3.20" || eng.PullCount() != 0 {
+		t.Errorf("pull of an image the node has = %+v, %v; pulls %v", p, err, eng.Pulls)
+	}
+	p, err = n.Pull(ctx, caller, "alpine:3.19", &progress, false, warn)
+	if err != nil || p.Present || p.ID == "" || eng.PullCount() != 1 || progress.Len() == 0 {
+		t.Errorf("pull of a missing image = %+v, %v; pulls %v, progress %q", p, err, eng.Pulls, progress.String())
+	}
+	if _, err := n.Pull(ctx, caller, "ubuntu:24.04", &progress, false, warn); err == nil || eng.PullCount() != 1 {
+		t.Errorf("pull of an image not allowed = %v; pulls %v", err, eng.Pulls)
+	}
+	n.Close()
+	rec := records(t, audit)
+	var decisions []string
+	for _, r := range rec["decision"] {
+		decisions = append(decisions, r["decision"].(string))
+	}
+	if strings.Join(decisions, ",") != "allowed,allowed,refused" || len(rec["pull-end"]) != 1 {
+		t.Errorf("records %v", rec)
+	}
+}

@@ -12,14 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moby/moby/client"
-
-	"github.com/containerjob/containerjob/internal/audit"
-	"github.com/containerjob/containerjob/internal/metrics"
 	"github.com/containerjob/containerjob/launch"
-	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
-	"github.com/containerjob/containerjob/scheduler"
 )
 
 // requireRoot: the scheduler hooks act on every user's containers.
@@ -41,20 +35,6 @@ func adminPolicy(flag string) (*policy.Policy, error) {
 		return nil, err
 	}
 	return loadPolicy(path)
-}
-
-// hookNode is the node a scheduler hook acts for: the one slurmd names in
-// its hooks' environment (SLURMD_NODENAME; the hook is root's, started by
-// slurmd), else this host's name. Nodes that share one engine (several
-// slurmd per host) each clean up only their own containers.
-func hookNode(flag string) string {
-	if flag != "" {
-		return flag
-	}
-	if n := os.Getenv("SLURMD_NODENAME"); n != "" {
-		return n
-	}
-	return scheduler.Node()
 }
 
 // jobFromHookEnv is the job id a scheduler hook was started for. The hook
@@ -113,23 +93,21 @@ could not be removed.`,
 				warningf("%s", msg)
 				toSyslog(syslog.LOG_WARNING, msg)
 			}
-			trail, terr := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
-			if terr != nil {
-				warningf("%s for job %s: %v; cleaning up without an audit trail", cmd.Name(), job, terr)
-				trail = nil
-			}
-			defer trail.Close()
-			if err != nil {
-				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
-			}
 			n, nerr := nodeFor(pol)
 			if nerr != nil {
 				return nerr
 			}
 			defer n.Close()
-			cerr := cleanupJob(cmd, n, trail, sched, job, step, hookNode(node), quiet, cmd.Name())
+			trail, terr := n.Trail()
+			if terr != nil {
+				warningf("%s for job %s: %v; cleaning up without an audit trail", cmd.Name(), job, terr)
+			}
+			if err != nil {
+				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
+			}
+			cerr := cleanupJob(cmd, n, trail, sched, job, step, launch.HookNode(node), quiet, cmd.Name())
 			if prolog && err == nil && sched == "slurm" {
-				prefetchImage(n, trail, job, hookNode(node))
+				prefetchImage(n, trail, job, launch.HookNode(node))
 			}
 			return cerr
 		},
@@ -145,7 +123,7 @@ could not be removed.`,
 	return cmd
 }
 
-func cleanupJob(cmd *cobra.Command, n *launch.Node, trail *audit.Log, sched, job, step, node string, quiet bool, hook string) error {
+func cleanupJob(cmd *cobra.Command, n *launch.Node, trail *launch.Trail, sched, job, step, node string, quiet bool, hook string) error {
 	res := n.CleanJob(context.Background(), trail, hook, sched, job, step, node)
 	for _, w := range res.Warnings {
 		warningf("%s for job %s: %s", hook, job, w)
@@ -198,12 +176,11 @@ image_store_high in containerjob-policy(5)).`,
 				return err
 			}
 			defer n.Close()
-			eng := n.Engine
 			ctx := context.Background()
 			if images {
-				return collectImages(ctx, cmd, pol, eng, dryRun)
+				return collectImages(ctx, cmd, n, dryRun)
 			}
-			res, err := n.Collect(ctx, hookNode(node), grace, dryRun)
+			res, err := n.Collect(ctx, launch.HookNode(node), grace, dryRun)
 			if err != nil {
 				return err
 			}
@@ -247,41 +224,21 @@ image_store_high in containerjob-policy(5)).`,
 	return cmd
 }
 
-// collectImages is gc --images: the image store held between the policy's
-// watermarks, one audit record and one line per image removed.
-func collectImages(ctx context.Context, cmd *cobra.Command, pol *policy.Policy, eng launcher.StoreEngine, dryRun bool) error {
-	high, low := pol.ImageStoreWatermarks()
-	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
-	if err != nil {
-		return fmt.Errorf("%v; refusing to remove images without an audit trail", err)
-	}
-	defer trail.Close()
+// collectImages is gc --images: one line per image removed (the Node
+// records each).
+func collectImages(ctx context.Context, cmd *cobra.Command, n *launch.Node, dryRun bool) error {
 	verb := "removed"
 	if dryRun {
 		verb = "would remove"
 	}
-	g := launcher.StoreGC{Socket: pol.Settings.EngineSocket(), High: high, Low: low, Keep: pol.KeepImage, Usage: launcher.DiskUsage, DryRun: dryRun,
-		Removed: func(id, ref string, last time.Time, used, total uint64) {
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s %s last used %s; engine data now %d of %d MiB\n", verb, id, ref, last.Format(time.RFC3339), used>>20, total>>20)
-			if !dryRun {
-				trail.Record("image-removed", map[string]any{"image_id": id, "image": ref, "last_used": last.Format(time.RFC3339), "used_bytes": used, "total_bytes": total})
-			}
-		}}
-	below, err := g.Collect(ctx, eng)
+	_, warnings, err := n.CollectImages(ctx, dryRun, func(r launch.ImageRemoval) {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s %s last used %s; engine data now %d of %d MiB\n", verb, r.ID, r.Ref, r.LastUse.Format(time.RFC3339), r.Used>>20, r.Total>>20)
+	})
 	if err != nil {
 		return err
 	}
-	if !dryRun {
-		if info, err := eng.Info(ctx, client.InfoOptions{}); err == nil {
-			if used, total, err := launcher.DiskUsage(info.Info.DockerRootDir); err == nil {
-				nodeMetric(pol, func(s *metrics.State) {
-					s.ImageStore(int64(used), high.BytesOf(total), low.BytesOf(total))
-				})
-			}
-		}
-	}
-	if !below {
-		warningf("gc --images: the engine's data is still above image_store_low (%s): every other image is in use, pinned by images_keep, or not pulled by containerjob", pol.Settings.ImageStoreLow)
+	for _, w := range warnings {
+		warningf("gc --images: %s", w)
 	}
 	return nil
 }
@@ -298,20 +255,12 @@ func toSyslog(prio syslog.Priority, msg string) {
 // prefetchImage is the Slurm prolog's pull of the job's image, when the
 // SPANK plugin handed it one (launch.PrefetchForJob); it never fails the
 // prolog, and says in the node's log why it did not prefetch.
-func prefetchImage(n *launch.Node, trail *audit.Log, job, node string) {
+func prefetchImage(n *launch.Node, trail *launch.Trail, job, node string) {
 	image := os.Getenv(launch.PrefetchEnv)
 	if image == "" {
 		return
 	}
 	if err := n.PrefetchForJob(context.Background(), trail, job, node, image); err != nil {
 		toSyslog(syslog.LOG_INFO, fmt.Sprintf("prolog for job %s: not prefetching %q: %v", job, image, err))
-	}
-}
-
-// nodeMetric adds to the node's metrics (policy setting metrics_dir); a
-// failure is a warning, never the command's.
-func nodeMetric(pol *policy.Policy, fn func(*metrics.State)) {
-	if err := metrics.Update(pol.Settings.MetricsDir, fn); err != nil {
-		warningf("node metrics not updated: %v", err)
 	}
 }

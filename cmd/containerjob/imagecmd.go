@@ -10,11 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/containerjob/containerjob/internal/audit"
 	"github.com/containerjob/containerjob/internal/hint"
-	"github.com/containerjob/containerjob/internal/metrics"
-	"github.com/containerjob/containerjob/internal/userfs"
-	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -33,55 +29,19 @@ user: images cannot be loaded, tagged or removed through containerjob.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
-				trail, err := audit.Open(o.pol.Settings.AuditLog, o.pol.Settings.AuditSyslog)
-				if err != nil {
-					return fmt.Errorf("%v; refusing to pull without an audit trail", err)
-				}
-				defer trail.Close()
-				record := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": args[0], "action": "pull"}
-				// The caller's own credentials, when they have any, read
-				// before anything of the node's is locked; broken ones
-				// still let a public image come anonymously.
-				credsFor := launch.CallerCredentials(userfs.Identity{UID: o.caller.UID, GID: o.caller.GID, Groups: o.caller.Groups}, o.caller.Home)
-				ref, mode, err := o.pol.DecidePull(o.caller, args[0], launch.DigestTags(ctx, o.eng, o.pol, o.caller, args[0], nil, "", false, credsFor))
-				if err != nil {
-					record["decision"], record["reason"] = "refused", err.Error()
-					trail.Record("decision", record)
-					return err
-				}
-				record["decision"], record["image"] = "allowed", ref.String()
-				if err := trail.Record("decision", record); err != nil {
-					return fmt.Errorf("%v; refusing to pull what the audit trail does not record", err)
-				}
-				if mode == "missing" {
-					if img, err := o.eng.ImageInspect(ctx, ref.String()); err == nil {
-						fmt.Fprintf(cmd.OutOrStdout(), "%s is already on this node (%.19s); the policy allows pulling missing images only\n", ref, img.ID)
-						return nil
-					}
-				}
-				auth, _, err := credsFor(ref.Registry())
-				if err != nil {
-					if o.pol.PrivateRegistry(ref) {
-						return err
-					}
-					warningf("pulling %s without your credentials: %v", ref, err)
-				}
 				// Progress is written while the pull lock is held: never
 				// straight to a descriptor of the caller's.
 				progress := launcher.NewCallerWriter(cmd.ErrOrStderr())
-				id, bytes, err := launcher.Pull(ctx, o.eng, ref.String(), auth, o.pol.Settings.EngineSocket(), progress, isTerminal(os.Stderr))
+				p, err := o.node.Pull(ctx, o.caller, args[0], progress, isTerminal(os.Stderr), func(w string) { warningf("%s", w) })
 				progress.Drain(time.Minute)
-				end := map[string]any{"user": o.caller.User, "uid": o.caller.UID, "image": ref.String(), "image_id": id}
 				if err != nil {
-					end["error"] = err.Error()
-					trail.Record("pull-failed", end)
 					return err
 				}
-				trail.Record("pull-end", end)
-				if bytes > 0 {
-					nodeMetric(o.pol, func(s *metrics.State) { s.Pull(bytes) })
+				if p.Present {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s is already on this node (%.19s); the policy allows pulling missing images only\n", p.Ref, p.ID)
+					return nil
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s\n", ref, id)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s\n", p.Ref, p.ID)
 				return nil
 			})
 		},
@@ -108,11 +68,8 @@ func newNotOfferedCmd(name, why string) *cobra.Command {
 			}
 			// Escalate only to leave the refusal in the audit trail.
 			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
-				if trail, err := audit.Open(o.pol.Settings.AuditLog, o.pol.Settings.AuditSyslog); err == nil {
-					trail.Record("decision", map[string]any{"user": o.caller.User, "uid": o.caller.UID, "action": name, "args": args,
-						"decision": "refused", "reason": refusal.Error()})
-					trail.Close()
-				}
+				o.node.Record("decision", map[string]any{"user": o.caller.User, "uid": o.caller.UID, "action": name, "args": args,
+					"decision": "refused", "reason": refusal.Error()})
 				return refusal
 			})
 		},

@@ -18,7 +18,6 @@ import (
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
-	"github.com/containerjob/containerjob/scheduler"
 )
 
 // The commands in this file act on the caller's own containers only. A
@@ -32,9 +31,10 @@ import (
 // ownContext is what every own-container command needs.
 type ownContext struct {
 	caller policy.Caller
+	node   *launch.Node
 	eng    launcher.Engine
 	pol    *policy.Policy
-	node   string
+	here   string // the node this command runs on
 }
 
 // withOwn escalates like run does, then resolves the caller and engine.
@@ -65,14 +65,7 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 		return err
 	}
 	defer n.Close()
-	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), eng: n.Engine, pol: n.Policy, node: hereNode()})
-}
-
-// hereNode is the node this command runs on: its job step's, else the
-// host's.
-func hereNode() string {
-	cg, _ := os.ReadFile("/proc/self/cgroup")
-	return scheduler.NodeOf(cg)
+	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), node: n, eng: n.Engine, pol: n.Policy, here: launch.HereNode()})
 }
 
 // mine lists the caller's containers on this node.
@@ -81,7 +74,7 @@ func (o ownContext) mine(ctx context.Context) ([]launcher.Managed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ownedHere(all, o.caller.UID, o.node), nil
+	return ownedHere(all, o.caller.UID, o.here), nil
 }
 
 // ownedHere keeps the containers of uid on node.
@@ -151,7 +144,7 @@ func newPsCmd() *cobra.Command {
 					}
 					fmt.Fprintln(w, "GPUS\tJOB\tUSER\tCONTAINER\tSTATE")
 					for _, c := range all {
-						if c.GPUs != "" && c.State == "running" && c.OnNode(o.node) {
+						if c.GPUs != "" && c.State == "running" && c.OnNode(o.here) {
 							fmt.Fprintf(w, "%s\t%s\t%s\t%.12s\t%s\n", c.GPUs, dash(c.Job), c.User, c.ID, c.State)
 						}
 					}
