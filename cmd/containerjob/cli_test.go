@@ -10,9 +10,7 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
-	"github.com/containerjob/containerjob/internal/testutil"
 	"github.com/containerjob/containerjob/launcher"
 	"github.com/containerjob/containerjob/policy"
 )
@@ -311,31 +309,6 @@ func TestUserFlagsAreTheCLIsFlags(t *testing.T) {
 	}
 }
 
-// TestFabricCheck: doctor reports the node's RDMA devices against what
-// fabric_devices passes (fake device nodes, as the test cluster's GPUs).
-func TestFabricCheck(t *testing.T) {
-	dir := t.TempDir()
-	if c := fabricCheck(nil, dir); !c.skip {
-		t.Errorf("no devices, none listed: %+v", c)
-	}
-	if os.Geteuid() != 0 {
-		testutil.Unavailable(t, "mknod needs root")
-	}
-	dev := filepath.Join(dir, "uverbs0")
-	if err := unix.Mknod(dev, unix.S_IFCHR|0o666, int(unix.Mkdev(231, 192))); err != nil {
-		t.Fatal(err)
-	}
-	if c := fabricCheck([]string{dev}, dir); !c.ok || !strings.Contains(c.info, dev) {
-		t.Errorf("the device listed: %+v", c)
-	}
-	if c := fabricCheck(nil, dir); !c.skip || !strings.Contains(c.info, "passes none") {
-		t.Errorf("a device not listed: %+v", c)
-	}
-	if c := fabricCheck([]string{dev, filepath.Join(dir, "rdma_cm")}, dir); c.ok || c.skip || c.fix == "" {
-		t.Errorf("a listed device the node lacks: %+v", c)
-	}
-}
-
 // Own-container commands see the caller's containers on this node only:
 // another user's, and another node's on a shared engine, are not found.
 func TestOwnedHereIsTheCallersOnThisNode(t *testing.T) {
@@ -352,29 +325,5 @@ func TestOwnedHereIsTheCallersOnThisNode(t *testing.T) {
 	}
 	if want := []string{"a", "d"}; !slices.Equal(got, want) {
 		t.Fatalf("ownedHere(1002, n1) = %v, want %v", got, want)
-	}
-}
-
-// TestAdvisoryCheck: doctor names the advisories that apply to the
-// engine's runc and says which version to install, as a warning (a
-// distribution's build may carry the fix under its old number), never as
-// a failure that would stop an install.
-func TestAdvisoryCheck(t *testing.T) {
-	c := advisoryCheck("runc advisories", "runc", "1.1.5+ds1-1+deb12u1")
-	if !c.ok || !c.warn || !strings.Contains(c.info, "CVE-2025-31133") || !strings.Contains(c.info, "CVE-2026-41579") || !strings.Contains(c.fix, "install runc 1.3.6 or later") {
-		t.Errorf("runc 1.1.5: %+v", c)
-	}
-	if c := advisoryCheck("runc advisories", "runc", "1.4.3"); !c.ok || c.warn {
-		t.Errorf("runc 1.4.3: %+v", c)
-	}
-	if c := advisoryCheck("nvidia toolkit advisories", "nvidia-container-toolkit", "NVIDIA Container Toolkit CLI version 1.17.4\ncommit: x"); !c.warn || !strings.Contains(c.fix, "1.19.1") || !strings.Contains(c.info, "CVE-2025-23266") {
-		t.Errorf("toolkit 1.17.4: %+v", c)
-	}
-	if c := advisoryCheck("runc advisories", "runc", "abcdef"); !c.skip {
-		t.Errorf("an unreadable version: %+v", c)
-	}
-	var b strings.Builder
-	if failed := printChecks(&b, []check{advisoryCheck("runc advisories", "runc", "1.2.0")}); failed != 0 || !strings.HasPrefix(b.String(), "WARN") || !strings.Contains(b.String(), "fix: install runc") {
-		t.Errorf("printed %q, %d failed", b.String(), failed)
 	}
 }

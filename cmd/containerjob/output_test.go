@@ -2,12 +2,11 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerjob/containerjob/doctor"
 	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
 )
@@ -74,49 +73,31 @@ func TestPrintNotice(t *testing.T) {
 	}
 }
 
-// doctor's ownership check: root's file, and none of the forbidden mode
-// bits.
-func TestFileOwnedBy(t *testing.T) {
-	dir := t.TempDir()
-	f := filepath.Join(dir, "policy.toml")
-	os.WriteFile(f, nil, 0o644)
-	root := os.Geteuid() == 0
-	if c := fileOwnedBy("policy", f, 0o022, "chmod"); c.ok != root {
-		t.Errorf("a 0644 file of uid %d: %+v", os.Geteuid(), c)
-	}
-	os.Chmod(f, 0o666)
-	if c := fileOwnedBy("policy", f, 0o022, "chmod 0644"); c.ok || c.fix != "chmod 0644" {
-		t.Errorf("a file others can write: %+v", c)
-	}
-	if c := fileOwnedBy("policy", filepath.Join(dir, "missing"), 0o022, "install it"); c.ok || c.fix != "install it" {
-		t.Errorf("a missing file: %+v", c)
-	}
-}
-
-// The output handoff's init: missing is a skip (launches still work, the
-// engine carries the output), one others could change is a failure.
-func TestInitCheck(t *testing.T) {
-	dir := t.TempDir()
-	if c := initCheck(filepath.Join(dir, "missing")); c.ok || !c.skip || !strings.Contains(c.info, "through the engine") {
-		t.Errorf("missing: %+v", c)
-	}
-	f := filepath.Join(dir, "containerjob-init")
-	os.WriteFile(f, nil, 0o755)
-	root := os.Geteuid() == 0
-	if c := initCheck(f); c.ok != root || root && !strings.Contains(c.info, "write to the job's output files") {
-		t.Errorf("a 0755 file of uid %d: %+v", os.Geteuid(), c)
-	}
-	os.Chmod(f, 0o777)
-	if c := initCheck(f); c.ok || c.skip || !strings.Contains(c.fix, "chmod 0755") {
-		t.Errorf("a file others can write: %+v", c)
-	}
-}
-
 func TestInJobAndDash(t *testing.T) {
 	if !inJob([]string{"HOME=/h", "SLURM_JOB_ID=7"}) || !inJob([]string{"PBS_JOBID=1.srv"}) || inJob([]string{"SLURM_JOB_IDX=7", "X=SLURM_JOB_ID=7"}) {
 		t.Error("inJob reads only SLURM_JOB_ID= and PBS_JOBID= entries")
 	}
 	if dash("") != "-" || dash("x") != "x" {
 		t.Error("dash")
+	}
+}
+
+// TestPrintChecks: doctor's lines. A warning is printed WARN with its fix
+// and is no failure; a failure is FAIL with its fix and counted; a skip
+// is neither, and its fix is not printed.
+func TestPrintChecks(t *testing.T) {
+	var b strings.Builder
+	failed := printChecks(&b, []doctor.Check{
+		{Name: "runc advisories", OK: true, Warn: true, Info: "runc 1.2.0 is affected", Fix: "install runc 1.3.6"},
+		{Name: "engine", Info: "no engine", Fix: "start dockerd"},
+		{Name: "slurm", Skip: true, Info: "not a Slurm node", Fix: "never shown"},
+		{Name: "cgroups", OK: true, Info: "v2"},
+	})
+	want := "WARN runc advisories                    runc 1.2.0 is affected\n     fix: install runc 1.3.6\n" +
+		"FAIL engine                             no engine\n     fix: start dockerd\n" +
+		"skip slurm                              not a Slurm node\n" +
+		"ok   cgroups                            v2\n"
+	if failed != 1 || b.String() != want {
+		t.Errorf("printed %d failed:\n%s\nwant 1:\n%s", failed, b.String(), want)
 	}
 }

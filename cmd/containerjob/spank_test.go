@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -139,73 +138,6 @@ func TestSpankArgs(t *testing.T) {
 				t.Errorf("%s left in the environment", os.Environ()[i])
 			}
 		})
-	}
-}
-
-func TestRuncFixed(t *testing.T) {
-	tests := []struct {
-		commit       string
-		fixed, known bool
-	}{
-		{"1.1.5+ds1-1+deb12u1", false, true},
-		{"v1.1.13-0-g58aa920", false, true},
-		{"v1.1.14-0-g2c9f560", true, true},
-		{"1.2.5+ds1-1", true, true},
-		{"2.0.0", true, true},
-		{"N/A", false, false},
-		{"", false, false},
-	}
-	for _, tt := range tests {
-		if fixed, known := runcFixed(tt.commit); fixed != tt.fixed || known != tt.known {
-			t.Errorf("runcFixed(%q) = %v, %v; want %v, %v", tt.commit, fixed, known, tt.fixed, tt.known)
-		}
-	}
-}
-
-func TestKillWaitCheck(t *testing.T) {
-	tests := []struct {
-		killWait string
-		grace    int
-		ok       bool
-	}{
-		{"", 10, true},    // Slurm's default 30
-		{"10", 10, false}, // the test cluster's old setting
-		{"15", 10, true},
-		{"14", 10, false},
-		{"8", 3, true},
-		{"x", 3, false},
-	}
-	for _, tt := range tests {
-		if c := killWaitCheck(tt.killWait, tt.grace); c.ok != tt.ok {
-			t.Errorf("killWaitCheck(%q, %d) = %+v, want ok %v", tt.killWait, tt.grace, c, tt.ok)
-		}
-	}
-}
-
-func TestCDICheck(t *testing.T) {
-	gpus := map[string]string{"/dev/nvidia0": "195:0", "/dev/nvidia1": "195:1"}
-	both := map[string]string{"195:0": "nvidia.com/gpu=GPU-a", "195:1": "nvidia.com/gpu=GPU-b"}
-	tests := []struct {
-		name       string
-		engineDirs []string
-		names      map[string]string
-		err        error
-		gpus       map[string]string
-		ok, skip   bool
-		says       string
-	}{
-		{"engine without CDI", nil, both, nil, gpus, false, false, "CDI disabled"},
-		{"broken spec", []string{"/etc/cdi"}, nil, errors.New("CDI spec /etc/cdi/x.yaml is neither JSON nor YAML"), gpus, false, false, "neither JSON nor YAML"},
-		{"engine reads elsewhere", []string{"/opt/cdi"}, both, nil, gpus, false, false, "/opt/cdi"},
-		{"a GPU without a device", []string{"/etc/cdi", "/var/run/cdi"}, map[string]string{"195:0": "nvidia.com/gpu=GPU-a"}, nil, gpus, false, false, "/dev/nvidia1"},
-		{"no GPUs here", []string{"/etc/cdi"}, nil, nil, nil, false, true, "no /dev/nvidiaN"},
-		{"every GPU named", []string{"/etc/cdi", "/var/run/cdi"}, both, nil, gpus, true, false, "each of the node's 2 GPUs"},
-	}
-	for _, tt := range tests {
-		c := cdiCheck(tt.engineDirs, tt.names, tt.err, tt.gpus)
-		if c.ok != tt.ok || c.skip != tt.skip || !strings.Contains(c.info, tt.says) {
-			t.Errorf("%s: cdiCheck = %+v; want ok %v skip %v saying %q", tt.name, c, tt.ok, tt.skip, tt.says)
-		}
 	}
 }
 
