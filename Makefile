@@ -51,7 +51,7 @@ spank-check:
 # The code itself: gofmt, go vet and staticcheck (pinned, from the Go
 # module proxy) on every package, under every build tag; zero findings.
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
-GOFILES_DIRS = cmd launch launcher policy scheduler internal test
+GOFILES_DIRS = cmd node doctor launcher policy scheduler internal test
 lint:
 	@out=$$($(dir $(GO))gofmt -l $(GOFILES_DIRS)); if [ -n "$$out" ]; then echo "lint: gofmt -w these:"; echo "$$out"; exit 1; fi
 	for tags in "" integration e2e e2epbs gendocs; do \

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/containerjob/containerjob/launch"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -50,7 +50,7 @@ func jobFromHookEnv(sched string) string {
 }
 
 func newCleanupCmd(use, short string, prolog bool) *cobra.Command {
-	var sched, job, step, node, policyPath string
+	var sched, job, step, nodeName, policyPath string
 	var quiet bool
 	cmd := &cobra.Command{
 		Use:   use,
@@ -105,9 +105,9 @@ could not be removed.`,
 			if err != nil {
 				trail.Record(cmd.Name()+"-policy-unusable", map[string]any{"job": job, "scheduler": sched, "error": err.Error()})
 			}
-			cerr := cleanupJob(cmd, n, trail, sched, job, step, launch.HookNode(node), quiet, cmd.Name())
+			cerr := cleanupJob(cmd, n, trail, sched, job, step, node.ForHook(nodeName), quiet, cmd.Name())
 			if prolog && err == nil && sched == "slurm" {
-				prefetchImage(n, trail, job, launch.HookNode(node))
+				prefetchImage(n, trail, job, node.ForHook(nodeName))
 			}
 			return cerr
 		},
@@ -118,13 +118,13 @@ could not be removed.`,
 	cmd.Flags().MarkHidden("quiet")
 	cmd.Flags().StringVar(&sched, "scheduler", "slurm", "slurm or pbs")
 	cmd.Flags().StringVar(&job, "job", "", "job id (default: from the hook's environment)")
-	cmd.Flags().StringVar(&node, "node", "", "the node whose containers to remove (default: SLURMD_NODENAME from the hook's environment, else this host's name)")
+	cmd.Flags().StringVar(&nodeName, "node", "", "the node whose containers to remove (default: SLURMD_NODENAME from the hook's environment, else this host's name)")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
 	return cmd
 }
 
-func cleanupJob(cmd *cobra.Command, n *launch.Node, trail *launch.Trail, sched, job, step, node string, quiet bool, hook string) error {
-	res := n.CleanJob(context.Background(), trail, hook, sched, job, step, node)
+func cleanupJob(cmd *cobra.Command, n *node.Service, trail *node.Trail, sched, job, step, nodeName string, quiet bool, hook string) error {
+	res := n.CleanJob(context.Background(), trail, hook, sched, job, step, nodeName)
 	for _, w := range res.Warnings {
 		warningf("%s for job %s: %s", hook, job, w)
 	}
@@ -148,7 +148,7 @@ func cleanupJob(cmd *cobra.Command, n *launch.Node, trail *launch.Trail, sched, 
 func newGCCmd() *cobra.Command {
 	var dryRun, images bool
 	var grace time.Duration
-	var policyPath, node string
+	var policyPath, nodeName string
 	cmd := &cobra.Command{
 		Use:   "gc",
 		Short: "Remove containers whose job is no longer running on this node",
@@ -180,7 +180,7 @@ image_store_high in containerjob-policy(5)).`,
 			if images {
 				return collectImages(ctx, cmd, n, dryRun)
 			}
-			res, err := n.Collect(ctx, launch.HookNode(node), grace, dryRun)
+			res, err := n.Collect(ctx, node.ForHook(nodeName), grace, dryRun)
 			if err != nil {
 				return err
 			}
@@ -219,19 +219,19 @@ image_store_high in containerjob-policy(5)).`,
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
 	cmd.Flags().BoolVar(&images, "images", false, "collect the image store instead: above image_store_high, remove images containerjob pulled that no container uses, least recently used first, until below image_store_low")
 	cmd.Flags().DurationVar(&grace, "grace", 5*time.Minute, "leave containers younger than this alone")
-	cmd.Flags().StringVar(&node, "node", "", "the node whose containers to judge (default: this host's name; nodes sharing an engine each run their own gc)")
+	cmd.Flags().StringVar(&nodeName, "node", "", "the node whose containers to judge (default: this host's name; nodes sharing an engine each run their own gc)")
 	cmd.Flags().StringVar(&policyPath, "policy", "", "policy file")
 	return cmd
 }
 
 // collectImages is gc --images: one line per image removed (the Node
 // records each).
-func collectImages(ctx context.Context, cmd *cobra.Command, n *launch.Node, dryRun bool) error {
+func collectImages(ctx context.Context, cmd *cobra.Command, n *node.Service, dryRun bool) error {
 	verb := "removed"
 	if dryRun {
 		verb = "would remove"
 	}
-	_, warnings, err := n.CollectImages(ctx, dryRun, func(r launch.ImageRemoval) {
+	_, warnings, err := n.CollectImages(ctx, dryRun, func(r node.ImageRemoval) {
 		fmt.Fprintf(cmd.OutOrStdout(), "%s %.19s %s last used %s; engine data now %d of %d MiB\n", verb, r.ID, r.Ref, r.LastUse.Format(time.RFC3339), r.Used>>20, r.Total>>20)
 	})
 	if err != nil {
@@ -253,14 +253,14 @@ func toSyslog(prio syslog.Priority, msg string) {
 }
 
 // prefetchImage is the Slurm prolog's pull of the job's image, when the
-// SPANK plugin handed it one (launch.PrefetchForJob); it never fails the
+// SPANK plugin handed it one (node.PrefetchForJob); it never fails the
 // prolog, and says in the node's log why it did not prefetch.
-func prefetchImage(n *launch.Node, trail *launch.Trail, job, node string) {
-	image := os.Getenv(launch.PrefetchEnv)
+func prefetchImage(n *node.Service, trail *node.Trail, job, nodeName string) {
+	image := os.Getenv(node.PrefetchEnv)
 	if image == "" {
 		return
 	}
-	if err := n.PrefetchForJob(context.Background(), trail, job, node, image); err != nil {
+	if err := n.PrefetchForJob(context.Background(), trail, job, nodeName, image); err != nil {
 		toSyslog(syslog.LOG_INFO, fmt.Sprintf("prolog for job %s: not prefetching %q: %v", job, image, err))
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/containerjob/containerjob/internal/hint"
-	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -112,7 +112,7 @@ func printNotice(n launcher.Notice) {
 // printOutcome prints what a finished launch has to say besides its exit
 // status: that the kernel killed it for its memory, and its usage when
 // the policy asks for it (report_usage).
-func printOutcome(out launch.Outcome) {
+func printOutcome(out node.Outcome) {
 	res := out.Result
 	if res.OOMKilled {
 		limit := "its memory limit"

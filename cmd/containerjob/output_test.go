@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/containerjob/containerjob/doctor"
-	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/node"
 )
 
 func captureStderr(t *testing.T) *bytes.Buffer {
@@ -27,18 +27,18 @@ func TestPrintOutcome(t *testing.T) {
 	start := time.Unix(1000, 0)
 	for _, tt := range []struct {
 		name string
-		out  launch.Outcome
+		out  node.Outcome
 		want []string
 		not  []string
 	}{
-		{"OOM with the job's memory", launch.Outcome{Result: launcher.Result{OOMKilled: true, MemoryLimit: 300 << 20, ExitCode: 137}},
+		{"OOM with the job's memory", node.Outcome{Result: launcher.Result{OOMKilled: true, MemoryLimit: 300 << 20, ExitCode: 137}},
 			[]string{"containerjob: error: the container was killed for using more than the job's memory on this node (300 MiB); ask for more memory (e.g. sbatch --mem)\n"}, nil},
-		{"OOM without a known limit", launch.Outcome{Result: launcher.Result{OOMKilled: true}}, []string{"more than its memory limit;"}, nil},
-		{"engine stopped", launch.Outcome{Result: launcher.Result{EngineStopped: true, ExitCode: 143}}, []string{"the container engine stopped", "(exit 143)", "this was not your program's doing"}, nil},
-		{"usage asked for", launch.Outcome{ReportUsage: true, Result: launcher.Result{Started: start, Ended: start.Add(1500 * time.Millisecond), Usage: launcher.Usage{Sampled: true, CPU: 250 * time.Millisecond, PeakMemory: 3 << 20}}},
+		{"OOM without a known limit", node.Outcome{Result: launcher.Result{OOMKilled: true}}, []string{"more than its memory limit;"}, nil},
+		{"engine stopped", node.Outcome{Result: launcher.Result{EngineStopped: true, ExitCode: 143}}, []string{"the container engine stopped", "(exit 143)", "this was not your program's doing"}, nil},
+		{"usage asked for", node.Outcome{ReportUsage: true, Result: launcher.Result{Started: start, Ended: start.Add(1500 * time.Millisecond), Usage: launcher.Usage{Sampled: true, CPU: 250 * time.Millisecond, PeakMemory: 3 << 20}}},
 			[]string{"containerjob: usage: cpu 0.25 s, peak memory 3.0 MiB, wall 1.50 s, exit 0\n"}, nil},
-		{"usage not asked for", launch.Outcome{Result: launcher.Result{Usage: launcher.Usage{Sampled: true}}}, nil, []string{"usage"}},
-		{"usage not known", launch.Outcome{ReportUsage: true}, nil, []string{"usage"}},
+		{"usage not asked for", node.Outcome{Result: launcher.Result{Usage: launcher.Usage{Sampled: true}}}, nil, []string{"usage"}},
+		{"usage not known", node.Outcome{ReportUsage: true}, nil, []string{"usage"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b := captureStderr(t)

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/containerjob/containerjob/internal/hint"
-	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -31,7 +31,7 @@ import (
 // ownContext is what every own-container command needs.
 type ownContext struct {
 	caller policy.Caller
-	node   *launch.Node
+	node   *node.Service
 	eng    launcher.Engine
 	pol    *policy.Policy
 	here   string // the node this command runs on
@@ -65,7 +65,7 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 		return err
 	}
 	defer n.Close()
-	return fn(context.Background(), ownContext{caller: launch.PolicyCaller(caller), node: n, eng: n.Engine, pol: n.Policy, here: launch.HereNode()})
+	return fn(context.Background(), ownContext{caller: node.PolicyCaller(caller), node: n, eng: n.Engine, pol: n.Policy, here: node.Here()})
 }
 
 // mine lists the caller's containers on this node.

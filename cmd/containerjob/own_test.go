@@ -10,8 +10,8 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
-	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher/enginetest"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -52,7 +52,7 @@ func useEngine(t *testing.T, eng *enginetest.Engine, text string) {
 	t.Helper()
 	oldLoad, oldFor := loadPolicy, nodeFor
 	t.Cleanup(func() { loadPolicy, nodeFor = oldLoad, oldFor })
-	nodeFor = func(pol *policy.Policy) (*launch.Node, error) { return &launch.Node{Policy: pol, Engine: eng}, nil }
+	nodeFor = func(pol *policy.Policy) (*node.Service, error) { return &node.Service{Policy: pol, Engine: eng}, nil }
 	if text == "" {
 		return
 	}

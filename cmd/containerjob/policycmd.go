@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/containerjob/containerjob/launch"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -204,7 +204,7 @@ resolved as the user). An unknown user is an error.`,
 			if err != nil {
 				return fmt.Errorf("user %q is not in the user database; explain needs a real user (their groups decide the rules)", userName)
 			}
-			caller, err := launch.PolicyCallerOf(u)
+			caller, err := node.PolicyCallerOf(u)
 			if err != nil {
 				return err
 			}

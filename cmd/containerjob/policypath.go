@@ -3,7 +3,7 @@ package main
 import (
 	"os"
 
-	"github.com/containerjob/containerjob/launch"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -36,12 +36,12 @@ var (
 	loadPolicy        = policy.Load
 	euid              = os.Geteuid
 	currentInvocation = establishInvocation
-	nodeFor           = launch.NodeFor
+	nodeFor           = node.Open
 )
 
 // openNode is the node under the policy at path: the policy, read once,
 // and one connection to its engine.
-func openNode(path string) (*launch.Node, error) {
+func openNode(path string) (*node.Service, error) {
 	pol, err := loadPolicy(path)
 	if err != nil {
 		return nil, err

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/containerjob/containerjob/launch"
 	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -216,7 +216,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	if f.existing {
 		// The named container's image stands in for the image argument.
-		args = append([]string{launch.ExistingImage}, args...)
+		args = append([]string{node.ExistingImage}, args...)
 	}
 	req, err := requestFromFlags(fl, f, args)
 	if err != nil {
@@ -237,7 +237,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	if (f.tty || f.stepStdin) && isTerminal(os.Stdin) {
 		stdio.Terminal = os.Stdin
 	}
-	out, err := launch.Run(context.Background(), launch.Input{
+	out, err := node.Run(context.Background(), node.Input{
 		Invocation: inv, Caller: caller, PolicyPath: policyPath, Policy: pol, Request: req,
 		MountHome: f.mountHome, Existing: f.existing, DryRun: f.dryRun, Resolve: f.resolve,
 		JobEnv: jobEnv, Cwd: cwd, Stdio: stdio, Phase: clock.mark, Notify: printNotice,

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/containerjob/containerjob/launch"
+	"github.com/containerjob/containerjob/node"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -84,5 +84,5 @@ var submitCaller = func() (policy.Caller, error) {
 	if err != nil {
 		return policy.Caller{}, err
 	}
-	return launch.PolicyCallerOf(u)
+	return node.PolicyCallerOf(u)
 }

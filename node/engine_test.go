@@ -1,4 +1,4 @@
-package launch
+package node
 
 import (
 	"bytes"
@@ -164,9 +164,9 @@ func TestRunThroughTheEngineCreateFails(t *testing.T) {
 	}
 }
 
-// nodeOf is the Node a privileged command would open for in: its policy
+// nodeOf is the Service a privileged command would open for in: its policy
 // (loaded as the CLI would, or as handed in) and the fake engine.
-func nodeOf(t *testing.T, in Input, eng *enginetest.Engine) *Node {
+func nodeOf(t *testing.T, in Input, eng *enginetest.Engine) *Service {
 	t.Helper()
 	pol := in.Policy
 	if pol == nil {
@@ -175,7 +175,7 @@ func nodeOf(t *testing.T, in Input, eng *enginetest.Engine) *Node {
 			t.Fatal(err)
 		}
 	}
-	return &Node{Policy: pol, Engine: eng}
+	return &Service{Policy: pol, Engine: eng}
 }
 
 // TestPrefetchPinsTheJobsImage: the Prolog's prefetch takes an image the
@@ -254,11 +254,11 @@ func TestExistingNamedImage(t *testing.T) {
 	}
 }
 
-// TestNodePull: containerjob pull through the Node. An image the node has
+// TestNodePull: containerjob pull through the node's Service. An image the node has
 // is not fetched again where the policy pulls missing images only; a
 // missing one is pulled with its progress on the writer given; one the
 // caller may not run is refused before the engine is asked; the trail
-// has each decision and the pull's end, in one trail for the Node.
+// has each decision and the pull's end, in one trail for the Service.
 func TestNodePull(t *testing.T) {
 	in, audit, eng := onFakeEngine(t, "pull = [\"missing\"]\n")
 	n := nodeOf(t, in, eng)

@@ -1,4 +1,4 @@
-package launch
+package node
 
 import (
 	"context"
@@ -36,7 +36,7 @@ type Collection struct {
 // jobs that are over. A job the scheduler cannot be asked about keeps
 // everything: a slurmctld that is restarting must not cost running jobs
 // their containers.
-func (n *Node) Collect(ctx context.Context, node string, grace time.Duration, dryRun bool) (Collection, error) {
+func (n *Service) Collect(ctx context.Context, node string, grace time.Duration, dryRun bool) (Collection, error) {
 	out := Collection{Failed: map[string]error{}, Kept: map[string]error{}, CommittedFailed: map[string]error{}}
 	if !dryRun {
 		launcher.CleanStale()
@@ -99,7 +99,7 @@ func (n *Node) Collect(ctx context.Context, node string, grace time.Duration, dr
 
 // collectCommitted removes the images a job's recreated named containers
 // left, where its epilogue could not remove them: once the job is over.
-func (n *Node) collectCommitted(ctx context.Context, out *Collection, node string, grace time.Duration, dryRun bool, verdict func(sched, job string) JobState) {
+func (n *Service) collectCommitted(ctx context.Context, out *Collection, node string, grace time.Duration, dryRun bool, verdict func(sched, job string) JobState) {
 	committed, err := launcher.ListCommitted(ctx, n.Engine, node)
 	if err != nil {
 		out.Warnings = append(out.Warnings, fmt.Sprintf("listing committed images: %v", err))

@@ -1,4 +1,4 @@
-package launch
+package node
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 
 // cleanupNode is a node on the fake engine with the node's own files
 // (marks, pins, staging, step records) under the test's directory.
-func cleanupNode(t *testing.T) (*Node, *enginetest.Engine, string) {
+func cleanupNode(t *testing.T) (*Service, *enginetest.Engine, string) {
 	t.Helper()
 	dir := t.TempDir()
 	vars := []*string{&launcher.JobMarkDir, &launcher.StageRoot, &launcher.TaskSocketDir, &PinRoot, &scheduler.StepRecordDir}
@@ -40,11 +40,11 @@ func cleanupNode(t *testing.T) (*Node, *enginetest.Engine, string) {
 		t.Fatal(err)
 	}
 	eng := enginetest.New(t)
-	return &Node{Policy: pol, Engine: eng}, eng, filepath.Join(dir, "audit.log")
+	return &Service{Policy: pol, Engine: eng}, eng, filepath.Join(dir, "audit.log")
 }
 
 // epilog is the Epilog's cleanup of job on node n1, audited to auditPath.
-func epilog(t *testing.T, n *Node, auditPath, job string) JobCleanup {
+func epilog(t *testing.T, n *Service, auditPath, job string) JobCleanup {
 	t.Helper()
 	trail, err := audit.Open(auditPath, false)
 	if err != nil {

@@ -1,5 +1,7 @@
-// Package launch owns the order of work of one launch, below the CLI and
-// above the packages that each do one part of it:
+// Package node is the node's service behind every privileged command
+// (Service: the policy, the engine, the audit trail; the hooks' cleanup,
+// gc, pull and prefetch), and owns the order of work of one launch (Run),
+// below the CLI and above the packages that each do one part of it:
 //
 //	trusted job context (scheduler.Detect)
 //	-> request, host paths resolved as the caller (userfs)
@@ -12,7 +14,7 @@
 // prints nothing: what it has to say comes back as values (errors,
 // Outcome) or through Input.Notify, and the CLI's output contract
 // renders them.
-package launch
+package node
 
 import (
 	"context"
@@ -39,7 +41,7 @@ type Input struct {
 	Invocation identity.Invocation
 	Caller     identity.Caller
 	PolicyPath string
-	// Policy is the node's policy, already loaded (a Node's); nil loads
+	// Policy is the node's policy, already loaded (a Service's); nil loads
 	// PolicyPath.
 	Policy *policy.Policy
 	// Request is the command line in the policy's terms: host paths as

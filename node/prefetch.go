@@ -1,4 +1,4 @@
-package launch
+package node
 
 import (
 	"context"
@@ -30,7 +30,7 @@ var PrefetchTimeout = 10 * time.Minute
 // launches then run that digest). It returns the pinned reference. The
 // caller is the job's owner as Slurm records it; the prolog never fails on
 // what this returns.
-func Prefetch(ctx context.Context, n *Node, caller policy.Caller, job scheduler.Job, image string) (string, error) {
+func Prefetch(ctx context.Context, n *Service, caller policy.Caller, job scheduler.Job, image string) (string, error) {
 	eng, pol := n.Engine, n.Policy
 	id := userfs.Identity{UID: caller.UID, GID: caller.GID, Groups: caller.Groups}
 	auth := CallerCredentials(id, caller.Home)
@@ -84,7 +84,7 @@ func Prefetch(ctx context.Context, n *Node, caller policy.Caller, job scheduler.
 // is in the audit trail; it returns why it did not prefetch, for the
 // node's log, and never fails the Prolog: the job's first step pulls for
 // itself whatever this could not.
-func (n *Node) PrefetchForJob(ctx context.Context, trail *audit.Log, job, node, image string) error {
+func (n *Service) PrefetchForJob(ctx context.Context, trail *audit.Log, job, node, image string) error {
 	rec := map[string]any{"job": job, "node": node, "image_requested": image}
 	fail := func(err error) error {
 		rec["error"] = err.Error()

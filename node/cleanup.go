@@ -1,4 +1,4 @@
-package launch
+package node
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type JobCleanup struct {
 // images, its image pins, its step records and its mark on the node.
 // Another node's containers are not this hook's, even on one engine. Each
 // removal is recorded under the hook's name.
-func (n *Node) CleanJob(ctx context.Context, trail *audit.Log, hook, sched, job, step, node string) JobCleanup {
+func (n *Service) CleanJob(ctx context.Context, trail *audit.Log, hook, sched, job, step, node string) JobCleanup {
 	var out JobCleanup
 	warn := func(format string, args ...any) { out.Warnings = append(out.Warnings, fmt.Sprintf(format, args...)) }
 	if step == "" {

@@ -1,4 +1,4 @@
-package launch
+package node
 
 import (
 	"errors"
@@ -10,33 +10,33 @@ import (
 	"github.com/containerjob/containerjob/scheduler"
 )
 
-// Node is what a privileged command works through on this node: the
-// admins' policy, read once, and one connection to the node's engine.
-// The CLI opens one per process (NodeFor, under the policy it loaded);
-// tests build one around launcher/enginetest's engine.
-type Node struct {
+// Service is what a privileged command works through on this node: the
+// admins' policy, read once, one connection to the node's engine and one
+// audit trail. The CLI opens one per process (Open, under the policy it
+// loaded); tests build one around launcher/enginetest's engine.
+type Service struct {
 	Policy *policy.Policy
 	Engine launcher.Engine
 	close  func() error
 	trail  *audit.Log // opened on first use (Trail)
 }
 
-// NodeFor is the node under a policy already loaded (a hook that goes on
-// with the built-in settings when the admins' policy cannot be used).
-func NodeFor(pol *policy.Policy) (*Node, error) {
+// Open is the node's service under a policy already loaded (a hook goes
+// on with the built-in settings when the admins' policy cannot be used).
+func Open(pol *policy.Policy) (*Service, error) {
 	eng, err := launcher.Connect(pol.Settings.DockerHost)
 	if err != nil {
 		return nil, err
 	}
-	return &Node{Policy: pol, Engine: eng, close: eng.Close}, nil
+	return &Service{Policy: pol, Engine: eng, close: eng.Close}, nil
 }
 
 // Trail is the node's audit trail, as the commands hold it.
 type Trail = audit.Log
 
 // Trail is the node's audit trail (policy settings audit_log and
-// audit_syslog), opened once per Node on first use; Close closes it.
-func (n *Node) Trail() (*audit.Log, error) {
+// audit_syslog), opened once per Service on first use; Close closes it.
+func (n *Service) Trail() (*audit.Log, error) {
 	if n.trail != nil {
 		return n.trail, nil
 	}
@@ -49,7 +49,7 @@ func (n *Node) Trail() (*audit.Log, error) {
 }
 
 // Record writes one record to the node's audit trail.
-func (n *Node) Record(kind string, rec map[string]any) error {
+func (n *Service) Record(kind string, rec map[string]any) error {
 	t, err := n.Trail()
 	if err != nil {
 		return err
@@ -57,19 +57,19 @@ func (n *Node) Record(kind string, rec map[string]any) error {
 	return t.Record(kind, rec)
 }
 
-// HereNode is the node a user's command runs on: its job step's (from the
+// Here is the node a user's command runs on: its job step's (from the
 // process's cgroup, which slurmstepd made), else the host's name.
-func HereNode() string {
+func Here() string {
 	cg, _ := os.ReadFile("/proc/self/cgroup")
 	return scheduler.NodeOf(cg)
 }
 
-// HookNode is the node a scheduler hook acts for: the one named (a flag),
+// ForHook is the node a scheduler hook acts for: the one named (a flag),
 // else the one slurmd names in its hooks' environment (SLURMD_NODENAME;
 // the hook is root's, started by slurmd), else this host's name. Nodes
 // that share one engine (several slurmd per host) each clean up only
 // their own containers.
-func HookNode(named string) string {
+func ForHook(named string) string {
 	if named != "" {
 		return named
 	}
@@ -80,7 +80,7 @@ func HookNode(named string) string {
 }
 
 // Close lets go of the engine's connection and the audit trail.
-func (n *Node) Close() error {
+func (n *Service) Close() error {
 	if n == nil {
 		return nil
 	}

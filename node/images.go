@@ -1,4 +1,4 @@
-package launch
+package node
 
 import (
 	"context"
@@ -29,7 +29,7 @@ type Pulled struct {
 // which the pull lock is held while writing to: never a descriptor of
 // the caller's itself. warn is told, as it happens, what the caller
 // should know (a pull without their broken credentials).
-func (n *Node) Pull(ctx context.Context, caller policy.Caller, image string, progress io.Writer, terminal bool, warn func(string)) (Pulled, error) {
+func (n *Service) Pull(ctx context.Context, caller policy.Caller, image string, progress io.Writer, terminal bool, warn func(string)) (Pulled, error) {
 	var out Pulled
 	pol, eng := n.Policy, n.Engine
 	trail, err := n.Trail()
@@ -92,7 +92,7 @@ type ImageRemoval struct {
 // watermarks (image_store_high, image_store_low), each removal told to
 // removed and recorded. It reports whether the store ended below the low
 // watermark, and warnings for the node's log.
-func (n *Node) CollectImages(ctx context.Context, dryRun bool, removed func(ImageRemoval)) (below bool, warnings []string, err error) {
+func (n *Service) CollectImages(ctx context.Context, dryRun bool, removed func(ImageRemoval)) (below bool, warnings []string, err error) {
 	pol, eng := n.Policy, n.Engine
 	high, low := pol.ImageStoreWatermarks()
 	trail, err := n.Trail()
