@@ -48,63 +48,33 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 			return none, failHint(ExitLaunchFailed, "ask your admin to load it, or use --pull missing if the policy allows", "image %q is not on this node and the pull mode is never", ref)
 		}
 	}
-	// One pull per image and node: whoever holds the lock pulls; the
-	// others wait and then take what it pulled.
-	unlock, waited, err := lockPull(ctx, ref, func() { opts.notify(NoticeWaitingForPull, "%s", ref) })
-	if err != nil {
+	// One pull per image and node (fetch); the caller's credentials are
+	// asked for only once this launch is the one to pull.
+	var credErr error
+	img, pr, err := fetch(ctx, eng, pullRequest{ref: ref, socket: opts.EngineSocket,
+		waiting: func() { opts.notify(NoticeWaitingForPull, "%s", ref) },
+		auth: func() (string, error) {
+			auth, err := pullAuth(d.Image, opts)
+			credErr = err
+			if d.PrivateRegistry && (err != nil || auth == "") {
+				return "", noCredentials(d.Image, err)
+			}
+			return auth, nil
+		},
+		started: func() { opts.notify(NoticePulling, "%s", ref) }})
+	var pe *pullError
+	switch {
+	case err != nil && errors.As(err, &pe) && pe.request && credErr != nil:
+		return none, failf(ExitLaunchFailed, "%v (your own credentials were not used: %v)", err, credErr)
+	case err != nil && errors.As(err, new(*Error)):
+		return none, err
+	case err != nil:
 		return none, failf(ExitLaunchFailed, "%v", err)
 	}
-	defer unlock()
-	if waited {
-		if img, err := inspect(); err == nil {
-			return img, nil
-		}
+	if pr != nil && opts.Notify != nil {
+		opts.Notify(Notice{Kind: NoticePulled, Text: ref, Bytes: pr.downloaded()})
 	}
-	auth, credErr := pullAuth(d.Image, opts)
-	if d.PrivateRegistry && (credErr != nil || auth == "") {
-		return none, noCredentials(d.Image, credErr)
-	}
-	before := imagesBefore(ctx, eng)
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	defer cancel()
-	resp, err := eng.ImagePull(pctx, ref, client.ImagePullOptions{RegistryAuth: auth})
-	if err != nil {
-		if credErr != nil {
-			return none, failf(ExitLaunchFailed, "pulling image %q failed: %v (your own credentials were not used: %v)", ref, err, credErr)
-		}
-		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
-	}
-	opts.notify(NoticePulling, "%s", ref)
-	bytes, err := followPull(pctx, ref, resp)
-	resp.Close()
-	if err != nil {
-		return none, failf(ExitLaunchFailed, "pulling image %q failed: %v", ref, err)
-	}
-	if opts.Notify != nil {
-		opts.Notify(Notice{Kind: NoticePulled, Text: ref, Bytes: bytes})
-	}
-	img, err := inspect()
-	if err != nil {
-		return none, failf(ExitLaunchFailed, "image %q is not available after the pull: %v", ref, err)
-	}
-	markPulledNew(opts.EngineSocket, img.ID, ref, before)
 	return img, nil
-}
-
-// followPull reads a pull's progress to its end, as Wait does, and returns
-// the bytes of the layers it downloaded (pullProgress.downloaded).
-func followPull(ctx context.Context, ref string, resp client.ImagePullResponse) (int64, error) {
-	pr := newPullProgress(ref)
-	for m, err := range resp.JSONMessages(ctx) {
-		if err != nil {
-			return 0, err
-		}
-		if m.Error != nil {
-			return 0, errors.New(m.Error.Message)
-		}
-		pr.update(m)
-	}
-	return pr.downloaded(), nil
 }
 
 // Resolve makes the decision's image available as a launch would (pull

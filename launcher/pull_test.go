@@ -2,12 +2,13 @@ package launcher
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/moby/moby/api/types/jsonstream"
 
-	"github.com/containerjob/containerjob/launcher/enginetest"
+	"github.com/containerjob/containerjob/policy"
 )
 
 // A pull as the engine reports it (API 1.41), cut to two layers.
@@ -56,11 +57,16 @@ func TestPullProgressLog(t *testing.T) {
 	}
 }
 
-// TestFollowPullCountsDownloadedBytes: a pull's bytes are its downloaded
+// TestFetchCountsDownloadedBytes: the one way into a pull (fetch), as a
+// launch and containerjob pull take it: a pull's bytes are its downloaded
 // layers' totals, once each, not the layers the node had; an error in the
-// stream is the pull's error.
-func TestFollowPullCountsDownloadedBytes(t *testing.T) {
-	msgs := strings.Join([]string{
+// stream is the pull's error, in the same words for both.
+func TestFetchCountsDownloadedBytes(t *testing.T) {
+	oldPulled, oldLocks := PulledDir, PullLockDir
+	PulledDir, PullLockDir = t.TempDir(), t.TempDir()
+	t.Cleanup(func() { PulledDir, PullLockDir = oldPulled, oldLocks })
+	eng := newFakeEngine(t)
+	eng.PullMessages = strings.Join([]string{
 		`{"status":"Pulling from library/x","id":"3.20"}`,
 		`{"status":"Already exists","id":"l0"}`,
 		`{"status":"Downloading","id":"l1","progressDetail":{"current":10,"total":1000}}`,
@@ -69,13 +75,37 @@ func TestFollowPullCountsDownloadedBytes(t *testing.T) {
 		`{"status":"Download complete","id":"l1"}`,
 		`{"status":"Extracting","id":"l1","progressDetail":{"current":500,"total":4000}}`,
 	}, "\n") + "\n"
-	n, err := followPull(context.Background(), "x:1", enginetest.PullResponse(strings.NewReader(msgs)))
-	if err != nil || n != 1024 {
-		t.Errorf("bytes %d err %v, want 1024", n, err)
+	var out strings.Builder
+	if id, n, err := Pull(context.Background(), eng, "x:1", "", "", &out, false); err != nil || n != 1024 || id == "" {
+		t.Errorf("containerjob pull: id %q, bytes %d, err %v; want 1024", id, n, err)
 	}
-	bad := `{"status":"Downloading","id":"l1","progressDetail":{"current":1,"total":9}}` + "\n" + `{"errorDetail":{"message":"no space left on device"},"error":"no space left on device"}` + "\n"
-	if _, err := followPull(context.Background(), "x:1", enginetest.PullResponse(strings.NewReader(bad))); err == nil || !strings.Contains(err.Error(), "no space left on device") {
-		t.Errorf("err %v, want the stream's error", err)
+	ref := func(s string) policy.ImageRef {
+		r, err := policy.NormalizeImage(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	d := &policy.Decision{Image: ref("x:2"), Pull: "always"}
+	var pulled int64
+	opts := Options{Notify: func(n Notice) {
+		if n.Kind == NoticePulled {
+			pulled = n.Bytes
+		}
+	}}
+	if _, err := ensureImage(context.Background(), eng, d, opts); err != nil || pulled != 1024 {
+		t.Errorf("a launch's pull: bytes %d, err %v; want 1024", pulled, err)
+	}
+	eng.PullMessages = `{"status":"Downloading","id":"l1","progressDetail":{"current":1,"total":9}}` + "\n" + `{"errorDetail":{"message":"no space left on device"},"error":"no space left on device"}` + "\n"
+	want := `pulling image "x:3" failed: no space left on device`
+	if _, _, err := Pull(context.Background(), eng, "x:3", "", "", &out, false); err == nil || err.Error() != want {
+		t.Errorf("containerjob pull: err %v, want %q", err, want)
+	}
+	d.Image = ref("x:3")
+	want = `pulling image "docker.io/library/x:3" failed: no space left on device`
+	var le *Error
+	if _, err := ensureImage(context.Background(), eng, d, opts); !errors.As(err, &le) || le.Code != ExitLaunchFailed || err.Error() != want {
+		t.Errorf("a launch's pull: err %v, want %q", err, want)
 	}
 }
 

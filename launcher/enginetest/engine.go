@@ -54,6 +54,9 @@ type Engine struct {
 	// Unchanged: the registry serves what the node has, so a pull of a
 	// reference the node has leaves its image as it is.
 	Unchanged bool
+	// PullMessages, when set, is every pull's progress stream (the
+	// engine's JSON messages, one per line) instead of a short success.
+	PullMessages string
 	// Program is what a started container or exec runs, by its command's
 	// first word; a command without one exits 0 at once.
 	Program map[string]func(p *Proc) int
@@ -298,6 +301,9 @@ func (e *Engine) ImagePull(_ context.Context, ref string, opts client.ImagePullO
 		e.AddImage(ref, map[string]File{"/bin/sh": {Content: "ELF", Mode: 0o755}})
 	}
 	msgs := `{"status":"Pulling from library/x","id":"3.20"}` + "\n" + `{"status":"Download complete","id":"abc"}` + "\n"
+	if e.PullMessages != "" {
+		msgs = e.PullMessages
+	}
 	return pullResponse{io.NopCloser(strings.NewReader(msgs))}, nil
 }
 
