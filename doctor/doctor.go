@@ -52,6 +52,10 @@ type Node struct {
 	// Binary is containerjob's installed path: the one the sudoers rule
 	// must name.
 	Binary string
+	// Engine is the node's engine as the policy names it (the built-in
+	// address without a usable policy), EngineErr why there is none.
+	Engine    launcher.Engine
+	EngineErr error
 }
 
 // Run checks this node's installation, in the order doctor prints them.
@@ -77,7 +81,7 @@ func Run(n Node) []Check {
 	if pol != nil {
 		host = pol.Settings.DockerHost
 	}
-	out = append(out, engineChecks(host, pol)...)
+	out = append(out, engineChecks(n.Engine, n.EngineErr, host, pol)...)
 	out = append(out, FileOwnedBy("binary "+n.Binary, n.Binary, 0o022, "chown root:root "+n.Binary+" && chmod 0755 "+n.Binary))
 	out = append(out, sudoersCheck(n.Binary))
 	out = append(out, initCheck(launcher.InitPath))
@@ -171,12 +175,14 @@ func sudoersCheck(selfPath string) Check {
 	return Check{Name: "sudoers drop-in", OK: true, Info: path + ": rule for " + selfPath + ", environment reset"}
 }
 
-func engineChecks(host string, pol *policy.Policy) []Check {
-	cli, err := client.New(client.WithHost(host))
-	if err != nil {
-		return []Check{{Name: "engine", Info: err.Error()}}
+func engineChecks(cli launcher.Engine, connErr error, host string, pol *policy.Policy) []Check {
+	if connErr != nil || cli == nil {
+		info := "no engine connection"
+		if connErr != nil {
+			info = connErr.Error()
+		}
+		return []Check{{Name: "engine", Info: info}}
 	}
-	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{})

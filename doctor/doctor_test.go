@@ -10,6 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containerjob/containerjob/internal/testutil"
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/launcher/enginetest"
 	"github.com/containerjob/containerjob/policy"
 )
 
@@ -250,7 +252,12 @@ func TestRunSaysWhatFailsAndHowToFixIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(bin, 0o777)
-	checks := Run(Node{PolicyPath: filepath.Join(dir, "policy.toml"), Policy: pol, Binary: bin})
+	down, err := launcher.Connect(pol.Settings.DockerHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	checks := Run(Node{PolicyPath: filepath.Join(dir, "policy.toml"), Policy: pol, Binary: bin, Engine: down})
 	byName := map[string]Check{}
 	var names []string
 	for _, c := range checks {
@@ -271,11 +278,29 @@ func TestRunSaysWhatFailsAndHowToFixIt(t *testing.T) {
 			t.Errorf("no %q check in %v", want, names)
 		}
 	}
-	broken := Run(Node{PolicyPath: "/etc/containerjob/policy.toml", PolicyErr: errors.New("policy file /etc/containerjob/policy.toml is a symbolic link"), Binary: bin})
+	broken := Run(Node{PolicyPath: "/etc/containerjob/policy.toml", PolicyErr: errors.New("policy file /etc/containerjob/policy.toml is a symbolic link"), Binary: bin,
+		EngineErr: errors.New(`unable to parse docker host "tcp:/x"`)})
 	if c := broken[0]; c.Name != "policy" || c.OK || !strings.Contains(c.Info, "symbolic link") || c.Fix != "containerjob policy check /etc/containerjob/policy.toml" {
 		t.Errorf("a policy that cannot be used: %+v", c)
 	}
-	if len(broken) < 5 {
-		t.Errorf("a broken policy stopped the checks: %+v", broken)
+	if len(broken) < 5 || broken[1].Name != "engine" || broken[1].OK || !strings.Contains(broken[1].Info, "tcp:/x") {
+		t.Errorf("a broken policy or engine address stopped the checks: %+v", broken)
+	}
+	// The engine answering: its version and cgroup driver, the per-user
+	// cgroup that driver gives, runc.
+	eng := enginetest.New(t)
+	up := Run(Node{PolicyPath: filepath.Join(dir, "policy.toml"), Policy: pol, Binary: bin, Engine: eng})
+	byName = map[string]Check{}
+	for _, c := range up {
+		byName[c.Name] = c
+	}
+	if c := byName["engine"]; !c.OK || !strings.Contains(c.Info, "28.5.2-fake") {
+		t.Errorf("an engine that answers: %+v", c)
+	}
+	if c := byName["per-user cgroup"]; !c.OK || !strings.Contains(c.Info, "/containerjob/uid_UID") {
+		t.Errorf("the cgroupfs driver: %+v", c)
+	}
+	if _, found := byName["runc"]; !found {
+		t.Errorf("no runc check: %+v", up)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/containerjob/containerjob/doctor"
+	"github.com/containerjob/containerjob/launcher"
+	"github.com/containerjob/containerjob/policy"
 )
 
 func newDoctorCmd() *cobra.Command {
@@ -31,7 +33,20 @@ check fails. Run it as root.`,
 				return err
 			}
 			pol, perr := loadPolicy(path)
-			checks := doctor.Run(doctor.Node{PolicyPath: path, Policy: pol, PolicyErr: perr, Binary: selfPath})
+			// The engine as the policy names it, else at the built-in
+			// address: doctor reports an engine it cannot reach, never
+			// stops at it.
+			engPol := pol
+			if engPol == nil {
+				engPol = policy.BuiltinSettings()
+			}
+			n, nerr := nodeFor(engPol)
+			var eng launcher.Engine
+			if nerr == nil {
+				defer n.Close()
+				eng = n.Engine
+			}
+			checks := doctor.Run(doctor.Node{PolicyPath: path, Policy: pol, PolicyErr: perr, Binary: selfPath, Engine: eng, EngineErr: nerr})
 			failed := printChecks(cmd.OutOrStdout(), checks)
 			if failed > 0 {
 				return exitStatus(1)

@@ -782,6 +782,12 @@ func (e *Engine) Info(context.Context, client.InfoOptions) (client.SystemInfoRes
 	return client.SystemInfoResult{Info: system.Info{CgroupDriver: driver}}, nil
 }
 
+// ServerVersion answers as Docker 28.5 would.
+func (e *Engine) ServerVersion(context.Context, client.ServerVersionOptions) (client.ServerVersionResult, error) {
+	e.call("ServerVersion")
+	return client.ServerVersionResult{Version: "28.5.2-fake", APIVersion: "1.51"}, nil
+}
+
 func (e *Engine) ContainerStatPath(_ context.Context, id string, opts client.ContainerStatPathOptions) (client.ContainerStatPathResult, error) {
 	e.call("ContainerStatPath")
 	c, err := e.Find(id)
