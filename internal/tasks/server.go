@@ -122,7 +122,7 @@ func (s *server) handle(conn *net.UnixConn) {
 		return
 	}
 	if _, err := conn.Write([]byte("started\n")); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
+		unix.Kill(-pid, unix.SIGKILL)
 		return
 	}
 	lines := make(chan string)
@@ -144,13 +144,17 @@ func (s *server) handle(conn *net.UnixConn) {
 			return
 		case l, ok := <-lines:
 			if !ok {
-				// The task's containerjob went away: so does its task.
-				unix.Kill(pid, unix.SIGKILL)
+				// The task's containerjob went away: so does its task, with
+				// every process it started (a pipeline, a backgrounded
+				// helper), as Slurm's step cgroup would take them.
+				unix.Kill(-pid, unix.SIGKILL)
 				lines = nil
 				continue
 			}
 			if sig, err := parseCode(l, "signal", 64); err == nil && sig > 0 {
-				unix.Kill(pid, unix.Signal(sig))
+				// To the task's process group: Slurm signals every process
+				// of a step, not its first one.
+				unix.Kill(-pid, unix.Signal(sig))
 			}
 		}
 	}
@@ -194,7 +198,10 @@ func (s *server) spawn(req Request, fds []int) (int, chan int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	restore := bindThread(req.CPUs)
-	pid, err := syscall.ForkExec(path, req.Argv, &syscall.ProcAttr{Dir: req.Cwd, Env: env, Files: files})
+	// Each task leads a process group of its own, which its signals and
+	// its end go to (handle).
+	pid, err := syscall.ForkExec(path, req.Argv, &syscall.ProcAttr{Dir: req.Cwd, Env: env, Files: files,
+		Sys: &syscall.SysProcAttr{Setpgid: true}})
 	restore()
 	if err != nil {
 		return 0, nil, fmt.Errorf("exec: %q: %v", req.Argv[0], err)

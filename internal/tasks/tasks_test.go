@@ -216,6 +216,38 @@ func TestSignalsAndTheClientsEnd(t *testing.T) {
 	}
 }
 
+// TestATasksProcessesGoWithIt: a signal and the client's end reach every
+// process of the task (a pipeline here), not only its first: nothing of
+// it is left holding the task's output, as Slurm's step would leave none.
+func TestATasksProcessesGoWithIt(t *testing.T) {
+	sock := startServer(t)
+	for _, end := range []string{"signal", "client gone"} {
+		p := newPipes(t)
+		// "started" is written once both processes of the pipeline run.
+		task, err := p.spawn(t, sock, Request{Argv: []string{"sh", "-c", "sleep 30 | (echo started >&2; cat); echo after"}, Env: []string{"PATH=/usr/bin:/bin"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.errR.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if line, err := bufio.NewReader(p.errR).ReadString('\n'); line != "started\n" {
+			t.Fatalf("%s: the task said %q, %v", end, line, err)
+		}
+		if end == "signal" {
+			if err := task.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if code, err := task.Wait(); code != 128+int(syscall.SIGTERM) || err != nil {
+				t.Errorf("exit %d, %v; want %d", code, err, 128+int(syscall.SIGTERM))
+			}
+		}
+		task.Close()
+		p.outR.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if out, err := io.ReadAll(p.outR); err != nil || len(out) != 0 {
+			t.Errorf("%s: the task's stdout gave %q, %v; want its end, nothing written (no process of the task left)", end, out, err)
+		}
+	}
+}
+
 // A request the server cannot read is refused in one line.
 func TestMalformedRequests(t *testing.T) {
 	sock := startServer(t)
