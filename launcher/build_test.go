@@ -239,3 +239,32 @@ func TestImageEnvFirst(t *testing.T) {
 		t.Errorf("the wrapper form changed the env: %v", got)
 	}
 }
+
+// TestExpectIsTheBoundsAndWhatTheLaunchAdded: the guard is told the
+// node's bounds with what the launch itself added (its stage, its
+// accounting cgroup, containerjob's own binds), and completing them
+// changes nothing of the bounds one launch may share with another.
+func TestExpectIsTheBoundsAndWhatTheLaunchAdded(t *testing.T) {
+	opts := Options{Guard: guard.Expect{UID: 1002, GID: 1002, Own: map[string]string{"/usr/libexec/x": "/.x"}}}
+	if want := opts.expect(); want.AccountingParent != "" || want.Staged != nil || len(want.Own) != 1 {
+		t.Errorf("nothing added: %+v", want)
+	}
+	stage := &Stage{Sources: map[string]string{"/run/s/0": "/home/u"}, Generated: map[string]string{"/run/s/passwd": "/etc/passwd"}}
+	opts.added.stage = stage
+	opts.added.accounting = "/containerjob/uid_1002/7-abc"
+	opts.added.bindOwn("/usr/libexec/containerjob/containerjob-init", "/.containerjob/init")
+	want := opts.expect()
+	if want.UID != 1002 || want.AccountingParent != "/containerjob/uid_1002/7-abc" || want.StageRoot != StageRoot {
+		t.Errorf("expect = %+v", want)
+	}
+	stage.Generated["/run/s/group"] = "/etc/group"
+	if want.Generated["/run/s/group"] != "/etc/group" || want.Staged["/run/s/0"] != "/home/u" {
+		t.Errorf("the guard does not see the stage's own maps: %+v", want)
+	}
+	if want.Own["/usr/libexec/containerjob/containerjob-init"] != "/.containerjob/init" || want.Own["/usr/libexec/x"] != "/.x" {
+		t.Errorf("own binds %v", want.Own)
+	}
+	if len(opts.Guard.Own) != 1 {
+		t.Errorf("the bounds changed: %v", opts.Guard.Own)
+	}
+}

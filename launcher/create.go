@@ -8,6 +8,7 @@ package launcher
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -100,9 +101,7 @@ func stageMounts(d *policy.Decision, req *client.ContainerCreateOptions, opts *O
 	for i, m := range req.HostConfig.Mounts {
 		req.HostConfig.Mounts[i].Source = stage.Path(m.Source)
 	}
-	// The guard sees the stage's maps themselves: files the launch adds
-	// later (addAccounts) are known to it as they are written.
-	opts.Guard.Staged, opts.Guard.Generated, opts.Guard.StageRoot = stage.Sources, stage.Generated, StageRoot
+	opts.added.stage = stage
 	return stage, nil
 }
 
@@ -117,6 +116,49 @@ func stageLaunch(ctx context.Context, eng Engine, d *policy.Decision, imageID st
 		return nil, err
 	}
 	return stage, nil
+}
+
+// added is what a launch adds to its create request beyond the decision,
+// each of which the guard is told of (expect): the stage (the mount
+// sources and generated account files), the accounting cgroup, and
+// containerjob's own files bound in (its init).
+type added struct {
+	stage      *Stage
+	accounting string
+	own        map[string]string // host path -> the one target it may have
+}
+
+// bindOwn records one of containerjob's own files bound at target.
+func (a *added) bindOwn(path, target string) {
+	own := maps.Clone(a.own)
+	if own == nil {
+		own = map[string]string{}
+	}
+	own[path] = target
+	a.own = own
+}
+
+// expect is the one place the guard's expectations are completed: the
+// node's bounds (Options.Guard) with what this launch added. The guard
+// sees the stage's maps themselves: files the launch adds to it later
+// (addAccounts) are known to it as they are written.
+func (o *Options) expect() guard.Expect {
+	want := o.Guard
+	if s := o.added.stage; s != nil {
+		want.Staged, want.Generated, want.StageRoot = s.Sources, s.Generated, StageRoot
+	}
+	if o.added.accounting != "" {
+		want.AccountingParent = o.added.accounting
+	}
+	if len(o.added.own) > 0 {
+		own := maps.Clone(want.Own)
+		if own == nil {
+			own = map[string]string{}
+		}
+		maps.Copy(own, o.added.own)
+		want.Own = own
+	}
+	return want
 }
 
 // guardedCreate is the one way a container is created (a run's, a named

@@ -225,10 +225,7 @@ func useHandoff(d *policy.Decision, img client.ImageInspectResult, req *client.C
 	req.HostConfig.Mounts = append(req.HostConfig.Mounts,
 		mount.Mount{Type: mount.TypeBind, Source: InitPath, Target: initTarget, ReadOnly: true},
 		mount.Mount{Type: mount.TypeBind, Source: sock, Target: handoffTarget, ReadOnly: true})
-	if opts.Guard.Own == nil {
-		opts.Guard.Own = map[string]string{}
-	}
-	opts.Guard.Own[InitPath] = initTarget
+	opts.added.bindOwn(InitPath, initTarget)
 	uid := uint32(0)
 	if p := d.Spec.Process; p != nil {
 		uid = p.User.UID

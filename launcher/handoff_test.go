@@ -353,8 +353,8 @@ func TestUseHandoffRewritesTheRequest(t *testing.T) {
 	if !reflect.DeepEqual(req.HostConfig.Mounts, wantMounts) {
 		t.Fatalf("mounts %+v, want %+v", req.HostConfig.Mounts, wantMounts)
 	}
-	if opts.Guard.Own[bin] != initTarget || stage.Generated[wantMounts[1].Source] != handoffTarget {
-		t.Fatalf("the guard is not told of the binds: own %v, generated %v", opts.Guard.Own, stage.Generated)
+	if opts.expect().Own[bin] != initTarget || stage.Generated[wantMounts[1].Source] != handoffTarget {
+		t.Fatalf("the guard is not told of the binds: own %v, generated %v", opts.expect().Own, stage.Generated)
 	}
 }
 

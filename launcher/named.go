@@ -101,7 +101,7 @@ func RunNamed(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opt
 	}
 	phase("image")
 	res.ImageID = img.ID
-	if err := guard.Check(req, opts.Guard); err != nil {
+	if err := guard.Check(req, opts.expect()); err != nil {
 		return res, &Error{Code: ExitLaunchFailed, Err: err}
 	}
 	if err := namedParent(ctx, eng, d, &req, &opts); err != nil {
@@ -179,7 +179,7 @@ func namedParent(ctx context.Context, eng Engine, d *policy.Decision, req *clien
 	}
 	if user != "" {
 		req.HostConfig.CgroupParent = user
-		opts.Guard.AccountingParent = user
+		opts.added.accounting = user
 	}
 	return nil
 }
@@ -498,7 +498,7 @@ func createKeeper(ctx context.Context, eng Engine, d *policy.Decision, req clien
 	}
 	served := false
 	defer func() { srv.handOver(served) }()
-	created, err := guardedCreate(ctx, eng, d.Limits, keep, opts.Guard)
+	created, err := guardedCreate(ctx, eng, d.Limits, keep, opts.expect())
 	var lerr *Error
 	if errors.As(err, &lerr) || cerrdefs.IsConflict(err) {
 		return "", err

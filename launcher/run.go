@@ -106,7 +106,11 @@ type Options struct {
 	StopGrace time.Duration
 	// ProbeTimeout bounds opening the mount sources (0: no bound).
 	ProbeTimeout time.Duration
-	Guard        guard.Expect
+	// Guard is the node's bounds for the create request, from the
+	// decision and the verified job; expect completes them.
+	Guard guard.Expect
+	// added is what this launch added to the request itself (expect).
+	added added
 	// Signals, when set, replaces signal.Notify (tests inject signals).
 	Signals chan os.Signal
 	// Created is called with the container id right after create.
@@ -242,7 +246,7 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 		return res, err
 	}
 	defer acct.remove() // after the container's removal below
-	created, err := guardedCreate(ctx, eng, d.Limits, req, opts.Guard)
+	created, err := guardedCreate(ctx, eng, d.Limits, req, opts.expect())
 	phase("guard")
 	if err != nil {
 		return res, createError(err)
@@ -383,7 +387,7 @@ func launchParent(ctx context.Context, eng Engine, d *policy.Decision, req *clie
 	}
 	if acct != nil {
 		req.HostConfig.CgroupParent = acct.path
-		opts.Guard.AccountingParent = acct.path
+		opts.added.accounting = acct.path
 	}
 	return acct, nil
 }

@@ -84,11 +84,7 @@ func serveTasks(d *policy.Decision, req *client.ContainerCreateOptions, stage *S
 	req.HostConfig.Mounts = append(req.HostConfig.Mounts,
 		mount.Mount{Type: mount.TypeBind, Source: InitPath, Target: initTarget, ReadOnly: true},
 		mount.Mount{Type: mount.TypeBind, Source: sock, Target: handoffTarget, ReadOnly: true})
-	own := map[string]string{InitPath: initTarget}
-	for k, v := range opts.Guard.Own {
-		own[k] = v
-	}
-	opts.Guard.Own = own
+	opts.added.bindOwn(InitPath, initTarget)
 	uid := uint32(0)
 	if p := d.Spec.Process; p != nil {
 		uid = p.User.UID
