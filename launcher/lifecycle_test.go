@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moby/moby/api/types/container"
 	moby "github.com/moby/moby/client"
 	"os"
 	"path/filepath"
@@ -750,5 +751,55 @@ func TestNamedContainerTakesEachStepsMountsAndAllocation(t *testing.T) {
 	}
 	for _, c := range eng.Live() {
 		eng.ContainerRemove(context.Background(), c.ID, moby.ContainerRemoveOptions{Force: true})
+	}
+}
+
+// TestKernelCountsTheOOMKill: on cgroup v2 the kernel's own count of OOM
+// kills above the container (memory.events, hierarchical) tells an OOM
+// kill the engine has not told, without waiting for its event; a count
+// that did not move, or none at all (cgroup v1), leaves it to the engine.
+func TestKernelCountsTheOOMKill(t *testing.T) {
+	oldSettle := oomSettle
+	oomSettle = []time.Duration{time.Millisecond, time.Millisecond}
+	defer func() { oomSettle = oldSettle }()
+	eng, d, _ := lifecycle(t, policy.Request{Cmd: []string{"hog"}})
+	eng.Program["hog"] = func(*fakeProc) int { return 137 }
+	c, err := eng.ContainerCreate(context.Background(), moby.ContainerCreateOptions{Config: &container.Config{Image: "docker.io/library/alpine:3.20", Cmd: []string{"hog"}}, HostConfig: &container.HostConfig{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.ContainerRemove(context.Background(), c.ID, moby.ContainerRemoveOptions{Force: true})
+	w := eng.ContainerWait(context.Background(), c.ID, moby.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	eng.ContainerStart(context.Background(), c.ID, moby.ContainerStartOptions{})
+	<-w.Result
+
+	events := filepath.Join(t.TempDir(), "memory.events")
+	write := func(n int) {
+		os.WriteFile(events, []byte(fmt.Sprintf("low 0\nhigh 0\nmax 12\noom 1\noom_kill %d\noom_group_kill 0\n", n)), 0o644)
+	}
+	write(2)
+	watch := watchOOM(events)
+	if oom, _, _ := signalledWhy(eng, c.ID, d, watch); oom {
+		t.Errorf("a count that did not move told an OOM kill")
+	}
+	write(3)
+	if oom, limit, _ := signalledWhy(eng, c.ID, d, watch); !oom || limit != memoryLimit(d) {
+		t.Errorf("the kernel's count moved: oom %v limit %d; want the kill, with the decision's limit", oom, limit)
+	}
+	if oom, _, _ := signalledWhy(eng, c.ID, d, watchOOM(filepath.Join(t.TempDir(), "none"))); oom {
+		t.Errorf("no count (cgroup v1) told an OOM kill the engine did not")
+	}
+	// The launch's own accounting cgroup counts from zero.
+	oldRoot := cgroupRoot
+	cgroupRoot = t.TempDir()
+	defer func() { cgroupRoot = oldRoot }()
+	acct := &acctParent{path: "containerjob/uid_1002/1-ab"}
+	os.MkdirAll(filepath.Join(cgroupRoot, acct.path), 0o755)
+	os.WriteFile(filepath.Join(cgroupRoot, acct.path, "memory.events"), []byte("oom_kill 1\n"), 0o644)
+	if !acct.oomWatch(nil).fired() {
+		t.Errorf("a kill in the launch's own accounting cgroup was not counted")
+	}
+	if (&acctParent{path: "containerjob/uid_1002/2-cd"}).oomWatch(nil).fired() {
+		t.Errorf("an accounting cgroup without memory.events (cgroup v1) counted a kill")
 	}
 }

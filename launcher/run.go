@@ -283,9 +283,10 @@ func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Opt
 
 	usage := acct.usage(ctx, eng, id)
 	defer usage.finish()
+	oom := acct.oomWatch(usage)
 	forwarded, stopForwarding := startForwarding(eng, id, sigc, opts)
 	defer stopForwarding()
-	return awaitExit(ctx, eng, d, a, exitState{res: res, usage: usage, acct: acct, entrypointLog: entrypointLog, forwarded: forwarded, stderr: stdio.Stderr, caller: opts.Caller, phase: phase, handoff: ho})
+	return awaitExit(ctx, eng, d, a, exitState{res: res, usage: usage, oom: oom, acct: acct, entrypointLog: entrypointLog, forwarded: forwarded, stderr: stdio.Stderr, caller: opts.Caller, phase: phase, handoff: ho})
 }
 
 // rawTerminal puts the caller's terminal in raw mode for a -t launch and
@@ -483,6 +484,7 @@ func attachOutput(eng Engine, id string, d *policy.Decision, stdio IO) (*attachm
 type exitState struct {
 	res           Result
 	usage         *usageSampler
+	oom           oomWatch
 	acct          *acctParent
 	entrypointLog string
 	forwarded     *atomic.Bool
@@ -527,7 +529,7 @@ func awaitExit(ctx context.Context, eng Engine, d *policy.Decision, a *attachmen
 			res.ExitCode = int(w.StatusCode)
 			res.ExitCode = entrypointEnded(ctx, eng, id, st.entrypointLog, d, st.caller, res.ExitCode, st.stderr)
 			if res.ExitCode > 128 && !st.forwarded.Load() {
-				res.OOMKilled, res.MemoryLimit, res.EngineStopped = signalledWhy(eng, id, d)
+				res.OOMKilled, res.MemoryLimit, res.EngineStopped = signalledWhy(eng, id, d, st.oom)
 			}
 			return res, nil
 		case err := <-a.waitRes.Error:

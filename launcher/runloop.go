@@ -208,12 +208,17 @@ var oomSettle = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 2
 // engine closes its API before it stops its containers, so a fresh
 // question then finds no engine (refused, or, with socket activation,
 // unanswered within EngineProbeTimeout).
-func signalledWhy(eng Engine, id string, d *policy.Decision) (oom bool, limit int64, engineStopped bool) {
+func signalledWhy(eng Engine, id string, d *policy.Decision, counted oomWatch) (oom bool, limit int64, engineStopped bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), EngineProbeTimeout)
 	defer cancel()
 	c, err := eng.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return false, 0, !cerrdefs.IsNotFound(err)
+	}
+	// The kernel's own count, where there is one, needs no waiting for
+	// the engine's event.
+	if st := c.Container.State; st != nil && st.ExitCode == 137 && !st.OOMKilled && counted.fired() {
+		return true, memoryLimit(d), false
 	}
 	// The engine learns of an OOM kill from an event of its own (on
 	// cgroup v2, the shim's watch of memory.events), which can come after
@@ -222,6 +227,9 @@ func signalledWhy(eng Engine, id string, d *policy.Decision) (oom bool, limit in
 	for _, wait := range oomSettle {
 		if st := c.Container.State; st == nil || st.OOMKilled || st.ExitCode != 137 {
 			break
+		}
+		if counted.fired() {
+			return true, memoryLimit(d), false
 		}
 		time.Sleep(wait)
 		actx, acancel := context.WithTimeout(context.Background(), EngineProbeTimeout)
@@ -235,10 +243,16 @@ func signalledWhy(eng Engine, id string, d *policy.Decision) (oom bool, limit in
 	if c.Container.State == nil || !c.Container.State.OOMKilled {
 		return false, 0, false
 	}
+	return true, memoryLimit(d), false
+}
+
+// memoryLimit is the container's memory limit as the decision set it, 0
+// for none.
+func memoryLimit(d *policy.Decision) int64 {
 	if d.Spec.Linux != nil {
 		if r := d.Spec.Linux.Resources; r != nil && r.Memory != nil && r.Memory.Limit != nil {
-			return true, *r.Memory.Limit, false
+			return *r.Memory.Limit
 		}
 	}
-	return true, 0, false
+	return 0
 }

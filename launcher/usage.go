@@ -33,6 +33,7 @@ type usageSampler struct {
 	stop  chan struct{}
 	done  chan struct{}
 	files cgroupFiles
+	oom   oomWatch // the OOM kills above the container (cgroup v2)
 }
 
 type cgroupFiles struct {
@@ -67,6 +68,7 @@ func startUsage(ctx context.Context, eng Engine, id string) *usageSampler {
 		case parts[0] == "0" && parts[1] == "":
 			s.files.cpuV2 = filepath.Join("/sys/fs/cgroup", parts[2], "cpu.stat")
 			s.files.memV2 = filepath.Join("/sys/fs/cgroup", parts[2], "memory.peak")
+			s.oom = watchOOM(filepath.Join("/sys/fs/cgroup", filepath.Dir(parts[2]), "memory.events"))
 		}
 	}
 	go s.loop()
@@ -151,4 +153,67 @@ func (s *usageSampler) finish() Usage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.last
+}
+
+// oomWatch counts the OOM kills in a cgroup v2 memory.events file, whose
+// counts are hierarchical: that of the cgroup above a container (the
+// launch's accounting cgroup, else the user's slice or the step's cgroup)
+// still holds a kill in the container after its own cgroup is gone. It
+// is how an OOM kill is known when the engine has not told it (yet):
+// the engine learns of one from an event of its own, which can come after
+// the exit it reports. In a cgroup shared with other containers (a slice)
+// a kill in another container in the same moment would count too.
+type oomWatch struct {
+	file   string // "" where there is none (cgroup v1: the engine's event is prompt)
+	before int64
+}
+
+// watchOOM starts counting from the kills file already has.
+func watchOOM(file string) oomWatch {
+	n, ok := oomKills(file)
+	if !ok {
+		return oomWatch{}
+	}
+	return oomWatch{file: file, before: n}
+}
+
+// fired reports whether an OOM kill was counted since the watch began.
+func (w oomWatch) fired() bool {
+	if w.file == "" {
+		return false
+	}
+	n, ok := oomKills(w.file)
+	return ok && n > w.before
+}
+
+// oomKills is the oom_kill count of a memory.events file.
+func oomKills(file string) (int64, bool) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// oomWatch is how an OOM kill of the launch's container is counted: in
+// the launch's own accounting cgroup (fresh, so from zero), else above
+// the container as the sampler found it.
+func (a *acctParent) oomWatch(u *usageSampler) oomWatch {
+	if a != nil && !a.sliceOnly {
+		file := filepath.Join(cgroupRoot, a.path, "memory.events")
+		if _, ok := oomKills(file); !ok {
+			return oomWatch{}
+		}
+		return oomWatch{file: file} // made for this launch: every kill in it is its container's
+	}
+	if u != nil {
+		return u.oom
+	}
+	return oomWatch{}
 }
