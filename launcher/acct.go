@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/nodefile"
 )
 
@@ -100,7 +101,8 @@ func userCgroup(ctx context.Context, eng Engine, socket, uid string, pidsPerUser
 // only) with an error that names neither the setting nor the way out.
 func stepParentHolds(ctx context.Context, eng Engine, socket string) error {
 	if cgroupDriver(ctx, eng, socket) == "systemd" {
-		return fmt.Errorf(`confine = "cgroup-parent" cannot place the container under the step's cgroup: this node's Docker uses the systemd cgroup driver, which takes slices only; the admin sets confine = "limits" in the policy, or runs dockerd with --exec-opt native.cgroupdriver=cgroupfs (containerjob doctor)`)
+		return hint.Errorf(`the admin sets confine = "limits" in the policy, or runs dockerd with --exec-opt native.cgroupdriver=cgroupfs (containerjob doctor)`,
+			`confine = "cgroup-parent" cannot place the container under the step's cgroup: this node's Docker uses the systemd cgroup driver, which takes slices only`)
 	}
 	return nil
 }

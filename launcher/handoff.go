@@ -500,5 +500,5 @@ func handoffFailed(err error) error {
 	if errors.As(err, &lerr) {
 		return err
 	}
-	return failf(ExitLaunchFailed, "the container's command did not start: %v; the admin checks %s (containerjob doctor)", err, InitPath)
+	return failHint(ExitLaunchFailed, "the admin checks "+InitPath+" (containerjob doctor)", "the container's command did not start: %w", err)
 }

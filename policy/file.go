@@ -317,7 +317,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 		if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
 			return nil, fmt.Errorf("%s:%s: %s: %s", path, m[1], m[2], m[3])
 		}
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	loc := newLocator(path, data)
 	if und := md.Undecoded(); len(und) > 0 {
@@ -396,7 +396,7 @@ func Parse(path string, data []byte) (*Policy, error) {
 	for _, pat := range p.Settings.ImagesKeep {
 		c, err := compileImagePattern(pat)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: images_keep: %v", path, loc.line("settings", "images_keep", ""), err)
+			return nil, fmt.Errorf("%s:%d: images_keep: %w", path, loc.line("settings", "images_keep", ""), err)
 		}
 		p.keep = append(p.keep, c)
 	}

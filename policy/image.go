@@ -53,7 +53,7 @@ func NormalizeImage(s string) (ImageRef, error) {
 	}
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
-		return ImageRef{}, fmt.Errorf("image reference %q is invalid: %v", s, err)
+		return ImageRef{}, fmt.Errorf("image reference %q is invalid: %w", s, err)
 	}
 	ref := ImageRef{Name: named.Name()}
 	if d, ok := named.(reference.Digested); ok {
@@ -104,11 +104,11 @@ func compileImagePattern(p string) (imagePattern, error) {
 		// and match every image (and ")(" compiled there, but not alone).
 		bare, err := regexp.Compile(expr)
 		if err != nil {
-			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %v", p, err)
+			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %w", p, err)
 		}
 		re, err := regexp.Compile("^(?:" + expr + ")$")
 		if err != nil {
-			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %v", p, err)
+			return imagePattern{}, fmt.Errorf("image pattern %q is not a valid regular expression: %w", p, err)
 		}
 		// A regular expression decides for a digest-pinned reference by
 		// what it matches: the digest form itself, or NAME:TAG for a tag

@@ -121,7 +121,7 @@ func ParsePublish(s string) (Port, error) {
 	var p Port
 	rest, proto, err := cutProto(s)
 	if err != nil {
-		return p, fmt.Errorf("--publish %q: %v", s, err)
+		return p, fmt.Errorf("--publish %q: %w", s, err)
 	}
 	p.Proto = proto
 	i := strings.LastIndexByte(rest, ':')
@@ -130,14 +130,14 @@ func ParsePublish(s string) (Port, error) {
 	}
 	cport, err := parsePortNumber(rest[i+1:])
 	if err != nil {
-		return p, fmt.Errorf("--publish %q: container port %v", s, err)
+		return p, fmt.Errorf("--publish %q: container port %w", s, err)
 	}
 	if p.HostIP, rest, err = cutHostIP(rest[:i]); err != nil {
-		return p, fmt.Errorf("--publish %q: %v", s, err)
+		return p, fmt.Errorf("--publish %q: %w", s, err)
 	}
 	hport, err := parsePortNumber(rest)
 	if err != nil {
-		return p, fmt.Errorf("--publish %q: host port %v", s, err)
+		return p, fmt.Errorf("--publish %q: host port %w", s, err)
 	}
 	p.HostPort, p.ContainerPort = hport, cport
 	return p, nil

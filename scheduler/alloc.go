@@ -210,7 +210,7 @@ func GPUDevices(indices []int, gresConf []byte, node string) ([]GPU, error) {
 		}
 		expanded, err := ExpandHostlist(m[1])
 		if err != nil {
-			return nil, fmt.Errorf("gres.conf File=%s: %v", m[1], err)
+			return nil, fmt.Errorf("gres.conf File=%s: %w", m[1], err)
 		}
 		files = append(files, expanded...)
 	}
@@ -250,7 +250,7 @@ func StepGPUs(gpus []GPU, access func(path string) error) ([]GPU, error) {
 			out = append(out, g)
 		case errors.Is(err, unix.EPERM):
 		default:
-			return nil, fmt.Errorf("GPU device %s: %v", g.Device, err)
+			return nil, fmt.Errorf("GPU device %s: %w", g.Device, err)
 		}
 	}
 	return out, nil

@@ -10,6 +10,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // DefaultCDISpecDirs are where the engine (Docker's default, and the CDI
@@ -59,7 +61,7 @@ func CDINames(dirs []string) (map[string]string, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("CDI spec directory %s: %v", dir, err)
+			return nil, fmt.Errorf("CDI spec directory %s: %w", dir, err)
 		}
 		for _, e := range entries {
 			ext := filepath.Ext(e.Name())
@@ -69,11 +71,11 @@ func CDINames(dirs []string) (map[string]string, error) {
 			path := filepath.Join(dir, e.Name())
 			data, err := os.ReadFile(path)
 			if err != nil {
-				return nil, fmt.Errorf("CDI spec %s: %v", path, err)
+				return nil, fmt.Errorf("CDI spec %s: %w", path, err)
 			}
 			var spec cdiSpec
 			if err := yaml.Unmarshal(data, &spec); err != nil {
-				return nil, fmt.Errorf("CDI spec %s is neither JSON nor YAML: %v", path, err)
+				return nil, fmt.Errorf("CDI spec %s is neither JSON nor YAML: %w", path, err)
 			}
 			if spec.Kind != CDIKind {
 				continue
@@ -132,17 +134,17 @@ var nvidiaMajor uint32 = 195
 func nameCDI(gpus []GPU, dirs []string) error {
 	names, err := CDINames(dirs)
 	if err != nil {
-		return fmt.Errorf("gpus_mode \"cdi\": %v; the admin fixes or regenerates the spec (nvidia-ctk cdi generate)", err)
+		return hint.Errorf("the admin fixes or regenerates the spec (nvidia-ctk cdi generate)", "gpus_mode \"cdi\": %w", err)
 	}
 	for i, g := range gpus {
 		var st unix.Stat_t
 		if err := unix.Stat(g.Device, &st); err != nil {
-			return fmt.Errorf("GPU device %s: %v", g.Device, err)
+			return fmt.Errorf("GPU device %s: %w", g.Device, err)
 		}
 		dev := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 		name, ok := names[dev]
 		if !ok {
-			return fmt.Errorf("gpus_mode \"cdi\": no %s device in the CDI specs (%s) brings %s (%s, the job's) alone; the admin regenerates the spec (nvidia-ctk cdi generate)", CDIKind, strings.Join(dirs, ", "), g.Device, dev)
+			return hint.Errorf("the admin regenerates the spec (nvidia-ctk cdi generate)", "gpus_mode \"cdi\": no %s device in the CDI specs (%s) brings %s (%s, the job's) alone", CDIKind, strings.Join(dirs, ", "), g.Device, dev)
 		}
 		gpus[i].CDI = name
 	}

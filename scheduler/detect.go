@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/containerjob/containerjob/internal/hint"
 	"github.com/containerjob/containerjob/internal/identity"
 )
 
@@ -57,7 +58,7 @@ func (e *JobError) Error() string { return "job context refused: " + e.Msg }
 func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd string) (Job, error) {
 	cgroups, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
-		return Job{}, fmt.Errorf("reading /proc/self/cgroup: %v", err)
+		return Job{}, fmt.Errorf("reading /proc/self/cgroup: %w", err)
 	}
 	hint := identity.EnvValue(jobEnv, "SLURM_JOB_ID")
 	cg, inSlurm := ParseCgroup(cgroups)
@@ -86,7 +87,7 @@ func Detect(ctx context.Context, cfg Config, caller Caller, jobEnv []string, cwd
 		} else {
 			job = Outside(cwd)
 			if job.Alloc.CPUs, err = CPUsFromAffinity(); err != nil {
-				return job, fmt.Errorf("reading the caller's CPU affinity: %v", err)
+				return job, fmt.Errorf("reading the caller's CPU affinity: %w", err)
 			}
 			job.Alloc.MemoryBytes = MemoryLimit(cgroups, "/sys/fs/cgroup")
 		}
@@ -136,12 +137,12 @@ func nameGPUs(gpus []GPU, proc string) error {
 	}
 	uuids, err := NvidiaUUIDs(proc)
 	if err != nil {
-		return fmt.Errorf("gpus_mode \"nvidia\" names GPUs by UUID, and %v; the admin checks the NVIDIA driver on this node, or sets gpus_mode = \"devices\" or \"cdi\"", err)
+		return hint.Errorf(`the admin checks the NVIDIA driver on this node, or sets gpus_mode = "devices" or "cdi"`, "gpus_mode \"nvidia\" names GPUs by UUID, and %w", err)
 	}
 	for i, g := range gpus {
 		u, ok := uuids[g.Minor]
 		if !ok {
-			return fmt.Errorf("gpus_mode \"nvidia\": the NVIDIA driver has no GPU with device minor %d (%s, the job's); the admin checks gres.conf against /proc/driver/nvidia/gpus", g.Minor, g.Device)
+			return hint.Errorf("the admin checks gres.conf against /proc/driver/nvidia/gpus", "gpus_mode \"nvidia\": the NVIDIA driver has no GPU with device minor %d (%s, the job's)", g.Minor, g.Device)
 		}
 		gpus[i].UUID = u
 	}
@@ -265,7 +266,7 @@ func trustCgroupPath(cg CgroupJob) error {
 func InCgroup(root, path string, pid int) error {
 	data, err := os.ReadFile(filepath.Join(root, path, "cgroup.procs"))
 	if err != nil {
-		return fmt.Errorf("the calling process's cgroup %s cannot be read: %v", path, err)
+		return fmt.Errorf("the calling process's cgroup %s cannot be read: %w", path, err)
 	}
 	want := strconv.Itoa(pid)
 	for _, l := range strings.Split(string(data), "\n") {

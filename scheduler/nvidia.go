@@ -20,14 +20,14 @@ func NvidiaUUIDs(procRoot string) (map[int]string, error) {
 	dir := filepath.Join(procRoot, "driver", "nvidia", "gpus")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("the NVIDIA driver's GPU records cannot be read (%v)", err)
+		return nil, fmt.Errorf("the NVIDIA driver's GPU records cannot be read (%w)", err)
 	}
 	out := map[int]string{}
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name(), "information")
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		minor, uuid := -1, ""
 		for _, line := range strings.Split(string(data), "\n") {

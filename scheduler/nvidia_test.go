@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/containerjob/containerjob/internal/hint"
 )
 
 // The fixture is laid out as driver 580 keeps it (no nvidia-smi
@@ -58,7 +60,7 @@ func TestNameGPUs(t *testing.T) {
 	if err := nameGPUs(missing, proc); err == nil || !strings.Contains(err.Error(), "no GPU with device minor 5") || missing[0].UUID != "" {
 		t.Errorf("a GPU the driver lacks: %+v, %v", missing, err)
 	}
-	if err := nameGPUs(gpus, t.TempDir()); err == nil || !strings.Contains(err.Error(), "gpus_mode = \"devices\"") {
-		t.Errorf("no driver records: %v", err)
+	if err := nameGPUs(gpus, t.TempDir()); err == nil || !strings.Contains(err.Error(), "names GPUs by UUID") || !strings.Contains(hint.Of(err), "gpus_mode = \"devices\"") {
+		t.Errorf("no driver records: %v (hint %q)", err, hint.Of(err))
 	}
 }

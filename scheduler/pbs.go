@@ -44,7 +44,7 @@ func ParseQstatJSON(data []byte, id string) (PBSJob, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(&doc); err != nil {
-		return PBSJob{}, fmt.Errorf("qstat: output is not JSON: %v", err)
+		return PBSJob{}, fmt.Errorf("qstat: output is not JSON: %w", err)
 	}
 	j, ok := doc.Jobs[id]
 	if !ok {

@@ -53,7 +53,7 @@ func VerifyV2Owner(cg CgroupJob, root string, owner func(path string) (uint32, e
 	for _, dir := range []string{scope, job, step} {
 		uid, err := owner(filepath.Join(root, dir))
 		if err != nil {
-			return fmt.Errorf("the calling process's cgroup %s cannot be checked: %v", dir, err)
+			return fmt.Errorf("the calling process's cgroup %s cannot be checked: %w", dir, err)
 		}
 		if uid != 0 {
 			return fmt.Errorf("the calling process's cgroup %s belongs to uid %d, not root: it is not slurmstepd's", dir, uid)
@@ -161,7 +161,7 @@ func ParseJobJSON(data []byte, id string) (SlurmJob, error) {
 		Jobs []jobJSON `json:"jobs"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return SlurmJob{}, fmt.Errorf("scontrol: the job record is not JSON: %v", err)
+		return SlurmJob{}, fmt.Errorf("scontrol: the job record is not JSON: %w", err)
 	}
 	for _, rec := range doc.Jobs {
 		jid, ok := rec.JobID.uint()
@@ -210,7 +210,7 @@ func (r jobJSON) job(id string) (SlurmJob, error) {
 	}
 	state, err := jobState(r.JobState)
 	if err != nil {
-		return SlurmJob{}, fmt.Errorf("scontrol: job %s: %v", id, err)
+		return SlurmJob{}, fmt.Errorf("scontrol: job %s: %w", id, err)
 	}
 	j := SlurmJob{ID: id, UID: uint32(uid), User: r.UserName, State: state, NodeList: r.Nodes,
 		WorkDir: r.WorkDir, BatchHost: r.BatchHost, SLUID: r.StepID.SLUID, Nodes: map[string]NodeAlloc{}}
@@ -232,7 +232,7 @@ func (r jobJSON) job(id string) (SlurmJob, error) {
 			} `json:"allocation"`
 		}
 		if err := json.Unmarshal(r.Resources.Nodes, &nodes); err != nil {
-			return SlurmJob{}, fmt.Errorf("scontrol: job %s: job_resources.nodes: %v", id, err)
+			return SlurmJob{}, fmt.Errorf("scontrol: job %s: job_resources.nodes: %w", id, err)
 		}
 		for _, n := range nodes.Allocation {
 			allocs = append(allocs, alloc{n.Name, n.Memory.Allocated})
@@ -347,7 +347,7 @@ func ExpandHostlist(s string) ([]string, error) {
 		prefix, suffix := part[:open], part[closeIdx+1:]
 		ids, err := expandRanges(part[open+1 : closeIdx])
 		if err != nil {
-			return nil, fmt.Errorf("hostlist %q: %v", s, err)
+			return nil, fmt.Errorf("hostlist %q: %w", s, err)
 		}
 		for _, id := range ids {
 			out = append(out, prefix+id+suffix)

@@ -62,7 +62,7 @@ func CallerOf(db UserDB, u *user.User, gid *uint32) (Caller, error) {
 	}
 	gids, err := db.GroupIDs(u)
 	if err != nil {
-		return Caller{}, fmt.Errorf("groups of user %q cannot be listed: %v", u.Username, err)
+		return Caller{}, fmt.Errorf("groups of user %q cannot be listed: %w", u.Username, err)
 	}
 	c := Caller{User: u.Username, UID: uint32(uid), GID: uint32(primary), Home: u.HomeDir, GroupNames: map[uint32]string{}}
 	all := []uint32{uint32(primary)}
@@ -103,7 +103,7 @@ func Privileged(db UserDB, inv Invocation, sudoUID uint32, sudoGID, asUser strin
 		}
 		u, err := db.LookupID(strconv.FormatUint(uint64(sudoUID), 10))
 		if err != nil {
-			return Caller{}, fmt.Errorf("uid %d is not in the user database: %v", sudoUID, err)
+			return Caller{}, fmt.Errorf("uid %d is not in the user database: %w", sudoUID, err)
 		}
 		var gid *uint32
 		if g, err := strconv.ParseUint(sudoGID, 10, 32); err == nil {

@@ -151,7 +151,7 @@ func Update(dir string, fn func(*State)) error {
 		if errors.As(err, &open) {
 			return err
 		}
-		return fmt.Errorf("metrics in %s: another writer holds them (%v); this update is dropped", dir, err)
+		return fmt.Errorf("metrics in %s: another writer holds them (%w); this update is dropped", dir, err)
 	}
 	defer unlock()
 	statePath := filepath.Join(dir, ".containerjob-state.json")

@@ -61,7 +61,7 @@ func Read(id userfs.Identity, home string) (Creds, error) {
 		return Creds{path: path}, nil
 	}
 	if err != nil {
-		return Creds{path: path}, fmt.Errorf("%s cannot be read: %v", path, err)
+		return Creds{path: path}, fmt.Errorf("%s cannot be read: %w", path, err)
 	}
 	if len(data) > maxConfig {
 		return Creds{path: path}, fmt.Errorf("%s is larger than 1 MiB", path)
@@ -69,7 +69,7 @@ func Read(id userfs.Identity, home string) (Creds, error) {
 	c, err := Parse(data)
 	c.path = path
 	if err != nil {
-		return c, fmt.Errorf("%s: %v", path, err)
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }
@@ -88,7 +88,7 @@ func Parse(data []byte) (Creds, error) {
 	}
 	c := Creds{byHost: map[string]registry.AuthConfig{}, helpers: map[string]bool{}}
 	if err := json.Unmarshal(data, &f); err != nil {
-		return c, fmt.Errorf("not a Docker client configuration (JSON): %v", err)
+		return c, fmt.Errorf("not a Docker client configuration (JSON): %w", err)
 	}
 	for key, a := range f.Auths {
 		host := Host(key)
