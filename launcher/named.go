@@ -441,7 +441,7 @@ func useExisting(ctx context.Context, eng Engine, d *policy.Decision, c containe
 	case l[policy.LabelManaged] != "1" || l[policy.LabelUID] != d.Labels[policy.LabelUID] || l[policy.LabelJob] != d.Labels[policy.LabelJob]:
 		return "", "", failf(ExitLaunchFailed, "%s: the name belongs to another user or job", what)
 	case base != imageID:
-		return "", "", failf(ExitLaunchFailed, "%s runs another image (%s); use a new --container-name for %s", what, l[policy.LabelImage], d.Image)
+		return "", "", failHint(ExitLaunchFailed, "use a new --container-name for "+d.Image.String(), "%s runs another image (%s)", what, l[policy.LabelImage])
 	case l[policy.LabelMounts] != digest:
 		mismatch = "other mounts"
 	case !d.StepShared && l[policy.LabelAlloc] != req.Config.Labels[policy.LabelAlloc]:
@@ -465,7 +465,7 @@ func useExisting(ctx context.Context, eng Engine, d *policy.Decision, c containe
 			return "", "", startError(err, d.GPUDriver) // another task is starting it
 		}
 		if err != nil {
-			return "", "", failf(ExitLaunchFailed, "%s has stopped and cannot be started again (%v); use a new --container-name", what, err)
+			return "", "", failHint(ExitLaunchFailed, "use a new --container-name", "%s has stopped and cannot be started again (%v)", what, err)
 		}
 	}
 	return c.ID, "", nil
@@ -567,7 +567,7 @@ func recreateNamed(ctx context.Context, eng Engine, d *policy.Decision, id, what
 	committed, err := eng.ContainerCommit(cctx, id, client.ContainerCommitOptions{Changes: changes})
 	cancel()
 	if err != nil {
-		return "", failf(ExitLaunchFailed, "%s has %s than this step, and its files could not be kept for it (%v); use a new --container-name", what, why, err)
+		return "", failHint(ExitLaunchFailed, "use a new --container-name", "%s has %s than this step, and its files could not be kept for it (%v)", what, why, err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
