@@ -246,18 +246,8 @@ func cleanStaleAcct() {
 }
 
 func cpuStatUsec(path string) (time.Duration, bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
-			if us, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
-				return time.Duration(us) * time.Microsecond, true
-			}
-		}
-	}
-	return 0, false
+	us, ok := readKey(path, "usage_usec")
+	return time.Duration(us) * time.Microsecond, ok
 }
 
 // cgroupDriver is the engine's cgroup driver, asked once per engine start:

@@ -222,6 +222,14 @@ func useHandoff(d *policy.Decision, img client.ImageInspectResult, req *client.C
 		req.Config.Labels = map[string]string{}
 	}
 	req.Config.Labels[policy.LabelOutput] = OutputDirect
+	return bindInit(d, req, ln, sock, fds, kind, opts), OutputDirect, nil
+}
+
+// bindInit binds containerjob-init and the handoff socket sock (in the
+// launch's stage) into the request, tells the guard of the init's bind,
+// and returns the handoff that passes fds, of kind, through ln to the
+// container's user.
+func bindInit(d *policy.Decision, req *client.ContainerCreateOptions, ln *net.UnixListener, sock string, fds []int, kind byte, opts *Options) *handoff {
 	req.HostConfig.Mounts = append(req.HostConfig.Mounts,
 		mount.Mount{Type: mount.TypeBind, Source: InitPath, Target: initTarget, ReadOnly: true},
 		mount.Mount{Type: mount.TypeBind, Source: sock, Target: handoffTarget, ReadOnly: true})
@@ -230,7 +238,7 @@ func useHandoff(d *policy.Decision, img client.ImageInspectResult, req *client.C
 	if p := d.Spec.Process; p != nil {
 		uid = p.User.UID
 	}
-	return &handoff{ln: ln, fds: fds, kind: kind, uid: uid, result: make(chan error, 1)}, OutputDirect, nil
+	return &handoff{ln: ln, fds: fds, kind: kind, uid: uid, result: make(chan error, 1)}
 }
 
 // handoffRefused says why the request keeps the engine's path whatever

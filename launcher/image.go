@@ -62,13 +62,14 @@ func ensureImage(ctx context.Context, eng Engine, d *policy.Decision, opts Optio
 			return auth, nil
 		},
 		started: func() { opts.notify(NoticePulling, "%s", ref) }})
-	var pe *pullError
-	switch {
-	case err != nil && errors.As(err, &pe) && pe.request && credErr != nil:
-		return none, failf(ExitLaunchFailed, "%v (your own credentials were not used: %v)", err, credErr)
-	case err != nil && errors.As(err, new(*Error)):
-		return none, err
-	case err != nil:
+	if err != nil {
+		var pe *pullError
+		switch {
+		case errors.As(err, &pe) && pe.request && credErr != nil:
+			return none, failf(ExitLaunchFailed, "%v (your own credentials were not used: %v)", err, credErr)
+		case errors.As(err, new(*Error)):
+			return none, err
+		}
 		return none, failf(ExitLaunchFailed, "%v", err)
 	}
 	if pr != nil && opts.Notify != nil {

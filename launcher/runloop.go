@@ -215,15 +215,11 @@ func signalledWhy(eng Engine, id string, d *policy.Decision, counted oomWatch) (
 	if err != nil {
 		return false, 0, !cerrdefs.IsNotFound(err)
 	}
-	// The kernel's own count, where there is one, needs no waiting for
-	// the engine's event.
-	if st := c.Container.State; st != nil && st.ExitCode == 137 && !st.OOMKilled && counted.fired() {
-		return true, memoryLimit(d), false
-	}
 	// The engine learns of an OOM kill from an event of its own (on
 	// cgroup v2, the shim's watch of memory.events), which can come after
 	// the exit it reports (seen on the cgroup v2 lane): a SIGKILL without
-	// it is asked about again for about eight seconds.
+	// it is asked about again for about eight seconds, unless the kernel's
+	// own count (where there is one) tells it first, without waiting.
 	for _, wait := range oomSettle {
 		if st := c.Container.State; st == nil || st.OOMKilled || st.ExitCode != 137 {
 			break

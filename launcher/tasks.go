@@ -23,7 +23,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 	"golang.org/x/sys/unix"
 
@@ -81,15 +80,7 @@ func serveTasks(d *policy.Decision, req *client.ContainerCreateOptions, stage *S
 	}
 	req.Config.Entrypoint = []string{initTarget, "--serve"}
 	req.Config.Cmd = nil
-	req.HostConfig.Mounts = append(req.HostConfig.Mounts,
-		mount.Mount{Type: mount.TypeBind, Source: InitPath, Target: initTarget, ReadOnly: true},
-		mount.Mount{Type: mount.TypeBind, Source: sock, Target: handoffTarget, ReadOnly: true})
-	opts.added.bindOwn(InitPath, initTarget)
-	uid := uint32(0)
-	if p := d.Spec.Process; p != nil {
-		uid = p.User.UID
-	}
-	return &taskServer{path: path, ln: ln, ho: &handoff{ln: stageLn, fds: []int{fd}, kind: 's', uid: uid, result: make(chan error, 1)}}, nil
+	return &taskServer{path: path, ln: ln, ho: bindInit(d, req, stageLn, sock, []int{fd}, 's', opts)}, nil
 }
 
 func listenerFd(ln *net.UnixListener) (int, error) {

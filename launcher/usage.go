@@ -110,17 +110,31 @@ func readInt(path string) (int64, bool) {
 	return v, err == nil
 }
 
+// readKey is the value of key in a cgroup's flat-keyed file (cpu.stat,
+// memory.events: "KEY VALUE" lines).
+func readKey(path, key string) (int64, bool) {
+	if path == "" {
+		return 0, false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key+" "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
 func (s *usageSampler) sample() {
 	var u Usage
 	if ns, ok := readInt(s.files.cpu); ok {
 		u.CPU, u.Sampled = time.Duration(ns), true
-	} else if b, err := os.ReadFile(s.files.cpuV2); s.files.cpuV2 != "" && err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
-				us, _ := strconv.ParseInt(v, 10, 64)
-				u.CPU, u.Sampled = time.Duration(us)*time.Microsecond, true
-			}
-		}
+	} else if cpu, ok := cpuStatUsec(s.files.cpuV2); ok {
+		u.CPU, u.Sampled = cpu, true
 	}
 	if m, ok := readInt(s.files.mem); ok {
 		u.PeakMemory = m
@@ -187,19 +201,7 @@ func (w oomWatch) fired() bool {
 }
 
 // oomKills is the oom_kill count of a memory.events file.
-func oomKills(file string) (int64, bool) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return 0, false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
-}
+func oomKills(file string) (int64, bool) { return readKey(file, "oom_kill") }
 
 // oomWatch is how an OOM kill of the launch's container is counted: in
 // the launch's own accounting cgroup (fresh, so from zero), else above
