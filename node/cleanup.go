@@ -73,9 +73,7 @@ func (n *Service) CleanJob(ctx context.Context, trail *audit.Log, hook, sched, j
 		}
 		trail.Record(hook+"-removed", rec)
 	}
-	if err := metrics.Update(n.Policy.Settings.MetricsDir, func(s *metrics.State) { s.RemovedBy(hook, len(cs)-len(out.Failed)) }); err != nil {
-		warn("node metrics not updated: %v", err)
-	}
+	n.metricsFor(func(w string) { warn("%s", w) }).update(func(s *metrics.State) { s.RemovedBy(hook, len(cs)-len(out.Failed)) })
 	if len(out.Failed) > 0 || step != "" {
 		return out
 	}

@@ -89,9 +89,7 @@ func (n *Service) Collect(ctx context.Context, node string, grace time.Duration,
 			}
 		}
 		removed := len(out.Doomed) - len(out.Failed)
-		if err := metrics.Update(pol.Settings.MetricsDir, func(s *metrics.State) { s.RemovedBy("gc", removed) }); err != nil {
-			out.Warnings = append(out.Warnings, fmt.Sprintf("node metrics not updated: %v", err))
-		}
+		n.metricsFor(func(w string) { out.Warnings = append(out.Warnings, w) }).update(func(s *metrics.State) { s.RemovedBy("gc", removed) })
 	}
 	n.collectCommitted(ctx, &out, node, grace, dryRun, verdict)
 	return out, nil

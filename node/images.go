@@ -74,8 +74,7 @@ func (n *Service) Pull(ctx context.Context, caller policy.Caller, image string, 
 	}
 	trail.Record("pull-end", end)
 	if bytes > 0 {
-		m := nodeMetrics{dir: pol.Settings.MetricsDir, notify: func(nt launcher.Notice) { warn(nt.Text) }}
-		m.pull(bytes)
+		n.metricsFor(warn).pull(bytes)
 	}
 	out.ID = id
 	return out, nil
@@ -113,8 +112,7 @@ func (n *Service) CollectImages(ctx context.Context, dryRun bool, removed func(I
 	if !dryRun {
 		if info, err := eng.Info(ctx, client.InfoOptions{}); err == nil {
 			if used, total, err := launcher.DiskUsage(info.Info.DockerRootDir); err == nil {
-				m := nodeMetrics{dir: pol.Settings.MetricsDir, notify: func(nt launcher.Notice) { warnings = append(warnings, nt.Text) }}
-				m.update(func(s *metrics.State) { s.ImageStore(int64(used), high.BytesOf(total), low.BytesOf(total)) })
+				n.metricsFor(func(w string) { warnings = append(warnings, w) }).update(func(s *metrics.State) { s.ImageStore(int64(used), high.BytesOf(total), low.BytesOf(total)) })
 			}
 		}
 	}

@@ -18,6 +18,12 @@ type nodeMetrics struct {
 	notify func(launcher.Notice)
 }
 
+// metricsFor is the node's metrics for a command that says what went
+// wrong as lines of its own (warn) rather than launcher notices.
+func (n *Service) metricsFor(warn func(string)) nodeMetrics {
+	return nodeMetrics{dir: n.Policy.Settings.MetricsDir, notify: func(nt launcher.Notice) { warn(nt.Text) }}
+}
+
 func (m nodeMetrics) update(fn func(*metrics.State)) {
 	if err := metrics.Update(m.dir, fn); err != nil {
 		notify(m.notify, launcher.Notice{Kind: launcher.NoticeWarning, Text: fmt.Sprintf("node metrics not updated: %v", err)})

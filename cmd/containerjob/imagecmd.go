@@ -103,7 +103,7 @@ Your input is not passed to it.`,
 				}
 				sctx, stop := signalContext(ctx)
 				defer stop()
-				code, ended, err := launcher.Attach(sctx, o.eng, c.ID, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				code, ended, err := launcher.Attach(sctx, o.node.Engine, c.ID, cmd.OutOrStdout(), cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}

@@ -31,10 +31,8 @@ import (
 // ownContext is what every own-container command needs.
 type ownContext struct {
 	caller policy.Caller
-	node   *node.Service
-	eng    launcher.Engine
-	pol    *policy.Policy
-	here   string // the node this command runs on
+	node   *node.Service // the policy and the engine
+	here   string        // the node this command runs on
 }
 
 // withOwn escalates like run does, then resolves the caller and engine.
@@ -65,12 +63,12 @@ func withOwn(cmd *cobra.Command, args []string, fn func(ctx context.Context, o o
 		return err
 	}
 	defer n.Close()
-	return fn(context.Background(), ownContext{caller: node.PolicyCaller(caller), node: n, eng: n.Engine, pol: n.Policy, here: node.Here()})
+	return fn(context.Background(), ownContext{caller: node.PolicyCaller(caller), node: n, here: node.Here()})
 }
 
 // mine lists the caller's containers on this node.
 func (o ownContext) mine(ctx context.Context) ([]launcher.Managed, error) {
-	all, err := launcher.ListManaged(ctx, o.eng, "", "")
+	all, err := launcher.ListManaged(ctx, o.node.Engine, "", "")
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +136,7 @@ func newPsCmd() *cobra.Command {
 				if gpus {
 					// Which job uses which GPU on this node, for everyone:
 					// the scheduler shows the same to all users.
-					all, err := launcher.ListManaged(ctx, o.eng, "", "")
+					all, err := launcher.ListManaged(ctx, o.node.Engine, "", "")
 					if err != nil {
 						return err
 					}
@@ -218,7 +216,7 @@ func newInspectCmd() *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOwnContainer(cmd, args, args[0], func(ctx context.Context, o ownContext, c launcher.Managed) error {
-				info, err := launcher.InspectOwn(ctx, o.eng, c.ID)
+				info, err := launcher.InspectOwn(ctx, o.node.Engine, c.ID)
 				if err != nil {
 					return err
 				}
@@ -236,13 +234,13 @@ func ownCommands() []*cobra.Command {
 	return []*cobra.Command{
 		newPsCmd(),
 		newActCmd("stop", "Stop your containers (SIGTERM, then SIGKILL after the grace period)", func(ctx context.Context, o ownContext, c launcher.Managed, _ string) error {
-			return launcher.Stop(ctx, o.eng, c.ID, o.pol.Settings.StopGraceSeconds)
+			return launcher.Stop(ctx, o.node.Engine, c.ID, o.node.Policy.Settings.StopGraceSeconds)
 		}),
 		newActCmd("kill", "Send a signal to your containers", func(ctx context.Context, o ownContext, c launcher.Managed, sig string) error {
-			return launcher.Kill(ctx, o.eng, c.ID, sig)
+			return launcher.Kill(ctx, o.node.Engine, c.ID, sig)
 		}),
 		newActCmd("rm", "Remove your containers (running ones are stopped first)", func(ctx context.Context, o ownContext, c launcher.Managed, _ string) error {
-			if errs := launcher.RemoveAll(ctx, o.eng, []launcher.Managed{c}); errs[c.ID] != nil {
+			if errs := launcher.RemoveAll(ctx, o.node.Engine, []launcher.Managed{c}); errs[c.ID] != nil {
 				return errs[c.ID]
 			}
 			return nil
@@ -280,13 +278,13 @@ interactive flags, as for run.`,
 						flags = append(flags, f.Name)
 					}
 				})
-				if err := o.pol.DecideExec(o.caller, flags); err != nil {
+				if err := o.node.Policy.DecideExec(o.caller, flags); err != nil {
 					return err
 				}
 				stdio := launcher.IO{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-				code, _, _, err := launcher.Exec(ctx, o.eng, c.ID, launcher.ExecSpec{
+				code, _, _, err := launcher.Exec(ctx, o.node.Engine, c.ID, launcher.ExecSpec{
 					User: fmt.Sprintf("%d:%d", o.caller.UID, o.caller.GID), Cmd: args[1:], Tty: tty, Interactive: interactive,
-				}, stdio, launcher.Options{StopGrace: time.Duration(o.pol.Settings.StopGraceSeconds) * time.Second})
+				}, stdio, launcher.Options{StopGrace: time.Duration(o.node.Policy.Settings.StopGraceSeconds) * time.Second})
 				if err != nil {
 					return err
 				}
@@ -309,7 +307,7 @@ func newLogsCmd() *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOwnContainer(cmd, args, args[0], func(ctx context.Context, o ownContext, c launcher.Managed) error {
-				return launcher.Logs(ctx, o.eng, c.ID, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return launcher.Logs(ctx, o.node.Engine, c.ID, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			})
 		},
 	}
@@ -325,14 +323,14 @@ func newImagesCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOwn(cmd, args, func(ctx context.Context, o ownContext) error {
-				imgs, err := launcher.Images(ctx, o.eng)
+				imgs, err := launcher.Images(ctx, o.node.Engine)
 				if err != nil {
 					return err
 				}
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "IMAGE\tID\tSIZE\tCREATED")
 				for _, im := range imgs {
-					if o.pol.ImageAllowed(o.caller, im.Ref) {
+					if o.node.Policy.ImageAllowed(o.caller, im.Ref) {
 						fmt.Fprintf(w, "%s\t%.19s\t%.1f MiB\t%s\n", im.Ref, im.ID, float64(im.Size)/(1<<20), im.Created.Format(time.DateOnly))
 					}
 				}
