@@ -33,10 +33,12 @@ func nodeMetrics(t *testing.T) map[string]*dto.MetricFamily {
 	return fams
 }
 
+// metricValue is the value of name's metric whose label is exactly label
+// (a histogram's count of samples).
 func metricValue(fams map[string]*dto.MetricFamily, name, label string) float64 {
 	for _, m := range fams[name].GetMetric() {
 		for _, l := range m.GetLabel() {
-			if strings.Contains(l.GetValue(), label) {
+			if l.GetValue() == label {
 				if m.Histogram != nil {
 					return float64(m.GetHistogram().GetSampleCount())
 				}
@@ -56,14 +58,22 @@ func TestNodeMetrics(t *testing.T) {
 	if r := cj(t, alice, dir, "run", "alpine:3.20", "true"); r.Code != 0 {
 		t.Fatalf("launch: %d %q", r.Code, r.Stderr)
 	}
-	if r := cj(t, alice, dir, "run", "alpine:denied", "true"); r.Code != 125 {
+	r := cj(t, alice, dir, "run", "alpine:denied", "true")
+	if r.Code != 125 {
 		t.Fatalf("denied launch: %d %q", r.Code, r.Stderr)
+	}
+	// The refusal is counted under the rule its line names, exactly: an
+	// earlier test's refusal by another images_deny (a [user.NAME] table,
+	// another line of another policy) is another metric.
+	_, rule, _ := strings.Cut(strings.SplitN(r.Stderr, "\n", 2)[0], "says ")
+	if !strings.HasPrefix(rule, "images_deny in [defaults]") {
+		t.Fatalf("denied launch: the refusal names %q, want images_deny in [defaults]: %q", rule, r.Stderr)
 	}
 	after := nodeMetrics(t)
 	for _, c := range []struct{ name, label string }{
 		{"containerjob_launches_total", "ran"},
 		{"containerjob_launches_total", "refused"},
-		{"containerjob_refusals_total", "images_deny"},
+		{"containerjob_refusals_total", rule},
 		{"containerjob_launch_phase_seconds", "create"},
 		{"containerjob_launch_phase_seconds", "exit"},
 	} {
