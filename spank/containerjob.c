@@ -536,26 +536,23 @@ static void step_name(uint32_t step, char *buf, size_t len)
 }
 
 /*
- * Runs in slurmstepd, as root, when the step ends: whatever containers the
- * step's tasks left on this node (a client killed with SIGKILL, a task
- * that died mid-launch) are removed now, not at the job's end. The
- * wrapper form (srun containerjob IMG) is covered too: the plugin sees
- * every step. Named containers are kept for the job's later steps. A
- * failure is logged and never fails the step: the epilogue and gc remain.
+ * The step's cleanup on this node, in slurmstepd as root: whatever
+ * containers the step's tasks left here (a client killed with SIGKILL, a
+ * task that died mid-launch) are removed, named ones kept for the job's
+ * later steps. The wrapper form (srun containerjob IMG) is covered too:
+ * the plugin sees every step. A failure is logged and never fails the
+ * step: the epilogue and gc remain. when says which hook runs it.
  */
-int slurm_spank_exit(spank_t sp, int ac, char **av)
+static void step_cleanup(spank_t sp, const char *when)
 {
 	uint32_t job = 0, step = 0;
 	char jobs[32], steps[32];
 	pid_t pid;
 	int status;
-	(void) ac; (void) av;
 
-	if (!spank_remote(sp))
-		return 0;
 	if (spank_get_item(sp, S_JOB_ID, &job) != ESPANK_SUCCESS ||
 	    spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS)
-		return 0;
+		return;
 	snprintf(jobs, sizeof(jobs), "%u", job);
 	step_name(step, steps, sizeof(steps));
 	/* A job that never made a container on this host has no mark
@@ -567,13 +564,13 @@ int slurm_spank_exit(spank_t sp, int ac, char **av)
 		struct stat st;
 		snprintf(mark, sizeof(mark), JOB_MARK_DIR "/slurm-%u", job);
 		if (stat(mark, &st) != 0)
-			return 0;
+			return;
 	}
 
 	pid = fork();
 	if (pid < 0) {
-		slurm_error("containerjob: step %s.%s: cannot fork the cleanup", jobs, steps);
-		return 0;
+		slurm_error("containerjob: step %s.%s: cannot fork the cleanup %s", jobs, steps, when);
+		return;
 	}
 	if (pid == 0) {
 		char *const argv[] = { containerjob_path, "epilog", "--scheduler", "slurm",
@@ -589,7 +586,56 @@ int slurm_spank_exit(spank_t sp, int ac, char **av)
 		_exit(127);
 	}
 	if (waitpid(pid, &status, 0) == pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-		slurm_info("containerjob: step %s.%s: cleanup exited with status %d; the epilogue will remove what is left",
-			   jobs, steps, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		slurm_info("containerjob: step %s.%s: cleanup %s exited with status %d; the epilogue will remove what is left",
+			   jobs, steps, when, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
+/* This node's tasks of the step that have ended, and whether one of them
+ * did not exit 0 (slurmstepd runs one plugin instance per step). */
+static uint32_t tasks_ended;
+static int task_failed;
+
+/*
+ * Runs in slurmstepd, as root, as each task of the step ends, before
+ * slurmstepd waits for the step's output to close. A container whose
+ * containerjob was killed still holds the descriptors it was handed (the
+ * output handoff): slurmstepd would wait for them 60 s ("Abandoning IO")
+ * and srun with it, where the step's cgroup would have ended every process
+ * of a step without a container at once. So once every task here has
+ * ended and one failed, the step's containers go now. A step whose tasks
+ * all exited 0 needs nothing: each containerjob removed its own container
+ * (the step's end below still looks).
+ */
+int slurm_spank_task_exit(spank_t sp, int ac, char **av)
+{
+	uint32_t ntasks = 0;
+	int status = 0;
+	(void) ac; (void) av;
+
+	if (!spank_remote(sp))
+		return 0;
+	tasks_ended++;
+	if (spank_get_item(sp, S_TASK_EXIT_STATUS, &status) != ESPANK_SUCCESS ||
+	    !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		task_failed = 1;
+	if (!task_failed || spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &ntasks) != ESPANK_SUCCESS ||
+	    tasks_ended < ntasks)
+		return 0;
+	step_cleanup(sp, "after its tasks");
+	return 0;
+}
+
+/*
+ * Runs in slurmstepd, as root, when the step ends: the cleanup again, for
+ * what a step whose tasks all exited 0 left, or what appeared since (a
+ * client of a task that ended was still running until slurmstepd killed
+ * the step's processes).
+ */
+int slurm_spank_exit(spank_t sp, int ac, char **av)
+{
+	(void) ac; (void) av;
+
+	if (spank_remote(sp))
+		step_cleanup(sp, "at its end");
 	return 0;
 }

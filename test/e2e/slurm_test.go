@@ -491,8 +491,11 @@ func TestMaxContainersUnderBurst(t *testing.T) {
 }
 
 // TestStepEndRemovesItsContainers: a client killed with SIGKILL leaves its
-// container; the SPANK plugin removes it when the step ends, while the
-// job goes on, not at the job's end. Named containers stay for later steps.
+// container; the SPANK plugin removes it when the step's task has ended,
+// while the job goes on, not at the job's end. The container holds the
+// step's output (the handoff): without the plugin's cleanup after a failed
+// task, slurmstepd waited 60 s for that output before the step could end.
+// Named containers stay for later steps.
 func TestStepEndRemovesItsContainers(t *testing.T) {
 	t.Parallel()
 	dir := jobDir(t, alice)
@@ -503,6 +506,12 @@ func TestStepEndRemovesItsContainers(t *testing.T) {
 		"echo step-ended; sleep 600\n")
 	defer cancelAndClean(t, alice, dir, id)
 	waitFor(t, 2*time.Minute, "the step's container", func() bool { return len(jobContainers(t, id)) == 2 })
+	// The step's command runs and has written: its container holds the
+	// step's output when the client goes.
+	waitFor(t, time.Minute, "the step's command to write", func() bool {
+		out, _ := os.ReadFile(filepath.Join(dir, "out-"+id+".txt"))
+		return strings.Contains(string(out), marker)
+	})
 	killPrivileged(t, marker)
 	waitFor(t, time.Minute, "the step's end to remove its container", func() bool {
 		out, _ := os.ReadFile(filepath.Join(dir, "out-"+id+".txt"))
