@@ -93,7 +93,7 @@ func addAccounts(ctx context.Context, eng Engine, d *policy.Decision, imageID st
 	}
 	img, err := readImageAccounts(ctx, eng, d, imageID)
 	if err != nil {
-		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("reading the image's /etc/passwd and /etc/group: %v (an admin may set user_entries = \"off\")", err)}
+		return &Error{Code: ExitLaunchFailed, Err: fmt.Errorf("reading the image's /etc/passwd and /etc/group: %w (an admin may set user_entries = \"off\")", err)}
 	}
 	if img.Unsafe != "" {
 		return nil
@@ -298,7 +298,7 @@ func copyFile(ctx context.Context, eng Engine, id, path string) (string, error) 
 			return fmt.Errorf("%s is larger than %d bytes", path, maxAccountFile)
 		}
 		if _, err := io.Copy(&b, io.LimitReader(r, maxAccountFile)); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: %v", path, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		return nil
 	})
@@ -322,7 +322,7 @@ func readFromContainer(ctx context.Context, eng Engine, id, path string, read fu
 	tr := tar.NewReader(res.Content)
 	h, err := tr.Next()
 	if err != nil {
-		return fmt.Errorf("%s: %v", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	if h.Typeflag != tar.TypeReg {
 		return fmt.Errorf("%s is not a regular file", path)

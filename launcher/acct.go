@@ -90,7 +90,7 @@ func userCgroup(ctx context.Context, eng Engine, socket, uid string, pidsPerUser
 	user := acctRoot + "/uid_" + uid
 	if pidsPerUser > 0 {
 		if err := capUserPids(user, pidsPerUser); err != nil {
-			return "", fmt.Errorf("the per-user process cap (pids_limit_per_user %d) cannot be set: %v", pidsPerUser, err)
+			return "", fmt.Errorf("the per-user process cap (pids_limit_per_user %d) cannot be set: %w", pidsPerUser, err)
 		}
 	}
 	return user, nil

@@ -142,7 +142,7 @@ func (g StoreGC) Collect(ctx context.Context, eng StoreEngine) (bool, error) {
 	root := info.Info.DockerRootDir
 	used, total, err := g.Usage(root)
 	if err != nil {
-		return false, fmt.Errorf("measuring %s: %v", root, err)
+		return false, fmt.Errorf("measuring %s: %w", root, err)
 	}
 	if !exceeded(g.High, used, total) {
 		return true, nil
@@ -201,7 +201,7 @@ func (g StoreGC) Collect(ctx context.Context, eng StoreEngine) (bool, error) {
 			}
 			os.Remove(pulledPath(g.Socket, c.id))
 			if used, total, err = g.Usage(root); err != nil {
-				return false, fmt.Errorf("measuring %s: %v", root, err)
+				return false, fmt.Errorf("measuring %s: %w", root, err)
 			}
 		}
 		if g.Removed != nil {

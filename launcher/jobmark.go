@@ -53,11 +53,11 @@ func MarkJob(sched, job, node string) error {
 		return fmt.Errorf("job %q on node %q cannot be marked for its epilogue (not a safe file name)", job, node)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("marking job %s for its epilogue: %v", job, err)
+		return fmt.Errorf("marking job %s for its epilogue: %w", job, err)
 	}
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("marking job %s for its epilogue: %v", job, err)
+		return fmt.Errorf("marking job %s for its epilogue: %w", job, err)
 	}
 	return f.Close()
 }

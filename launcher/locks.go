@@ -63,11 +63,11 @@ func userLaunchLock(uid string) (string, error) {
 // openLock opens (making it, root's, 0600) the lock file at path.
 func openLock(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
+		return nil, fmt.Errorf("the node's lock %s: %w", path, err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("the node's lock %s: %v", path, err)
+		return nil, fmt.Errorf("the node's lock %s: %w", path, err)
 	}
 	return f, nil
 }
@@ -84,7 +84,7 @@ func tryLock(path string, how int) (unlock func(), ok bool, err error) {
 		if err == syscall.EWOULDBLOCK {
 			return nil, false, nil
 		}
-		return nil, false, fmt.Errorf("the node's lock %s: %v", path, err)
+		return nil, false, fmt.Errorf("the node's lock %s: %w", path, err)
 	}
 	lockTaken()
 	var once sync.Once
@@ -131,7 +131,7 @@ func takeLock(ctx context.Context, path, what string, how int, bound time.Durati
 	}
 	if err != syscall.EWOULDBLOCK {
 		f.Close()
-		return nil, false, fmt.Errorf("the node's lock %s: %v", path, err)
+		return nil, false, fmt.Errorf("the node's lock %s: %w", path, err)
 	}
 	if waiting != nil {
 		waiting()
@@ -166,7 +166,7 @@ func takeLock(ctx context.Context, path, what string, how int, bound time.Durati
 	case err := <-got:
 		if err != nil {
 			f.Close()
-			return nil, true, fmt.Errorf("the node's lock %s: %v", path, err)
+			return nil, true, fmt.Errorf("the node's lock %s: %w", path, err)
 		}
 		lockTaken()
 		return unlock, true, nil

@@ -60,7 +60,7 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 			for i, src := range sources {
 				fd, err := openSource(src, unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS)
 				if err != nil {
-					return fmt.Errorf("mount source %q changed after it was checked, or cannot be opened as the caller: %v", src, err)
+					return fmt.Errorf("mount source %q changed after it was checked, or cannot be opened as the caller: %w", src, err)
 				}
 				opened = append(opened, fd)
 				done(i)
@@ -95,13 +95,13 @@ func NewStage(id userfs.Identity, sources []string, timeout time.Duration) (*Sta
 		}
 		if err != nil {
 			s.Release()
-			return nil, fmt.Errorf("staging mounts: %v", err)
+			return nil, fmt.Errorf("staging mounts: %w", err)
 		}
 		// The magic link names the open file itself, not a path.
 		fdPath := "/proc/self/fd/" + strconv.Itoa(fds[i])
 		if err := unix.Mount(fdPath, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			s.Release()
-			return nil, fmt.Errorf("staging mount source %q: %v", src, err)
+			return nil, fmt.Errorf("staging mount source %q: %w", src, err)
 		}
 		s.mounts = append(s.mounts, target)
 		// Keep the staging copy out of other mount namespaces' way.
@@ -163,14 +163,14 @@ func (s *Stage) AddFile(name string, content []byte, target string) (string, err
 	p := filepath.Join(s.dir, "gen-"+name)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
-		return "", fmt.Errorf("staging %s: %v", target, err)
+		return "", fmt.Errorf("staging %s: %w", target, err)
 	}
 	_, err = f.Write(content)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return "", fmt.Errorf("staging %s: %v", target, err)
+		return "", fmt.Errorf("staging %s: %w", target, err)
 	}
 	s.Generated[p] = target
 	return p, nil
@@ -188,12 +188,12 @@ func (s *Stage) AddSocket(name, target string) (*net.UnixListener, string, error
 	p := filepath.Join(s.dir, "gen-"+name)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 	if err != nil {
-		return nil, "", fmt.Errorf("staging %s: %v", target, err)
+		return nil, "", fmt.Errorf("staging %s: %w", target, err)
 	}
 	ln.SetUnlinkOnClose(false)
 	if err := os.Chmod(p, 0o666); err != nil {
 		ln.Close()
-		return nil, "", fmt.Errorf("staging %s: %v", target, err)
+		return nil, "", fmt.Errorf("staging %s: %w", target, err)
 	}
 	s.Generated[p] = target
 	return ln, p, nil
@@ -228,7 +228,7 @@ func Probe(paths []string, timeout time.Duration) error {
 		for i, p := range paths {
 			fd, err := openSource(p, 0)
 			if err != nil {
-				return fmt.Errorf("mount source %q cannot be opened on this node: %v", p, err)
+				return fmt.Errorf("mount source %q cannot be opened on this node: %w", p, err)
 			}
 			unix.Close(fd)
 			done(i)

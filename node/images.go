@@ -34,7 +34,7 @@ func (n *Service) Pull(ctx context.Context, caller policy.Caller, image string, 
 	pol, eng := n.Policy, n.Engine
 	trail, err := n.Trail()
 	if err != nil {
-		return out, fmt.Errorf("%v; refusing to pull without an audit trail", err)
+		return out, fmt.Errorf("%w; refusing to pull without an audit trail", err)
 	}
 	record := map[string]any{"user": caller.User, "uid": caller.UID, "image": image, "action": "pull"}
 	// The caller's own credentials, when they have any, read before
@@ -50,7 +50,7 @@ func (n *Service) Pull(ctx context.Context, caller policy.Caller, image string, 
 	out.Ref = ref.String()
 	record["decision"], record["image"] = "allowed", ref.String()
 	if err := trail.Record("decision", record); err != nil {
-		return out, fmt.Errorf("%v; refusing to pull what the audit trail does not record", err)
+		return out, fmt.Errorf("%w; refusing to pull what the audit trail does not record", err)
 	}
 	if mode == "missing" {
 		if img, err := eng.ImageInspect(ctx, ref.String()); err == nil {
@@ -96,7 +96,7 @@ func (n *Service) CollectImages(ctx context.Context, dryRun bool, removed func(I
 	high, low := pol.ImageStoreWatermarks()
 	trail, err := n.Trail()
 	if err != nil {
-		return false, nil, fmt.Errorf("%v; refusing to remove images without an audit trail", err)
+		return false, nil, fmt.Errorf("%w; refusing to remove images without an audit trail", err)
 	}
 	g := launcher.StoreGC{Socket: pol.Settings.EngineSocket(), High: high, Low: low, Keep: pol.KeepImage, Usage: launcher.DiskUsage, DryRun: dryRun,
 		Removed: func(id, ref string, last time.Time, used, total uint64) {

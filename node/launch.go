@@ -40,10 +40,11 @@ import (
 type Input struct {
 	Invocation identity.Invocation
 	Caller     identity.Caller
+	// PolicyPath, Policy and Engine are for Run, which makes a Service of
+	// them; Service.Run launches under its own. Policy is the node's
+	// policy, already loaded; nil loads PolicyPath.
 	PolicyPath string
-	// Policy is the node's policy, already loaded (a Service's); nil loads
-	// PolicyPath.
-	Policy *policy.Policy
+	Policy     *policy.Policy
 	// Request is the command line in the policy's terms: host paths as
 	// written (each mount's Given; Source is filled in here), no job
 	// context, no default mounts yet.
@@ -71,7 +72,7 @@ type Input struct {
 	// CallerLimits are the resource limits the caller gave the process,
 	// read before it raised its own (the container gets them).
 	CallerLimits []policy.Ulimit
-	// Engine is the node's engine; nil connects to the policy's
+	// Engine is the node's engine for Run; nil connects to the policy's
 	// docker_host (tests hand in launcher/enginetest's).
 	Engine launcher.Engine
 }
@@ -100,27 +101,49 @@ type DryRun struct {
 // Rule is one line of a decision's trail.
 type Rule struct{ Item, Action, Rule string }
 
-// Run carries out one launch in the order the package comment gives.
-// Every refusal is recorded in the audit trail before it is returned.
+// Run carries out one launch through a Service of its own: the policy
+// in.Policy (else the one at in.PolicyPath) and in.Engine (else one
+// connection to the policy's docker_host). The CLI launches through the
+// Service it opened (Service.Run).
 func Run(ctx context.Context, in Input) (Outcome, error) {
+	pol := in.Policy
+	if pol == nil {
+		var err error
+		if pol, err = policy.Load(in.PolicyPath); err != nil {
+			return Outcome{}, err
+		}
+	}
+	n := &Service{Policy: pol, Engine: in.Engine}
+	if n.Engine == nil {
+		c, err := launcher.Connect(pol.Settings.DockerHost)
+		if err != nil {
+			return Outcome{}, err
+		}
+		n.Engine, n.close = c, c.Close
+	}
+	defer n.Close()
+	return n.Run(ctx, in)
+}
+
+// Run carries out one launch in the order the package comment gives,
+// under the Service's policy, on its engine, recorded in its audit trail
+// (in.Policy, in.PolicyPath and in.Engine are not looked at). Every
+// refusal is recorded in the audit trail before it is returned.
+func (n *Service) Run(ctx context.Context, in Input) (Outcome, error) {
 	var out Outcome
 	clock := newPhaseClock(in.Phase)
 	phase := clock.phase
-	pol, trail, err := openPolicyAndTrail(in, phase)
+	pol, eng := n.Policy, n.Engine
+	phase("policy")
+	trail, err := n.Trail()
 	if err != nil {
-		return out, err
+		return out, fmt.Errorf("%w; refusing to run without an audit trail", err)
 	}
-	defer trail.Close()
 	m := nodeMetrics{dir: pol.Settings.MetricsDir, notify: in.Notify}
 	launcher.LockWaits = m.lockWait
 	defer func() { launcher.LockWaits = nil }()
 	out.ReportUsage = pol.Settings.ReportUsage
 
-	eng, closeEngine, err := engineOf(in, pol)
-	if err != nil {
-		return out, err
-	}
-	defer closeEngine()
 	caller := PolicyCaller(in.Caller)
 	caller.Limits = in.CallerLimits
 	r, err := jobRequest(ctx, eng, pol, &caller, in)
@@ -148,7 +171,7 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	}
 	record["decision"], record["image"], record["mounts"] = "allowed", dec.Image.String(), mountsRecord(dec)
 	if err := trail.Record("decision", record); err != nil {
-		return out, fmt.Errorf("%v; refusing to run a container that the audit trail does not record", err)
+		return out, fmt.Errorf("%w; refusing to run a container that the audit trail does not record", err)
 	}
 	phase("decision")
 
@@ -181,38 +204,6 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	phase("audit")
 	m.launch("ran", "", clock.copy())
 	return out, nil
-}
-
-// engineOf is the one engine connection of a launch: the one the caller
-// handed in, else a new one to the policy's docker_host (no connection is
-// made before the first request).
-func engineOf(in Input, pol *policy.Policy) (launcher.Engine, func(), error) {
-	if in.Engine != nil {
-		return in.Engine, func() {}, nil
-	}
-	c, err := launcher.Connect(pol.Settings.DockerHost)
-	if err != nil {
-		return nil, nil, err
-	}
-	return c, func() { c.Close() }, nil
-}
-
-// openPolicyAndTrail loads the policy and opens the audit trail that every
-// launch is recorded in; none runs without either.
-func openPolicyAndTrail(in Input, phase func(string)) (*policy.Policy, *audit.Log, error) {
-	pol := in.Policy
-	if pol == nil {
-		var err error
-		if pol, err = policy.Load(in.PolicyPath); err != nil {
-			return nil, nil, err
-		}
-	}
-	phase("policy")
-	trail, err := audit.Open(pol.Settings.AuditLog, pol.Settings.AuditSyslog)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%v; refusing to run without an audit trail", err)
-	}
-	return pol, trail, nil
 }
 
 // decide is the policy's decision on the request; a request the job's pin

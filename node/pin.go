@@ -77,7 +77,7 @@ func LoadPin(dir, ref string) (*ImagePin, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("the job's image record: %v", err)
+		return nil, fmt.Errorf("the job's image record: %w", err)
 	}
 	var p ImagePin
 	if err := json.Unmarshal(data, &p); err != nil || p.Ref != ref || p.ID == "" {
@@ -90,13 +90,13 @@ func LoadPin(dir, ref string) (*ImagePin, error) {
 // pin that holds: the first writer's.
 func SavePin(dir string, p ImagePin) (ImagePin, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return p, fmt.Errorf("the job's image record: %v", err)
+		return p, fmt.Errorf("the job's image record: %w", err)
 	}
 	data, _ := json.Marshal(p)
 	path := pinPath(dir, p.Ref)
 	tmp := path + fmt.Sprintf(".%d.tmp", os.Getpid())
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return p, fmt.Errorf("the job's image record: %v", err)
+		return p, fmt.Errorf("the job's image record: %w", err)
 	}
 	defer os.Remove(tmp)
 	// link(2) fails when the name exists: the first pin stands, whole.
@@ -104,11 +104,11 @@ func SavePin(dir string, p ImagePin) (ImagePin, error) {
 		if errors.Is(err, syscall.EEXIST) {
 			have, lerr := LoadPin(dir, p.Ref)
 			if lerr != nil || have == nil {
-				return p, fmt.Errorf("the job's image record: %v", lerr)
+				return p, fmt.Errorf("the job's image record: %w", lerr)
 			}
 			return *have, nil
 		}
-		return p, fmt.Errorf("the job's image record: %v", err)
+		return p, fmt.Errorf("the job's image record: %w", err)
 	}
 	return p, nil
 }

@@ -97,7 +97,7 @@ func (n *Service) PrefetchForJob(ctx context.Context, trail *audit.Log, job, nod
 	}
 	u, err := identity.System.LookupID(strconv.FormatUint(uint64(sj.UID), 10))
 	if err != nil {
-		return fail(fmt.Errorf("the job's owner, uid %d: %v", sj.UID, err))
+		return fail(fmt.Errorf("the job's owner, uid %d: %w", sj.UID, err))
 	}
 	caller, err := PolicyCallerOf(u)
 	if err != nil {

@@ -39,13 +39,13 @@ func resolveRequest(req *policy.Request, job *scheduler.Job, caller *policy.Call
 	return userfs.As(id, func() error {
 		real, err := userfs.Resolve(cwd, "/")
 		if err != nil {
-			return fmt.Errorf("working directory: %v", err)
+			return fmt.Errorf("working directory: %w", err)
 		}
 		req.Cwd = real
 		if job.Dir == "" {
 			job.Dir = real
 		} else if job.Dir, err = userfs.Resolve(job.Dir, "/"); err != nil {
-			return fmt.Errorf("job directory: %v", err)
+			return fmt.Errorf("job directory: %w", err)
 		}
 		if h, err := userfs.Resolve(caller.Home, "/"); err == nil {
 			caller.Home = h

@@ -93,26 +93,26 @@ func escalate(args []string, pass *passedEnv) error {
 		}
 	}
 	err := syscall.Exec(sudoPath, argv, env)
-	return hint.Errorf("containerjob needs the sudoers rule in contrib/sudoers.d/containerjob", "running %s failed: %v", sudoPath, err)
+	return hint.Errorf("containerjob needs the sudoers rule in contrib/sudoers.d/containerjob", "running %s failed: %w", sudoPath, err)
 }
 
 // passEnv writes p into a sealed memfd on jobEnvFD.
 func passEnv(p passedEnv) error {
 	buf, err := json.Marshal(p)
 	if err != nil {
-		return fmt.Errorf("passing the environment: %v", err)
+		return fmt.Errorf("passing the environment: %w", err)
 	}
 	if len(buf) > maxJobEnv {
 		return fmt.Errorf("the environment and -e values are larger than %d bytes", maxJobEnv)
 	}
 	fd, err := unix.MemfdCreate("containerjob-env", unix.MFD_ALLOW_SEALING)
 	if err != nil {
-		return fmt.Errorf("passing the environment: %v", err)
+		return fmt.Errorf("passing the environment: %w", err)
 	}
 	for len(buf) > 0 {
 		n, err := unix.Write(fd, buf)
 		if err != nil {
-			return fmt.Errorf("passing the environment: %v", err)
+			return fmt.Errorf("passing the environment: %w", err)
 		}
 		buf = buf[n:]
 	}
@@ -122,7 +122,7 @@ func passEnv(p passedEnv) error {
 	}
 	if fd != jobEnvFD {
 		if err := unix.Dup3(fd, jobEnvFD, 0); err != nil {
-			return fmt.Errorf("passing the environment: %v", err)
+			return fmt.Errorf("passing the environment: %w", err)
 		}
 		unix.Close(fd)
 	}
@@ -147,13 +147,13 @@ func readPassedEnv(fd int) (passedEnv, error) {
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxJobEnv+1))
 	if err != nil {
-		return p, fmt.Errorf("reading the job environment: %v", err)
+		return p, fmt.Errorf("reading the job environment: %w", err)
 	}
 	if len(data) > maxJobEnv {
 		return p, fmt.Errorf("the job environment is larger than %d bytes", maxJobEnv)
 	}
 	if err := json.Unmarshal(data, &p); err != nil {
-		return p, fmt.Errorf("the passed environment is malformed: %v", err)
+		return p, fmt.Errorf("the passed environment is malformed: %w", err)
 	}
 	keep := p.Environ[:0]
 	for _, kv := range p.Environ {

@@ -101,7 +101,7 @@ func installPolicy(out io.Writer, candidate, target string) error {
 	}
 	data, err := os.ReadFile(candidate)
 	if err != nil {
-		return fmt.Errorf("reading the candidate: %v", err)
+		return fmt.Errorf("reading the candidate: %w", err)
 	}
 	// Checked under the name it will have, so its lines read as the
 	// target's in every message from now on.
@@ -184,7 +184,7 @@ resolved as the user). An unknown user is an error.`,
 				}
 				u, err := user.Current()
 				if err != nil {
-					return fmt.Errorf("who you are cannot be read from the user database: %v", err)
+					return fmt.Errorf("who you are cannot be read from the user database: %w", err)
 				}
 				userName = u.Username
 			}

@@ -224,7 +224,7 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	}
 	cwd, err := unix.Getwd()
 	if err != nil {
-		return fmt.Errorf("working directory cannot be read: %v", err)
+		return fmt.Errorf("working directory cannot be read: %w", err)
 	}
 	// The wrapper form inside a job (srun containerjob IMG CMD < file):
 	// the task's stdin carries data srun forwarded to it, which a plain
@@ -237,8 +237,13 @@ func runMain(cmd *cobra.Command, f *runFlags, args []string) error {
 	if (f.tty || f.stepStdin) && isTerminal(os.Stdin) {
 		stdio.Terminal = os.Stdin
 	}
-	out, err := node.Run(context.Background(), node.Input{
-		Invocation: inv, Caller: caller, PolicyPath: policyPath, Policy: pol, Request: req,
+	n, err := nodeFor(pol)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	out, err := n.Run(context.Background(), node.Input{
+		Invocation: inv, Caller: caller, Request: req,
 		MountHome: f.mountHome, Existing: f.existing, DryRun: f.dryRun, Resolve: f.resolve,
 		JobEnv: jobEnv, Cwd: cwd, Stdio: stdio, Phase: clock.mark, Notify: printNotice,
 		CallerLimits: callerLimits,
