@@ -115,11 +115,10 @@ func Run(ctx context.Context, in Input) (Outcome, error) {
 	}
 	n := &Service{Policy: pol, Engine: in.Engine}
 	if n.Engine == nil {
-		c, err := launcher.Connect(pol.Settings.DockerHost)
-		if err != nil {
+		var err error
+		if n, err = Open(pol); err != nil {
 			return Outcome{}, err
 		}
-		n.Engine, n.close = c, c.Close
 	}
 	defer n.Close()
 	return n.Run(ctx, in)
