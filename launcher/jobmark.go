@@ -68,7 +68,8 @@ func markJobOf(labels map[string]string) error {
 }
 
 // DropJobMark removes job's mark for node once its epilogue cleaned up,
-// and the job's directory with the last node's.
+// and the job's directory with the last node's (its steps' launch marks
+// with it: every container of the job on this node is gone by then).
 func DropJobMark(sched, job, node string) error {
 	dir, file, ok := jobMarkPath(sched, job, node)
 	if !ok {
@@ -76,6 +77,11 @@ func DropJobMark(sched, job, node string) error {
 	}
 	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) == 1 && ents[0].Name() == "@live" {
+		if err := os.RemoveAll(filepath.Join(dir, "@live")); err != nil {
+			return err
+		}
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
 		return err
@@ -91,4 +97,83 @@ func JobMarked(sched, job string) bool {
 	}
 	_, err := os.Stat(dir)
 	return err == nil
+}
+
+// liveDir is where the launches of a job's steps on this host keep their
+// marks: JobMarkDir/SCHED-JOB/@live/STEP ("@" is in no node's name, so it
+// never meets a node's mark beside it).
+func liveDir(sched, job, step string) (string, bool) {
+	dir, _, ok := jobMarkPath(sched, job, "_")
+	if !ok || !SafeName(step) {
+		return "", false
+	}
+	return filepath.Join(dir, "@live", step), true
+}
+
+// LiveMark is one launch's mark in its step's live directory, written
+// before the launch creates or joins a container and removed once it has
+// ended having left nothing behind: it removed what it made, or left the
+// step's shared container to a task still in it. A launch killed outright,
+// or one that failed or could not remove its container, leaves its mark.
+// So at the step's end the SPANK plugin starts the step's cleanup
+// (containerjob epilog --step) only where a mark is left: a step whose
+// launches all ended cleanly has nothing of its own to remove, and its
+// end (a batch job's end among them) costs a directory read instead of a
+// process, a policy and an engine query. Nil outside a job: no-op.
+type LiveMark struct {
+	path string
+	left bool
+}
+
+// MarkLive writes the mark of a launch of the step the labels name.
+func MarkLive(labels map[string]string) (*LiveMark, error) {
+	sched, job, step := labels[policy.LabelScheduler], labels[policy.LabelJob], labels[policy.LabelStep]
+	if job == "" {
+		return nil, nil // outside a job: gc cleans up
+	}
+	dir, ok := liveDir(sched, job, step)
+	if !ok {
+		return nil, fmt.Errorf("job %q step %q cannot be marked for its step's end (not a safe file name)", job, step)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("marking the launch for its step's end: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "launch-")
+	if err != nil {
+		return nil, fmt.Errorf("marking the launch for its step's end: %w", err)
+	}
+	f.Close()
+	return &LiveMark{path: f.Name()}, nil
+}
+
+// Leave records that the launch left something to the step's end (a
+// container it could not remove): its mark stays.
+func (m *LiveMark) Leave() {
+	if m != nil {
+		m.left = true
+	}
+}
+
+// Done removes the mark of a launch that ended with err, unless it failed
+// or left something: the step's cleanup then looks.
+func (m *LiveMark) Done(err error) {
+	if m == nil || err != nil || m.left {
+		return
+	}
+	os.Remove(m.path)
+}
+
+// StepLive reports whether a launch of the step left its mark on this
+// host (or the marks cannot be read): what the SPANK plugin asks before
+// the step's cleanup, here for tests and doctor.
+func StepLive(sched, job, step string) bool {
+	dir, ok := liveDir(sched, job, step)
+	if !ok {
+		return true
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	return err != nil || len(ents) > 0
 }

@@ -558,6 +558,9 @@ func TestStepSharesOneContainerPerNode(t *testing.T) {
 	if live := eng.Live(); len(live) != 0 {
 		t.Errorf("%d containers left after the step's last task", len(live))
 	}
+	if StepLive("slurm", "7", "3") {
+		t.Error("the step's tasks all ended cleanly, yet a launch mark is left: the step's end would start its cleanup")
+	}
 	if n := eng.Count("ContainerCreate"); n != 1 {
 		t.Errorf("%d creates for one step on one node", n)
 	}
@@ -801,5 +804,57 @@ func TestKernelCountsTheOOMKill(t *testing.T) {
 	}
 	if (&acctParent{path: "containerjob/uid_1002/2-cd"}).oomWatch(nil).fired() {
 		t.Errorf("an accounting cgroup without memory.events (cgroup v1) counted a kill")
+	}
+}
+
+// TestStepEndSeesWhatALaunchLeft: a launch that removed its container
+// leaves no mark for its step's end (which then starts no cleanup), while
+// one that failed or could not remove its container leaves one; the job
+// stays marked for its Epilog either way.
+func TestStepEndSeesWhatALaunchLeft(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		setup    func(e *fakeEngine)
+		wantLive bool
+	}{
+		{"the command fails, the container is removed", func(e *fakeEngine) {}, false},
+		{"the removal fails", func(e *fakeEngine) { e.RemoveErr = errors.New("device or resource busy") }, true},
+		{"the start fails", func(e *fakeEngine) { e.StartErr = errors.New("runc: cgroup gone") }, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			eng, d, opts := lifecycle(t, policy.Request{Cmd: []string{"work"}})
+			eng.Program["work"] = func(p *fakeProc) int { return 3 }
+			c.setup(eng)
+			var warned []string
+			opts.Notify = func(n Notice) {
+				if n.Kind == NoticeWarning {
+					warned = append(warned, n.Text)
+				}
+			}
+			if StepLive("slurm", "7", "0") {
+				t.Fatal("a mark before the launch")
+			}
+			Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+			if got := StepLive("slurm", "7", "0"); got != c.wantLive {
+				t.Errorf("a launch mark left: %v, want %v (warnings %q)", got, c.wantLive, warned)
+			}
+			if StepLive("slurm", "7", "1") {
+				t.Error("another step of the job has a mark")
+			}
+			eng.RemoveErr = nil // the step's cleanup
+			for _, c := range eng.Live() {
+				eng.ContainerRemove(context.Background(), c.ID, moby.ContainerRemoveOptions{Force: true})
+			}
+			if !JobMarked("slurm", "7") {
+				t.Error("the job has no mark for its Epilog")
+			}
+			// The job's Epilog, its last node's: nothing of the job is left.
+			if err := DropJobMark("slurm", "7", "n1"); err != nil {
+				t.Fatal(err)
+			}
+			if JobMarked("slurm", "7") {
+				t.Error("the job's mark directory is left after its Epilog")
+			}
+		})
 	}
 }

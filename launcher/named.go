@@ -237,6 +237,7 @@ func endStepTask(eng Engine, id, name string, opts Options) {
 	joinLock, _ := containerLocks(name)
 	unlock, ok, err := tryLock(joinLock, syscall.LOCK_EX)
 	if err != nil {
+		opts.live.Leave()
 		opts.notify(NoticeWarning, "%v; the step's container is left to the step's end", err)
 		return
 	}
@@ -261,6 +262,7 @@ func endStepTask(eng Engine, id, name string, opts Options) {
 	}
 	defer os.Remove(taskSocket(name))
 	if _, err := eng.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		opts.live.Leave()
 		opts.notify(NoticeWarning, "the step's container %.12s could not be removed: %v; the step's end or the job's epilogue will remove it", id, err)
 	}
 }

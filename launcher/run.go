@@ -145,6 +145,9 @@ type Options struct {
 	// execCreated, when set, is called once Exec has registered its
 	// process with the engine (RunNamed's step lock is released then).
 	execCreated func()
+	// live is the launch's mark for its step's end (Run writes it); a
+	// container this launch leaves behind keeps it (live.Leave).
+	live *LiveMark
 }
 
 // Notice is something the job's log should say while a launch runs.
@@ -213,6 +216,17 @@ func (o Options) phases() func(name string) {
 // the container of decision d. Any failure before the container's own
 // process ran is an *Error with the docker-run exit code.
 func Run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
+	live, err := MarkLive(d.Labels)
+	if err != nil {
+		return Result{}, &Error{Code: ExitLaunchFailed, Err: err}
+	}
+	opts.live = live
+	res, err := run(ctx, eng, d, stdio, opts)
+	live.Done(err)
+	return res, err
+}
+
+func run(ctx context.Context, eng Engine, d *policy.Decision, stdio IO, opts Options) (Result, error) {
 	var res Result
 	if d.Persist || d.StepShared {
 		return RunNamed(ctx, eng, d, stdio, opts)
@@ -409,7 +423,8 @@ func removeContainer(eng Engine, id string, opts Options, phase func(string)) {
 	rctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	if _, err := eng.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-		opts.notify(NoticeWarning, "container %.12s could not be removed: %v; the job's epilogue will remove it", id, err)
+		opts.live.Leave()
+		opts.notify(NoticeWarning, "container %.12s could not be removed: %v; the step's end or the job's epilogue will remove it", id, err)
 	}
 	phase("remove")
 }

@@ -21,6 +21,8 @@
  * plugstack.conf:
  *   required /usr/local/lib/containerjob/spank_containerjob.so containerjob=/usr/local/bin/containerjob
  */
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -536,12 +538,40 @@ static void step_name(uint32_t step, char *buf, size_t len)
 }
 
 /*
+ * Whether a launch of the step on this host left its mark
+ * (launcher.LiveMark): each containerjob launch in a job writes one in
+ * JOB_MARK_DIR/slurm-JOB/@live/STEP before it creates or joins a container
+ * and removes it once it ended having left nothing (it removed its
+ * container, or left the step's shared one to a task still in it). A
+ * launch killed outright, one that failed or one that could not remove its
+ * container keeps it. Anything but an empty or missing directory counts
+ * as a mark: when in doubt, clean.
+ */
+static int step_live(uint32_t job, const char *step)
+{
+	char dir[128];
+	struct dirent *e;
+	DIR *d;
+	int live = 0;
+
+	snprintf(dir, sizeof(dir), JOB_MARK_DIR "/slurm-%u/@live/%s", job, step);
+	if ((d = opendir(dir)) == NULL)
+		return errno != ENOENT;
+	while (!live && (e = readdir(d)) != NULL)
+		live = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+	closedir(d);
+	return live;
+}
+
+/*
  * The step's cleanup on this node, in slurmstepd as root: whatever
  * containers the step's tasks left here (a client killed with SIGKILL, a
  * task that died mid-launch) are removed, named ones kept for the job's
  * later steps. The wrapper form (srun containerjob IMG) is covered too:
- * the plugin sees every step. A failure is logged and never fails the
- * step: the epilogue and gc remain. when says which hook runs it.
+ * the plugin sees every step. A step whose launches here all ended having
+ * left nothing (no mark, step_live) starts no process. A failure is
+ * logged and never fails the step: the epilogue and gc remain. when says
+ * which hook runs it.
  */
 static void step_cleanup(spank_t sp, const char *when)
 {
@@ -566,6 +596,8 @@ static void step_cleanup(spank_t sp, const char *when)
 		if (stat(mark, &st) != 0)
 			return;
 	}
+	if (!step_live(job, steps))
+		return;
 
 	pid = fork();
 	if (pid < 0) {
@@ -602,9 +634,10 @@ static int task_failed;
  * output handoff): slurmstepd would wait for them 60 s ("Abandoning IO")
  * and srun with it, where the step's cgroup would have ended every process
  * of a step without a container at once. So once every task here has
- * ended and one failed, the step's containers go now. A step whose tasks
- * all exited 0 needs nothing: each containerjob removed its own container
- * (the step's end below still looks).
+ * ended and one failed, the step's containers go now, where a launch left
+ * its mark (a killed containerjob always does). A step whose tasks all
+ * exited 0 needs nothing here: each containerjob removed its own container
+ * (the step's end below still looks for marks).
  */
 int slurm_spank_task_exit(spank_t sp, int ac, char **av)
 {
@@ -629,7 +662,8 @@ int slurm_spank_task_exit(spank_t sp, int ac, char **av)
  * Runs in slurmstepd, as root, when the step ends: the cleanup again, for
  * what a step whose tasks all exited 0 left, or what appeared since (a
  * client of a task that ended was still running until slurmstepd killed
- * the step's processes).
+ * the step's processes: its mark is left). A step whose launches all
+ * ended cleanly (a batch job's step among them) costs a directory read.
  */
 int slurm_spank_exit(spank_t sp, int ac, char **av)
 {

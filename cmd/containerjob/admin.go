@@ -260,7 +260,13 @@ func prefetchImage(n *node.Service, trail *node.Trail, job, nodeName string) {
 	if image == "" {
 		return
 	}
-	if err := n.PrefetchForJob(context.Background(), trail, job, nodeName, image); err != nil {
+	// slurmd gives the Prolog the job's owner beside its id; a job named
+	// by hand (--job) is looked up.
+	owner := ""
+	if job == os.Getenv("SLURM_JOB_ID") {
+		owner = os.Getenv("SLURM_JOB_UID")
+	}
+	if err := n.PrefetchForJob(context.Background(), trail, job, nodeName, image, owner); err != nil {
 		toSyslog(syslog.LOG_INFO, fmt.Sprintf("prolog for job %s: not prefetching %q: %v", job, image, err))
 	}
 }

@@ -63,6 +63,7 @@ type Engine struct {
 	// Fault injection.
 	CreateErr, StartErr, AttachErr error
 	WaitErr                        error // delivered on the wait's error channel
+	RemoveErr                      error // every removal fails with it
 	OOMOnExit137                   bool
 	// OOMLate: the engine tells an OOM kill only after this many
 	// inspections of the exited container (its event came late).
@@ -576,6 +577,9 @@ func (e *Engine) ContainerRemove(_ context.Context, id string, opts client.Conta
 	}
 	e.Mu.Unlock()
 	e.call("ContainerRemove")
+	if e.RemoveErr != nil {
+		return client.ContainerRemoveResult{}, e.RemoveErr
+	}
 	c, err := e.Find(id)
 	if err != nil {
 		return client.ContainerRemoveResult{}, err
