@@ -527,6 +527,17 @@ func TestStepEndRemovesItsContainers(t *testing.T) {
 			t.Errorf("the container left is not the job's named one: %v %+v", err, c.Container.Config.Labels)
 		}
 	}
+	// The launches' marks, which the plugin reads before a step's cleanup
+	// (launcher.LiveMark): the first step's launch ended cleanly and took
+	// its mark away (that step's end started no cleanup); the killed
+	// client's stays.
+	live := "/run/containerjob/jobs/slurm-" + id + "/@live/"
+	if ents, err := os.ReadDir(live + "0"); err != nil || len(ents) != 0 {
+		t.Errorf("the clean step's launch marks: %v %v; want its directory, empty", ents, err)
+	}
+	if ents, err := os.ReadDir(live + "1"); err != nil || len(ents) != 1 {
+		t.Errorf("the killed client's launch marks: %v %v; want one", ents, err)
+	}
 }
 
 // TestContainerNameAloneNeverRunsOnTheHost: pyxis runs a step with only
