@@ -101,8 +101,12 @@ func JobMarked(sched, job string) bool {
 
 // liveDir is where the launches of a job's steps on this host keep their
 // marks: JobMarkDir/SCHED-JOB/@live/STEP ("@" is in no node's name, so it
-// never meets a node's mark beside it).
+// never meets a node's mark beside it). STEP is Slurm's (digits, batch,
+// extern, interactive); a job without steps (PBS) keeps its marks in "_".
 func liveDir(sched, job, step string) (string, bool) {
+	if step == "" {
+		step = "_" // a scheduler without steps (PBS)
+	}
 	dir, _, ok := jobMarkPath(sched, job, "_")
 	if !ok || !SafeName(step) {
 		return "", false

@@ -838,7 +838,7 @@ func TestStepEndSeesWhatALaunchLeft(t *testing.T) {
 			if got := StepLive("slurm", "7", "0"); got != c.wantLive {
 				t.Errorf("a launch mark left: %v, want %v (warnings %q)", got, c.wantLive, warned)
 			}
-			if StepLive("slurm", "7", "1") {
+			if StepLive("slurm", "7", "1") || StepLive("slurm", "7", "") {
 				t.Error("another step of the job has a mark")
 			}
 			eng.RemoveErr = nil // the step's cleanup
@@ -856,5 +856,23 @@ func TestStepEndSeesWhatALaunchLeft(t *testing.T) {
 				t.Error("the job's mark directory is left after its Epilog")
 			}
 		})
+	}
+}
+
+// TestAJobWithoutStepsIsMarkedToo: a PBS job has no steps; its launch
+// writes and removes its mark all the same, and is never refused for it.
+func TestAJobWithoutStepsIsMarkedToo(t *testing.T) {
+	eng, _, opts := lifecycle(t, policy.Request{})
+	d := decideFor(t, lifecyclePolicy, policy.Request{Image: "alpine:3.20", Cmd: []string{"true"}},
+		policy.Job{Scheduler: "pbs", ID: "8.server", Node: "n1"})
+	res, err := Run(context.Background(), eng, d, IO{Stdout: newLineWriter(), Stderr: newLineWriter()}, opts)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	if !JobMarked("pbs", "8.server") {
+		t.Error("the job has no mark for its epilogue")
+	}
+	if StepLive("pbs", "8.server", "") {
+		t.Error("the launch ended cleanly, yet its mark is left")
 	}
 }
