@@ -229,7 +229,36 @@ func (s *decider) environment() error {
 		s.env.set(name, value)
 		s.trail("env "+name, "forced", e.Origin)
 	}
+	s.pmixStore()
 	return nil
+}
+
+// pmixGDS is the PMIx data store a --mpi=pmix step's ranks use unless the
+// job, -e or the admin chose one.
+const pmixGDS = "hash"
+
+// pmixStore: the ranks of a --mpi=pmix step read the job's data from the
+// step's PMIx server by messages (gds hash) rather than from its
+// shared-memory store (ds21, ds12), whose process-shared locks the server
+// takes in the node's PID namespace and the ranks in the container's.
+// Measured on the test cluster's two nodes under load (four busy loops on
+// two CPUs, 2 ranks per node): with the store, ranks segfaulted in MPI_Init
+// (address 0) in about one job of ten, both ranks of a node at once, and
+// the other node's ranks waited in MPI_Allreduce until the job's end; with
+// hash, none did. pyxis' containers share the node's PID namespace, which
+// is why the store works there. It is a default like the job's own
+// variables (the image's ENV may set it where the image's environment
+// wins): the results are the same, only how the ranks learn each other's
+// addresses differs.
+func (s *decider) pmixStore() {
+	if len(s.job.MPIDirs) == 0 { // the step's PMIx server's directories
+		return
+	}
+	if _, set := s.env.vals["PMIX_MCA_gds"]; set {
+		return
+	}
+	s.env.setFromJob("PMIX_MCA_gds", pmixGDS)
+	s.trail("env PMIX_MCA_gds="+pmixGDS+" (the PMIx server's shared-memory store does not cross the container's PID namespace)", "forced", builtin("pmix"))
 }
 
 // capabilities: capabilities and ulimits.

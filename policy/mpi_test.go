@@ -45,6 +45,25 @@ func TestMPISteps(t *testing.T) {
 	if !d.StepShared || d.Name != "cj-1002-42-n1_step.1" {
 		t.Errorf("a 4-task step: shared %v, name %q", d.StepShared, d.Name)
 	}
+	// The ranks read the job's data from the server by messages, unless
+	// the job or the user chose a store; not for steps without PMIx.
+	if !slices.Contains(d.Spec.Process.Env, "PMIX_MCA_gds=hash") {
+		t.Errorf("a PMIx step's environment has no PMIX_MCA_gds=hash: %q", d.Spec.Process.Env)
+	}
+	for _, own := range []Request{
+		{Image: "mpi-test:1", Network: "host", Flags: []string{"network"}, JobEnv: []string{"PMIX_MCA_gds=ds21"}},
+		{Image: "mpi-test:1", Network: "host", Flags: []string{"network"}, Env: []string{"PMIX_MCA_gds=ds12"}},
+	} {
+		d, err := pol.Decide(own, bob, pmix)
+		if err != nil || slices.Contains(d.Spec.Process.Env, "PMIX_MCA_gds=hash") || !slices.ContainsFunc(d.Spec.Process.Env, func(e string) bool { return strings.HasPrefix(e, "PMIX_MCA_gds=ds") }) {
+			t.Errorf("the caller's own PMIX_MCA_gds (%v %v) was not kept: %v %q", own.JobEnv, own.Env, err, d.Spec.Process.Env)
+		}
+	}
+	noMPI := pmix
+	noMPI.MPIType, noMPI.MPIDirs = "", nil
+	if d, err := pol.Decide(host, bob, noMPI); err != nil || slices.ContainsFunc(d.Spec.Process.Env, func(e string) bool { return strings.HasPrefix(e, "PMIX_MCA_gds=") }) {
+		t.Errorf("a step without PMIx: %v %q", err, d.Spec.Process.Env)
+	}
 
 	for _, tt := range []struct {
 		name     string
