@@ -239,14 +239,14 @@ const pmixGDS = "hash"
 
 // pmixStore: the ranks of a --mpi=pmix step read the job's data from the
 // step's PMIx server by messages (gds hash) rather than from its
-// shared-memory store (ds21, ds12), whose process-shared locks the server
-// takes in the node's PID namespace and the ranks in the container's.
-// Measured on the test cluster's two nodes under load (four busy loops on
-// two CPUs, 2 ranks per node): with the store, ranks segfaulted in MPI_Init
-// (address 0) in about one job of ten, both ranks of a node at once, and
-// the other node's ranks waited in MPI_Allreduce until the job's end; with
-// hash, none did. pyxis' containers share the node's PID namespace, which
-// is why the store works there. It is a default like the job's own
+// shared-memory store (ds21, ds12). Measured on the test cluster's two
+// nodes under load (four busy loops on two CPUs, 2 ranks per node): with
+// the store, ranks segfaulted (address 0, before their first output) in
+// about one job of ten, both ranks of a node at once, and the other node's
+// ranks waited in MPI_Allreduce until the job's end; with hash, none did,
+// and ranks on the host never did. Why is not proven; likely the store's
+// process-shared locks, which the server takes in the node's PID namespace
+// and the ranks in the container's (pyxis' containers share the node's). It is a default like the job's own
 // variables (the image's ENV may set it where the image's environment
 // wins): the results are the same, only how the ranks learn each other's
 // addresses differs.
