@@ -22,12 +22,13 @@ import (
 // HOST: sum S" after an MPI_Allreduce of the ranks.
 
 // rankLine is what /hello prints, followed by the container the rank ran
-// in, which the test's command appends.
-var rankLine = regexp.MustCompile(`(?m)^rank (\d+) of (\d+) on (\S+): sum (\d+) container ([0-9a-f]{12})$`)
+// in and the PMIx data store it was told to use, which the test's command
+// appends.
+var rankLine = regexp.MustCompile(`(?m)^rank (\d+) of (\d+) on (\S+): sum (\d+) container ([0-9a-f]{12}) gds=(\S*)$`)
 
 // mpiHello runs /hello and then names the container the rank ran in (the
-// 64-hex id in its cgroup path).
-const mpiHello = `sh -c '/hello | tr -d "\n"; echo " container $(grep -o "[0-9a-f]\{64\}" /proc/self/cgroup | head -1 | cut -c1-12)"'`
+// 64-hex id in its cgroup path) and its PMIX_MCA_gds.
+const mpiHello = `sh -c '/hello | tr -d "\n"; echo " container $(grep -o "[0-9a-f]\{64\}" /proc/self/cgroup | head -1 | cut -c1-12) gds=$PMIX_MCA_gds"'`
 
 // checkRanks asserts n ranks on both nodes, each with the sum of all ranks,
 // and one container per node: the node's ranks share it.
@@ -43,6 +44,11 @@ func checkRanks(t *testing.T, out string, n int) {
 	for _, m := range ms {
 		if m[2] != fmt.Sprint(n) || m[4] != want {
 			t.Errorf("rank %s: world %s, sum %s; want %d and %s", m[1], m[2], m[4], n, want)
+		}
+		// The ranks read the job's data from the server by messages
+		// (policy's pmixStore): the shared-memory store crashed ranks.
+		if m[6] != "hash" {
+			t.Errorf("rank %s: PMIX_MCA_gds=%q, want hash", m[1], m[6])
 		}
 		if prev, ok := nodeOf[m[5]]; ok && prev != m[3] {
 			t.Errorf("container %s on two nodes (%s, %s)", m[5], prev, m[3])
