@@ -169,7 +169,7 @@ func (m *LiveMark) Done(err error) {
 
 // StepLive reports whether a launch of the step left its mark on this
 // host (or the marks cannot be read): what the SPANK plugin asks before
-// the step's cleanup, here for tests and doctor.
+// the step's cleanup (step_live), here for the tests.
 func StepLive(sched, job, step string) bool {
 	dir, ok := liveDir(sched, job, step)
 	if !ok {
