@@ -20,13 +20,12 @@ func TestJobMarkDirIsTheHooksAndThePlugins(t *testing.T) {
 		{"../contrib/slurm/slurm-epilog", JobMarkDir + "/slurm-$SLURM_JOB_ID"},
 		{"../contrib/slurm/slurm-prolog", JobMarkDir + "/slurm-$SLURM_JOB_ID"},
 	} {
-		file, want := c.file, c.want
-		b, err := os.ReadFile(file)
+		b, err := os.ReadFile(c.file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(b), want) {
-			t.Errorf("%s does not look for job marks in %s (want %q)", file, JobMarkDir, want)
+		if !strings.Contains(string(b), c.want) {
+			t.Errorf("%s does not look for job marks in %s (want %q)", c.file, JobMarkDir, c.want)
 		}
 	}
 }

@@ -246,10 +246,10 @@ const pmixGDS = "hash"
 // ranks waited in MPI_Allreduce until the job's end; with hash, none did,
 // and ranks on the host never did. Why is not proven; likely the store's
 // process-shared locks, which the server takes in the node's PID namespace
-// and the ranks in the container's (pyxis' containers share the node's). It is a default like the job's own
-// variables (the image's ENV may set it where the image's environment
-// wins): the results are the same, only how the ranks learn each other's
-// addresses differs.
+// and the ranks in the container's (pyxis' containers share the node's).
+// It is a default like the job's own variables (the image's ENV may set it
+// where the image's environment wins): the results are the same, only how
+// the ranks learn each other's addresses differs.
 func (s *decider) pmixStore() {
 	if len(s.job.MPIDirs) == 0 { // the step's PMIx server's directories
 		return

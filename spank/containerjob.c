@@ -31,7 +31,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -585,17 +584,10 @@ static void step_cleanup(spank_t sp, const char *when)
 		return;
 	snprintf(jobs, sizeof(jobs), "%u", job);
 	step_name(step, steps, sizeof(steps));
-	/* A job that never made a container on this host has no mark
-	 * (containerjob writes JOB_MARK_DIR/slurm-JOB/NODE before its first
-	 * container, as the Prolog and Epilog scripts know): its steps end
-	 * without starting a process. */
-	{
-		char mark[64];
-		struct stat st;
-		snprintf(mark, sizeof(mark), JOB_MARK_DIR "/slurm-%u", job);
-		if (stat(mark, &st) != 0)
-			return;
-	}
+	/* A job that never made a container on this host has no directory
+	 * under JOB_MARK_DIR at all, and a step whose launches all ended
+	 * cleanly has no mark in it: either step ends without starting a
+	 * process. */
 	if (!step_live(job, steps))
 		return;
 
